@@ -1,0 +1,34 @@
+# caddymcp — the two commands that matter: `make example` and `make test`.
+
+SHELL := /bin/bash
+CADDY_VERSION ?= v2.11.9
+XCADDY_VERSION ?= v0.4.5
+# Our module is built from this checkout (=.), so xcaddy needs only modules
+# that the first configured proxy serves; "|off" stops a fallback to
+# fetching our unpublished module path from its VCS host.
+XCADDY_GOPROXY := $(shell go env GOPROXY | cut -d, -f1)|off
+
+.PHONY: build example test test-unit lint clean
+
+## build: a ./caddy binary with the plugin (xcaddy build --with github.com/caddymcp/caddymcp=.)
+build: caddy
+
+caddy: $(shell find . -name '*.go' -not -path './node_modules/*') go.mod go.sum
+	GOPROXY="$(XCADDY_GOPROXY)" go run github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION) \
+		build $(CADDY_VERSION) --output ./caddy --with github.com/caddymcp/caddymcp=.
+
+## example: run the example (Caddy with Caddyfile.example and its helpers)
+example: caddy
+	./examples/run.sh
+
+## test: every test: gofmt, go vet, the plugin build, unit and integration tests (with -race)
+test: lint caddy
+	CADDYMCP_CADDY_BIN=$(CURDIR)/caddy go test -race -count=1 ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	go vet ./...
+
+clean:
+	rm -f caddy

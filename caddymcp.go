@@ -1,0 +1,16 @@
+// Package caddymcp puts MCP servers on the web safely with Caddy. Importing
+// it registers all of its modules:
+//
+//   - http.handlers.oauth_protected_resource (package metadata): OAuth 2.0
+//     Protected Resource Metadata, RFC 9728;
+//   - http.handlers.mcp_auth (package mcpauth): bearer-JWT middleware per the
+//     MCP authorization spec;
+//   - http.handlers.mcp_stdio (package stdiobridge): a stdio MCP server served
+//     as an MCP Streamable HTTP endpoint.
+//
+// Build Caddy with them: xcaddy build --with github.com/caddymcp/caddymcp
+package caddymcp
+
+import (
+	_ "github.com/caddymcp/caddymcp/metadata"
+)

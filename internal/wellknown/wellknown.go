@@ -1,0 +1,104 @@
+// Package wellknown holds the RFC 9728 URL rules shared by the metadata
+// responder and the bearer middleware: how a request's public origin is
+// determined and how a resource maps to its metadata URL and back.
+package wellknown
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// ProtectedResourcePrefix is the RFC 9728 well-known path of protected
+// resource metadata.
+const ProtectedResourcePrefix = "/.well-known/oauth-protected-resource"
+
+// AuthorizationServerPrefix is the RFC 8414 well-known path of authorization
+// server metadata.
+const AuthorizationServerPrefix = "/.well-known/oauth-authorization-server"
+
+// Origin returns the scheme and host the client used to reach this request.
+// X-Forwarded-Proto and X-Forwarded-Host are honoured only when Caddy has
+// determined that the immediate peer is one of the server's trusted proxies.
+func Origin(r *http.Request) (scheme, host string) {
+	scheme = "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	host = r.Host
+	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); trusted {
+		if p := firstValue(r.Header.Get("X-Forwarded-Proto")); p == "http" || p == "https" {
+			scheme = p
+		}
+		if h := firstValue(r.Header.Get("X-Forwarded-Host")); h != "" {
+			host = h
+		}
+	}
+	return scheme, host
+}
+
+// firstValue returns the first element of a comma-separated header value,
+// which is the one set by the proxy nearest to the client.
+func firstValue(v string) string {
+	if i := strings.IndexByte(v, ','); i >= 0 {
+		v = v[:i]
+	}
+	return strings.ToLower(strings.TrimSpace(v))
+}
+
+// IsUnder reports whether path is prefix itself or lies below it.
+func IsUnder(path, prefix string) bool {
+	return path == prefix || strings.HasPrefix(path, prefix+"/")
+}
+
+// ResourceFromMetadataRequest derives the resource identifier that a
+// metadata request asks about by reversing RFC 9728 section 3.1 path
+// insertion: https://h/.well-known/oauth-protected-resource/a/b describes
+// https://h/a/b, and the bare well-known path describes https://h.
+func ResourceFromMetadataRequest(r *http.Request) string {
+	scheme, host := Origin(r)
+	rest := ""
+	if IsUnder(r.URL.Path, ProtectedResourcePrefix) {
+		rest = r.URL.Path[len(ProtectedResourcePrefix):]
+	}
+	return scheme + "://" + host + rest
+}
+
+// MetadataURLForRequest applies RFC 9728 section 3.1 path insertion to the
+// request's own URL: the metadata of https://h/a/b is served at
+// https://h/.well-known/oauth-protected-resource/a/b. The root resource maps
+// to the bare well-known path.
+func MetadataURLForRequest(r *http.Request) string {
+	scheme, host := Origin(r)
+	path := r.URL.Path
+	if path == "/" {
+		path = ""
+	}
+	return scheme + "://" + host + ProtectedResourcePrefix + path
+}
+
+// CheckURL reports why s is not an absolute http(s) URL with a host. With
+// noFragment, a fragment is refused too (RFC 9728 resource identifiers).
+// Values holding Caddy placeholders are resolved per request and accepted.
+func CheckURL(s string, noFragment bool) error {
+	if strings.ContainsRune(s, '{') {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a valid URL: %v", s, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("%q is not an absolute http(s) URL", s)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("%q has no host", s)
+	}
+	if noFragment && (u.Fragment != "" || strings.Contains(s, "#")) {
+		return fmt.Errorf("%q must not have a fragment", s)
+	}
+	return nil
+}

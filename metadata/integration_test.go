@@ -1,0 +1,201 @@
+package metadata
+
+import (
+	"io"
+	"net/http"
+	"testing"
+
+	"github.com/caddymcp/caddymcp/internal/caddyrun"
+)
+
+func body(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func expect(t *testing.T, resp *http.Response, status int, headers map[string]string, wantBody string) {
+	t.Helper()
+	got := body(t, resp)
+	if resp.StatusCode != status {
+		t.Errorf("status = %d, want %d (body %q)", resp.StatusCode, status, got)
+	}
+	for k, v := range headers {
+		if g := resp.Header.Get(k); g != v {
+			t.Errorf("header %s = %q, want %q", k, g, v)
+		}
+	}
+	if wantBody != "-" && got != wantBody {
+		t.Errorf("body =\n%s\nwant\n%s", got, wantBody)
+	}
+}
+
+const referenceSite = `
+http://localhost:{{PORT}}, http://127.0.0.1:{{PORT}} {
+	oauth_protected_resource /.well-known/oauth-protected-resource/stdio/mcp {
+		resource http://localhost:3000/stdio/mcp
+		authorization_servers http://localhost:9000
+		bearer_methods_supported header body query
+		resource_documentation http://localhost:3000/stdio/docs
+		resource_policy_uri http://localhost:3000/stdio/policies
+	}
+	oauth_protected_resource {
+		authorization_servers http://localhost:9000
+		scopes_supported read:all
+		cors https://app.example.com https://inspector.example.com
+		max_age 10m
+	}
+	respond "next handler" 200
+}
+`
+
+const referenceDoc = `{"resource":"http://localhost:3000/stdio/mcp","authorization_servers":["http://localhost:9000"],` +
+	`"bearer_methods_supported":["header","body","query"],"resource_documentation":"http://localhost:3000/stdio/docs",` +
+	`"resource_policy_uri":"http://localhost:3000/stdio/policies"}`
+
+func TestThroughCaddy(t *testing.T) {
+	c := caddyrun.StartCaddyfile(t, "", referenceSite)
+	origin := "http://127.0.0.1:" + itoa(c.Port)
+
+	t.Run("reference GET", func(t *testing.T) {
+		resp := c.Do("GET", "/.well-known/oauth-protected-resource/stdio/mcp", nil)
+		expect(t, resp, 200, map[string]string{
+			"Content-Type":                "application/json",
+			"Cache-Control":               "public, max-age=3600",
+			"Access-Control-Allow-Origin": "*",
+		}, referenceDoc)
+	})
+	t.Run("reference HEAD", func(t *testing.T) {
+		resp := c.Do("HEAD", "/.well-known/oauth-protected-resource/stdio/mcp", nil)
+		expect(t, resp, 200, map[string]string{
+			"Content-Type":   "application/json",
+			"Content-Length": itoa(len(referenceDoc)),
+		}, "")
+	})
+	t.Run("preflight", func(t *testing.T) {
+		resp := c.Do("OPTIONS", "/.well-known/oauth-protected-resource/stdio/mcp", http.Header{
+			"Origin":                         {"https://anywhere.example"},
+			"Access-Control-Request-Method":  {"GET"},
+			"Access-Control-Request-Headers": {"mcp-protocol-version"},
+		})
+		expect(t, resp, 204, map[string]string{
+			"Access-Control-Allow-Origin":  "*",
+			"Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+			"Access-Control-Allow-Headers": "mcp-protocol-version",
+			"Content-Type":                 "",
+		}, "")
+	})
+	t.Run("POST is 405 with Allow", func(t *testing.T) {
+		resp := c.Do("POST", "/.well-known/oauth-protected-resource/stdio/mcp", nil)
+		expect(t, resp, 405, map[string]string{"Allow": "GET, HEAD, OPTIONS"}, "-")
+	})
+	t.Run("DELETE is 405", func(t *testing.T) {
+		resp := c.Do("DELETE", "/.well-known/oauth-protected-resource/x", nil)
+		expect(t, resp, 405, map[string]string{"Allow": "GET, HEAD, OPTIONS"}, "-")
+	})
+	t.Run("other paths reach the next handler", func(t *testing.T) {
+		for _, p := range []string{"/stdio/mcp", "/.well-known/oauth-protected-resourcex", "/"} {
+			expect(t, c.Do("GET", p, nil), 200, nil, "next handler")
+		}
+	})
+
+	derived := []struct{ path, resource string }{
+		{"/.well-known/oauth-protected-resource", origin},
+		{"/.well-known/oauth-protected-resource/", origin + "/"},
+		{"/.well-known/oauth-protected-resource/mcp", origin + "/mcp"},
+		{"/.well-known/oauth-protected-resource/remote/mcp", origin + "/remote/mcp"},
+		{"/.well-known/oauth-protected-resource/remote/mcp/", origin + "/remote/mcp/"},
+	}
+	for _, d := range derived {
+		t.Run("derived "+d.path, func(t *testing.T) {
+			resp := c.Do("GET", d.path, nil)
+			expect(t, resp, 200, map[string]string{"Cache-Control": "public, max-age=600", "Vary": "Origin"},
+				`{"resource":"`+d.resource+`","authorization_servers":["http://localhost:9000"],"scopes_supported":["read:all"]}`)
+		})
+	}
+	t.Run("derived host follows Host header", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", c.URL+"/.well-known/oauth-protected-resource/mcp", nil)
+		req.Host = "localhost:" + itoa(c.Port)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expect(t, resp, 200, nil, `{"resource":"http://localhost:`+itoa(c.Port)+`/mcp","authorization_servers":["http://localhost:9000"],"scopes_supported":["read:all"]}`)
+	})
+	t.Run("forwarded headers ignored from untrusted peers", func(t *testing.T) {
+		resp := c.Do("GET", "/.well-known/oauth-protected-resource/mcp", http.Header{
+			"X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"evil.example"},
+		})
+		expect(t, resp, 200, nil, `{"resource":"`+origin+`/mcp","authorization_servers":["http://localhost:9000"],"scopes_supported":["read:all"]}`)
+	})
+	t.Run("CORS echoes a listed origin", func(t *testing.T) {
+		resp := c.Do("GET", "/.well-known/oauth-protected-resource/mcp", http.Header{"Origin": {"https://inspector.example.com"}})
+		expect(t, resp, 200, map[string]string{"Access-Control-Allow-Origin": "https://inspector.example.com", "Vary": "Origin"}, "-")
+	})
+	t.Run("CORS refuses an unlisted origin", func(t *testing.T) {
+		resp := c.Do("GET", "/.well-known/oauth-protected-resource/mcp", http.Header{"Origin": {"https://evil.example"}})
+		expect(t, resp, 200, map[string]string{"Access-Control-Allow-Origin": ""}, "-")
+	})
+	t.Run("preflight from a listed origin", func(t *testing.T) {
+		resp := c.Do("OPTIONS", "/.well-known/oauth-protected-resource/mcp", http.Header{
+			"Origin": {"https://app.example.com"}, "Access-Control-Request-Method": {"GET"},
+		})
+		expect(t, resp, 204, map[string]string{"Access-Control-Allow-Origin": "https://app.example.com"}, "")
+	})
+}
+
+func TestTrustedProxyForwardedHeaders(t *testing.T) {
+	c := caddyrun.StartCaddyfile(t, `servers {
+		trusted_proxies static 127.0.0.1/32
+	}`, `
+http://127.0.0.1:{{PORT}} {
+	oauth_protected_resource {
+		authorization_servers https://auth.example.com
+	}
+}
+`)
+	resp := c.Do("GET", "/.well-known/oauth-protected-resource/mcp", http.Header{
+		"X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"mcp.example.com"},
+	})
+	expect(t, resp, 200, nil, `{"resource":"https://mcp.example.com/mcp","authorization_servers":["https://auth.example.com"]}`)
+}
+
+func TestJSONConfig(t *testing.T) {
+	c := caddyrun.StartJSON(t, `{
+	"apps": {"http": {"servers": {"srv0": {
+		"listen": ["127.0.0.1:{{PORT}}"],
+		"automatic_https": {"disable": true},
+		"routes": [{"handle": [{
+			"handler": "oauth_protected_resource",
+			"resource": "{http.request.scheme}://{http.request.host}/api/mcp",
+			"authorization_servers": ["https://auth.example.com"],
+			"resource_name": "Example",
+			"field": {"resource_name#de": "Beispiel", "x_extra": {"b": 1, "a": [true]}},
+			"dpop_bound_access_tokens_required": true,
+			"max_age": -1
+		}]}]
+	}}}}
+}`)
+	resp := c.Do("GET", "/.well-known/oauth-protected-resource/anything", nil)
+	expect(t, resp, 200, map[string]string{"Cache-Control": "no-store"},
+		`{"resource":"http://127.0.0.1/api/mcp","authorization_servers":["https://auth.example.com"],"resource_name":"Example",`+
+			`"dpop_bound_access_tokens_required":true,"resource_name#de":"Beispiel","x_extra":{"a":[true],"b":1}}`)
+}
+
+func TestProvisionErrorThroughCaddy(t *testing.T) {
+	c := caddyrun.StartCaddyfile(t, "", `http://127.0.0.1:{{PORT}} {
+	respond ok
+}`)
+	err := c.TryLoadCaddyfile("", `http://127.0.0.1:{{PORT}} {
+	oauth_protected_resource {
+		authorization_servers not-a-url
+	}
+}`)
+	if err == nil || !contains(err.Error(), "authorization_servers[0]") {
+		t.Fatalf("load error = %v, want it to name authorization_servers[0]", err)
+	}
+}
