@@ -12,5 +12,6 @@
 package caddymcp
 
 import (
+	_ "github.com/caddymcp/caddymcp/mcpauth"
 	_ "github.com/caddymcp/caddymcp/metadata"
 )

@@ -1,0 +1,105 @@
+package mcpauth
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("mcp_auth", parseCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("mcp_auth", httpcaddyfile.After, "basic_auth")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	mcp_auth [<matcher>] {
+//		issuer <url>
+//		audience <aud...>
+//		jwks_url <url>
+//		jwks_file <path>
+//		jwks_refresh_interval <duration>
+//		jwks_refresh_min_interval <duration>
+//		scopes <scope...>
+//		algorithms <alg...>
+//		leeway <duration>
+//		mode strict|optional|permissive
+//		resource_metadata <url>
+//		pass_token
+//	}
+func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		switch opt {
+		case "issuer", "jwks_url", "jwks_file", "mode", "resource_metadata":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			switch opt {
+			case "issuer":
+				m.Issuer = v
+			case "jwks_url":
+				m.JWKSURL = v
+			case "jwks_file":
+				m.JWKSFile = v
+			case "mode":
+				m.Mode = v
+			case "resource_metadata":
+				m.ResourceMetadata = v
+			}
+		case "audience", "scopes", "algorithms":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			switch opt {
+			case "audience":
+				m.Audience = append(m.Audience, args...)
+			case "scopes":
+				m.Scopes = append(m.Scopes, args...)
+			case "algorithms":
+				m.Algorithms = append(m.Algorithms, args...)
+			}
+		case "jwks_refresh_interval", "jwks_refresh_min_interval", "leeway":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil {
+				return d.Errf("%s: %v", opt, err)
+			}
+			switch opt {
+			case "jwks_refresh_interval":
+				m.JWKSRefreshInterval = caddy.Duration(dur)
+			case "jwks_refresh_min_interval":
+				m.JWKSRefreshMinInterval = caddy.Duration(dur)
+			case "leeway":
+				m.Leeway = caddy.Duration(dur)
+			}
+		case "pass_token":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			m.PassToken = true
+		default:
+			return d.Errf("unrecognized mcp_auth option %q", opt)
+		}
+	}
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

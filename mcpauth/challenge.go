@@ -1,0 +1,103 @@
+package mcpauth
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// failure is a rejected request: the status, the RFC 6750 error code and a
+// description that says what was wrong without echoing the credential.
+type failure struct {
+	status      int
+	code        string // "" for a request without a token (RFC 6750 section 3.1)
+	description string
+}
+
+func (f *failure) Error() string {
+	if f.code == "" {
+		return f.description
+	}
+	return f.code + ": " + f.description
+}
+
+func missingToken() *failure {
+	return &failure{status: http.StatusUnauthorized, description: "JWT token required"}
+}
+
+func invalidToken(desc string) *failure {
+	return &failure{status: http.StatusUnauthorized, code: "invalid_token", description: desc}
+}
+
+func invalidRequest(desc string) *failure {
+	return &failure{status: http.StatusBadRequest, code: "invalid_request", description: desc}
+}
+
+func insufficientScope(desc string) *failure {
+	return &failure{status: http.StatusForbidden, code: "insufficient_scope", description: desc}
+}
+
+// writeChallenge writes the RFC 6750 response for f, pointing the client at
+// the protected resource metadata (RFC 9728 section 5.1) and, for step-up,
+// at the scopes it needs (MCP 2025-11-25).
+func writeChallenge(w http.ResponseWriter, f *failure, metadataURL, scope string) {
+	var b strings.Builder
+	b.WriteString("Bearer ")
+	switch f.code {
+	case "":
+		param(&b, "resource_metadata", metadataURL)
+		param(&b, "scope", scope)
+	case "insufficient_scope":
+		param(&b, "error", f.code)
+		param(&b, "scope", scope)
+		param(&b, "resource_metadata", metadataURL)
+		param(&b, "error_description", f.description)
+	default:
+		param(&b, "resource_metadata", metadataURL)
+		param(&b, "error", f.code)
+		param(&b, "error_description", f.description)
+		param(&b, "scope", scope)
+	}
+	code := f.code
+	if code == "" {
+		code = "unauthorized"
+	}
+	body, _ := json.Marshal(struct {
+		Error            string `json:"error"`
+		ErrorDescription string `json:"error_description"`
+	}{code, f.description})
+
+	h := w.Header()
+	h.Set("WWW-Authenticate", b.String())
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(f.status)
+	_, _ = w.Write(body)
+}
+
+// param appends name="value" (RFC 9110 quoted-string) when value is set.
+func param(b *strings.Builder, name, value string) {
+	if value == "" {
+		return
+	}
+	if !strings.HasSuffix(b.String(), " ") {
+		b.WriteString(", ")
+	}
+	b.WriteString(name)
+	b.WriteString(`="`)
+	for i := 0; i < len(value); i++ {
+		c := value[i]
+		switch {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < 0x20 || c == 0x7f:
+			// control characters cannot appear in a header value
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+}

@@ -1,0 +1,390 @@
+// Package mcpauth provides the mcp_auth handler: bearer-JWT middleware that
+// follows the MCP authorization specification (2025-06-18, 2025-11-25).
+//
+// Caddyfile syntax:
+//
+//	mcp_auth [<matcher>] {
+//		issuer <url>
+//		audience <aud...>
+//		jwks_url <url>
+//		jwks_file <path>
+//		jwks_refresh_interval <duration>
+//		jwks_refresh_min_interval <duration>
+//		scopes <scope...>
+//		algorithms <alg...>
+//		leeway <duration>
+//		mode strict|optional|permissive
+//		resource_metadata <url>
+//		pass_token
+//	}
+package mcpauth
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+
+	"github.com/caddymcp/caddymcp/internal/wellknown"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler authenticates requests with OAuth 2.0 bearer JWTs (RFC 6750,
+// RFC 9068) the way MCP clients expect.
+//
+// A request without a token is answered 401 with a `WWW-Authenticate:
+// Bearer resource_metadata="…"` challenge that points at the resource's RFC
+// 9728 metadata; a bad token gets 401 `error="invalid_token"`; a valid
+// token lacking a required scope gets 403 `error="insufficient_scope"` with
+// the scopes to ask for (MCP step-up). OPTIONS requests (CORS preflights) and
+// the OAuth well-known paths are never challenged.
+//
+// Tokens are verified against a JWKS (`jwks_url`, `jwks_file`, or the
+// `jwks_uri` of the issuer's RFC 8414 / OpenID metadata): signature with an
+// allowed asymmetric algorithm, `iss`, `aud` (RFC 8707), `exp`, `nbf`, `iat`.
+//
+// After a valid token the handler sets these placeholders:
+// `{http.auth.user.id}` (sub), `{http.auth.user.scope}`,
+// `{http.auth.user.client_id}`, `{http.auth.user.iss}` and
+// `{http.auth.claims.<name>}` for every top-level claim. The Authorization
+// header is removed before the next handler unless `pass_token` is set: MCP
+// forbids passing the client's token through to upstream servers.
+type Handler struct {
+	// The issuer whose tokens are accepted; `iss` must equal it exactly.
+	// Required.
+	Issuer string `json:"issuer,omitempty"`
+
+	// Accepted audiences; the token's `aud` (a string or an array) must
+	// contain one of them. URLs are compared in canonical form (scheme and
+	// host case-insensitive, default port and trailing slash ignored).
+	// Required unless `mode` is permissive.
+	Audience []string `json:"audience,omitempty"`
+
+	// URL of the issuer's JSON Web Key Set. Without it and without
+	// `jwks_file`, the URL is discovered from the issuer's metadata.
+	JWKSURL string `json:"jwks_url,omitempty"`
+
+	// Path of a local JWKS file, read when the config is loaded.
+	JWKSFile string `json:"jwks_file,omitempty"`
+
+	// How often a remote JWKS is refreshed. Default: 1h.
+	JWKSRefreshInterval caddy.Duration `json:"jwks_refresh_interval,omitempty"`
+
+	// A token whose `kid` is not in the JWKS triggers a refresh at most once
+	// per this interval; a request arriving while the refresh is not
+	// allowed is rejected at once, never held. Default: 10s.
+	JWKSRefreshMinInterval caddy.Duration `json:"jwks_refresh_min_interval,omitempty"`
+
+	// Scopes a token must all grant (from `scope` or `scp`). A valid token
+	// without them gets 403 insufficient_scope.
+	Scopes []string `json:"scopes,omitempty"`
+
+	// Accepted signing algorithms. Default: RS256, RS384, RS512, PS256,
+	// PS384, PS512, ES256, ES384, ES512, EdDSA. `none` and the HMAC
+	// algorithms are refused.
+	Algorithms []string `json:"algorithms,omitempty"`
+
+	// Allowed clock skew for `exp`, `nbf` and `iat`. Default: 30s.
+	Leeway caddy.Duration `json:"leeway,omitempty"`
+
+	// `strict` (default) requires a valid token; `optional` lets requests
+	// without a token through but rejects bad tokens; `permissive` never
+	// rejects and only sets placeholders for valid tokens.
+	Mode string `json:"mode,omitempty"`
+
+	// URL of the protected resource metadata named in challenges. Default:
+	// the request URL with `/.well-known/oauth-protected-resource` inserted
+	// before its path (RFC 9728 section 3.1). Placeholders allowed.
+	ResourceMetadata string `json:"resource_metadata,omitempty"`
+
+	// Keep the Authorization header for the next handler. Default: false,
+	// the header is removed.
+	PassToken bool `json:"pass_token,omitempty"`
+
+	keys      *keySource
+	poolKey   string
+	parser    *jwt.Parser
+	audiences []string
+	scope     string
+	logger    *zap.Logger
+}
+
+var defaultAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.mcp_auth",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets defaults and prepares the key source. It does not contact
+// the issuer: keys are fetched on first use.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.Mode == "" {
+		h.Mode = "strict"
+	}
+	if len(h.Algorithms) == 0 {
+		h.Algorithms = defaultAlgorithms
+	}
+	if h.Leeway == 0 {
+		h.Leeway = caddy.Duration(30 * time.Second)
+	}
+	if h.JWKSRefreshInterval == 0 {
+		h.JWKSRefreshInterval = caddy.Duration(time.Hour)
+	}
+	if h.JWKSRefreshMinInterval == 0 {
+		h.JWKSRefreshMinInterval = caddy.Duration(10 * time.Second)
+	}
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	h.audiences = make([]string, len(h.Audience))
+	for i, a := range h.Audience {
+		h.audiences[i] = canonicalURI(a)
+	}
+	h.scope = strings.Join(h.Scopes, " ")
+	h.parser = jwt.NewParser(
+		jwt.WithValidMethods(h.Algorithms),
+		jwt.WithIssuer(h.Issuer),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(time.Duration(h.Leeway)),
+	)
+
+	if h.JWKSFile != "" {
+		raw, err := os.ReadFile(h.JWKSFile)
+		if err != nil {
+			return fmt.Errorf("jwks_file: %w", err)
+		}
+		ks, err := newStaticKeySource(raw)
+		if err != nil {
+			return fmt.Errorf("jwks_file %s: %w", h.JWKSFile, err)
+		}
+		h.keys = ks
+		return nil
+	}
+	h.poolKey = keySourceKey(h.JWKSURL, h.Issuer, time.Duration(h.JWKSRefreshInterval), time.Duration(h.JWKSRefreshMinInterval))
+	logger := ctx.Logger().Named("jwks")
+	val, _, err := keySources.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
+		return newRemoteKeySource(h.JWKSURL, h.Issuer, time.Duration(h.JWKSRefreshInterval),
+			time.Duration(h.JWKSRefreshMinInterval), logger), nil
+	})
+	if err != nil {
+		return err
+	}
+	h.keys = val.(*keySource)
+	return nil
+}
+
+// Validate checks the configuration; every error names the offending field.
+func (h *Handler) Validate() error {
+	if h.Issuer == "" {
+		return fmt.Errorf("issuer: required")
+	}
+	if err := wellknown.CheckURL(h.Issuer, true); err != nil {
+		return fmt.Errorf("issuer: %w", err)
+	}
+	switch h.Mode {
+	case "", "strict", "optional", "permissive":
+	default:
+		return fmt.Errorf("mode: %q is not one of strict, optional, permissive", h.Mode)
+	}
+	if len(h.Audience) == 0 && h.Mode != "permissive" {
+		return fmt.Errorf("audience: required (the resource URL this server is, e.g. https://mcp.example.com/mcp; RFC 8707)")
+	}
+	for i, a := range h.Audience {
+		if strings.TrimSpace(a) == "" {
+			return fmt.Errorf("audience[%d]: empty", i)
+		}
+	}
+	if h.JWKSURL != "" && h.JWKSFile != "" {
+		return fmt.Errorf("jwks_url and jwks_file: set at most one")
+	}
+	if h.JWKSURL != "" {
+		if err := wellknown.CheckURL(h.JWKSURL, false); err != nil {
+			return fmt.Errorf("jwks_url: %w", err)
+		}
+	}
+	if h.ResourceMetadata != "" {
+		if err := wellknown.CheckURL(h.ResourceMetadata, false); err != nil {
+			return fmt.Errorf("resource_metadata: %w", err)
+		}
+	}
+	for _, a := range h.Algorithms {
+		if !slices.Contains(defaultAlgorithms, a) {
+			return fmt.Errorf("algorithms: %q is not allowed; use asymmetric algorithms only (%s)", a, strings.Join(defaultAlgorithms, ", "))
+		}
+	}
+	for _, s := range h.Scopes {
+		if s == "" || strings.ContainsAny(s, " \"\\") {
+			return fmt.Errorf("scopes: %q is not a valid scope token", s)
+		}
+	}
+	if h.Leeway < 0 {
+		return fmt.Errorf("leeway: must not be negative")
+	}
+	if h.JWKSRefreshInterval < 0 || h.JWKSRefreshMinInterval < 0 {
+		return fmt.Errorf("jwks_refresh_interval, jwks_refresh_min_interval: must not be negative")
+	}
+	return nil
+}
+
+// Cleanup releases the shared key source.
+func (h *Handler) Cleanup() error {
+	if h.poolKey != "" {
+		_, err := keySources.Delete(h.poolKey)
+		return err
+	}
+	return nil
+}
+
+// ServeHTTP authenticates the request and calls next, or answers with the
+// RFC 6750 challenge.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if r.Method == http.MethodOptions ||
+		wellknown.IsUnder(r.URL.Path, wellknown.ProtectedResourcePrefix) ||
+		wellknown.IsUnder(r.URL.Path, wellknown.AuthorizationServerPrefix) {
+		return next.ServeHTTP(w, r)
+	}
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+
+	claims, fail := h.authenticate(r.Context(), r)
+	if fail != nil {
+		if h.Mode == "permissive" || (h.Mode == "optional" && fail.code == "") {
+			h.logger.Debug("request passes without authentication",
+				zap.String("mode", h.Mode), zap.String("reason", fail.Error()))
+			return next.ServeHTTP(w, r)
+		}
+		if repl != nil {
+			repl.Set("http.auth.error", fail.Error())
+		}
+		h.logger.Debug("request rejected", zap.Int("status", fail.status),
+			zap.String("error", fail.code), zap.String("reason", fail.description),
+			zap.String("remote_ip", r.RemoteAddr), zap.String("uri", r.RequestURI))
+		metadataURL := h.ResourceMetadata
+		if metadataURL != "" && repl != nil {
+			metadataURL = repl.ReplaceAll(metadataURL, "")
+		}
+		if metadataURL == "" {
+			metadataURL = wellknown.MetadataURLForRequest(r)
+		}
+		writeChallenge(w, fail, metadataURL, h.scope)
+		return nil
+	}
+	if repl != nil {
+		setPlaceholders(repl, claims)
+	}
+	if !h.PassToken {
+		r.Header.Del("Authorization")
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// authenticate returns the verified claims, or why the request fails.
+func (h *Handler) authenticate(ctx context.Context, r *http.Request) (jwt.MapClaims, *failure) {
+	raw, fail := bearerToken(r)
+	if fail != nil {
+		return nil, fail
+	}
+	if raw == "" {
+		return nil, missingToken()
+	}
+	claims := jwt.MapClaims{}
+	_, err := h.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+		return h.keys.key(ctx, t)
+	})
+	if err != nil {
+		return nil, invalidToken(describe(err))
+	}
+	if len(h.audiences) > 0 {
+		aud, err := claims.GetAudience()
+		if err != nil {
+			return nil, invalidToken("token aud claim is malformed")
+		}
+		if !h.audienceMatches(aud) {
+			if len(aud) == 0 {
+				return nil, invalidToken("token has no audience (aud)")
+			}
+			return nil, invalidToken("token audience (aud) does not include this resource")
+		}
+	}
+	if len(h.Scopes) > 0 {
+		granted := scopesOf(claims)
+		var missing []string
+		for _, s := range h.Scopes {
+			if !slices.Contains(granted, s) {
+				missing = append(missing, s)
+			}
+		}
+		if len(missing) > 0 {
+			return nil, insufficientScope("token lacks required scope: " + strings.Join(missing, " "))
+		}
+	}
+	return claims, nil
+}
+
+func (h *Handler) audienceMatches(aud []string) bool {
+	for _, a := range aud {
+		if slices.Contains(h.audiences, canonicalURI(a)) {
+			return true
+		}
+	}
+	return false
+}
+
+// setPlaceholders exposes the token's claims to later handlers and logs.
+func setPlaceholders(repl *caddy.Replacer, claims jwt.MapClaims) {
+	sub, _ := claims["sub"].(string)
+	repl.Set("http.auth.user.id", sub)
+	repl.Set("http.auth.user.scope", strings.Join(scopesOf(claims), " "))
+	clientID, _ := claims["client_id"].(string)
+	if clientID == "" {
+		clientID, _ = claims["azp"].(string)
+	}
+	repl.Set("http.auth.user.client_id", clientID)
+	iss, _ := claims["iss"].(string)
+	repl.Set("http.auth.user.iss", iss)
+	for name, v := range claims {
+		repl.Set("http.auth.claims."+name, claimString(v))
+	}
+}
+
+func claimString(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	case bool:
+		return strconv.FormatBool(v)
+	case nil:
+		return ""
+	default:
+		b, _ := json.Marshal(v)
+		return string(b)
+	}
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

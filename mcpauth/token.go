@@ -1,0 +1,163 @@
+package mcpauth
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// maxTokenLength bounds the bearer token we are willing to parse. Real access
+// tokens are a few KiB; anything larger is refused before any decoding.
+const maxTokenLength = 16 << 10
+
+// bearerToken extracts the token from the Authorization header. It returns
+// "" and nil when there is no credential at all.
+func bearerToken(r *http.Request) (string, *failure) {
+	values := r.Header.Values("Authorization")
+	switch len(values) {
+	case 0:
+		return "", nil
+	case 1:
+	default:
+		return "", invalidRequest("more than one Authorization header")
+	}
+	v := values[0]
+	scheme, token, found := strings.Cut(v, " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		if scheme == "" {
+			return "", invalidRequest("empty Authorization header")
+		}
+		return "", invalidRequest("Authorization scheme must be Bearer")
+	}
+	if !found || token == "" {
+		return "", invalidRequest("Bearer token missing in Authorization header")
+	}
+	if strings.ContainsAny(token, " \t") {
+		return "", invalidRequest("Authorization header must carry exactly one Bearer token")
+	}
+	if len(token) > maxTokenLength {
+		return "", invalidToken(fmt.Sprintf("token is larger than %d bytes", maxTokenLength))
+	}
+	if !isB64Token(token) {
+		return "", invalidRequest("Bearer token contains characters not allowed by RFC 6750")
+	}
+	return token, nil
+}
+
+// isB64Token checks RFC 6750 section 2.1: 1*( ALPHA / DIGIT / "-" / "." /
+// "_" / "~" / "+" / "/" ) *"=".
+func isB64Token(s string) bool {
+	i := 0
+	for ; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/' {
+			continue
+		}
+		break
+	}
+	if i == 0 {
+		return false
+	}
+	for ; i < len(s); i++ {
+		if s[i] != '=' {
+			return false
+		}
+	}
+	return true
+}
+
+// describe turns a jwt parsing error into a description for the client
+// and the log. It never includes the token.
+func describe(err error) string {
+	var kerr *keyError
+	switch {
+	case errors.As(err, &kerr):
+		return kerr.msg
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return "token is malformed"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		if strings.Contains(err.Error(), "signing method") {
+			return "token signing algorithm is not allowed"
+		}
+		return "token signature is invalid"
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		return "token cannot be verified"
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "token is expired"
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return "token is not valid yet (nbf)"
+	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "token is issued in the future (iat)"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return "token issuer is not accepted"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		if strings.Contains(err.Error(), "exp") {
+			return "token has no expiry (exp)"
+		}
+		return "token is missing a required claim"
+	case errors.Is(err, jwt.ErrInvalidType):
+		return "token has a claim of the wrong type"
+	default:
+		return "token is invalid"
+	}
+}
+
+// keyError is a key lookup failure with a client-safe message.
+type keyError struct{ msg string }
+
+func (e *keyError) Error() string { return e.msg }
+
+// canonicalURI normalizes an audience value for comparison (RFC 8707,
+// RFC 3986 section 6): scheme and host are case-insensitive, a default port
+// is dropped and a lone trailing slash is ignored. Non-URL audiences are
+// compared as they are.
+func canonicalURI(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "" {
+		return s
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	host := strings.ToLower(u.Hostname())
+	port := u.Port()
+	if (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
+		port = ""
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port != "" {
+		host += ":" + port
+	}
+	u.Host = host
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath = ""
+	u.Fragment = ""
+	u.RawFragment = ""
+	return u.String()
+}
+
+// scopesOf reads the granted scopes from `scope` (space-separated string,
+// RFC 8693/9068) or `scp` (array or string, common in other issuers).
+func scopesOf(claims jwt.MapClaims) []string {
+	var out []string
+	add := func(v any) {
+		switch v := v.(type) {
+		case string:
+			out = append(out, strings.Fields(v)...)
+		case []any:
+			for _, e := range v {
+				if s, ok := e.(string); ok {
+					out = append(out, strings.Fields(s)...)
+				}
+			}
+		}
+	}
+	add(claims["scope"])
+	add(claims["scp"])
+	return out
+}
