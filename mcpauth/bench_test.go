@@ -1,0 +1,71 @@
+package mcpauth
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddymcp/caddymcp/internal/jwkstest"
+)
+
+// BenchmarkMiddleware measures a valid request through mcp_auth (JWKS
+// already loaded) beside BenchmarkRawParse, the bare jwt.Parse of the same
+// token with the public key in hand.
+func BenchmarkMiddleware(b *testing.B) {
+	for _, alg := range []string{"RS256", "ES256", "EdDSA"} {
+		b.Run(alg, func(b *testing.B) {
+			k := jwkstest.NewKey(b, "k", alg)
+			is := jwkstest.NewIssuer(b, k)
+			h := provision(b, &Handler{Issuer: is.URL(), Audience: []string{testAudience}, JWKSURL: is.JWKSURL(), Scopes: []string{"read:all"}})
+			tok := jwkstest.Mint(b, k, is.Claims("alice", testAudience, "read:all"), nil)
+			next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { return nil })
+			w := httptest.NewRecorder()
+			// warm up: the first request loads the JWKS
+			serveOnce(b, h, w, tok, next)
+			before := is.Fetches.Load()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				serveOnce(b, h, w, tok, next)
+			}
+			b.StopTimer()
+			if n := is.Fetches.Load() - before; n != 0 {
+				b.Fatalf("%d JWKS fetches on the hot path", n)
+			}
+		})
+	}
+}
+
+func serveOnce(b *testing.B, h *Handler, w http.ResponseWriter, tok string, next caddyhttp.Handler) {
+	req := httptest.NewRequest("POST", "http://localhost:3000/stdio/mcp", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	repl := caddy.NewReplacer()
+	req = req.WithContext(caddyhttp.PrepareRequest(req, repl, w, nil).Context())
+	if err := h.ServeHTTP(w, req, next); err != nil {
+		b.Fatal(err)
+	}
+	if id, _ := repl.GetString("http.auth.user.id"); id != "alice" {
+		b.Fatal("request not authenticated")
+	}
+}
+
+func BenchmarkRawParse(b *testing.B) {
+	for _, alg := range []string{"RS256", "ES256", "EdDSA"} {
+		b.Run(alg, func(b *testing.B) {
+			k := jwkstest.NewKey(b, "k", alg)
+			is := jwkstest.NewIssuer(b, k)
+			tok := jwkstest.Mint(b, k, is.Claims("alice", testAudience, "read:all"), nil)
+			pub := k.Private.Public()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := jwt.Parse(tok, func(*jwt.Token) (any, error) { return pub, nil }); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
