@@ -14,4 +14,5 @@ package caddymcp
 import (
 	_ "github.com/caddymcp/caddymcp/mcpauth"
 	_ "github.com/caddymcp/caddymcp/metadata"
+	_ "github.com/caddymcp/caddymcp/stdiobridge"
 )

@@ -1,0 +1,127 @@
+package stdiobridge
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("mcp_stdio", parseCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("mcp_stdio", httpcaddyfile.After, "reverse_proxy")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	mcp_stdio [<matcher>] {
+//		command <program> [<args...>]
+//		env <NAME> <value>
+//		inherit_env <NAME...>
+//		dir <path>
+//		session_idle_timeout <duration>
+//		max_sessions <n>
+//		stateless
+//		shutdown_timeout <duration>
+//		allowed_origins <origin...>
+//		max_message_size <size>
+//	}
+func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		switch opt {
+		case "command":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			m.Command, m.Args = args[0], args[1:]
+		case "env":
+			var name, value string
+			if !d.AllArgs(&name, &value) {
+				return d.ArgErr()
+			}
+			if m.Env == nil {
+				m.Env = map[string]string{}
+			}
+			if _, dup := m.Env[name]; dup {
+				return d.Errf("env %s: set twice", name)
+			}
+			m.Env[name] = value
+		case "inherit_env":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			m.InheritEnv = append(m.InheritEnv, args...)
+		case "dir":
+			if !d.AllArgs(&m.Dir) {
+				return d.ArgErr()
+			}
+		case "session_idle_timeout", "shutdown_timeout":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil {
+				return d.Errf("%s: %v", opt, err)
+			}
+			if opt == "session_idle_timeout" {
+				m.SessionIdleTimeout = caddy.Duration(dur)
+			} else {
+				m.ShutdownTimeout = caddy.Duration(dur)
+			}
+		case "max_sessions":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return d.Errf("max_sessions: %q is not a positive number", v)
+			}
+			m.MaxSessions = n
+		case "stateless":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			m.Stateless = true
+		case "allowed_origins":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			m.AllowedOrigins = append(m.AllowedOrigins, args...)
+		case "max_message_size":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := humanize.ParseBytes(v)
+			if err != nil || n == 0 || n > 1<<30 {
+				return d.Errf("max_message_size: %q is not a size between 1 byte and 1GiB", v)
+			}
+			m.MaxMessageSize = int(n)
+		default:
+			return d.Errf("unrecognized mcp_stdio option %q", opt)
+		}
+	}
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

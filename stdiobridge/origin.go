@@ -1,0 +1,80 @@
+package stdiobridge
+
+import (
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/caddymcp/caddymcp/internal/wellknown"
+)
+
+// checkOrigin is the DNS-rebinding protection (MCP transport spec,
+// security warning): on a loopback listener the Host must be loopback and
+// an Origin, if present, loopback too; elsewhere an Origin must be the
+// request's own origin. Origins in allowed_origins pass everywhere. It
+// returns why a request is refused, or "".
+func (h *Handler) checkOrigin(r *http.Request) string {
+	origin := r.Header.Get("Origin")
+	if origin != "" && h.originAllowed(origin) {
+		return ""
+	}
+	if local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && isLoopbackAddr(local.String()) {
+		if !isLoopbackHost(r.Host) {
+			return "Host " + quote(r.Host) + " is not a loopback name on a loopback listener"
+		}
+		if origin != "" {
+			u, err := url.Parse(origin)
+			if err != nil || !isLoopbackHost(u.Host) {
+				return "Origin " + quote(origin) + " is not allowed"
+			}
+		}
+		return ""
+	}
+	if origin == "" {
+		return ""
+	}
+	scheme, host := wellknown.Origin(r)
+	if strings.EqualFold(origin, scheme+"://"+host) {
+		return ""
+	}
+	return "Origin " + quote(origin) + " is not allowed"
+}
+
+func (h *Handler) originAllowed(origin string) bool {
+	return slices.ContainsFunc(h.AllowedOrigins, func(o string) bool {
+		return o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin)
+	})
+}
+
+// isLoopbackAddr reports whether a listener address is a loopback one.
+func isLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// isLoopbackHost accepts localhost, 127.0.0.0/8 and [::1], with any port.
+func isLoopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func quote(s string) string {
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return "\"" + strings.ToValidUTF8(s, "?") + "\""
+}

@@ -1,0 +1,266 @@
+package stdiobridge
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+)
+
+// spawnConfig is everything needed to start one child.
+type spawnConfig struct {
+	command        string
+	args           []string
+	env            []string
+	dir            string
+	maxMessageSize int
+	writeTimeout   time.Duration
+}
+
+// process is one stdio MCP server child in its own process group.
+type process struct {
+	cmd    *exec.Cmd
+	stdin  *os.File
+	logger *zap.Logger
+
+	writeMu sync.Mutex
+	exited  chan struct{} // closed after Wait returned and stdout is drained
+	exitErr error
+
+	termOnce sync.Once
+}
+
+// messageSink receives what the child writes.
+type messageSink interface {
+	// childMessage is called for each JSON message line, in order.
+	childMessage(line []byte)
+	// childOversized is called for a line larger than the limit, with its
+	// first bytes, so a pending request can be answered.
+	childOversized(prefix []byte, size int)
+	// childExited is called once after the process exited and its stdout
+	// was drained.
+	childExited(err error)
+}
+
+// startProcess spawns the child. The child gets its own process group so
+// that terminating it reaches grandchildren too.
+func startProcess(cfg spawnConfig, sink messageSink, logger *zap.Logger) (*process, error) {
+	cmd := exec.Command(cfg.command, cfg.args...)
+	cmd.Env = cfg.env
+	cmd.Dir = cfg.dir
+	setProcessGroup(cmd)
+
+	stdinR, stdinW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	stdoutR, stdoutW, err := os.Pipe()
+	if err != nil {
+		stdinR.Close()
+		stdinW.Close()
+		return nil, err
+	}
+	stderrR, stderrW, err := os.Pipe()
+	if err != nil {
+		stdinR.Close()
+		stdinW.Close()
+		stdoutR.Close()
+		stdoutW.Close()
+		return nil, err
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdinR, stdoutW, stderrW
+	if err := cmd.Start(); err != nil {
+		for _, f := range []*os.File{stdinR, stdinW, stdoutR, stdoutW, stderrR, stderrW} {
+			f.Close()
+		}
+		return nil, err
+	}
+	// the child holds its ends now
+	stdinR.Close()
+	stdoutW.Close()
+	stderrW.Close()
+
+	p := &process{cmd: cmd, stdin: stdinW, logger: logger.With(zap.Int("pid", cmd.Process.Pid)), exited: make(chan struct{})}
+	stdoutDone := make(chan struct{})
+	stderrDone := make(chan struct{})
+	go func() {
+		defer close(stdoutDone)
+		p.readStdout(stdoutR, cfg.maxMessageSize, sink)
+	}()
+	go func() {
+		defer close(stderrDone)
+		p.readStderr(stderrR)
+	}()
+	go func() {
+		err := cmd.Wait()
+		// the group may live on (a grandchild holding stdout); end it
+		killGroup(cmd, true)
+		<-stdoutDone
+		stdoutR.Close()
+		<-stderrDone
+		stderrR.Close()
+		p.exitErr = err
+		close(p.exited)
+		stdinW.Close()
+		sink.childExited(err)
+	}()
+	return p, nil
+}
+
+func (p *process) pid() int { return p.cmd.Process.Pid }
+
+// send writes one message line to the child's stdin.
+func (p *process) send(msg []byte, timeout time.Duration) error {
+	p.writeMu.Lock()
+	defer p.writeMu.Unlock()
+	select {
+	case <-p.exited:
+		return errors.New("server process has exited")
+	default:
+	}
+	if timeout > 0 {
+		_ = p.stdin.SetWriteDeadline(time.Now().Add(timeout))
+	}
+	buf := make([]byte, 0, len(msg)+1)
+	buf = append(buf, msg...)
+	buf = append(buf, '\n')
+	_, err := p.stdin.Write(buf)
+	return err
+}
+
+// terminate ends the child: stdin closed, then SIGTERM, then SIGKILL to the
+// whole group, each step after grace. It returns when the child has exited.
+func (p *process) terminate(grace time.Duration) {
+	p.termOnce.Do(func() {
+		p.writeMu.Lock()
+		p.stdin.Close()
+		p.writeMu.Unlock()
+		select {
+		case <-p.exited:
+			return
+		case <-time.After(grace):
+		}
+		p.logger.Debug("server process did not exit after stdin closed; sending SIGTERM")
+		killGroup(p.cmd, false)
+		select {
+		case <-p.exited:
+			return
+		case <-time.After(grace):
+		}
+		p.logger.Warn("server process ignored SIGTERM; sending SIGKILL")
+		killGroup(p.cmd, true)
+	})
+	<-p.exited
+}
+
+// readStdout splits stdout into lines and hands JSON lines to the sink.
+// A line longer than max is not kept: only its first bytes are, so that
+// the request it answers can still get an error.
+func (p *process) readStdout(r io.Reader, max int, sink messageSink) {
+	const prefixLen = 4096
+	br := bufio.NewReaderSize(r, 64<<10)
+	var long []byte // a line that did not fit in br's buffer
+	size := 0
+	warn := rate.NewLimiter(rate.Every(time.Second), 5)
+	for {
+		chunk, err := br.ReadSlice('\n')
+		size += len(chunk)
+		complete := len(chunk) > 0 && chunk[len(chunk)-1] == '\n'
+		switch {
+		case size > max:
+			if len(long) > prefixLen {
+				long = long[:prefixLen]
+			} else if len(long) < prefixLen {
+				long = append(long, chunk[:min(len(chunk), prefixLen-len(long))]...)
+			}
+		case !complete || long != nil:
+			long = append(long, chunk...)
+		}
+		if complete {
+			line := chunk
+			if long != nil {
+				line = long
+			}
+			if size > max {
+				sink.childOversized(line, size)
+			} else if line = bytes.TrimSpace(line); len(line) > 0 {
+				if json.Valid(line) {
+					sink.childMessage(line)
+				} else if warn.Allow() {
+					p.logger.Warn("server process wrote a line that is not JSON to stdout; skipped",
+						zap.ByteString("line", truncate(line, 256)))
+				}
+			}
+			long, size = nil, 0
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}
+
+// stderrLineMax bounds one logged stderr line.
+const stderrLineMax = 2048
+
+// readStderr logs the child's stderr line by line, bounded in size and rate.
+func (p *process) readStderr(r io.Reader) {
+	br := bufio.NewReaderSize(r, 16<<10)
+	limit := rate.NewLimiter(rate.Limit(50), 200)
+	dropped := 0
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if len(line) < stderrLineMax {
+			line = append(line, chunk[:min(len(chunk), stderrLineMax-len(line))]...)
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if text := bytes.TrimRight(line, "\r\n"); len(text) > 0 {
+			if limit.Allow() {
+				if dropped > 0 {
+					p.logger.Warn("server stderr lines dropped (rate limit)", zap.Int("dropped", dropped))
+					dropped = 0
+				}
+				p.logger.Info("server stderr", zap.ByteString("line", text))
+			} else {
+				dropped++
+			}
+		}
+		line = line[:0]
+		if err != nil {
+			if dropped > 0 {
+				p.logger.Warn("server stderr lines dropped (rate limit)", zap.Int("dropped", dropped))
+			}
+			return
+		}
+	}
+}
+
+func truncate(b []byte, n int) []byte {
+	if len(b) <= n {
+		return b
+	}
+	return b[:n]
+}
+
+// exitDescription renders how a child ended, for clients and logs.
+func exitDescription(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ProcessState.String()
+	}
+	return fmt.Sprint(err)
+}

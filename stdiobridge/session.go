@@ -1,0 +1,437 @@
+package stdiobridge
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Stream bounds: what a session keeps for delivery and resumption.
+const (
+	maxStreamEvents    = 4096
+	maxStreamBytes     = 16 << 20
+	maxRetainedStreams = 32
+)
+
+// Session is one MCP session: a child process and the streams that carry
+// its messages to the client.
+type Session struct {
+	id      string
+	subject string
+	table   *table
+	proc    *process
+	logger  *zap.Logger
+	cfg     *settings
+
+	mu              sync.Mutex
+	nextID          uint64
+	pending         map[uint64]*pending // by the id the child sees
+	byClientID      map[string]uint64   // client id key -> child id
+	progress        map[string]*stream  // progress token -> stream of its request
+	streams         map[string]*stream  // by stream id
+	finished        []*stream           // completed streams kept for resumption, oldest first
+	standalone      *stream             // the GET stream's messages
+	protocolVersion string
+	lastActive      time.Time
+	closed          bool
+	closedCh        chan struct{}
+	closeReason     string
+	streamSeq       uint64
+}
+
+// pending is a client request the child has not answered yet.
+type pending struct {
+	clientID      json.RawMessage
+	stream        *stream
+	method        string
+	progressToken string
+}
+
+// stream is the ordered, bounded log of messages for one SSE stream: the
+// answer to one POST, or the standalone GET stream. A writer drains it; a
+// resuming client replays it from its Last-Event-ID.
+type stream struct {
+	id         string
+	standalone bool
+	events     []event
+	first      uint64 // seq of events[0]; seqs start at 1, 0 is the priming event
+	next       uint64
+	size       int
+	owed       int  // responses still to come (POST streams)
+	done       bool // no more events will be added
+	notify     chan struct{}
+	writer     chan struct{} // closed to evict the attached writer
+	order      uint64        // creation order within the session
+	delivered  uint64        // last seq a writer flushed
+}
+
+// newStreamLocked creates a stream of this session.
+func (s *Session) newStreamLocked(standalone bool) *stream {
+	s.streamSeq++
+	st := &stream{id: randomID(8), standalone: standalone, first: 1, next: 1,
+		notify: make(chan struct{}, 1), order: s.streamSeq}
+	s.streams[st.id] = st
+	return st
+}
+
+// append adds an event, evicting the oldest beyond the bounds. Caller
+// holds the session lock.
+func (st *stream) append(data []byte) {
+	st.events = append(st.events, event{seq: st.next, data: data})
+	st.next++
+	st.size += len(data)
+	for len(st.events) > maxStreamEvents || (st.size > maxStreamBytes && len(st.events) > 1) {
+		st.size -= len(st.events[0].data)
+		st.events[0] = event{}
+		st.events = st.events[1:]
+		st.first++
+	}
+	st.signal()
+}
+
+func (st *stream) signal() {
+	select {
+	case st.notify <- struct{}{}:
+	default:
+	}
+}
+
+// since returns the events after seq, and whether some were evicted.
+func (st *stream) since(seq uint64) ([]event, bool) {
+	if seq+1 < st.first {
+		return nil, true
+	}
+	i := int(seq + 1 - st.first)
+	if i >= len(st.events) {
+		return nil, false
+	}
+	return st.events[i:], false
+}
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// randomID returns n random bytes as base32 (crypto/rand).
+func randomID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return idEncoding.EncodeToString(b)
+}
+
+func newSession(t *table, subject string, cfg *settings, logger *zap.Logger) *Session {
+	s := &Session{
+		id:         randomID(20),
+		subject:    subject,
+		table:      t,
+		cfg:        cfg,
+		pending:    map[uint64]*pending{},
+		byClientID: map[string]uint64{},
+		progress:   map[string]*stream{},
+		streams:    map[string]*stream{},
+		lastActive: time.Now(),
+		closedCh:   make(chan struct{}),
+	}
+	s.standalone = s.newStreamLocked(true)
+	s.logger = logger.With(zap.String("session", s.id))
+	return s
+}
+
+func (s *Session) touch() {
+	s.mu.Lock()
+	s.lastActive = time.Now()
+	s.mu.Unlock()
+}
+
+// startRequest registers a client request and returns the message to send
+// to the child, with the id replaced by one the bridge controls: clients may
+// use any string or number, and two clients' ids never meet in one child.
+func (s *Session) startRequest(e *envelope, st *stream) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errSessionClosed
+	}
+	s.nextID++
+	childID := s.nextID
+	p := &pending{clientID: append(json.RawMessage(nil), e.ID...), stream: st, method: e.Method}
+	if tok := progressToken(e.Params); tok != "" {
+		p.progressToken = tok
+		s.progress[tok] = st
+	}
+	s.pending[childID] = p
+	s.byClientID[idKey(e.ID)] = childID
+	st.owed++
+	out := *e
+	out.ID = json.RawMessage(strconv.FormatUint(childID, 10))
+	return json.Marshal(&out)
+}
+
+// abandon forgets a request whose message could not be sent.
+func (s *Session) abandon(e *envelope) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if childID, ok := s.byClientID[idKey(e.ID)]; ok {
+		s.finishLocked(childID)
+	}
+}
+
+// finishLocked removes a pending request and settles its stream.
+func (s *Session) finishLocked(childID uint64) *pending {
+	p := s.pending[childID]
+	if p == nil {
+		return nil
+	}
+	delete(s.pending, childID)
+	if s.byClientID[idKey(p.clientID)] == childID {
+		delete(s.byClientID, idKey(p.clientID))
+	}
+	if p.progressToken != "" && s.progress[p.progressToken] == p.stream {
+		delete(s.progress, p.progressToken)
+	}
+	p.stream.owed--
+	if p.stream.owed <= 0 {
+		p.stream.done = true
+		p.stream.signal()
+		s.retireLocked(p.stream)
+	}
+	return p
+}
+
+// retireLocked keeps a completed stream for resumption, within bounds.
+func (s *Session) retireLocked(st *stream) {
+	s.finished = append(s.finished, st)
+	for len(s.finished) > maxRetainedStreams {
+		old := s.finished[0]
+		s.finished = s.finished[1:]
+		delete(s.streams, old.id)
+	}
+}
+
+// rewriteCancel maps the requestId of a client's notifications/cancelled
+// to the id the child knows, and settles the request's stream.
+func (s *Session) rewriteCancel(e *envelope) []byte {
+	var params map[string]json.RawMessage
+	if json.Unmarshal(e.Params, &params) != nil || params["requestId"] == nil {
+		return nil
+	}
+	s.mu.Lock()
+	childID, ok := s.byClientID[idKey(params["requestId"])]
+	if ok {
+		s.finishLocked(childID)
+	}
+	s.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	params["requestId"] = json.RawMessage(strconv.FormatUint(childID, 10))
+	out := *e
+	out.Params, _ = json.Marshal(params)
+	b, _ := json.Marshal(&out)
+	return b
+}
+
+// cancelStream tells the child that the requests of a stream whose client
+// went away are cancelled (MCP notifications/cancelled).
+func (s *Session) cancelStream(st *stream, reason string) {
+	s.mu.Lock()
+	var ids []uint64
+	for id, p := range s.pending {
+		if p.stream == st {
+			ids = append(ids, id)
+		}
+	}
+	for _, id := range ids {
+		s.finishLocked(id)
+	}
+	s.mu.Unlock()
+	for _, id := range ids {
+		msg, _ := json.Marshal(map[string]any{
+			"jsonrpc": "2.0",
+			"method":  "notifications/cancelled",
+			"params":  map[string]any{"requestId": id, "reason": reason},
+		})
+		if err := s.proc.send(msg, s.cfg.writeTimeout); err != nil {
+			return
+		}
+		s.logger.Debug("request cancelled: client went away", zap.Uint64("child_id", id))
+	}
+}
+
+// childMessage routes one message from the child (messageSink).
+func (s *Session) childMessage(line []byte) {
+	var e envelope
+	if err := json.Unmarshal(line, &e); err != nil {
+		s.logger.Warn("server process wrote invalid JSON-RPC; skipped", zap.Error(err))
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.isResponse() {
+		childID, err := strconv.ParseUint(string(e.ID), 10, 64)
+		p := s.pending[childID]
+		if err != nil || p == nil {
+			s.logger.Debug("response for a request that is not pending (cancelled or unknown); dropped",
+				zap.ByteString("id", truncate(e.ID, 64)))
+			return
+		}
+		if p.method == "initialize" && e.Result != nil {
+			var r struct {
+				ProtocolVersion string `json:"protocolVersion"`
+			}
+			if json.Unmarshal(e.Result, &r) == nil {
+				s.protocolVersion = r.ProtocolVersion
+			}
+		}
+		e.ID = p.clientID
+		out, _ := json.Marshal(&e)
+		p.stream.append(out)
+		s.finishLocked(childID)
+		return
+	}
+	msg := append([]byte(nil), line...)
+	s.routeLocked(&e).append(msg)
+}
+
+// routeLocked picks the stream for a request or notification from the
+// child: progress goes to the stream of the request that asked for it;
+// anything else to the newest open request stream (stdio carries no
+// relation, and a client reads that stream now), else to the GET stream.
+func (s *Session) routeLocked(e *envelope) *stream {
+	if e.Method == "notifications/progress" {
+		if st := s.progress[progressToken(e.Params)]; st != nil && !st.done {
+			return st
+		}
+	}
+	var newest *stream
+	for _, p := range s.pending {
+		if !p.stream.done && (newest == nil || p.stream.order > newest.order) {
+			newest = p.stream
+		}
+	}
+	if newest != nil {
+		return newest
+	}
+	return s.standalone
+}
+
+// childOversized answers the request whose response was too large.
+func (s *Session) childOversized(prefix []byte, size int) {
+	s.logger.Warn("server process wrote a message larger than max_message_size; dropped",
+		zap.Int("size", size), zap.Int("max_message_size", s.cfg.maxMessageSize))
+	id := sniffID(prefix)
+	if id == nil {
+		return
+	}
+	childID, err := strconv.ParseUint(string(id), 10, 64)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.pending[childID]; p != nil {
+		p.stream.append(encodeError(p.clientID, &rpcError{Code: codeInternalError,
+			Message: "the server's response exceeded max_message_size (" + strconv.Itoa(size) + " bytes)"}))
+		s.finishLocked(childID)
+	}
+}
+
+// childExited settles every pending request and ends the session.
+func (s *Session) childExited(err error) {
+	desc := exitDescription(err)
+	s.mu.Lock()
+	expected := s.closed
+	for id, p := range s.pending {
+		p.stream.append(encodeError(p.clientID, &rpcError{Code: codeInternalError,
+			Message: "MCP server process exited (" + desc + ")"}))
+		s.finishLocked(id)
+	}
+	for _, st := range s.streams {
+		st.done = true
+		st.signal()
+	}
+	s.closeLocked("server process exited (" + desc + ")")
+	s.mu.Unlock()
+	if expected {
+		s.logger.Info("server process ended", zap.String("status", desc))
+	} else {
+		s.logger.Warn("server process exited; session ended", zap.String("status", desc))
+	}
+}
+
+// closeLocked marks the session closed and removes it from its table.
+func (s *Session) closeLocked(reason string) bool {
+	if s.closed {
+		return false
+	}
+	s.closed = true
+	s.closeReason = reason
+	close(s.closedCh)
+	if s.table != nil {
+		s.table.remove(s)
+	}
+	return true
+}
+
+// end closes the session and terminates its child in the background, so
+// that neither DELETE nor expiry waits for the child to exit.
+func (s *Session) end(reason string) {
+	s.mu.Lock()
+	first := s.closeLocked(reason)
+	s.mu.Unlock()
+	if first {
+		s.logger.Info("session ended", zap.String("reason", reason))
+	}
+	if s.proc != nil {
+		go s.proc.terminate(s.cfg.shutdownTimeout)
+	}
+}
+
+// progressToken extracts params._meta.progressToken as a map key.
+func progressToken(params json.RawMessage) string {
+	if len(params) == 0 {
+		return ""
+	}
+	var p struct {
+		Meta struct {
+			ProgressToken json.RawMessage `json:"progressToken"`
+		} `json:"_meta"`
+		ProgressToken json.RawMessage `json:"progressToken"`
+	}
+	if json.Unmarshal(params, &p) != nil {
+		return ""
+	}
+	if p.Meta.ProgressToken != nil {
+		return idKey(p.Meta.ProgressToken)
+	}
+	if p.ProgressToken != nil {
+		return idKey(p.ProgressToken)
+	}
+	return ""
+}
+
+// sniffID finds the id of a JSON-RPC message from its first bytes.
+func sniffID(prefix []byte) json.RawMessage {
+	dec := json.NewDecoder(bytes.NewReader(prefix))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil
+		}
+		if key == "id" {
+			return v
+		}
+	}
+	return nil
+}
