@@ -1,0 +1,98 @@
+package mcpserver
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+)
+
+// FakeEnv names the variable that turns a test binary into a fake stdio
+// MCP server (see RunFakeIfRequested).
+const FakeEnv = "CADDYMCP_FAKE_SERVER"
+
+// RunFakeIfRequested runs a minimal, deliberately misbehaving stdio MCP
+// server and exits when FakeEnv is set; call it first in TestMain so the
+// test binary can be its own child. Modes (comma-separated):
+//
+//	crash    tools/call makes the process exit with status 3
+//	garbage  every answer is preceded by a line that is not JSON
+//	huge     tools/call answers with a 5 MiB text
+//	fork     starts a grandchild (sleep 600) in its process group
+//	silent   tools/call is never answered
+//	env      tools/call answers with the environment, one NAME=value per line
+//	ignore-term  SIGTERM is ignored (only SIGKILL ends it)
+func RunFakeIfRequested() {
+	mode := os.Getenv(FakeEnv)
+	if mode == "" {
+		return
+	}
+	has := func(m string) bool { return strings.Contains(","+mode+",", ","+m+",") }
+	if has("ignore-term") {
+		ignoreTerm()
+	}
+	if has("fork") {
+		cmd := exec.Command("sleep", "600")
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, "fork:", err)
+		}
+	}
+	fmt.Fprintln(os.Stderr, "fake server started in mode", mode)
+	out := bufio.NewWriter(os.Stdout)
+	send := func(v any) {
+		if has("garbage") {
+			out.WriteString("this is not JSON\n")
+		}
+		b, _ := json.Marshal(v)
+		out.Write(b)
+		out.WriteByte('\n')
+		out.Flush()
+	}
+	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 1<<20), 64<<20)
+	for in.Scan() {
+		var msg struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+			Params json.RawMessage `json:"params"`
+		}
+		if json.Unmarshal(in.Bytes(), &msg) != nil || msg.ID == nil {
+			continue
+		}
+		result := func(r any) { send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "result": r}) }
+		text := func(s string) { result(map[string]any{"content": []any{map[string]any{"type": "text", "text": s}}}) }
+		switch msg.Method {
+		case "initialize":
+			var p struct {
+				ProtocolVersion string `json:"protocolVersion"`
+			}
+			_ = json.Unmarshal(msg.Params, &p)
+			result(map[string]any{
+				"protocolVersion": p.ProtocolVersion,
+				"capabilities":    map[string]any{"tools": map[string]any{}},
+				"serverInfo":      map[string]any{"name": "fake", "version": "1"},
+			})
+		case "tools/list":
+			result(map[string]any{"tools": []any{map[string]any{"name": "t", "inputSchema": map[string]any{"type": "object"}}}})
+		case "tools/call":
+			switch {
+			case has("crash"):
+				os.Exit(3)
+			case has("huge"):
+				text(strings.Repeat("x", 5<<20))
+			case has("silent"):
+			case has("env"):
+				text(strings.Join(os.Environ(), "\n"))
+			default:
+				text("ok")
+			}
+		case "ping":
+			result(map[string]any{})
+		default:
+			send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "error": map[string]any{"code": -32601, "message": "method not found"}})
+		}
+	}
+	os.Exit(0)
+}

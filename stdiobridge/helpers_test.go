@@ -1,0 +1,222 @@
+package stdiobridge_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddymcp/caddymcp/internal/mcpserver"
+)
+
+func TestMain(m *testing.M) {
+	mcpserver.RunFakeIfRequested()
+	os.Exit(m.Run())
+}
+
+// self is this test binary, which acts as a fake MCP server (see TestMain).
+func self(t *testing.T) string {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
+
+// fakeSite runs the fake server in mode behind mcp_stdio at /mcp.
+func fakeSite(t *testing.T, mode, extra string) string {
+	return `
+:{{PORT}} {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command ` + self(t) + `
+		env ` + mcpserver.FakeEnv + ` ` + mode + `
+		shutdown_timeout 500ms` + extra + `
+	}
+}
+`
+}
+
+// mcpClient speaks raw Streamable HTTP so tests see exact statuses.
+type mcpClient struct {
+	t       *testing.T
+	url     string
+	session string
+	version string
+	header  http.Header
+}
+
+func newClient(t *testing.T, url string) *mcpClient {
+	return &mcpClient{t: t, url: url, version: "2025-11-25", header: http.Header{}}
+}
+
+func (c *mcpClient) do(method, body string, mod func(*http.Request)) *http.Response {
+	c.t.Helper()
+	req, err := http.NewRequest(method, c.url, strings.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if method == "POST" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.session != "" {
+		req.Header.Set("Mcp-Session-Id", c.session)
+	}
+	if c.version != "" {
+		req.Header.Set("Mcp-Protocol-Version", c.version)
+	}
+	for k, v := range c.header {
+		req.Header[k] = v
+	}
+	if mod != nil {
+		mod(req)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s: %v", method, err)
+	}
+	return resp
+}
+
+type sseEvent struct {
+	id   string
+	data string
+}
+
+// readEvents reads an SSE response to its end.
+func readEvents(t *testing.T, resp *http.Response) []sseEvent {
+	t.Helper()
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("not an event stream: %d %s %s", resp.StatusCode, ct, b)
+	}
+	var evs []sseEvent
+	var cur sseEvent
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if cur.id != "" || cur.data != "" {
+				evs = append(evs, cur)
+			}
+			cur = sseEvent{}
+		case strings.HasPrefix(line, "id: "):
+			cur.id = line[4:]
+		case strings.HasPrefix(line, "data: "):
+			cur.data += line[6:]
+		}
+	}
+	return evs
+}
+
+// messages returns the non-empty data of the events.
+func messages(evs []sseEvent) []string {
+	var out []string
+	for _, e := range evs {
+		if e.data != "" {
+			out = append(out, e.data)
+		}
+	}
+	return out
+}
+
+func (c *mcpClient) initialize() {
+	c.t.Helper()
+	resp := c.do("POST", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"`+c.version+`","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`, nil)
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		c.t.Fatalf("initialize: %d %s", resp.StatusCode, b)
+	}
+	c.session = resp.Header.Get("Mcp-Session-Id")
+	msgs := messages(readEvents(c.t, resp))
+	if c.session == "" || len(msgs) != 1 || !strings.Contains(msgs[0], `"result"`) {
+		c.t.Fatalf("initialize: session %q, messages %v", c.session, msgs)
+	}
+	resp = c.do("POST", `{"jsonrpc":"2.0","method":"notifications/initialized"}`, nil)
+	resp.Body.Close()
+	if resp.StatusCode != 202 {
+		c.t.Fatalf("initialized: %d", resp.StatusCode)
+	}
+}
+
+// call sends a request and returns the messages of its stream.
+func (c *mcpClient) call(id, method, params string) []string {
+	c.t.Helper()
+	if params == "" {
+		params = "{}"
+	}
+	resp := c.do("POST", `{"jsonrpc":"2.0","id":`+id+`,"method":"`+method+`","params":`+params+`}`, nil)
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		c.t.Fatalf("%s: %d %s", method, resp.StatusCode, b)
+	}
+	return messages(readEvents(c.t, resp))
+}
+
+// status sends a body and returns the status and body.
+func (c *mcpClient) status(method, body string, mod func(*http.Request)) (int, string) {
+	c.t.Helper()
+	resp := c.do(method, body, mod)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func decode(t *testing.T, s string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		t.Fatalf("not JSON: %s", s)
+	}
+	return m
+}
+
+// processesMatching counts live (non-zombie) processes whose command line
+// contains marker, by reading /proc.
+func processesMatching(marker string) int {
+	entries, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.Contains(strings.ReplaceAll(string(cmdline), "\x00", " "), marker) {
+			continue
+		}
+		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if i := strings.LastIndexByte(string(stat), ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+			n++ // a zombie counts: nobody reaped it
+			continue
+		}
+		n++
+	}
+	return n
+}
+
+// waitNoProcesses waits until no process matches marker.
+func waitNoProcesses(t *testing.T, marker string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		n := processesMatching(marker)
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d processes matching %q still alive after %s", n, marker, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
