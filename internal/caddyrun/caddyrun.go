@@ -23,8 +23,9 @@ import (
 
 // Caddy is a running in-process Caddy instance.
 type Caddy struct {
-	t    testing.TB
-	Port int
+	t       testing.TB
+	stopped bool
+	Port    int
 	// URL is http://127.0.0.1:<Port>.
 	URL string
 }
@@ -48,10 +49,8 @@ const globalOptions = `{
 	admin off
 	persist_config off
 	auto_https off
-	grace_period 2s
 	http_port {{PORT}}
-	%s
-}
+%s}
 `
 
 // StartCaddyfile adapts and runs a Caddyfile. In caddyfile, {{PORT}} is
@@ -78,16 +77,28 @@ func begin(t testing.TB) *Caddy {
 	c := &Caddy{t: t, Port: port, URL: "http://127.0.0.1:" + strconv.Itoa(port)}
 	t.Cleanup(func() {
 		defer mu.Unlock()
-		if err := caddy.Stop(); err != nil {
-			t.Errorf("stopping caddy: %v", err)
+		if !c.stopped {
+			c.Stop()
 		}
 	})
 	return c
 }
 
+// Stop stops Caddy (as `caddy stop` would) and returns when it has.
+func (c *Caddy) Stop() {
+	c.t.Helper()
+	c.stopped = true
+	if err := caddy.Stop(); err != nil {
+		c.t.Errorf("stopping caddy: %v", err)
+	}
+}
+
 // Adapt turns a Caddyfile (with {{PORT}} substituted) into JSON.
 func (c *Caddy) Adapt(extraGlobal, caddyfile string) []byte {
 	c.t.Helper()
+	if extraGlobal != "" {
+		extraGlobal = "\t" + strings.TrimSpace(extraGlobal) + "\n"
+	}
 	src := fmt.Sprintf(globalOptions, extraGlobal) + caddyfile
 	src = strings.ReplaceAll(src, "{{PORT}}", strconv.Itoa(c.Port))
 	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(src), map[string]any{"filename": "Caddyfile"})

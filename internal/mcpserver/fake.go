@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
+	"time"
 )
 
 // FakeEnv names the variable that turns a test binary into a fake stdio
@@ -23,7 +25,11 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	fork     starts a grandchild (sleep 600) in its process group
 //	silent   tools/call is never answered
 //	env      tools/call answers with the environment, one NAME=value per line
+//	slow     tools/call is answered after 500ms
 //	ignore-term  SIGTERM is ignored (only SIGKILL ends it)
+//
+// On notifications/cancelled it reports the cancelled id with a
+// notifications/message, so tests can see that the bridge sent it.
 func RunFakeIfRequested() {
 	mode := os.Getenv(FakeEnv)
 	if mode == "" {
@@ -41,7 +47,10 @@ func RunFakeIfRequested() {
 	}
 	fmt.Fprintln(os.Stderr, "fake server started in mode", mode)
 	out := bufio.NewWriter(os.Stdout)
+	var outMu sync.Mutex
 	send := func(v any) {
+		outMu.Lock()
+		defer outMu.Unlock()
 		if has("garbage") {
 			out.WriteString("this is not JSON\n")
 		}
@@ -58,7 +67,19 @@ func RunFakeIfRequested() {
 			Method string          `json:"method"`
 			Params json.RawMessage `json:"params"`
 		}
-		if json.Unmarshal(in.Bytes(), &msg) != nil || msg.ID == nil {
+		if json.Unmarshal(in.Bytes(), &msg) != nil {
+			continue
+		}
+		if msg.Method == "notifications/cancelled" {
+			var p struct {
+				RequestID json.RawMessage `json:"requestId"`
+			}
+			_ = json.Unmarshal(msg.Params, &p)
+			send(map[string]any{"jsonrpc": "2.0", "method": "notifications/message",
+				"params": map[string]any{"level": "info", "data": "cancelled " + string(p.RequestID)}})
+			continue
+		}
+		if msg.ID == nil {
 			continue
 		}
 		result := func(r any) { send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "result": r}) }
@@ -83,6 +104,12 @@ func RunFakeIfRequested() {
 			case has("huge"):
 				text(strings.Repeat("x", 5<<20))
 			case has("silent"):
+			case has("slow"):
+				go func(id json.RawMessage) {
+					time.Sleep(500 * time.Millisecond)
+					send(map[string]any{"jsonrpc": "2.0", "id": id, "result": map[string]any{
+						"content": []any{map[string]any{"type": "text", "text": "slow ok"}}}})
+				}(msg.ID)
 			case has("env"):
 				text(strings.Join(os.Environ(), "\n"))
 			default:

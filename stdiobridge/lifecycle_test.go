@@ -1,0 +1,216 @@
+package stdiobridge_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddymcp/caddymcp/internal/caddyrun"
+	"github.com/caddymcp/caddymcp/internal/jwkstest"
+)
+
+func TestCancelWhenClientGoesAway(t *testing.T) {
+	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "silent", ""))
+	cl := newClient(t, c.URL+"/mcp")
+	cl.version = "2025-06-18" // cannot resume: cancelled at once
+	cl.initialize()
+	get := cl.do("GET", "", nil)
+	reports := make(chan []sseEvent, 1)
+	go func() { reports <- readEvents(t, get) }()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	resp := cl.do("POST", `{"jsonrpc":"2.0","id":"never","method":"tools/call","params":{"name":"t"}}`, func(r *http.Request) {
+		*r = *r.WithContext(ctx)
+	})
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST: %d", resp.StatusCode)
+	}
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	resp.Body.Close()
+
+	deadline := time.After(5 * time.Second)
+	// DELETE after the report ends the GET stream
+	go func() {
+		time.Sleep(700 * time.Millisecond)
+		cl.status("DELETE", "", nil)
+	}()
+	select {
+	case evs := <-reports:
+		if got := strings.Join(messages(evs), "\n"); !strings.Contains(got, `"data":"cancelled `) {
+			t.Fatalf("the server was not told about the cancellation; GET stream: %s", got)
+		}
+	case <-deadline:
+		t.Fatal("GET stream did not end")
+	}
+}
+
+func TestResumeWithLastEventID(t *testing.T) {
+	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "slow", ""))
+	cl := newClient(t, c.URL+"/mcp")
+	cl.initialize()
+	resp := cl.do("POST", `{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"t"}}`, nil)
+	buf := make([]byte, 256)
+	n, _ := resp.Body.Read(buf)
+	resp.Body.Close() // the stream breaks right after the priming event
+	first := string(buf[:n])
+	if !strings.HasPrefix(first, "id: ") {
+		t.Fatalf("no priming event: %q", first)
+	}
+	lastID := strings.TrimSpace(strings.SplitN(first[4:], "\n", 2)[0])
+	resumed := cl.do("GET", "", func(r *http.Request) { r.Header.Set("Last-Event-ID", lastID) })
+	msgs := messages(readEvents(t, resumed))
+	if len(msgs) != 1 || !strings.Contains(msgs[0], `"id":42,"result"`) || !strings.Contains(msgs[0], "slow ok") {
+		t.Fatalf("resumed stream: %v", msgs)
+	}
+}
+
+func TestSessionBoundToUser(t *testing.T) {
+	k := jwkstest.NewKey(t, "k", "ES256")
+	is := jwkstest.NewIssuer(t, k)
+	c := caddyrun.StartCaddyfile(t, "", `
+:{{PORT}} {
+	bind 127.0.0.1
+	route /mcp {
+		mcp_auth {
+			issuer `+is.URL()+`
+			jwks_url `+is.JWKSURL()+`
+			audience http://127.0.0.1:{{PORT}}/mcp
+		}
+		mcp_stdio {
+			command `+self(t)+`
+			env CADDYMCP_FAKE_SERVER env
+			env MCP_USER {http.auth.user.id}
+		}
+	}
+}
+`)
+	aud := c.URL + "/mcp"
+	alice := newClient(t, aud)
+	alice.header.Set("Authorization", "Bearer "+jwkstest.Mint(t, k, is.Claims("alice", aud, ""), nil))
+	alice.initialize()
+	env := strings.Join(alice.call("1", "tools/call", `{"name":"t"}`), "")
+	if !strings.Contains(env, "MCP_USER=alice") {
+		t.Fatalf("child of alice's session lacks MCP_USER=alice")
+	}
+	if strings.Contains(env, "Bearer") || strings.Contains(env, alice.header.Get("Authorization")[7:]) {
+		t.Fatal("the client's token reached the child's environment")
+	}
+	bob := newClient(t, aud)
+	bob.header.Set("Authorization", "Bearer "+jwkstest.Mint(t, k, is.Claims("bob", aud, ""), nil))
+	bob.session = alice.session
+	for _, m := range []string{"POST", "GET", "DELETE"} {
+		body := ""
+		if m == "POST" {
+			body = `{"jsonrpc":"2.0","id":2,"method":"ping"}`
+		}
+		if status, _ := bob.status(m, body, nil); status != 404 {
+			t.Fatalf("bob's %s with alice's session: %d, want 404", m, status)
+		}
+	}
+	if msgs := alice.call("3", "ping", ""); len(msgs) != 1 {
+		t.Fatalf("alice after bob's attempts: %v", msgs)
+	}
+}
+
+func TestReloadKeepsOrEndsSessions(t *testing.T) {
+	site := func(mode, extra string) string { return fakeSite(t, mode, "") + extra }
+	c := caddyrun.StartCaddyfile(t, "", site("plain", ""))
+	cl := newClient(t, c.URL+"/mcp")
+	cl.initialize()
+
+	// an open GET stream must not hold up the reload
+	get := cl.do("GET", "", nil)
+	streamEnded := make(chan struct{})
+	go func() { io.Copy(io.Discard, get.Body); get.Body.Close(); close(streamEnded) }()
+
+	start := time.Now()
+	c.LoadCaddyfile("", site("plain", "\nhttp://127.0.0.1:{{PORT}}/other {\n\trespond other\n}\n"))
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("reload took %s with a GET stream open", d)
+	}
+	select {
+	case <-streamEnded:
+	case <-time.After(3 * time.Second):
+		t.Fatal("GET stream of the old config did not end on reload")
+	}
+	if msgs := cl.call("2", "tools/call", `{"name":"t"}`); len(msgs) != 1 || !strings.Contains(msgs[0], `"text":"ok"`) {
+		t.Fatalf("session after reload with the route unchanged: %v", msgs)
+	}
+	if n := processesMatching(self(t)); n != 1 {
+		t.Fatalf("%d server processes after reload, want the same 1", n)
+	}
+
+	c.LoadCaddyfile("", site("plain,changed", ""))
+	if status, _ := cl.status("POST", `{"jsonrpc":"2.0","id":3,"method":"ping"}`, nil); status != 404 {
+		t.Fatalf("session after its route changed: %d, want 404", status)
+	}
+	waitNoProcesses(t, self(t), 5*time.Second) // the old session's child ended
+	cl.session = ""
+	cl.initialize()
+	start = time.Now()
+	get = cl.do("GET", "", nil)
+	defer get.Body.Close()
+	c.Stop()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("stop took %s with a GET stream open", d)
+	}
+	waitNoProcesses(t, self(t), 5*time.Second)
+}
+
+func TestNoProcessLeftBehind(t *testing.T) {
+	const sessions = 200
+	marker := "sleep 6123"
+	c := caddyrun.StartCaddyfile(t, "", `
+:{{PORT}} {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command sh -c "`+marker+` & exec $0" `+self(t)+`
+		env CADDYMCP_FAKE_SERVER plain
+		shutdown_timeout 1s
+	}
+}
+`)
+	clients := make([]*mcpClient, sessions)
+	var wg sync.WaitGroup
+	errs := make(chan string, sessions)
+	sem := make(chan struct{}, 16)
+	for i := range clients {
+		clients[i] = newClient(t, c.URL+"/mcp")
+		wg.Add(1)
+		go func(cl *mcpClient, i int) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			resp := cl.do("POST", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`, nil)
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			cl.session = resp.Header.Get("Mcp-Session-Id")
+			if resp.StatusCode != 200 || cl.session == "" {
+				errs <- fmt.Sprintf("session %d: %d", i, resp.StatusCode)
+			}
+		}(clients[i], i)
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
+	}
+	if n := processesMatching(marker); n != sessions {
+		t.Fatalf("%d grandchildren running, want %d", n, sessions)
+	}
+	// half end by DELETE, the rest when Caddy stops
+	for _, cl := range clients[:sessions/2] {
+		if status, _ := cl.status("DELETE", "", nil); status != 204 {
+			t.Fatalf("DELETE: %d", status)
+		}
+	}
+	c.Stop()
+	waitNoProcesses(t, marker, 10*time.Second)
+	waitNoProcesses(t, self(t), 10*time.Second)
+}
