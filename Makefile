@@ -8,7 +8,7 @@ XCADDY_VERSION ?= v0.4.5
 # fetching our unpublished module path from its VCS host.
 XCADDY_GOPROXY := $(shell go env GOPROXY | cut -d, -f1)|off
 
-.PHONY: build example test test-unit lint clean
+.PHONY: build example test test-go conformance lint clean
 
 ## build: a ./caddy binary with the plugin (xcaddy build --with github.com/caddymcp/caddymcp=.)
 build: caddy
@@ -21,9 +21,17 @@ caddy: $(shell find . -name '*.go' -not -path './node_modules/*') go.mod go.sum
 example: caddy
 	./examples/run.sh
 
-## test: every test: gofmt, go vet, the plugin build, unit and integration tests (with -race)
-test: lint caddy
+## test: every test: gofmt, go vet, the plugin build, Go unit and integration
+## tests (with -race), and the MCP conformance suite against mcp_stdio
+test: test-go conformance
+
+## test-go: gofmt, go vet, the plugin build and go test -race ./...
+test-go: lint caddy
 	CADDYMCP_CADDY_BIN=$(CURDIR)/caddy go test -race -count=1 ./...
+
+## conformance: the official MCP conformance suite, native vs. through mcp_stdio (installs Node 22 locally)
+conformance: caddy
+	./.ci/conformance.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -31,4 +39,4 @@ lint:
 	go vet ./...
 
 clean:
-	rm -f caddy
+	rm -rf caddy bin .ci/node .ci/artifacts

@@ -23,7 +23,7 @@ func TestBinaryListsModules(t *testing.T) {
 		t.Fatalf("caddy list-modules: %v\n%s", err, out)
 	}
 	lines := strings.Split(string(out), "\n")
-	for _, m := range []string{"http.handlers.oauth_protected_resource"} {
+	for _, m := range []string{"http.handlers.oauth_protected_resource", "http.handlers.mcp_auth", "http.handlers.mcp_stdio"} {
 		found := false
 		for _, l := range lines {
 			if strings.TrimSpace(l) == m {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -261,5 +262,46 @@ func TestGoSDKStepUp(t *testing.T) {
 	}
 	if n := rounds.Load(); n != 2 {
 		t.Fatalf("authorization rounds = %d, want 2 (initial + step-up)", n)
+	}
+}
+
+func TestAccessLogUserAndHugeHeader(t *testing.T) {
+	as := startAuthServer(t)
+	logFile := t.TempDir() + "/access.log"
+	c := caddyrun.StartCaddyfile(t, "", `
+http://127.0.0.1:{{PORT}} {
+	log {
+		output file `+logFile+`
+	}
+	mcp_auth {
+		issuer `+srvURL[as]+`
+		audience http://127.0.0.1:{{PORT}}/mcp
+	}
+	respond "ok"
+}
+`)
+	tok, _ := as.Mint("log-user", "cli", c.URL+"/mcp", "")
+	resp := c.Do("GET", "/mcp", http.Header{"Authorization": {"Bearer " + tok}})
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	// a 1 MiB Authorization header never reaches the handler
+	resp = c.Do("GET", "/mcp", http.Header{"Authorization": {"Bearer " + strings.Repeat("a", 1<<20)}})
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("1 MiB header: %d", resp.StatusCode)
+	}
+	c.Stop()
+	raw, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(raw)
+	if !strings.Contains(log, `"user_id":"log-user"`) {
+		t.Fatalf("access log lacks the user id:\n%s", log)
+	}
+	if strings.Contains(log, tok) || strings.Contains(log, tok[:20]) {
+		t.Fatal("access log contains the token")
 	}
 }
