@@ -1,0 +1,9 @@
+package stdiobridge
+
+import (
+	"testing"
+
+	"github.com/caddymcp/caddymcp/internal/adapttest"
+)
+
+func TestAdapt(t *testing.T) { adapttest.Run(t, "testdata") }
