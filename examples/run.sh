@@ -19,7 +19,7 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-bin/authserver -addr localhost:9000 &
+bin/authserver -addr localhost:9000 -state bin/authserver-state.json &
 pids+=($!)
 bin/everything-server -http localhost:8000 -stateless=false &
 pids+=($!)

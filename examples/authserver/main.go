@@ -25,6 +25,7 @@ func main() {
 	user := flag.String("user", "dev-user", "sub of tokens from the authorization code flow")
 	clientID := flag.String("client-id", "demo", "pre-registered confidential client (for client_credentials with curl)")
 	clientSecret := flag.String("client-secret", "demo-secret", "its secret")
+	stateFile := flag.String("state", "", "file that keeps the signing key and registered clients across restarts")
 	flag.Parse()
 	if *issuer == "" {
 		*issuer = "http://" + *addr
@@ -36,6 +37,7 @@ func main() {
 		User:            *user,
 		Clients:         map[string]string{*clientID: *clientSecret},
 		Logf:            log.Printf,
+		StateFile:       *stateFile,
 	})
 	if err != nil {
 		log.Fatal(err)

@@ -14,12 +14,17 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -47,6 +52,17 @@ type Options struct {
 	Clients map[string]string
 	// Logf, if set, logs each grant.
 	Logf func(format string, args ...any)
+	// StateFile, if set, keeps the signing key and the registered clients
+	// across restarts, so that clients which cached a registration or a
+	// token (the MCP Inspector does) keep working.
+	StateFile string
+}
+
+// state is what StateFile holds.
+type state struct {
+	KeyPEM  string             `json:"signing_key_pem"`
+	KID     string             `json:"kid"`
+	Clients map[string]*client `json:"clients"`
 }
 
 // Server is the authorization server; it is an http.Handler.
@@ -98,14 +114,21 @@ func New(opts Options) (*Server, error) {
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
+	s := &Server{opts: opts, clients: map[string]*client{}, codes: map[string]*grant{}, refresh: map[string]*grant{}}
+	if err := s.loadState(); err != nil {
 		return nil, err
 	}
-	s := &Server{
-		opts: opts, key: key, kid: "dev-" + rand.Text()[:8],
-		clients: map[string]*client{}, codes: map[string]*grant{}, refresh: map[string]*grant{},
+	if s.key == nil {
+		key, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			return nil, err
+		}
+		s.key, s.kid = key, "dev-"+rand.Text()[:8]
+		if err := s.saveState(); err != nil {
+			return nil, err
+		}
 	}
+	key := s.key
 	jwk, err := jwkset.NewJWKFromKey(key.Public(), jwkset.JWKOptions{
 		Metadata: jwkset.JWKMetadataOptions{KID: s.kid, ALG: jwkset.AlgRS256, USE: jwkset.UseSig},
 	})
@@ -223,7 +246,11 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.clients[c.ID] = c
+	err := s.saveStateLocked()
 	s.mu.Unlock()
+	if err != nil {
+		s.opts.Logf("saving state: %v", err)
+	}
 	s.opts.Logf("registered client %s (%q)", c.ID, c.Name)
 	writeJSON(w, http.StatusCreated, c)
 }
@@ -423,4 +450,60 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	if err := json.NewEncoder(w).Encode(v); err != nil {
 		log.Printf("authserver: writing response: %v", err)
 	}
+}
+
+func (s *Server) loadState() error {
+	if s.opts.StateFile == "" {
+		return nil
+	}
+	raw, err := os.ReadFile(s.opts.StateFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var st state
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return fmt.Errorf("authserver: state file %s: %w", s.opts.StateFile, err)
+	}
+	block, _ := pem.Decode([]byte(st.KeyPEM))
+	if block == nil {
+		return fmt.Errorf("authserver: state file %s holds no PEM key", s.opts.StateFile)
+	}
+	key, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+	if err != nil {
+		return fmt.Errorf("authserver: state file %s: %w", s.opts.StateFile, err)
+	}
+	s.key, s.kid = key, st.KID
+	for id, c := range st.Clients {
+		s.clients[id] = c
+	}
+	return nil
+}
+
+func (s *Server) saveState() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.saveStateLocked()
+}
+
+func (s *Server) saveStateLocked() error {
+	if s.opts.StateFile == "" {
+		return nil
+	}
+	st := state{
+		KeyPEM:  string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(s.key)})),
+		KID:     s.kid,
+		Clients: s.clients,
+	}
+	raw, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := s.opts.StateFile + ".tmp"
+	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, s.opts.StateFile)
 }

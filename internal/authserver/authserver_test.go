@@ -138,3 +138,35 @@ func TestAuthorizationCodePKCEAndRefresh(t *testing.T) {
 		t.Fatalf("refresh token reused: %d", status)
 	}
 }
+
+func TestStateFileKeepsKeyAndClients(t *testing.T) {
+	path := t.TempDir() + "/state.json"
+	a, err := New(Options{Issuer: "http://localhost:9000", StateFile: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(a)
+	defer ts.Close()
+	resp, err := http.Post(ts.URL+"/register", "application/json", strings.NewReader(`{"redirect_uris":["http://127.0.0.1:1/cb"],"token_endpoint_auth_method":"none"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&c)
+	resp.Body.Close()
+	tok, _ := a.Mint("u", "c", "aud", "")
+
+	b, err := New(Options{Issuer: "http://localhost:9000", StateFile: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.kid != a.kid || !b.key.Equal(a.key) {
+		t.Fatal("signing key not kept")
+	}
+	if b.clients[c["client_id"].(string)] == nil {
+		t.Fatal("registered client not kept")
+	}
+	if _, err := jwt.Parse(tok, func(*jwt.Token) (any, error) { return b.key.Public(), nil }); err != nil {
+		t.Fatalf("old token does not verify with the kept key: %v", err)
+	}
+}

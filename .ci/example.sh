@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The example, end to end, as a new user meets it: starts examples/run.sh
+# (what `make example` runs after the build), then checks the README
+# walkthrough line by line, the MCP Inspector CLI on both routes, the MCP
+# Inspector web UI in headless Chromium (OAuth flow, tools/list, tools/call),
+# and that Ctrl-C stops everything. Artifacts go to .ci/artifacts/example.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+tools=$root/.ci/node
+out=$root/.ci/artifacts/example
+mkdir -p "$out"
+. .ci/node-tools.sh
+[ -x ./caddy ] || make build
+
+t0=$SECONDS
+step() { echo; echo "--- $* ($((SECONDS - t0))s)"; }
+wait_port() { for _ in $(seq 1200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened"; return 1; }
+for port in 3000 8000 9000 2019 6274; do
+	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "port $port is already in use; stop what uses it"; exit 1; fi
+done
+
+step "starting the example (examples/run.sh)"
+setsid ./examples/run.sh > "$out/example.log" 2>&1 &
+example=$!
+inspector=""
+cleanup() {
+	[ -n "$inspector" ] && kill -- "-$inspector" 2>/dev/null || true
+	kill -INT -- "-$example" 2>/dev/null || true
+}
+trap cleanup EXIT
+for port in 9000 8000 3000; do wait_port $port; done
+for _ in $(seq 100); do grep -q "caddymcp example is up" "$out/example.log" && break; sleep 0.1; done
+grep -q "caddymcp example is up" "$out/example.log" || { cat "$out/example.log"; echo "the example did not come up"; exit 1; }
+echo "example up after $((SECONDS - t0))s"
+
+step "README walkthrough"
+CADDYMCP_EXAMPLE_RUNNING=1 go test -count=1 ./examples -run TestREADMEWalkthrough -v 2>&1 | tail -3
+
+step "MCP Inspector CLI"
+inspect() { node "$tools/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js" --cli "$@" 2>&1; }
+token() { curl -s localhost:9000/token -d grant_type=client_credentials -d client_id=demo -d client_secret=demo-secret -d scope=read:all -d "resource=$1" | sed -E 's/.*"access_token":"([^"]+)".*/\1/'; }
+for route in stdio remote; do
+	url=http://localhost:3000/$route/mcp
+	tok=$(token "$url")
+	s=$SECONDS
+	inspect "$url" --method tools/list --header "Authorization: Bearer $tok" > "$out/inspector-$route-list.json"
+	grep -q '"name": "test_simple_text"' "$out/inspector-$route-list.json" || { cat "$out/inspector-$route-list.json"; echo "inspector: tools/list on $route failed"; exit 1; }
+	inspect "$url" --method tools/call --tool-name test_simple_text --header "Authorization: Bearer $tok" > "$out/inspector-$route-call.json"
+	grep -q 'This is a simple text response for testing.' "$out/inspector-$route-call.json" || { cat "$out/inspector-$route-call.json"; echo "inspector: tools/call on $route failed"; exit 1; }
+	if inspect "$url" --method tools/list < /dev/null > "$out/inspector-$route-noauth.txt"; then
+		cat "$out/inspector-$route-noauth.txt"; echo "inspector: tools/list on $route succeeded without a token"; exit 1
+	fi
+	grep -qi 'auth' "$out/inspector-$route-noauth.txt" || { cat "$out/inspector-$route-noauth.txt"; echo "inspector: no auth error without a token"; exit 1; }
+	echo "inspector CLI on /$route/mcp: tools/list, tools/call with a token, auth error without ($((SECONDS - s))s)"
+done
+
+step "MCP Inspector web UI in headless Chromium"
+chromium=${CHROMIUM:-/usr/bin/chromium}
+if [ ! -x "$chromium" ]; then
+	if [ -n "${CADDYMCP_REQUIRE_BROWSER:-}" ]; then echo "chromium not found at $chromium"; exit 1; fi
+	echo "SKIPPED: no chromium (apt-get install chromium); .ci/run installs it and requires this test"
+else
+	s=$SECONDS
+	rm -rf "$out/inspector-home"
+	HOME="$out/inspector-home" MCP_AUTO_OPEN_ENABLED=false setsid node "$tools/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js" \
+		--web --transport http --server-url http://localhost:3000/stdio/mcp > "$out/inspector-web.log" 2>&1 &
+	inspector=$!
+	for _ in $(seq 300); do grep -q 'MCP_INSPECTOR_API_TOKEN=' "$out/inspector-web.log" && break; sleep 0.1; done
+	url=$(grep -o 'http://127.0.0.1:6274[^ ]*MCP_INSPECTOR_API_TOKEN=[0-9a-f]*' "$out/inspector-web.log" | head -1)
+	[ -n "$url" ] || { cat "$out/inspector-web.log"; echo "inspector web UI did not start"; exit 1; }
+	cp .ci/browser.mjs "$tools/browser.mjs"
+	CHROMIUM=$chromium node "$tools/browser.mjs" "$url" "$out/inspector-connected.png"
+	grep -q 'approved authorization for client' "$out/example.log" && grep -q 'issued token: grant authorization_code' "$out/example.log" \
+		|| { echo "the authorization server saw no authorization code flow"; exit 1; }
+	kill -- "-$inspector" 2>/dev/null || true
+	inspector=""
+	echo "browser test: $((SECONDS - s))s"
+fi
+
+step "Ctrl-C stops everything"
+kill -INT -- "-$example"
+for _ in $(seq 100); do kill -0 "$example" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$example" 2>/dev/null; then echo "examples/run.sh still running after Ctrl-C"; exit 1; fi
+sleep 0.5
+if pgrep -f 'bin/authserver|bin/everything-server|caddy run --config Caddyfile.example' > /dev/null; then
+	pgrep -fa 'bin/authserver|bin/everything-server|caddy run --config Caddyfile.example'; echo "processes left after Ctrl-C"; exit 1
+fi
+grep -q "example stopped" "$out/example.log" || { echo "run.sh did not report stopping"; exit 1; }
+trap - EXIT
+echo "example: all checks passed in $((SECONDS - t0))s"
