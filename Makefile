@@ -8,7 +8,7 @@ XCADDY_VERSION ?= v0.4.5
 # fetching our unpublished module path from its VCS host.
 XCADDY_GOPROXY := $(shell go env GOPROXY | cut -d, -f1)|off
 
-.PHONY: build example test test-go conformance example-test lint clean
+.PHONY: build example test test-go conformance example-test fuzz lint clean
 
 ## build: a ./caddy binary with the plugin (xcaddy build --with github.com/caddymcp/caddymcp=.)
 build: caddy
@@ -33,6 +33,13 @@ test-go: lint caddy
 ## example-test: run the example and check it as a user would (needs ports 3000, 8000, 9000, 2019, 6274)
 example-test: caddy
 	./.ci/example.sh
+
+## fuzz: each fuzz target for FUZZTIME (default 15s), starting from the committed seed corpora
+FUZZTIME ?= 15s
+fuzz:
+	go test ./mcpauth -run '^$$' -fuzz '^FuzzAuthorizationHeader$$' -fuzztime $(FUZZTIME)
+	go test ./mcpauth -run '^$$' -fuzz '^FuzzToken$$' -fuzztime $(FUZZTIME)
+	go test ./metadata -run '^$$' -fuzz '^FuzzCaddyfile$$' -fuzztime $(FUZZTIME)
 
 ## conformance: the official MCP conformance suite, native vs. through mcp_stdio (installs Node 22 locally)
 conformance: caddy

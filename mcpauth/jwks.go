@@ -26,7 +26,7 @@ import (
 var keySources = caddy.NewUsagePool()
 
 // fetchTimeout bounds one JWKS or issuer metadata request.
-const fetchTimeout = 10 * time.Second
+var fetchTimeout = 10 * time.Second // a variable so tests can shorten it
 
 // keySource resolves a token's verification key from a JWKS. Remote sets
 // are fetched lazily (never in Provision), refreshed periodically by keyfunc,

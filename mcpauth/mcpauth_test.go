@@ -23,6 +23,16 @@ const testAudience = "http://localhost:3000/stdio/mcp"
 // provision builds a handler the way Caddy does and cleans it up after t.
 func provision(t testing.TB, h *Handler) *Handler {
 	t.Helper()
+	cancel := provisionNoCleanup(t, h)
+	t.Cleanup(func() {
+		_ = h.Cleanup()
+		cancel()
+	})
+	return h
+}
+
+func provisionNoCleanup(t testing.TB, h *Handler) context.CancelFunc {
+	t.Helper()
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	if err := h.Provision(ctx); err != nil {
 		cancel()
@@ -31,11 +41,7 @@ func provision(t testing.TB, h *Handler) *Handler {
 	if err := h.Validate(); err != nil {
 		t.Fatalf("Validate: %v", err)
 	}
-	t.Cleanup(func() {
-		_ = h.Cleanup()
-		cancel()
-	})
-	return h
+	return cancel
 }
 
 // result is what the next handler saw, or the challenge.
@@ -94,13 +100,22 @@ type fixture struct {
 	ed     *jwkstest.Key
 }
 
-func newFixture(t testing.TB) *fixture {
+func newFixture(t testing.TB) *fixture { return buildFixture(t, true) }
+
+// newFixtureNoCleanup keeps the issuer running for the whole process (fuzzing).
+func newFixtureNoCleanup(t testing.TB) *fixture { return buildFixture(t, false) }
+
+func buildFixture(t testing.TB, cleanup bool) *fixture {
 	f := &fixture{
 		rsa: jwkstest.NewKey(t, "rsa-1", "RS256"),
 		ec:  jwkstest.NewKey(t, "ec-1", "ES256"),
 		ed:  jwkstest.NewKey(t, "ed-1", "EdDSA"),
 	}
-	f.issuer = jwkstest.NewIssuer(t, f.rsa, f.ec, f.ed)
+	if cleanup {
+		f.issuer = jwkstest.NewIssuer(t, f.rsa, f.ec, f.ed)
+	} else {
+		f.issuer = jwkstest.NewIssuerNoCleanup(t, f.rsa, f.ec, f.ed)
+	}
 	return f
 }
 
@@ -155,6 +170,10 @@ func TestChallengesAndVerification(t *testing.T) {
 	}()
 	good := mint(f.rsa, nil)
 	parts := strings.Split(good, ".")
+	// a claims set nested 4000 deep, with a forged signature
+	bomb := parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"a":`+strings.Repeat("[", 4000)+strings.Repeat("]", 4000)+`}`)) + "." + parts[2]
+	// a valid token padded to just under the size limit
+	padded := mint(f.rsa, func(c jwt.MapClaims) { c["pad"] = strings.Repeat("p", 11500) })
 
 	tests := []struct {
 		name      string
@@ -195,7 +214,12 @@ func TestChallengesAndVerification(t *testing.T) {
 		{"extra segment", bearer(good + ".AAAA"), "", 401, invalid("token is malformed")},
 		{"not base64url", bearer("eyJ+" + good[4:]), "", 401, invalid("token is malformed")},
 		{"claims not JSON", bearer(parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte("[[[[")) + "." + parts[2]), "", 401, invalid("token is malformed")},
-		{"oversized token", bearer(strings.Repeat("a", maxTokenLength+1)), "", 401, invalid("token is larger than 16384 bytes")},
+		{"oversized token (16 KiB + 1)", bearer(strings.Repeat("a", maxTokenLength+1)), "", 401, invalid("token is larger than 16384 bytes")},
+		{"16 KiB of garbage", bearer(strings.Repeat("a", maxTokenLength)), "", 401, invalid("token is malformed")},
+		{"valid token near the size limit", bearer(padded), "", 200, ""},
+		{"JSON bomb claims", bearer(bomb), "", 401, invalid("token signature is invalid")},
+		{"missing kid, no key verifies", bearer(jwkstest.Mint(t, jwkstest.NewKey(t, "x", "RS256"), claims(nil), map[string]any{"kid": nil})), "", 401, invalid("token signature is invalid")},
+		{"alg header not a string", bearer(jwkstest.Mint(t, f.rsa, claims(nil), map[string]any{"alg": 5})), "", 401, invalid("token signing algorithm is not allowed")},
 		{"scope missing", bearer(mint(f.rsa, func(c jwt.MapClaims) { delete(c, "scope") })), "", 403,
 			`Bearer error="insufficient_scope", scope="read:all", resource_metadata="` + metaURL + `", error_description="token lacks required scope: read:all"`},
 		{"scope empty", bearer(mint(f.rsa, func(c jwt.MapClaims) { c["scope"] = "" })), "", 403,
@@ -546,5 +570,30 @@ func TestConfigErrors(t *testing.T) {
 	h := Handler{Issuer: "https://i", Audience: []string{"a"}, JWKSFile: "/does/not/exist"}
 	if err := h.Provision(ctx); err == nil || !strings.Contains(err.Error(), "jwks_file") {
 		t.Fatalf("missing jwks_file: %v", err)
+	}
+}
+
+func TestSlowJWKSTimesOut(t *testing.T) {
+	saved := fetchTimeout
+	fetchTimeout = 200 * time.Millisecond
+	t.Cleanup(func() { fetchTimeout = saved })
+	k := jwkstest.NewKey(t, "k", "RS256")
+	is := jwkstest.NewIssuer(t, k)
+	is.SetFault("slow", 5*time.Second)
+	h := provision(t, &Handler{Issuer: is.URL(), Audience: []string{testAudience}, JWKSURL: is.JWKSURL(),
+		JWKSRefreshMinInterval: caddy.Duration(50 * time.Millisecond)})
+	tok := jwkstest.Mint(t, k, is.Claims("a", testAudience, ""), nil)
+	start := time.Now()
+	r := serve(t, h, "POST", "http://e/mcp", bearer(tok))
+	if r.status != 401 || !strings.Contains(r.challenge, `error="invalid_token"`) {
+		t.Fatalf("slow JWKS: %d %q", r.status, r.challenge)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("request held %s by a slow JWKS", d)
+	}
+	is.SetFault("", 0)
+	time.Sleep(60 * time.Millisecond)
+	if r := serve(t, h, "POST", "http://e/mcp", bearer(tok)); r.status != 200 {
+		t.Fatalf("after the JWKS recovered: %d %s", r.status, r.challenge)
 	}
 }

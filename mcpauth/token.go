@@ -86,6 +86,9 @@ func describe(err error) string {
 		}
 		return "token signature is invalid"
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		if strings.Contains(err.Error(), "signing method") {
+			return "token signing algorithm is not allowed"
+		}
 		return "token cannot be verified"
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return "token is expired"

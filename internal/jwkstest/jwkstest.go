@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -71,6 +72,15 @@ type Issuer struct {
 // The JWKS is at /jwks.json and RFC 8414 metadata at the well-known path.
 func NewIssuer(t testing.TB, keys ...*Key) *Issuer {
 	t.Helper()
+	is := NewIssuerNoCleanup(t, keys...)
+	t.Cleanup(is.Server.Close)
+	return is
+}
+
+// NewIssuerNoCleanup is NewIssuer for a server that lives as long as the
+// process (a fuzz target's fixture).
+func NewIssuerNoCleanup(t testing.TB, keys ...*Key) *Issuer {
+	t.Helper()
 	is := &Issuer{t: t, keys: keys}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/jwks.json", is.serveJWKS)
@@ -82,7 +92,6 @@ func NewIssuer(t testing.TB, keys ...*Key) *Issuer {
 		})
 	})
 	is.Server = httptest.NewServer(mux)
-	t.Cleanup(is.Server.Close)
 	return is
 }
 
@@ -129,12 +138,19 @@ func (is *Issuer) serveJWKS(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(JWKS(is.t, keys...))
+	_, _ = w.Write(JWKS(nil, keys...))
 }
 
 // JWKS renders the public keys as a JWK Set document.
+// A nil t panics on failure instead.
 func JWKS(t testing.TB, keys ...*Key) []byte {
-	t.Helper()
+	fail := func(format string, args ...any) {
+		if t == nil {
+			panic(fmt.Sprintf(format, args...))
+		}
+		t.Helper()
+		t.Fatalf(format, args...)
+	}
 	set := jwkset.JWKSMarshal{Keys: []jwkset.JWKMarshal{}}
 	for _, k := range keys {
 		alg := k.Alg
@@ -145,13 +161,13 @@ func JWKS(t testing.TB, keys ...*Key) []byte {
 			Metadata: jwkset.JWKMetadataOptions{KID: k.KID, ALG: jwkset.ALG(alg), USE: jwkset.UseSig},
 		})
 		if err != nil {
-			t.Fatalf("jwkstest: JWK for %s: %v", k.KID, err)
+			fail("jwkstest: JWK for %s: %v", k.KID, err)
 		}
 		set.Keys = append(set.Keys, jwk.Marshal())
 	}
 	b, err := json.Marshal(set)
 	if err != nil {
-		t.Fatal(err)
+		fail("jwkstest: %v", err)
 	}
 	return b
 }
