@@ -1,0 +1,106 @@
+package stdiobridge_test
+
+import (
+	"context"
+	"net/http"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddymcp/caddymcp/internal/caddyrun"
+	"github.com/caddymcp/caddymcp/internal/jwkstest"
+	"github.com/caddymcp/caddymcp/internal/loadgen"
+	"github.com/caddymcp/caddymcp/internal/mcpserver"
+)
+
+// TestLoadThroughAuthAndBridge runs 200 sessions × 200 tools/call through
+// mcp_auth + mcp_stdio (go-sdk's everything-server as the child) with a
+// caddy reload in the middle, and checks that no answer is lost or
+// mismatched, that no child survives, and that goroutines and heap return
+// to where they were. -short runs 20 × 20.
+func TestLoadThroughAuthAndBridge(t *testing.T) {
+	sessions, calls := 200, 200
+	if testing.Short() {
+		sessions, calls = 20, 20
+	}
+	bin := mcpserver.Binary(t)
+	k := jwkstest.NewKey(t, "k", "ES256")
+	is := jwkstest.NewIssuer(t, k)
+	site := func(extra string) string {
+		return `
+:{{PORT}} {
+	bind 127.0.0.1
+	route /mcp {
+		mcp_auth {
+			issuer ` + is.URL() + `
+			jwks_url ` + is.JWKSURL() + `
+			audience http://127.0.0.1:{{PORT}}/mcp
+		}
+		mcp_stdio {
+			command ` + bin + `
+			max_sessions 1000
+		}
+	}
+` + extra + `}
+`
+	}
+	c := caddyrun.StartCaddyfile(t, "", site(""))
+	// warm up the JWKS and the first child, then take the baseline
+	tok := jwkstest.Mint(t, k, is.Claims("load", c.URL+"/mcp", ""), nil)
+	hdr := http.Header{"Authorization": {"Bearer " + tok}}
+	loadgen.Run(context.Background(), loadgen.Config{URL: c.URL + "/mcp", Sessions: 1, Calls: 1, Header: hdr})
+	waitNoProcesses(t, bin, 10*time.Second)
+	goroutines, heap := settle()
+
+	var reloadOnce sync.Once
+	reloaded := make(chan struct{})
+	half := int64(sessions * calls / 2)
+	res := loadgen.Run(context.Background(), loadgen.Config{
+		URL: c.URL + "/mcp", Sessions: sessions, Calls: calls, Header: hdr,
+		OnProgress: func(done int64) {
+			if done >= half {
+				reloadOnce.Do(func() {
+					go func() {
+						// same mcp_stdio route, another site block: sessions must survive
+						c.LoadCaddyfile("", site("\trespond /other \"other\"\n"))
+						close(reloaded)
+					}()
+				})
+			}
+		},
+	})
+	t.Logf("load: %s", res)
+	select {
+	case <-reloaded:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the reload did not finish")
+	}
+	if res.Failures != 0 || res.Calls != int64(sessions*calls) || res.SessionsOK != int64(sessions) {
+		t.Fatalf("%d failures, %d calls, %d sessions ok: %v", res.Failures, res.Calls, res.SessionsOK, res.Errors)
+	}
+	waitNoProcesses(t, bin, 15*time.Second)
+	g, h := settle()
+	t.Logf("goroutines %d -> %d, heap in use %d KiB -> %d KiB", goroutines, g, heap>>10, h>>10)
+	if g > goroutines+10 {
+		buf := make([]byte, 1<<20)
+		t.Errorf("goroutines grew from %d to %d:\n%s", goroutines, g, buf[:runtime.Stack(buf, true)])
+	}
+	if h > heap*2+32<<20 {
+		t.Errorf("heap in use grew from %d KiB to %d KiB", heap>>10, h>>10)
+	}
+}
+
+// settle waits for background work to finish and returns the goroutine
+// count and heap in use.
+func settle() (int, uint64) {
+	var m runtime.MemStats
+	for i := 0; i < 20; i++ {
+		time.Sleep(50 * time.Millisecond)
+		runtime.GC()
+	}
+	runtime.ReadMemStats(&m)
+	http.DefaultClient.CloseIdleConnections()
+	time.Sleep(100 * time.Millisecond)
+	return runtime.NumGoroutine(), m.HeapInuse
+}
