@@ -26,6 +26,8 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	silent   tools/call is never answered
 //	env      tools/call answers with the environment, one NAME=value per line
 //	slow     tools/call is answered after 500ms
+//	flood    tools/call first writes 20000 notifications of 1 KiB
+//	stderr   writes a 1 MiB line and 5000 short lines to stderr at start
 //	ignore-term  SIGTERM is ignored (only SIGKILL ends it)
 //
 // On notifications/cancelled it reports the cancelled id with a
@@ -46,6 +48,12 @@ func RunFakeIfRequested() {
 		}
 	}
 	fmt.Fprintln(os.Stderr, "fake server started in mode", mode)
+	if has("stderr") {
+		os.Stderr.WriteString(strings.Repeat("E", 1<<20) + "\n")
+		for i := 0; i < 5000; i++ {
+			fmt.Fprintln(os.Stderr, "noise line", i)
+		}
+	}
 	out := bufio.NewWriter(os.Stdout)
 	var outMu sync.Mutex
 	send := func(v any) {
@@ -103,6 +111,13 @@ func RunFakeIfRequested() {
 				os.Exit(3)
 			case has("huge"):
 				text(strings.Repeat("x", 5<<20))
+			case has("flood"):
+				pad := strings.Repeat("f", 1024)
+				for i := 0; i < 20000; i++ {
+					send(map[string]any{"jsonrpc": "2.0", "method": "notifications/message",
+						"params": map[string]any{"level": "info", "data": pad}})
+				}
+				text("flooded")
 			case has("silent"):
 			case has("slow"):
 				go func(id json.RawMessage) {
