@@ -43,6 +43,7 @@ type Session struct {
 	closedCh        chan struct{}
 	closeReason     string
 	streamSeq       uint64
+	ending          *pendingSet // children being ended in the background; Caddy's stop waits for them
 }
 
 // pending is a client request the child has not answered yet.
@@ -386,8 +387,12 @@ func (s *Session) end(reason string) {
 	if first {
 		s.logger.Info("session ended", zap.String("reason", reason))
 	}
-	if s.proc != nil {
-		go s.proc.terminate(s.cfg.shutdownTimeout)
+	if s.proc != nil && s.ending != nil {
+		s.ending.Add(1)
+		go func() {
+			defer s.ending.Done()
+			s.proc.terminate(s.cfg.shutdownTimeout)
+		}()
 	}
 }
 

@@ -451,6 +451,7 @@ func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, e *envelope
 		table = nil
 	}
 	s := newSession(table, subject(r), h.cfg, h.logger)
+	s.ending = &h.table.ending
 	if err := h.spawn(r, s); err != nil {
 		h.table.release()
 		h.logger.Error("could not start MCP server process", zap.String("command", h.Command), zap.Error(err))
@@ -503,6 +504,7 @@ func (h *Handler) serveStateless(w http.ResponseWriter, r *http.Request, e *enve
 		return
 	}
 	s := newSession(nil, subject(r), h.cfg, h.logger)
+	s.ending = &h.table.ending
 	err := h.spawn(r, s)
 	h.table.release()
 	if err != nil {

@@ -38,6 +38,37 @@ type table struct {
 	reaping  bool
 	stop     chan struct{}
 	stopped  bool
+	ending   pendingSet // children of ended sessions still being terminated
+}
+
+// pendingSet counts work in flight; unlike sync.WaitGroup, adding while
+// someone waits is allowed.
+type pendingSet struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	n    int
+}
+
+func (p *pendingSet) Add(d int) {
+	p.mu.Lock()
+	p.n += d
+	if p.n == 0 && p.cond != nil {
+		p.cond.Broadcast()
+	}
+	p.mu.Unlock()
+}
+
+func (p *pendingSet) Done() { p.Add(-1) }
+
+func (p *pendingSet) Wait() {
+	p.mu.Lock()
+	if p.cond == nil {
+		p.cond = sync.NewCond(&p.mu)
+	}
+	for p.n > 0 {
+		p.cond.Wait()
+	}
+	p.mu.Unlock()
 }
 
 func newTable(logger *zap.Logger) *table {
@@ -158,6 +189,7 @@ func (t *table) Destruct() error {
 		}()
 	}
 	wg.Wait()
+	t.ending.Wait()
 	if len(sessions) > 0 {
 		t.logger.Info("ended sessions of a removed or changed mcp_stdio route", zap.Int("sessions", len(sessions)))
 	}
