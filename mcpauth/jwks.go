@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/MicahParks/jwkset"
@@ -50,6 +51,31 @@ type keySource struct {
 	ready   chan struct{} // closed when the first load attempt ends
 	kf      keyfunc.Keyfunc
 	store   jwkset.Storage // the fetched keys, readable without triggering a refresh
+	keys    atomic.Pointer[versionedStore]
+
+	// cache holds resolved keys by kid for the current JWKS version, so
+	// the hot path is one map lookup instead of a JWKS scan and alg checks.
+	cache sync.Map // kid -> cachedKey
+}
+
+// cachedKey is a resolved verification key.
+type cachedKey struct {
+	key     any
+	alg     string // the JWK's own alg, "" if it has none
+	version uint64
+}
+
+// versionedStore is the in-memory JWKS that keyfunc refreshes; every
+// replacement bumps its version, which invalidates the key cache.
+type versionedStore struct {
+	*jwkset.MemoryJWKSet
+	version atomic.Uint64
+}
+
+func (v *versionedStore) KeyReplaceAll(ctx context.Context, given []jwkset.JWK) error {
+	err := v.MemoryJWKSet.KeyReplaceAll(ctx, given)
+	v.version.Add(1)
+	return err
 }
 
 // keySourceKey identifies a shareable remote key source.
@@ -59,7 +85,7 @@ func keySourceKey(jwksURL, issuer string, refresh, minInterval time.Duration) st
 
 func newRemoteKeySource(jwksURL, issuer string, refresh, minInterval time.Duration, logger *zap.Logger) *keySource {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &keySource{
+	ks := &keySource{
 		jwksURL:     jwksURL,
 		issuer:      issuer,
 		refresh:     refresh,
@@ -71,6 +97,8 @@ func newRemoteKeySource(jwksURL, issuer string, refresh, minInterval time.Durati
 		limit:       rate.NewLimiter(rate.Every(minInterval), 1),
 		ready:       make(chan struct{}),
 	}
+	ks.keys.Store(&versionedStore{}) // version 0 until loaded: nothing is cached
+	return ks
 }
 
 // newStaticKeySource serves keys from a JWKS document held in memory.
@@ -88,7 +116,9 @@ func newStaticKeySource(raw []byte) (*keySource, error) {
 	}
 	ready := make(chan struct{})
 	close(ready)
-	return &keySource{started: true, ready: ready, kf: kf, store: kf.Storage(), cancel: func() {}}, nil
+	ks := &keySource{started: true, ready: ready, kf: kf, store: kf.Storage(), cancel: func() {}}
+	ks.keys.Store(&versionedStore{})
+	return ks, nil
 }
 
 // Destruct stops the background refresh; called when no config uses it.
@@ -130,7 +160,9 @@ func (s *keySource) load() error {
 		}
 		jwksURL = u
 	}
+	keys := &versionedStore{MemoryJWKSet: jwkset.NewMemoryStorage()}
 	store, err := jwkset.NewStorageFromHTTP(jwksURL, jwkset.HTTPClientStorageOptions{
+		Storage:                   keys,
 		Client:                    s.client,
 		Ctx:                       s.ctx,
 		HTTPTimeout:               fetchTimeout,
@@ -157,6 +189,7 @@ func (s *keySource) load() error {
 		return err
 	}
 	s.kf, s.store = kf, store
+	s.keys.Store(keys)
 	return nil
 }
 
@@ -221,6 +254,41 @@ func (s *keySource) fetchMetadata(metadataURL string) (string, error) {
 // key is the jwt.Keyfunc: it finds the key for the token's kid (or, without
 // a kid, every key whose alg fits) and never waits for the refresh limiter.
 func (s *keySource) key(ctx context.Context, token *jwt.Token) (any, error) {
+	alg, _ := token.Header["alg"].(string)
+	kid, kidIsString := token.Header["kid"].(string)
+	if kidIsString {
+		if v, ok := s.cache.Load(kid); ok {
+			if ck := v.(cachedKey); ck.version == s.keys.Load().version.Load() {
+				if ck.alg != "" && ck.alg != alg {
+					return nil, &keyError{"token alg does not match the alg of its JWK"}
+				}
+				return ck.key, nil
+			}
+		}
+	}
+	k, err := s.lookup(ctx, token)
+	if err == nil && kidIsString {
+		s.mu.Lock()
+		store := s.store
+		s.mu.Unlock()
+		keys := s.keys.Load()
+		// cache what the store holds now, under the version read before:
+		// a refresh in between leaves a stale entry, never a wrong one
+		version := keys.version.Load()
+		if jwk, rerr := store.KeyRead(ctx, kid); rerr == nil {
+			key := jwk.Key()
+			if pk, ok := key.(interface{ Public() crypto.PublicKey }); ok {
+				key = pk.Public()
+			}
+			s.cache.Store(kid, cachedKey{key: key, alg: jwk.Marshal().ALG.String(), version: version})
+		}
+	}
+	return k, err
+}
+
+// lookup resolves a key through keyfunc, loading and refreshing the JWKS
+// as needed.
+func (s *keySource) lookup(ctx context.Context, token *jwt.Token) (any, error) {
 	s.start()
 	select {
 	case <-s.ready:

@@ -341,6 +341,12 @@ func (h *Handler) authenticate(ctx context.Context, r *http.Request) (jwt.MapCla
 
 func (h *Handler) audienceMatches(aud []string) bool {
 	for _, a := range aud {
+		// the common case, an exact match, needs no URL parsing
+		if slices.Contains(h.Audience, a) || slices.Contains(h.audiences, a) {
+			return true
+		}
+	}
+	for _, a := range aud {
 		if slices.Contains(h.audiences, canonicalURI(a)) {
 			return true
 		}
@@ -349,20 +355,36 @@ func (h *Handler) audienceMatches(aud []string) bool {
 }
 
 // setPlaceholders exposes the token's claims to later handlers and logs.
+// The user id is set at once (the access log reads it); everything else is
+// resolved only when a placeholder asks for it.
 func setPlaceholders(repl *caddy.Replacer, claims jwt.MapClaims) {
 	sub, _ := claims["sub"].(string)
 	repl.Set("http.auth.user.id", sub)
-	repl.Set("http.auth.user.scope", strings.Join(scopesOf(claims), " "))
-	clientID, _ := claims["client_id"].(string)
-	if clientID == "" {
-		clientID, _ = claims["azp"].(string)
-	}
-	repl.Set("http.auth.user.client_id", clientID)
-	iss, _ := claims["iss"].(string)
-	repl.Set("http.auth.user.iss", iss)
-	for name, v := range claims {
-		repl.Set("http.auth.claims."+name, claimString(v))
-	}
+	repl.Map(func(key string) (any, bool) {
+		rest, ok := strings.CutPrefix(key, "http.auth.")
+		if !ok {
+			return nil, false
+		}
+		switch rest {
+		case "user.scope":
+			return strings.Join(scopesOf(claims), " "), true
+		case "user.client_id":
+			clientID, _ := claims["client_id"].(string)
+			if clientID == "" {
+				clientID, _ = claims["azp"].(string)
+			}
+			return clientID, true
+		case "user.iss":
+			iss, _ := claims["iss"].(string)
+			return iss, true
+		}
+		if name, ok := strings.CutPrefix(rest, "claims."); ok {
+			if v, ok := claims[name]; ok {
+				return claimString(v), true
+			}
+		}
+		return nil, false
+	})
 }
 
 func claimString(v any) string {

@@ -40,6 +40,8 @@ type Config struct {
 	Client *http.Client
 	// OnProgress, if set, is called after each completed call.
 	OnProgress func(done int64)
+	// Parallel bounds how many sessions run at once; default: all.
+	Parallel int
 }
 
 // Result summarizes a run.
@@ -91,10 +93,17 @@ func Run(ctx context.Context, cfg Config) Result {
 	}
 	start := time.Now()
 	var wg sync.WaitGroup
+	parallel := cfg.Parallel
+	if parallel <= 0 {
+		parallel = cfg.Sessions
+	}
+	sem := make(chan struct{}, parallel)
 	for i := 0; i < cfg.Sessions; i++ {
 		wg.Add(1)
+		sem <- struct{}{}
 		go func(i int) {
 			defer wg.Done()
+			defer func() { <-sem }()
 			if err := r.session(ctx, i); err != nil {
 				r.failure(fmt.Sprintf("session %d: %v", i, err))
 			}

@@ -51,7 +51,7 @@ func firstValue(v string) string {
 
 // IsUnder reports whether path is prefix itself or lies below it.
 func IsUnder(path, prefix string) bool {
-	return path == prefix || strings.HasPrefix(path, prefix+"/")
+	return strings.HasPrefix(path, prefix) && (len(path) == len(prefix) || path[len(prefix)] == '/')
 }
 
 // ResourceFromMetadataRequest derives the resource identifier that a
