@@ -40,6 +40,7 @@ fuzz:
 	go test ./mcpauth -run '^$$' -fuzz '^FuzzAuthorizationHeader$$' -fuzztime $(FUZZTIME)
 	go test ./mcpauth -run '^$$' -fuzz '^FuzzToken$$' -fuzztime $(FUZZTIME)
 	go test ./metadata -run '^$$' -fuzz '^FuzzCaddyfile$$' -fuzztime $(FUZZTIME)
+	go test ./stdiobridge -run '^$$' -fuzz '^FuzzScanTop$$' -fuzztime $(FUZZTIME)
 
 ## conformance: the official MCP conformance suite, native vs. through mcp_stdio (installs Node 22 locally)
 conformance: caddy

@@ -120,7 +120,7 @@ func TestClientThatNeverReadsItsStream(t *testing.T) {
 	sc := bufio.NewScanner(ping.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
-		if strings.Contains(sc.Text(), `"id":"p","result"`) {
+		if strings.Contains(sc.Text(), `"id":"p",`) && strings.Contains(sc.Text(), `"result"`) {
 			got = true
 			break
 		}

@@ -3,6 +3,7 @@ package stdiobridge
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"mime"
 	"net/http"
 	"slices"
@@ -39,6 +40,88 @@ type envelope struct {
 	Params  json.RawMessage `json:"params,omitempty"`
 	Result  json.RawMessage `json:"result,omitempty"`
 	Error   json.RawMessage `json:"error,omitempty"`
+
+	raw    []byte // the message as received (valid JSON)
+	idSpan span   // where the id is in raw, if it could be located
+}
+
+// parseEnvelope reads a valid JSON message: by scanning its top level
+// where possible (members alias raw), else through encoding/json.
+func parseEnvelope(raw []byte) (*envelope, error) {
+	e := &envelope{raw: raw}
+	t, ok := scanTop(raw)
+	if !ok {
+		if err := json.Unmarshal(raw, e); err != nil {
+			return nil, err
+		}
+		return e, nil
+	}
+	str := func(s span) (string, error) {
+		v := raw[s.start:s.end]
+		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' && bytes.IndexByte(v, '\\') < 0 {
+			return string(v[1 : len(v)-1]), nil
+		}
+		var out string
+		err := json.Unmarshal(v, &out)
+		return out, err
+	}
+	var err error
+	if t.jsonrpc.present() {
+		if e.JSONRPC, err = str(t.jsonrpc); err != nil {
+			return nil, fmt.Errorf(`"jsonrpc": %w`, err)
+		}
+	}
+	if t.method.present() {
+		if e.Method, err = str(t.method); err != nil {
+			return nil, fmt.Errorf(`"method": %w`, err)
+		}
+	}
+	if t.id.present() {
+		e.ID = raw[t.id.start:t.id.end]
+		e.idSpan = t.id
+	}
+	if t.params.present() {
+		e.Params = raw[t.params.start:t.params.end]
+	}
+	if t.result.present() {
+		e.Result = raw[t.result.start:t.result.end]
+	}
+	if t.err.present() {
+		e.Error = raw[t.err.start:t.err.end]
+	}
+	return e, nil
+}
+
+// withID renders the message with another id, on one line.
+func (e *envelope) withID(id []byte) []byte {
+	if e.idSpan.present() {
+		return oneLine(splice(e.raw, e.idSpan, id))
+	}
+	out := *e
+	out.ID = id
+	b, _ := json.Marshal(&out)
+	return b
+}
+
+// line renders the message unchanged, on one line (stdio framing).
+func (e *envelope) line() []byte {
+	if e.raw != nil {
+		return oneLine(e.raw)
+	}
+	b, _ := json.Marshal(e)
+	return b
+}
+
+// oneLine compacts JSON that spans several lines.
+func oneLine(b []byte) []byte {
+	if bytes.IndexByte(b, '\n') < 0 && bytes.IndexByte(b, '\r') < 0 {
+		return b
+	}
+	var buf bytes.Buffer
+	if json.Compact(&buf, b) != nil {
+		return b
+	}
+	return buf.Bytes()
 }
 
 func (e *envelope) isRequest() bool      { return e.Method != "" && e.ID != nil }
@@ -54,27 +137,32 @@ type rpcError struct {
 
 // decodeMessage parses and checks one JSON-RPC message from a client.
 func decodeMessage(b []byte) (*envelope, *rpcError) {
-	var e envelope
-	if err := json.Unmarshal(b, &e); err != nil {
-		return nil, &rpcError{Code: codeParseError, Message: "parse error: " + err.Error()}
+	if !json.Valid(b) {
+		var v any
+		err := json.Unmarshal(b, &v)
+		return nil, &rpcError{Code: codeParseError, Message: "parse error: " + fmt.Sprint(err)}
+	}
+	e, err := parseEnvelope(b)
+	if err != nil {
+		return nil, &rpcError{Code: codeInvalidRequest, Message: "invalid request: " + err.Error()}
 	}
 	if e.JSONRPC != "2.0" {
-		return &e, &rpcError{Code: codeInvalidRequest, Message: `invalid request: "jsonrpc" must be "2.0"`}
+		return e, &rpcError{Code: codeInvalidRequest, Message: `invalid request: "jsonrpc" must be "2.0"`}
 	}
 	if e.ID != nil && !validID(e.ID) {
-		return &e, &rpcError{Code: codeInvalidRequest, Message: "invalid request: id must be a string or a number"}
+		return e, &rpcError{Code: codeInvalidRequest, Message: "invalid request: id must be a string or a number"}
 	}
 	switch {
 	case e.Method != "":
 		if e.Result != nil || e.Error != nil {
-			return &e, &rpcError{Code: codeInvalidRequest, Message: "invalid request: a request has no result or error"}
+			return e, &rpcError{Code: codeInvalidRequest, Message: "invalid request: a request has no result or error"}
 		}
 	case e.ID == nil:
-		return &e, &rpcError{Code: codeInvalidRequest, Message: "invalid request: neither method nor id"}
+		return e, &rpcError{Code: codeInvalidRequest, Message: "invalid request: neither method nor id"}
 	case (e.Result == nil) == (e.Error == nil):
-		return &e, &rpcError{Code: codeInvalidRequest, Message: "invalid response: exactly one of result and error"}
+		return e, &rpcError{Code: codeInvalidRequest, Message: "invalid response: exactly one of result and error"}
 	}
-	return &e, nil
+	return e, nil
 }
 
 // validID accepts JSON strings and numbers (JSON-RPC 2.0 section 4; null

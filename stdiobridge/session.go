@@ -167,9 +167,7 @@ func (s *Session) startRequest(e *envelope, st *stream) ([]byte, error) {
 	s.pending[childID] = p
 	s.byClientID[idKey(e.ID)] = childID
 	st.owed++
-	out := *e
-	out.ID = json.RawMessage(strconv.FormatUint(childID, 10))
-	return json.Marshal(&out)
+	return e.withID(strconv.AppendUint(nil, childID, 10)), nil
 }
 
 // abandon forgets a request whose message could not be sent.
@@ -263,10 +261,11 @@ func (s *Session) cancelStream(st *stream, reason string) {
 	}
 }
 
-// childMessage routes one message from the child (messageSink).
+// childMessage routes one message from the child (messageSink). line is
+// valid JSON and only valid during the call.
 func (s *Session) childMessage(line []byte) {
-	var e envelope
-	if err := json.Unmarshal(line, &e); err != nil {
+	e, err := parseEnvelope(line)
+	if err != nil {
 		s.logger.Warn("server process wrote invalid JSON-RPC; skipped", zap.Error(err))
 		return
 	}
@@ -288,14 +287,11 @@ func (s *Session) childMessage(line []byte) {
 				s.protocolVersion = r.ProtocolVersion
 			}
 		}
-		e.ID = p.clientID
-		out, _ := json.Marshal(&e)
-		p.stream.append(out)
+		p.stream.append(e.withID(p.clientID)) // a new slice: line is not kept
 		s.finishLocked(childID)
 		return
 	}
-	msg := append([]byte(nil), line...)
-	s.routeLocked(&e).append(msg)
+	s.routeLocked(e).append(append([]byte(nil), line...))
 }
 
 // routeLocked picks the stream for a request or notification from the
@@ -398,7 +394,7 @@ func (s *Session) end(reason string) {
 
 // progressToken extracts params._meta.progressToken as a map key.
 func progressToken(params json.RawMessage) string {
-	if len(params) == 0 {
+	if len(params) == 0 || !bytes.Contains(params, []byte("progressToken")) {
 		return ""
 	}
 	var p struct {

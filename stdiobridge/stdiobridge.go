@@ -400,7 +400,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *Session, e 
 			msg = s.rewriteCancel(e)
 		}
 		if msg == nil {
-			msg, _ = json.Marshal(e)
+			msg = e.line()
 		}
 		if err := s.proc.send(msg, s.cfg.writeTimeout); err != nil {
 			writeRPCError(w, http.StatusServiceUnavailable, nil, &rpcError{Code: codeInternalError, Message: "MCP server process is not accepting messages: " + err.Error()})
@@ -627,7 +627,7 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, body []byte
 			msg = s.rewriteCancel(e)
 		}
 		if err == nil && msg == nil {
-			msg, err = json.Marshal(e)
+			msg = e.line()
 		}
 		if err == nil {
 			err = s.proc.send(msg, s.cfg.writeTimeout)

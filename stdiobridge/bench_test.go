@@ -1,0 +1,58 @@
+package stdiobridge
+
+import (
+	"encoding/json"
+	"strconv"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// BenchmarkMessagePath is the bridge's own work for one tools/call: decode
+// the client's message, rewrite its id and register it, then route the
+// child's answer back (restore the id, append it to the stream) and hand it
+// to the SSE writer's buffer. No process and no HTTP: just the bridge.
+func BenchmarkMessagePath(b *testing.B) {
+	cfg := &settings{idleTimeout: time.Hour, shutdownTimeout: time.Second, maxMessageSize: 4 << 20, writeTimeout: time.Second}
+	s := newSession(nil, "", cfg, zap.NewNop())
+	request := []byte(`{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"test_simple_text","arguments":{}}}`)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		e, rerr := decodeMessage(request)
+		if rerr != nil {
+			b.Fatal(rerr)
+		}
+		s.mu.Lock()
+		st := s.newStreamLocked(false)
+		s.mu.Unlock()
+		msg, err := s.startRequest(e, st)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var sent struct {
+			ID json.RawMessage `json:"id"`
+		}
+		_ = json.Unmarshal(msg, &sent)
+		answer := `{"jsonrpc":"2.0","id":` + string(sent.ID) + `,"result":{"content":[{"type":"text","text":"This is a simple text response for testing."}]}}`
+		s.childMessage([]byte(answer))
+		s.mu.Lock()
+		evs, _ := st.since(0)
+		if len(evs) != 1 || !st.done {
+			b.Fatalf("stream: %d events, done %v", len(evs), st.done)
+		}
+		var sw sseWriter
+		sw.add(eventID(st.id, evs[0].seq), evs[0].data)
+		s.mu.Unlock()
+		if i%1000 == 0 {
+			// completed streams are retained (bounded); keep the map small
+			s.mu.Lock()
+			s.finished = nil
+			s.streams = map[string]*stream{s.standalone.id: s.standalone}
+			s.mu.Unlock()
+		}
+	}
+	_ = strconv.Itoa
+}

@@ -1,0 +1,145 @@
+package stdiobridge
+
+// A zero-copy reader for the top level of a JSON-RPC message: it finds the
+// byte spans of the members the bridge routes by, so that ids can be
+// rewritten by splicing instead of decoding and re-encoding whole
+// messages. Inputs must already be valid JSON (json.Valid).
+
+// span is a value's position in the message; end == 0 means absent.
+type span struct{ start, end int }
+
+func (s span) present() bool { return s.end > 0 }
+
+// topLevel holds the spans of the members of interest.
+type topLevel struct {
+	jsonrpc, id, method, params, result, err span
+}
+
+// scanTop reads the members of a top-level JSON object. ok is false if the
+// value is not an object or a member name uses escapes (callers then take
+// the slow path through encoding/json).
+func scanTop(b []byte) (t topLevel, ok bool) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return t, false
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return t, true
+	}
+	for i < len(b) {
+		if b[i] != '"' {
+			return t, false
+		}
+		keyStart := i + 1
+		keyEnd := keyStart
+		for keyEnd < len(b) && b[keyEnd] != '"' {
+			if b[keyEnd] == '\\' {
+				return t, false
+			}
+			keyEnd++
+		}
+		i = skipSpace(b, keyEnd+1)
+		if i >= len(b) || b[i] != ':' {
+			return t, false
+		}
+		i = skipSpace(b, i+1)
+		end := skipValue(b, i)
+		if end <= i {
+			return t, false
+		}
+		v := span{i, end}
+		switch string(b[keyStart:keyEnd]) {
+		case "jsonrpc":
+			t.jsonrpc = v
+		case "id":
+			t.id = v
+		case "method":
+			t.method = v
+		case "params":
+			t.params = v
+		case "result":
+			t.result = v
+		case "error":
+			t.err = v
+		}
+		i = skipSpace(b, end)
+		if i >= len(b) {
+			return t, false
+		}
+		if b[i] == '}' {
+			return t, true
+		}
+		if b[i] != ',' {
+			return t, false
+		}
+		i = skipSpace(b, i+1)
+	}
+	return t, false
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the index just past the JSON value starting at i.
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return i
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				i = skipString(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return i
+	default:
+		for i < len(b) {
+			switch b[i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return i
+			}
+			i++
+		}
+		return i
+	}
+}
+
+// skipString returns the index just past the string starting at i.
+func skipString(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return i
+}
+
+// splice returns b with the bytes of s replaced by v, in a new slice.
+func splice(b []byte, s span, v []byte) []byte {
+	out := make([]byte, 0, len(b)-(s.end-s.start)+len(v))
+	out = append(out, b[:s.start]...)
+	out = append(out, v...)
+	return append(out, b[s.end:]...)
+}
