@@ -34,6 +34,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		shutdown_timeout <duration>
 //		allowed_origins <origin...>
 //		max_message_size <size>
+//		prewarm <n>
 //	}
 func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -116,6 +117,16 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_message_size: %q is not a size between 1 byte and 1GiB", v)
 			}
 			m.MaxMessageSize = int(n)
+		case "prewarm":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return d.Errf("prewarm: %q is not a number of processes", v)
+			}
+			m.Prewarm = n
 		default:
 			return d.Errf("unrecognized mcp_stdio option %q", opt)
 		}

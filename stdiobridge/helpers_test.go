@@ -220,3 +220,5 @@ func waitNoProcesses(t *testing.T, marker string, within time.Duration) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func caddyJSON(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -36,6 +37,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 )
 
 func init() {
@@ -101,6 +103,14 @@ type Handler struct {
 	// Largest JSON-RPC message accepted in either direction, in bytes.
 	// Default: 4 MiB.
 	MaxMessageSize int `json:"max_message_size,omitempty"`
+
+	// Keep this many children started and waiting for a session, so that
+	// initialize does not wait for the server's start-up. They are started
+	// when the server gets its first connection (never by `caddy
+	// validate`), refilled in the background, count toward max_sessions,
+	// and end with the route. Not with `stateless` or with placeholders in
+	// `env`.
+	Prewarm int `json:"prewarm,omitempty"`
 
 	table        *table
 	poolKey      string
@@ -179,11 +189,28 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.table = val.(*table)
 	h.table.settings.Store(h.cfg)
+	if h.Prewarm > 0 {
+		h.table.pool.CompareAndSwap(nil, &warmPool{t: h.table, logger: h.logger,
+			limit: rate.NewLimiter(rate.Limit(max(h.Prewarm, 4)), max(h.Prewarm, 4))})
+		pool := h.table.pool.Load()
+		pool.mu.Lock()
+		pool.n = h.Prewarm
+		pool.spawn = func(sink messageSink) (*process, error) { return h.startChild(nil, sink, h.logger) }
+		pool.mu.Unlock()
+	}
 
 	// Streams must not hold up a reload or stop: Caddy waits for active
 	// connections before a module's Cleanup runs.
 	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv != nil {
 		srv.RegisterOnShutdown(h.endStreams)
+		if h.Prewarm > 0 {
+			// the server is serving: time to warm up (validate never gets here)
+			srv.RegisterConnState(func(_ net.Conn, state http.ConnState) {
+				if state == http.StateNew {
+					h.warmUp()
+				}
+			})
+		}
 	}
 	return nil
 }
@@ -203,6 +230,22 @@ func (h *Handler) Validate() error {
 	}
 	if h.MaxSessions < 0 {
 		return fmt.Errorf("max_sessions: must not be negative")
+	}
+	if h.Prewarm < 0 {
+		return fmt.Errorf("prewarm: must not be negative")
+	}
+	if h.Prewarm > 0 {
+		if h.Stateless {
+			return fmt.Errorf("prewarm: not with stateless (every request starts its own child)")
+		}
+		for name, v := range h.Env {
+			if strings.Contains(v, "{") {
+				return fmt.Errorf("prewarm: env %s depends on the request (%s); a prewarmed child cannot know it", name, v)
+			}
+		}
+		if h.MaxSessions > 0 && h.Prewarm > h.MaxSessions {
+			return fmt.Errorf("prewarm: %d is more than max_sessions %d", h.Prewarm, h.MaxSessions)
+		}
 	}
 	if h.MaxMessageSize < 0 {
 		return fmt.Errorf("max_message_size: must not be negative")
@@ -227,6 +270,13 @@ func (h *Handler) Cleanup() error {
 		return err
 	}
 	return nil
+}
+
+// warmUp starts the prewarmed children, once the server is serving.
+func (h *Handler) warmUp() {
+	if pool := h.table.pool.Load(); h.Prewarm > 0 && pool != nil {
+		pool.fill()
+	}
 }
 
 func (h *Handler) endStreams() {
@@ -412,9 +462,22 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *Session, e 
 
 // spawn starts a session's child with the per-request environment.
 func (h *Handler) spawn(r *http.Request, s *Session) error {
+	proc, err := h.startChild(r, s, s.logger)
+	if err != nil {
+		return err
+	}
+	s.proc = proc
+	return nil
+}
+
+// startChild starts a child; env placeholders are resolved from r if given.
+func (h *Handler) startChild(r *http.Request, sink messageSink, logger *zap.Logger) (*process, error) {
 	env := slices.Clone(h.inherited)
 	if len(h.Env) > 0 {
-		repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		var repl *caddy.Replacer
+		if r != nil {
+			repl, _ = r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		}
 		names := make([]string, 0, len(h.Env))
 		for name := range h.Env {
 			names = append(names, name)
@@ -428,18 +491,14 @@ func (h *Handler) spawn(r *http.Request, s *Session) error {
 			env = append(env, name+"="+v)
 		}
 	}
-	proc, err := startProcess(spawnConfig{
+	return startProcess(spawnConfig{
 		command: h.Command, args: h.Args, env: env, dir: h.Dir,
 		maxMessageSize: h.MaxMessageSize, writeTimeout: h.cfg.writeTimeout,
-	}, s, s.logger)
-	if err != nil {
-		return err
-	}
-	s.proc = proc
-	return nil
+	}, sink, logger)
 }
 
 func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, e *envelope) {
+	h.warmUp()
 	if !h.table.reserve() {
 		w.Header().Set("Retry-After", "5")
 		h.logger.Warn("max_sessions reached; initialize refused", zap.Int("max_sessions", h.MaxSessions))
@@ -452,11 +511,19 @@ func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, e *envelope
 	}
 	s := newSession(table, subject(r), h.cfg, h.logger)
 	s.ending = &h.table.ending
-	if err := h.spawn(r, s); err != nil {
-		h.table.release()
-		h.logger.Error("could not start MCP server process", zap.String("command", h.Command), zap.Error(err))
-		writeRPCError(w, http.StatusInternalServerError, e.ID, &rpcError{Code: codeInternalError, Message: "could not start the MCP server process: " + err.Error()})
-		return
+	prewarmed := false
+	if pool := h.table.pool.Load(); pool != nil && !h.Stateless {
+		if c := pool.take(); c != nil && c.sink.adopt(s) {
+			s.proc, prewarmed = c.proc, true
+		}
+	}
+	if !prewarmed {
+		if err := h.spawn(r, s); err != nil {
+			h.table.release()
+			h.logger.Error("could not start MCP server process", zap.String("command", h.Command), zap.Error(err))
+			writeRPCError(w, http.StatusInternalServerError, e.ID, &rpcError{Code: codeInternalError, Message: "could not start the MCP server process: " + err.Error()})
+			return
+		}
 	}
 	if h.Stateless {
 		h.table.release()
@@ -469,7 +536,7 @@ func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, e *envelope
 		}
 		s.mu.Unlock()
 		s.logger.Info("session started", zap.Int("pid", s.proc.pid()), zap.String("user", s.subject),
-			zap.String("command", h.Command))
+			zap.String("command", h.Command), zap.Bool("prewarmed", prewarmed))
 	}
 	var p struct {
 		ProtocolVersion string `json:"protocolVersion"`

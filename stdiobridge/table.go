@@ -39,6 +39,7 @@ type table struct {
 	stop     chan struct{}
 	stopped  bool
 	ending   pendingSet // children of ended sessions still being terminated
+	pool     atomic.Pointer[warmPool] // prewarmed children, if the route asks for them
 }
 
 // pendingSet counts work in flight; unlike sync.WaitGroup, adding while
@@ -170,11 +171,15 @@ func (t *table) Destruct() error {
 	}
 	t.stopped = true
 	close(t.stop)
+	pool := t.pool.Load()
 	sessions := make([]*Session, 0, len(t.sessions))
 	for _, s := range t.sessions {
 		sessions = append(sessions, s)
 	}
 	t.mu.Unlock()
+	if pool != nil {
+		pool.stop(t.settings.Load().shutdownTimeout)
+	}
 	var wg sync.WaitGroup
 	for _, s := range sessions {
 		wg.Add(1)

@@ -55,6 +55,7 @@ type Result struct {
 	P50, P90     time.Duration
 	P99          time.Duration
 	SetupP50     time.Duration
+	InitP50      time.Duration // the initialize request alone
 	SessionsOK   int64
 	SetupsPerSec float64 // initialize+initialized+DELETE cycles per second (Calls == 0)
 }
@@ -64,12 +65,17 @@ func (r Result) String() string {
 		r.Calls, r.Duration.Round(time.Millisecond), r.CallsPerSec, r.P50, r.P90, r.P99, r.SetupP50, r.Failures, r.Resumed)
 }
 
+// Ms renders a duration in milliseconds with microsecond precision.
+func Ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000
+}
+
 type runner struct {
 	cfg     Config
 	client  *http.Client
 	mu      sync.Mutex
 	lat     []time.Duration
 	setup   []time.Duration
+	inits   []time.Duration
 	errs    []string
 	fail    atomic.Int64
 	calls   atomic.Int64
@@ -121,6 +127,8 @@ func Run(ctx context.Context, cfg Config) Result {
 	}
 	slices.Sort(r.lat)
 	slices.Sort(r.setup)
+	slices.Sort(r.inits)
+	res.InitP50 = pct(r.inits, 50)
 	res.P50, res.P90, res.P99 = pct(r.lat, 50), pct(r.lat, 90), pct(r.lat, 99)
 	res.SetupP50 = pct(r.setup, 50)
 	return res
@@ -150,6 +158,7 @@ func (r *runner) session(ctx context.Context, n int) error {
 	t0 := time.Now()
 	init := fmt.Sprintf(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":%q,"capabilities":{},"clientInfo":{"name":"loadgen","version":"1"}}}`, r.cfg.Version)
 	sid, resp, err := r.exchange(ctx, "", init, "0")
+	initTime := time.Since(t0)
 	if err != nil {
 		return fmt.Errorf("initialize: %w", err)
 	}
@@ -203,6 +212,7 @@ func (r *runner) session(ctx context.Context, n int) error {
 	}
 	r.mu.Lock()
 	r.setup = append(r.setup, time.Since(t0))
+	r.inits = append(r.inits, initTime)
 	r.mu.Unlock()
 	r.ok.Add(1)
 	return nil

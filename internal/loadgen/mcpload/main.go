@@ -56,6 +56,7 @@ func main() {
 		"calls": res.Calls, "failures": res.Failures, "seconds": res.Duration.Seconds(),
 		"calls_per_sec": res.CallsPerSec, "p50_ms": ms(res.P50), "p90_ms": ms(res.P90), "p99_ms": ms(res.P99),
 		"sessions_ok": res.SessionsOK, "setups_per_sec": res.SetupsPerSec, "setup_p50_ms": ms(res.SetupP50),
+		"init_p50_ms": ms(res.InitP50),
 	}, err)
 }
 
