@@ -38,7 +38,7 @@ type table struct {
 	reaping  bool
 	stop     chan struct{}
 	stopped  bool
-	ending   pendingSet // children of ended sessions still being terminated
+	ending   pendingSet               // children of ended sessions still being terminated
 	pool     atomic.Pointer[warmPool] // prewarmed children, if the route asks for them
 }
 

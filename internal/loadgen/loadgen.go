@@ -66,7 +66,8 @@ func (r Result) String() string {
 }
 
 // Ms renders a duration in milliseconds with microsecond precision.
-func Ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000
+func Ms(d time.Duration) float64 {
+	return float64(d.Microseconds()) / 1000
 }
 
 type runner struct {
