@@ -8,7 +8,7 @@ XCADDY_VERSION ?= v0.4.5
 # fetching our unpublished module path from its VCS host.
 XCADDY_GOPROXY := $(shell go env GOPROXY | cut -d, -f1)|off
 
-.PHONY: build example test test-go conformance example-test fuzz lint clean
+.PHONY: build example test test-go conformance example-test fuzz bench lint clean
 
 ## build: a ./caddy binary with the plugin (xcaddy build --with github.com/caddymcp/caddymcp=.)
 build: caddy
@@ -41,6 +41,10 @@ fuzz:
 	go test ./mcpauth -run '^$$' -fuzz '^FuzzToken$$' -fuzztime $(FUZZTIME)
 	go test ./metadata -run '^$$' -fuzz '^FuzzCaddyfile$$' -fuzztime $(FUZZTIME)
 	go test ./stdiobridge -run '^$$' -fuzz '^FuzzScanTop$$' -fuzztime $(FUZZTIME)
+
+## bench: the performance comparison (native, mcp_stdio, mcp_auth + mcp_stdio, supergateway), README "Performance"
+bench: caddy
+	./.ci/bench.sh
 
 ## conformance: the official MCP conformance suite, native vs. through mcp_stdio (installs Node 22 locally)
 conformance: caddy

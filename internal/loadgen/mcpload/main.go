@@ -10,17 +10,13 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
-	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddymcp/caddymcp/internal/loadgen"
@@ -34,11 +30,12 @@ func main() {
 	tool := flag.String("tool", "test_simple_text", "tool to call")
 	header := flag.String("header", "", "extra header, e.g. 'Authorization: Bearer …'")
 	direct := flag.String("direct", "", "spawn this stdio server and initialize it instead of using -url")
+	keep := flag.Bool("keep", false, "leave the sessions open (no DELETE)")
 	flag.Parse()
 
 	if *direct != "" {
-		res, err := directSetup(*direct, *sessions, max(*parallel, 1))
-		emit(res, err)
+		rate, p50, err := loadgen.Direct(*direct, *sessions, max(*parallel, 1))
+		emit(map[string]any{"sessions_ok": *sessions, "setups_per_sec": rate, "setup_p50_ms": ms(p50)}, err)
 		return
 	}
 	h := http.Header{}
@@ -46,7 +43,7 @@ func main() {
 		h.Set(strings.TrimSpace(name), strings.TrimSpace(value))
 	}
 	res := loadgen.Run(context.Background(), loadgen.Config{
-		URL: *url, Sessions: *sessions, Calls: *calls, Parallel: *parallel, Tool: *tool, Header: h,
+		URL: *url, Sessions: *sessions, Calls: *calls, Parallel: *parallel, Tool: *tool, Header: h, SkipDelete: *keep,
 	})
 	var err error
 	if res.Failures > 0 {
@@ -71,63 +68,4 @@ func emit(v map[string]any, err error) {
 	if err != nil {
 		os.Exit(1)
 	}
-}
-
-// directSetup spawns the server n times (parallel at once), sends
-// initialize, waits for the answer, sends initialized, closes stdin and
-// waits for the exit: what a bridge does at minimum for a session.
-func directSetup(bin string, n, parallel int) (map[string]any, error) {
-	var mu sync.Mutex
-	var lat []time.Duration
-	var firstErr error
-	sem := make(chan struct{}, parallel)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			t0 := time.Now()
-			err := spawnAndInit(bin)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && firstErr == nil {
-				firstErr = err
-			}
-			lat = append(lat, time.Since(t0))
-		}()
-	}
-	wg.Wait()
-	d := time.Since(start)
-	slices.Sort(lat)
-	return map[string]any{"sessions_ok": n, "seconds": d.Seconds(), "setups_per_sec": float64(n) / d.Seconds(),
-		"setup_p50_ms": ms(lat[len(lat)/2])}, firstErr
-}
-
-func spawnAndInit(bin string) error {
-	cmd := exec.Command(bin)
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	fmt.Fprintln(stdin, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"direct","version":"1"}}}`)
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	ok := false
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), `"id":1`) {
-			ok = true
-			break
-		}
-	}
-	fmt.Fprintln(stdin, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
-	stdin.Close()
-	err := cmd.Wait()
-	if !ok {
-		return fmt.Errorf("no initialize answer (%v)", err)
-	}
-	return nil
 }

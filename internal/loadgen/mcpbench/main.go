@@ -1,0 +1,379 @@
+// Command mcpbench is `make bench`: it runs the same load against go-sdk's
+// everything-server served natively over HTTP, through mcp_stdio, through
+// mcp_auth + mcp_stdio, and through supergateway (if it can be installed),
+// measures session set-up against the direct floor (spawn + initialize over
+// stdio) and prewarm, samples memory, and prints one Markdown table with
+// the ratios that the performance targets are stated in.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddymcp/caddymcp/internal/loadgen"
+)
+
+var (
+	caddyBin     = flag.String("caddy", "./caddy", "Caddy built with the plugin")
+	serverBin    = flag.String("server", "bin/everything-server", "stdio MCP server (go-sdk everything-server)")
+	authBin      = flag.String("authserver", "bin/authserver", "example authorization server")
+	supergateway = flag.String("supergateway", "", "command that runs supergateway (empty: skipped)")
+	out          = flag.String("out", ".ci/artifacts/bench.md", "where to write the table")
+	calls1       = flag.Int("calls1", 2000, "calls for the 1-session run")
+	sessions16   = flag.Int("sessions", 16, "sessions for the concurrent run")
+	calls16      = flag.Int("calls16", 300, "calls per session for the concurrent run")
+	setups       = flag.Int("setups", 200, "session set-ups per set-up run")
+)
+
+type row struct {
+	name               string
+	one, many          loadgen.Result
+	setupSeq, setupPar loadgen.Result
+	rssPerSession      float64 // KiB, the server process only
+	rssChildren        float64 // KiB per session, children
+	note               string
+}
+
+func main() {
+	flag.Parse()
+	dir, _ := os.MkdirTemp("", "mcpbench-")
+	defer os.RemoveAll(dir)
+	server, _ := filepath.Abs(*serverBin)
+	var rows []row
+
+	// native: the server's own HTTP mode
+	port := freePort()
+	stop := start(dir, "native", server, "-http", "127.0.0.1:"+strconv.Itoa(port), "-stateless=false")
+	waitPort(port)
+	rows = append(rows, measure("server's own HTTP mode (native)", fmt.Sprintf("http://127.0.0.1:%d/mcp", port), nil, stop.pid))
+	stop.kill()
+
+	// the bridge, alone, behind mcp_auth, and with prewarm
+	bport, aport, pport := freePort(), freePort(), freePort()
+	asPort := freePort()
+	issuer := fmt.Sprintf("http://127.0.0.1:%d", asPort)
+	as := start(dir, "authserver", *authBin, "-addr", "127.0.0.1:"+strconv.Itoa(asPort), "-issuer", issuer)
+	defer as.kill()
+	waitPort(asPort)
+	caddyfile := fmt.Sprintf(`{
+	admin off
+	auto_https off
+	log {
+		level WARN
+	}
+}
+:%d {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command %s
+	}
+}
+:%d {
+	bind 127.0.0.1
+	route /mcp {
+		mcp_auth {
+			issuer %s
+			audience http://127.0.0.1:%d/mcp
+		}
+		mcp_stdio {
+			command %s
+			env ROUTE auth
+		}
+	}
+}
+:%d {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command %s
+		env ROUTE prewarm
+		prewarm 4
+	}
+}
+`, bport, server, aport, issuer, aport, server, pport, server)
+	cf := filepath.Join(dir, "Caddyfile")
+	os.WriteFile(cf, []byte(caddyfile), 0o644)
+	cd := start(dir, "caddy", *caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
+	defer cd.kill()
+	waitPort(bport)
+	waitPort(aport)
+	waitPort(pport)
+	rows = append(rows, measure("mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", bport), nil, cd.pid))
+	tok := token(issuer, fmt.Sprintf("http://127.0.0.1:%d/mcp", aport))
+	rows = append(rows, measure("mcp_auth + mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", aport),
+		http.Header{"Authorization": {"Bearer " + tok}}, cd.pid))
+	prewarm := loadgen.Run(context.Background(), loadgen.Config{URL: fmt.Sprintf("http://127.0.0.1:%d/mcp", pport), Sessions: *setups, Parallel: 1})
+	check("prewarm", prewarm)
+	cd.kill()
+
+	// supergateway
+	if *supergateway != "" {
+		sport := freePort()
+		args := append(strings.Fields(*supergateway), "--stdio", server, "--outputTransport", "streamableHttp", "--stateful",
+			"--port", strconv.Itoa(sport), "--logLevel", "none")
+		sg := start(dir, "supergateway", args[0], args[1:]...)
+		if waitPortErr(sport, 30*time.Second) == nil {
+			rows = append(rows, measure("supergateway 4.0.0 (stateful)", fmt.Sprintf("http://127.0.0.1:%d/mcp", sport), nil, sg.pid))
+		} else {
+			fmt.Fprintln(os.Stderr, "supergateway did not start; skipped")
+		}
+		sg.kill()
+	} else {
+		fmt.Fprintln(os.Stderr, "supergateway not installed; skipped")
+	}
+
+	dseqRate, dseqP50, err1 := loadgen.Direct(server, *setups, 1)
+	dparRate, _, err2 := loadgen.Direct(server, *setups, 8)
+	if err1 != nil || err2 != nil {
+		fail("direct set-up: %v %v", err1, err2)
+	}
+
+	md := table(rows, dseqRate, dseqP50, dparRate, prewarm)
+	fmt.Print(md)
+	os.MkdirAll(filepath.Dir(*out), 0o755)
+	os.WriteFile(*out, []byte(md), 0o644)
+}
+
+func measure(name, url string, hdr http.Header, pid int) row {
+	fmt.Fprintf(os.Stderr, "measuring %s\n", name)
+	ctx := context.Background()
+	warm := loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: 2, Calls: 50, Header: hdr})
+	check(name+" warm-up", warm)
+	r := row{name: name}
+	r.one = loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: 1, Calls: *calls1, Header: hdr})
+	check(name, r.one)
+	r.many = loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: *sessions16, Calls: *calls16, Header: hdr})
+	check(name, r.many)
+	r.setupSeq = loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: *setups, Parallel: 1, Header: hdr})
+	check(name, r.setupSeq)
+	r.setupPar = loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: *setups, Parallel: 8, Header: hdr})
+	check(name, r.setupPar)
+
+	// memory: 16 open sessions against the baseline
+	time.Sleep(500 * time.Millisecond)
+	self0, kids0 := rss(pid)
+	open := loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: 16, Calls: 1, Header: hdr, SkipDelete: true})
+	check(name, open)
+	time.Sleep(500 * time.Millisecond)
+	self1, kids1 := rss(pid)
+	r.rssPerSession = float64(self1-self0) / 16
+	r.rssChildren = float64(kids1-kids0) / 16
+	return r
+}
+
+func check(name string, r loadgen.Result) {
+	if r.Failures > 0 {
+		fail("%s: %d failures: %v", name, r.Failures, r.Errors)
+	}
+}
+
+func table(rows []row, dseq float64, dseqP50 time.Duration, dpar float64, prewarm loadgen.Result) string {
+	var b strings.Builder
+	host, _ := os.Hostname()
+	fmt.Fprintf(&b, "Measured %s on %s (%d CPUs, %s/%s), load generator on the same machine; go-sdk everything-server, `tools/call test_simple_text`, Streamable HTTP, stateful.\n\n",
+		time.Now().UTC().Format("2006-01-02"), host, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(&b, "| setup | 1 session × %d calls | %d sessions × %d calls | set-up (init+initialized+DELETE), sequential | set-up, 8-way | memory per open session |\n", *calls1, *sessions16, *calls16)
+	b.WriteString("|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		mem := fmt.Sprintf("%.0f KiB (+ children %.0f KiB)", r.rssPerSession, r.rssChildren)
+		fmt.Fprintf(&b, "| %s | %.0f calls/s, p50 %.2f ms | %.0f calls/s, p99 %.1f ms | %.0f/s | %.0f/s | %s |\n",
+			r.name, r.one.CallsPerSec, loadgen.Ms(r.one.P50), r.many.CallsPerSec, loadgen.Ms(r.many.P99),
+			r.setupSeq.SetupsPerSec, r.setupPar.SetupsPerSec, mem)
+	}
+	fmt.Fprintf(&b, "| direct (spawn + initialize over stdio, no HTTP) | | | %.0f/s (p50 %.2f ms) | %.0f/s | |\n\n", dseq, loadgen.Ms(dseqP50), dpar)
+
+	find := func(prefix string) *row {
+		for i := range rows {
+			if strings.HasPrefix(rows[i].name, prefix) {
+				return &rows[i]
+			}
+		}
+		return nil
+	}
+	native, bridge, auth, sg := find("server's own"), find("mcp_stdio"), find("mcp_auth"), find("supergateway")
+	b.WriteString("| target | measured | met |\n|---|---|---|\n")
+	target := func(what string, value float64, min float64, unit string) {
+		met := "yes"
+		if value < min {
+			met = "**no**"
+		}
+		fmt.Fprintf(&b, "| %s ≥ %.2g%s | %.2f%s | %s |\n", what, min, unit, value, unit, met)
+	}
+	targetMax := func(what string, value float64, maxv float64, unit string) {
+		met := "yes"
+		if value > maxv {
+			met = "**no**"
+		}
+		fmt.Fprintf(&b, "| %s ≤ %.3g%s | %.2f%s | %s |\n", what, maxv, unit, value, unit, met)
+	}
+	if native != nil && bridge != nil {
+		target("bridge / native, 1 session", bridge.one.CallsPerSec/native.one.CallsPerSec, 0.7, "×")
+		target("bridge / native, 16 sessions", bridge.many.CallsPerSec/native.many.CallsPerSec, 0.7, "×")
+		targetMax("bridge p99 / native p99, 16 sessions", float64(bridge.many.P99)/float64(native.many.P99), 1.5, "×")
+		target("bridge set-up / direct, sequential", bridge.setupSeq.SetupsPerSec/dseq, 0.8, "×")
+		target("bridge set-up / direct, 8-way", bridge.setupPar.SetupsPerSec/dpar, 0.8, "×")
+		targetMax("bridge memory per open session (Caddy RSS growth / sessions)", bridge.rssPerSession, 256, " KiB")
+	}
+	if sg != nil && bridge != nil {
+		target("bridge / supergateway, 1 session", bridge.one.CallsPerSec/sg.one.CallsPerSec, 2.5, "×")
+		target("bridge / supergateway, 16 sessions", bridge.many.CallsPerSec/sg.many.CallsPerSec, 2.5, "×")
+		target("bridge set-up / supergateway, sequential", bridge.setupSeq.SetupsPerSec/sg.setupSeq.SetupsPerSec, 1.5, "×")
+		target("bridge set-up / supergateway, 8-way", bridge.setupPar.SetupsPerSec/sg.setupPar.SetupsPerSec, 1.5, "×")
+	} else {
+		b.WriteString("| bridge / supergateway | supergateway not installed: skipped | |\n")
+	}
+	if auth != nil && bridge != nil {
+		target("mcp_auth + bridge / bridge, 1 session", auth.one.CallsPerSec/bridge.one.CallsPerSec, 0.9, "×")
+		target("mcp_auth + bridge / bridge, 16 sessions", auth.many.CallsPerSec/bridge.many.CallsPerSec, 0.9, "×")
+	}
+	if bridge != nil {
+		fmt.Fprintf(&b, "| initialize p50, sequential: without prewarm → with `prewarm 4` | %.2f ms → %.2f ms | |\n",
+			loadgen.Ms(bridge.setupSeq.InitP50), loadgen.Ms(prewarm.InitP50))
+		fmt.Fprintf(&b, "| bridge's own share of set-up: bridge set-up p50 − direct p50 (< 1 ms) | %.2f ms | %s |\n",
+			loadgen.Ms(bridge.setupSeq.SetupP50-dseqP50), map[bool]string{true: "yes", false: "**no**"}[bridge.setupSeq.SetupP50-dseqP50 < time.Millisecond])
+	}
+	return b.String()
+}
+
+// rss returns the resident memory of pid and of its descendants, in KiB.
+func rss(pid int) (self, children int64) {
+	self = vmRSS(pid)
+	kids := map[int]bool{pid: true}
+	entries, _ := os.ReadDir("/proc")
+	ppids := map[int]int{}
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(stat)
+		if i := strings.LastIndexByte(s, ')'); i > 0 {
+			f := strings.Fields(s[i+1:])
+			if len(f) > 1 {
+				pp, _ := strconv.Atoi(f[1])
+				ppids[p] = pp
+			}
+		}
+	}
+	for changed := true; changed; {
+		changed = false
+		for p, pp := range ppids {
+			if kids[pp] && !kids[p] {
+				kids[p] = true
+				changed = true
+			}
+		}
+	}
+	for p := range kids {
+		if p != pid {
+			children += vmRSS(p)
+		}
+	}
+	return self, children
+}
+
+func vmRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+type proc struct {
+	cmd *exec.Cmd
+	pid int
+}
+
+func (p proc) kill() {
+	if p.cmd != nil && p.cmd.Process != nil {
+		p.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { p.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			p.cmd.Process.Kill()
+		}
+	}
+}
+
+func start(dir, name, bin string, args ...string) proc {
+	cmd := exec.Command(bin, args...)
+	log, _ := os.Create(filepath.Join(dir, name+".log"))
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		fail("starting %s: %v", name, err)
+	}
+	return proc{cmd: cmd, pid: cmd.Process.Pid}
+}
+
+func token(issuer, resource string) string {
+	resp, err := http.PostForm(issuer+"/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {"demo"},
+		"client_secret": {"demo-secret"}, "resource": {resource}})
+	if err != nil {
+		fail("token: %v", err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	if json.Unmarshal(b, &m) != nil || m["access_token"] == nil {
+		fail("token: %s", b)
+	}
+	return m["access_token"].(string)
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fail("%v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func waitPort(p int) {
+	if err := waitPortErr(p, 20*time.Second); err != nil {
+		fail("%v", err)
+	}
+}
+
+func waitPortErr(p int, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(p), 100*time.Millisecond); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("port %d never opened", p)
+}
+
+func fail(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "mcpbench: "+format+"\n", args...)
+	os.Exit(1)
+}
