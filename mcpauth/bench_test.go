@@ -3,6 +3,7 @@ package mcpauth
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,11 +18,15 @@ import (
 // already loaded) beside BenchmarkRawParse, the bare jwt.Parse of the same
 // token with the public key in hand.
 func BenchmarkMiddleware(b *testing.B) {
-	for _, alg := range []string{"RS256", "ES256", "EdDSA"} {
+	for _, alg := range []string{"RS256", "ES256", "EdDSA", "RS256 with token_cache"} {
 		b.Run(alg, func(b *testing.B) {
+			cache := 0
+			if a, ok := strings.CutSuffix(alg, " with token_cache"); ok {
+				alg, cache = a, 1000
+			}
 			k := jwkstest.NewKey(b, "k", alg)
 			is := jwkstest.NewIssuer(b, k)
-			h := provision(b, &Handler{Issuer: is.URL(), Audience: []string{testAudience}, JWKSURL: is.JWKSURL(), Scopes: []string{"read:all"}})
+			h := provision(b, &Handler{Issuer: is.URL(), Audience: []string{testAudience}, JWKSURL: is.JWKSURL(), Scopes: []string{"read:all"}, TokenCache: cache})
 			tok := jwkstest.Mint(b, k, is.Claims("alice", testAudience, "read:all"), nil)
 			next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { return nil })
 			w := httptest.NewRecorder()
@@ -76,18 +81,24 @@ func BenchmarkHarness(b *testing.B) {
 // BenchmarkRejected measures requests the middleware turns away.
 func BenchmarkRejected(b *testing.B) {
 	k := jwkstest.NewKey(b, "k", "RS256")
-	is := jwkstest.NewIssuer(b, k)
+	ec := jwkstest.NewKey(b, "ec", "ES256")
+	ed := jwkstest.NewKey(b, "ed", "EdDSA")
+	is := jwkstest.NewIssuer(b, k, ec, ed)
 	h := provision(b, &Handler{Issuer: is.URL(), Audience: []string{testAudience}, JWKSURL: is.JWKSURL(),
 		JWKSRefreshMinInterval: caddy.Duration(time.Hour)})
 	expired := is.Claims("a", testAudience, "")
 	expired["exp"] = time.Now().Add(-time.Hour).Unix()
 	cases := map[string]string{
-		"no token":       "",
-		"malformed":      "Bearer not.a.jwt",
-		"expired RS256":  "Bearer " + jwkstest.Mint(b, k, expired, nil),
-		"bad signature":  "Bearer " + jwkstest.Mint(b, jwkstest.NewKey(b, "k", "RS256"), is.Claims("a", testAudience, ""), nil),
-		"unknown kid":    "Bearer " + jwkstest.Mint(b, k, is.Claims("a", testAudience, ""), map[string]any{"kid": "other"}),
-		"wrong audience": "Bearer " + jwkstest.Mint(b, k, is.Claims("a", "https://elsewhere/mcp", ""), nil),
+		"no token":            "",
+		"malformed":           "Bearer not.a.jwt",
+		"expired RS256":       "Bearer " + jwkstest.Mint(b, k, expired, nil),
+		"expired ES256":       "Bearer " + jwkstest.Mint(b, ec, expired, nil),
+		"expired EdDSA":       "Bearer " + jwkstest.Mint(b, ed, expired, nil),
+		"bad signature RS256": "Bearer " + jwkstest.Mint(b, jwkstest.NewKey(b, "k", "RS256"), is.Claims("a", testAudience, ""), nil),
+		"bad signature ES256": "Bearer " + jwkstest.Mint(b, jwkstest.NewKey(b, "ec", "ES256"), is.Claims("a", testAudience, ""), nil),
+		"bad signature EdDSA": "Bearer " + jwkstest.Mint(b, jwkstest.NewKey(b, "ed", "EdDSA"), is.Claims("a", testAudience, ""), nil),
+		"unknown kid":         "Bearer " + jwkstest.Mint(b, k, is.Claims("a", testAudience, ""), map[string]any{"kid": "other"}),
+		"wrong audience":      "Bearer " + jwkstest.Mint(b, k, is.Claims("a", "https://elsewhere/mcp", ""), nil),
 	}
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { return nil })
 	for name, auth := range cases {

@@ -1,6 +1,8 @@
 package mcpauth
 
 import (
+	"strconv"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -33,6 +35,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		mode strict|optional|permissive
 //		resource_metadata <url>
 //		pass_token
+//		token_cache <entries>
 //	}
 func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -89,6 +92,16 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case "leeway":
 				m.Leeway = caddy.Duration(dur)
 			}
+		case "token_cache":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return d.Errf("token_cache: %q is not a positive number of entries", v)
+			}
+			m.TokenCache = n
 		case "pass_token":
 			if d.NextArg() {
 				return d.ArgErr()

@@ -114,7 +114,14 @@ type Handler struct {
 	// the header is removed.
 	PassToken bool `json:"pass_token,omitempty"`
 
+	// Remember up to this many verified tokens (by their SHA-256), so that
+	// a repeated token skips the signature check. An entry never outlives
+	// the token's exp and is dropped whenever the JWKS changes; audience
+	// and scopes are still checked on every request. Default: 0 (off).
+	TokenCache int `json:"token_cache,omitempty"`
+
 	keys      *keySource
+	cache     *tokenCache
 	poolKey   string
 	parser    *jwt.Parser
 	audiences []string
@@ -159,6 +166,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.audiences[i] = canonicalURI(a)
 	}
 	h.scope = strings.Join(h.Scopes, " ")
+	if h.TokenCache > 0 {
+		h.cache = newTokenCache(h.TokenCache)
+	}
 	h.parser = jwt.NewParser(
 		jwt.WithValidMethods(h.Algorithms),
 		jwt.WithIssuer(h.Issuer),
@@ -239,6 +249,9 @@ func (h *Handler) Validate() error {
 	if h.Leeway < 0 {
 		return fmt.Errorf("leeway: must not be negative")
 	}
+	if h.TokenCache < 0 {
+		return fmt.Errorf("token_cache: must not be negative")
+	}
 	if h.JWKSRefreshInterval < 0 || h.JWKSRefreshMinInterval < 0 {
 		return fmt.Errorf("jwks_refresh_interval, jwks_refresh_min_interval: must not be negative")
 	}
@@ -305,12 +318,9 @@ func (h *Handler) authenticate(ctx context.Context, r *http.Request) (jwt.MapCla
 	if raw == "" {
 		return nil, missingToken()
 	}
-	claims := jwt.MapClaims{}
-	_, err := h.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
-		return h.keys.key(ctx, t)
-	})
-	if err != nil {
-		return nil, invalidToken(describe(err))
+	claims, fail := h.verify(ctx, raw)
+	if fail != nil {
+		return nil, fail
 	}
 	if len(h.audiences) > 0 {
 		aud, err := claims.GetAudience()
@@ -334,6 +344,30 @@ func (h *Handler) authenticate(ctx context.Context, r *http.Request) (jwt.MapCla
 		}
 		if len(missing) > 0 {
 			return nil, insufficientScope("token lacks required scope: " + strings.Join(missing, " "))
+		}
+	}
+	return claims, nil
+}
+
+// verify checks signature, issuer and times, through the token cache if
+// one is configured.
+func (h *Handler) verify(ctx context.Context, raw string) (jwt.MapClaims, *failure) {
+	var version uint64
+	if h.cache != nil {
+		version = h.keys.keys.Load().version.Load()
+		if claims, ok := h.cache.get(raw, version, time.Now()); ok {
+			return claims, nil
+		}
+	}
+	claims := jwt.MapClaims{}
+	if _, err := h.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+		return h.keys.key(ctx, t)
+	}); err != nil {
+		return nil, invalidToken(describe(err))
+	}
+	if h.cache != nil {
+		if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
+			h.cache.put(raw, claims, exp.Add(time.Duration(h.Leeway)), version)
 		}
 	}
 	return claims, nil

@@ -597,3 +597,40 @@ func TestSlowJWKSTimesOut(t *testing.T) {
 		t.Fatalf("after the JWKS recovered: %d %s", r.status, r.challenge)
 	}
 }
+
+func TestTokenCache(t *testing.T) {
+	k := jwkstest.NewKey(t, "k", "RS256")
+	other := jwkstest.NewKey(t, "other", "RS256")
+	is := jwkstest.NewIssuer(t, k, other)
+	h := provision(t, &Handler{Issuer: is.URL(), Audience: []string{testAudience}, JWKSURL: is.JWKSURL(),
+		TokenCache: 100, Leeway: caddy.Duration(time.Nanosecond), JWKSRefreshMinInterval: caddy.Duration(10 * time.Millisecond)})
+	c := is.Claims("cached", testAudience, "")
+	c["exp"] = time.Now().Add(1500 * time.Millisecond).Unix()
+	tok := jwkstest.Mint(t, k, c, nil)
+	for i := 0; i < 3; i++ {
+		if r := serve(t, h, "POST", "http://e/mcp", bearer(tok)); r.status != 200 || r.userID != "cached" {
+			t.Fatalf("request %d: %d", i, r.status)
+		}
+	}
+	if n := len(h.cache.entries); n != 1 {
+		t.Fatalf("%d cache entries, want 1", n)
+	}
+	// removing the key from the JWKS invalidates the cache at the next refresh
+	is.SetKeys(other)
+	time.Sleep(20 * time.Millisecond)
+	serve(t, h, "POST", "http://e/mcp", bearer(jwkstest.Mint(t, k, is.Claims("x", testAudience, ""), map[string]any{"kid": "new"})))
+	if r := serve(t, h, "POST", "http://e/mcp", bearer(tok)); r.status != 401 {
+		t.Fatalf("cached token of a removed key: %d", r.status)
+	}
+	// and an entry never outlives exp
+	is.SetKeys(k, other)
+	time.Sleep(20 * time.Millisecond)
+	serve(t, h, "POST", "http://e/mcp", bearer(jwkstest.Mint(t, k, is.Claims("x", testAudience, ""), map[string]any{"kid": "newer"})))
+	if r := serve(t, h, "POST", "http://e/mcp", bearer(tok)); r.status != 200 {
+		t.Fatalf("token after the key came back: %d %s", r.status, r.challenge)
+	}
+	time.Sleep(time.Until(time.Unix(c["exp"].(int64), 0)) + 100*time.Millisecond)
+	if r := serve(t, h, "POST", "http://e/mcp", bearer(tok)); r.status != 401 || !strings.Contains(r.challenge, "token is expired") {
+		t.Fatalf("cached token after exp: %d %s", r.status, r.challenge)
+	}
+}

@@ -57,7 +57,8 @@ type Result struct {
 	SetupP50     time.Duration
 	InitP50      time.Duration // the initialize request alone
 	SessionsOK   int64
-	SetupsPerSec float64 // initialize+initialized+DELETE cycles per second (Calls == 0)
+	SessionIDs   []string // with SkipDelete: the sessions left open
+	SetupsPerSec float64  // initialize+initialized+DELETE cycles per second (Calls == 0)
 }
 
 func (r Result) String() string {
@@ -82,6 +83,7 @@ type runner struct {
 	calls   atomic.Int64
 	resumed atomic.Int64
 	ok      atomic.Int64
+	open    []string
 }
 
 // Run executes the load and returns when every session has finished.
@@ -121,7 +123,7 @@ func Run(ctx context.Context, cfg Config) Result {
 		r.client.CloseIdleConnections()
 	}
 	res := Result{Calls: r.calls.Load(), Failures: r.fail.Load(), Resumed: r.resumed.Load(),
-		Duration: time.Since(start), SessionsOK: r.ok.Load(), Errors: r.errs}
+		Duration: time.Since(start), SessionsOK: r.ok.Load(), Errors: r.errs, SessionIDs: r.open}
 	res.CallsPerSec = float64(res.Calls) / res.Duration.Seconds()
 	if cfg.Calls == 0 {
 		res.SetupsPerSec = float64(res.SessionsOK) / res.Duration.Seconds()
@@ -198,7 +200,11 @@ func (r *runner) session(ctx context.Context, n int) error {
 			r.cfg.OnProgress(r.calls.Load())
 		}
 	}
-	if !r.cfg.SkipDelete {
+	if r.cfg.SkipDelete {
+		r.mu.Lock()
+		r.open = append(r.open, sid)
+		r.mu.Unlock()
+	} else {
 		req, _ := http.NewRequestWithContext(ctx, "DELETE", r.cfg.URL, nil)
 		r.headers(req, sid)
 		resp, err := r.client.Do(req)
@@ -376,4 +382,26 @@ func trunc(b []byte) string {
 		return string(b[:200]) + "…"
 	}
 	return string(b)
+}
+
+// Delete ends sessions left open with SkipDelete.
+func Delete(ctx context.Context, cfg Config, ids []string) error {
+	client := cfg.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	for _, sid := range ids {
+		req, _ := http.NewRequestWithContext(ctx, "DELETE", cfg.URL, nil)
+		for k, v := range cfg.Header {
+			req.Header[k] = v
+		}
+		req.Header.Set("Mcp-Session-Id", sid)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	return nil
 }

@@ -44,6 +44,8 @@ type row struct {
 	setupSeq, setupPar loadgen.Result
 	rssPerSession      float64 // KiB, the server process only
 	rssChildren        float64 // KiB per session, children
+	rssBase, rssOpen   int64   // KiB of the server process
+	rssAfter           int64   // KiB after the sessions ended
 	note               string
 }
 
@@ -62,7 +64,7 @@ func main() {
 	stop.kill()
 
 	// the bridge, alone, behind mcp_auth, and with prewarm
-	bport, aport, pport := freePort(), freePort(), freePort()
+	bport, aport, pport, cport := freePort(), freePort(), freePort(), freePort()
 	asPort := freePort()
 	issuer := fmt.Sprintf("http://127.0.0.1:%d", asPort)
 	as := start(dir, "authserver", *authBin, "-addr", "127.0.0.1:"+strconv.Itoa(asPort), "-issuer", issuer)
@@ -102,7 +104,21 @@ func main() {
 		prewarm 4
 	}
 }
-`, bport, server, aport, issuer, aport, server, pport, server)
+:%d {
+	bind 127.0.0.1
+	route /mcp {
+		mcp_auth {
+			issuer %s
+			audience http://127.0.0.1:%d/mcp
+			token_cache 10000
+		}
+		mcp_stdio {
+			command %s
+			env ROUTE auth-cache
+		}
+	}
+}
+`, bport, server, aport, issuer, aport, server, pport, server, cport, issuer, cport, server)
 	cf := filepath.Join(dir, "Caddyfile")
 	os.WriteFile(cf, []byte(caddyfile), 0o644)
 	cd := start(dir, "caddy", *caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
@@ -110,10 +126,14 @@ func main() {
 	waitPort(bport)
 	waitPort(aport)
 	waitPort(pport)
+	waitPort(cport)
 	rows = append(rows, measure("mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", bport), nil, cd.pid))
 	tok := token(issuer, fmt.Sprintf("http://127.0.0.1:%d/mcp", aport))
 	rows = append(rows, measure("mcp_auth + mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", aport),
 		http.Header{"Authorization": {"Bearer " + tok}}, cd.pid))
+	ctok := token(issuer, fmt.Sprintf("http://127.0.0.1:%d/mcp", cport))
+	rows = append(rows, measure("mcp_auth with token_cache + mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", cport),
+		http.Header{"Authorization": {"Bearer " + ctok}}, cd.pid))
 	prewarm := loadgen.Run(context.Background(), loadgen.Config{URL: fmt.Sprintf("http://127.0.0.1:%d/mcp", pport), Sessions: *setups, Parallel: 1})
 	check("prewarm", prewarm)
 	cd.kill()
@@ -152,6 +172,24 @@ func measure(name, url string, hdr http.Header, pid int) row {
 	warm := loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: 2, Calls: 50, Header: hdr})
 	check(name+" warm-up", warm)
 	r := row{name: name}
+
+	// memory first, before load has grown the heap: open sessions against
+	// the baseline, then end them
+	const openSessions = 64
+	time.Sleep(300 * time.Millisecond)
+	self0, kids0 := rss(pid)
+	cfg := loadgen.Config{URL: url, Sessions: openSessions, Calls: 1, Header: hdr, SkipDelete: true, Parallel: 8}
+	open := loadgen.Run(ctx, cfg)
+	check(name, open)
+	time.Sleep(500 * time.Millisecond)
+	self1, kids1 := rss(pid)
+	r.rssPerSession = float64(self1-self0) / openSessions
+	r.rssChildren = float64(kids1-kids0) / openSessions
+	r.rssBase, r.rssOpen = self0, self1
+	loadgen.Delete(ctx, cfg, open.SessionIDs)
+	time.Sleep(3 * time.Second)
+	r.rssAfter, _ = rss(pid)
+
 	r.one = loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: 1, Calls: *calls1, Header: hdr})
 	check(name, r.one)
 	r.many = loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: *sessions16, Calls: *calls16, Header: hdr})
@@ -160,16 +198,6 @@ func measure(name, url string, hdr http.Header, pid int) row {
 	check(name, r.setupSeq)
 	r.setupPar = loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: *setups, Parallel: 8, Header: hdr})
 	check(name, r.setupPar)
-
-	// memory: 16 open sessions against the baseline
-	time.Sleep(500 * time.Millisecond)
-	self0, kids0 := rss(pid)
-	open := loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: 16, Calls: 1, Header: hdr, SkipDelete: true})
-	check(name, open)
-	time.Sleep(500 * time.Millisecond)
-	self1, kids1 := rss(pid)
-	r.rssPerSession = float64(self1-self0) / 16
-	r.rssChildren = float64(kids1-kids0) / 16
 	return r
 }
 
@@ -184,10 +212,11 @@ func table(rows []row, dseq float64, dseqP50 time.Duration, dpar float64, prewar
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "Measured %s on %s (%d CPUs, %s/%s), load generator on the same machine; go-sdk everything-server, `tools/call test_simple_text`, Streamable HTTP, stateful.\n\n",
 		time.Now().UTC().Format("2006-01-02"), host, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
-	fmt.Fprintf(&b, "| setup | 1 session × %d calls | %d sessions × %d calls | set-up (init+initialized+DELETE), sequential | set-up, 8-way | memory per open session |\n", *calls1, *sessions16, *calls16)
+	fmt.Fprintf(&b, "| setup | 1 session × %d calls | %d sessions × %d calls | set-up (init+initialized+DELETE), sequential | set-up, 8-way | memory per open session (64 open): server process, children; server RSS base → open → after DELETE |\n", *calls1, *sessions16, *calls16)
 	b.WriteString("|---|---|---|---|---|---|\n")
 	for _, r := range rows {
-		mem := fmt.Sprintf("%.0f KiB (+ children %.0f KiB)", r.rssPerSession, r.rssChildren)
+		mem := fmt.Sprintf("%.0f KiB, %.0f KiB; %.1f → %.1f → %.1f MiB", r.rssPerSession, r.rssChildren,
+			float64(r.rssBase)/1024, float64(r.rssOpen)/1024, float64(r.rssAfter)/1024)
 		fmt.Fprintf(&b, "| %s | %.0f calls/s, p50 %.2f ms | %.0f calls/s, p99 %.1f ms | %.0f/s | %.0f/s | %s |\n",
 			r.name, r.one.CallsPerSec, loadgen.Ms(r.one.P50), r.many.CallsPerSec, loadgen.Ms(r.many.P99),
 			r.setupSeq.SetupsPerSec, r.setupPar.SetupsPerSec, mem)
@@ -202,7 +231,8 @@ func table(rows []row, dseq float64, dseqP50 time.Duration, dpar float64, prewar
 		}
 		return nil
 	}
-	native, bridge, auth, sg := find("server's own"), find("mcp_stdio"), find("mcp_auth"), find("supergateway")
+	native, bridge, auth, sg := find("server's own"), find("mcp_stdio"), find("mcp_auth + "), find("supergateway")
+	cached := find("mcp_auth with token_cache")
 	b.WriteString("| target | measured | met |\n|---|---|---|\n")
 	target := func(what string, value float64, min float64, unit string) {
 		met := "yes"
@@ -237,6 +267,10 @@ func table(rows []row, dseq float64, dseqP50 time.Duration, dpar float64, prewar
 	if auth != nil && bridge != nil {
 		target("mcp_auth + bridge / bridge, 1 session", auth.one.CallsPerSec/bridge.one.CallsPerSec, 0.9, "×")
 		target("mcp_auth + bridge / bridge, 16 sessions", auth.many.CallsPerSec/bridge.many.CallsPerSec, 0.9, "×")
+	}
+	if cached != nil && bridge != nil {
+		target("mcp_auth (token_cache) + bridge / bridge, 1 session", cached.one.CallsPerSec/bridge.one.CallsPerSec, 0.9, "×")
+		target("mcp_auth (token_cache) + bridge / bridge, 16 sessions", cached.many.CallsPerSec/bridge.many.CallsPerSec, 0.9, "×")
 	}
 	if bridge != nil {
 		fmt.Fprintf(&b, "| initialize p50, sequential: without prewarm → with `prewarm 4` | %.2f ms → %.2f ms | |\n",

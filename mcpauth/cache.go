@@ -1,0 +1,71 @@
+package mcpauth
+
+import (
+	"crypto/sha256"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// tokenCache remembers tokens whose signature, issuer and times were
+// verified, keyed by the SHA-256 of the token, so that a client sending the
+// same token again skips the signature check. An entry never outlives the
+// token's exp, and every entry is dropped when the JWKS changes (a removed
+// key must stop working at once). Audience and scopes are checked on every
+// request. Off unless `token_cache` is set.
+type tokenCache struct {
+	max int
+
+	mu      sync.Mutex
+	entries map[[32]byte]cacheEntry
+	order   [][32]byte // insertion order, for eviction
+}
+
+type cacheEntry struct {
+	claims  jwt.MapClaims
+	expires time.Time // exp (plus leeway)
+	version uint64    // JWKS version it was verified against
+}
+
+func newTokenCache(max int) *tokenCache {
+	return &tokenCache{max: max, entries: make(map[[32]byte]cacheEntry, max)}
+}
+
+func (c *tokenCache) get(token string, version uint64, now time.Time) (jwt.MapClaims, bool) {
+	key := sha256.Sum256([]byte(token))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	if !ok {
+		return nil, false
+	}
+	if e.version != version || !now.Before(e.expires) {
+		delete(c.entries, key)
+		return nil, false
+	}
+	return e.claims, true
+}
+
+func (c *tokenCache) put(token string, claims jwt.MapClaims, expires time.Time, version uint64) {
+	key := sha256.Sum256([]byte(token))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.entries[key]; !ok {
+		for len(c.entries) >= c.max && len(c.order) > 0 {
+			delete(c.entries, c.order[0])
+			c.order = c.order[1:]
+		}
+		c.order = append(c.order, key)
+	}
+	c.entries[key] = cacheEntry{claims: claims, expires: expires, version: version}
+	if len(c.order) > 2*c.max { // entries removed on expiry leave stale keys here
+		live := c.order[:0]
+		for _, k := range c.order {
+			if _, ok := c.entries[k]; ok {
+				live = append(live, k)
+			}
+		}
+		c.order = live
+	}
+}
