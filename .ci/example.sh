@@ -83,8 +83,13 @@ kill -INT -- "-$example"
 for _ in $(seq 100); do kill -0 "$example" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$example" 2>/dev/null; then echo "examples/run.sh still running after Ctrl-C"; exit 1; fi
 sleep 0.5
-if pgrep -f 'bin/authserver|bin/everything-server|caddy run --config Caddyfile.example' > /dev/null; then
-	pgrep -fa 'bin/authserver|bin/everything-server|caddy run --config Caddyfile.example'; echo "processes left after Ctrl-C"; exit 1
+# everything the example started is in its process group (setsid above),
+# stdio servers started by mcp_stdio in groups of their own under Caddy
+if pgrep -g "$example" > /dev/null; then
+	ps -o pid,pgid,args -g "$example"; echo "processes left after Ctrl-C"; exit 1
+fi
+if pgrep -f "^bin/everything-server$" > /dev/null; then
+	pgrep -fa "^bin/everything-server$"; echo "stdio server processes left after Ctrl-C"; exit 1
 fi
 grep -q "example stopped" "$out/example.log" || { echo "run.sh did not report stopping"; exit 1; }
 trap - EXIT

@@ -355,6 +355,10 @@ func (p proc) kill() {
 	}
 }
 
+// started lists every process the bench started, so that a failure does
+// not leave any behind.
+var started []proc
+
 func start(dir, name, bin string, args ...string) proc {
 	cmd := exec.Command(bin, args...)
 	log, _ := os.Create(filepath.Join(dir, name+".log"))
@@ -362,7 +366,9 @@ func start(dir, name, bin string, args ...string) proc {
 	if err := cmd.Start(); err != nil {
 		fail("starting %s: %v", name, err)
 	}
-	return proc{cmd: cmd, pid: cmd.Process.Pid}
+	p := proc{cmd: cmd, pid: cmd.Process.Pid}
+	started = append(started, p)
+	return p
 }
 
 func token(issuer, resource string) string {
@@ -409,5 +415,8 @@ func waitPortErr(p int, within time.Duration) error {
 
 func fail(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "mcpbench: "+format+"\n", args...)
+	for _, p := range started {
+		p.kill()
+	}
 	os.Exit(1)
 }
