@@ -18,10 +18,10 @@ import (
 // already loaded) beside BenchmarkRawParse, the bare jwt.Parse of the same
 // token with the public key in hand.
 func BenchmarkMiddleware(b *testing.B) {
-	for _, alg := range []string{"RS256", "ES256", "EdDSA", "RS256 with token_cache"} {
-		b.Run(alg, func(b *testing.B) {
-			cache := 0
-			if a, ok := strings.CutSuffix(alg, " with token_cache"); ok {
+	for _, name := range []string{"RS256", "ES256", "EdDSA", "RS256 with token_cache"} {
+		b.Run(name, func(b *testing.B) {
+			alg, cache := name, 0
+			if a, ok := strings.CutSuffix(name, " with token_cache"); ok {
 				alg, cache = a, 1000
 			}
 			k := jwkstest.NewKey(b, "k", alg)
