@@ -297,29 +297,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if h.Stateless {
 		allow = "POST"
 	}
-	switch r.Method {
-	case http.MethodPost:
+	switch {
+	case r.Method == http.MethodPost:
 		h.servePOST(w, r)
-	case http.MethodGet:
-		if h.Stateless {
-			w.Header().Set("Allow", allow)
-			writeRPCError(w, http.StatusMethodNotAllowed, nil, &rpcError{Code: codeServerBusy, Message: "Method Not Allowed: stateless endpoint"})
-			return nil
-		}
+	case r.Method == http.MethodGet && !h.Stateless:
 		h.serveGET(w, r)
-	case http.MethodDelete:
-		if h.Stateless {
-			w.Header().Set("Allow", allow)
-			writeRPCError(w, http.StatusMethodNotAllowed, nil, &rpcError{Code: codeServerBusy, Message: "Method Not Allowed: stateless endpoint"})
-			return nil
-		}
+	case r.Method == http.MethodDelete && !h.Stateless:
 		h.serveDELETE(w, r)
-	case http.MethodOptions:
+	case r.Method == http.MethodOptions:
 		w.Header().Set("Allow", allow+", OPTIONS")
 		w.WriteHeader(http.StatusNoContent)
 	default:
+		msg := "Method Not Allowed"
+		if h.Stateless {
+			msg += ": stateless endpoint"
+		}
 		w.Header().Set("Allow", allow)
-		writeRPCError(w, http.StatusMethodNotAllowed, nil, &rpcError{Code: codeServerBusy, Message: "Method Not Allowed"})
+		writeRPCError(w, http.StatusMethodNotAllowed, nil, &rpcError{Code: codeServerBusy, Message: msg})
 	}
 	return nil
 }
