@@ -48,17 +48,20 @@ func bearerToken(r *http.Request) (string, *failure) {
 	return token, nil
 }
 
+// b64TokenChars marks the characters of RFC 6750's b64token, less "=".
+var b64TokenChars = func() (t [256]bool) {
+	for _, c := range []byte("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~+/") {
+		t[c] = true
+	}
+	return t
+}()
+
 // isB64Token checks RFC 6750 section 2.1: 1*( ALPHA / DIGIT / "-" / "." /
 // "_" / "~" / "+" / "/" ) *"=".
 func isB64Token(s string) bool {
 	i := 0
-	for ; i < len(s); i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/' {
-			continue
-		}
-		break
+	for i < len(s) && b64TokenChars[s[i]] {
+		i++
 	}
 	if i == 0 {
 		return false
