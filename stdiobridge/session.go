@@ -70,6 +70,8 @@ type stream struct {
 	writer     chan struct{} // closed to evict the attached writer
 	order      uint64        // creation order within the session
 	delivered  uint64        // last seq a writer flushed
+	evicted    int           // events dropped from the front (bounds)
+	warned     bool          // the eviction was logged
 }
 
 // newStreamLocked creates a stream of this session.
@@ -81,9 +83,9 @@ func (s *Session) newStreamLocked(standalone bool) *stream {
 	return st
 }
 
-// append adds an event, evicting the oldest beyond the bounds. Caller
-// holds the session lock.
-func (st *stream) append(data []byte) {
+// append adds an event, evicting the oldest beyond the bounds; it reports
+// whether it evicted any. Caller holds the session lock.
+func (st *stream) append(data []byte) (evicted bool) {
 	st.events = append(st.events, event{seq: st.next, data: data})
 	st.next++
 	st.size += len(data)
@@ -92,8 +94,11 @@ func (st *stream) append(data []byte) {
 		st.events[0] = event{}
 		st.events = st.events[1:]
 		st.first++
+		st.evicted++
+		evicted = true
 	}
 	st.signal()
+	return evicted
 }
 
 func (st *stream) signal() {
@@ -291,7 +296,12 @@ func (s *Session) childMessage(line []byte) {
 		s.finishLocked(childID)
 		return
 	}
-	s.routeLocked(e).append(append([]byte(nil), line...))
+	st := s.routeLocked(e)
+	if st.append(append([]byte(nil), line...)) && !st.warned {
+		st.warned = true
+		s.logger.Warn("a stream's buffer is full (its client is not reading); its oldest messages are dropped",
+			zap.String("stream", st.id), zap.Int("max_events", maxStreamEvents), zap.Int("max_bytes", maxStreamBytes))
+	}
 }
 
 // routeLocked picks the stream for a request or notification from the
