@@ -2,7 +2,6 @@ package stdiobridge
 
 import (
 	"encoding/json"
-	"strconv"
 	"testing"
 	"time"
 
@@ -54,5 +53,4 @@ func BenchmarkMessagePath(b *testing.B) {
 			s.mu.Unlock()
 		}
 	}
-	_ = strconv.Itoa
 }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -244,7 +243,6 @@ func TestAbandonedSessionsAreReclaimed(t *testing.T) {
 	if g > goroutines+10 {
 		t.Errorf("goroutines leaked: %d -> %d", goroutines, g)
 	}
-	_ = runtime.NumGoroutine
 }
 
 func TestStderrIsBoundedInTheLog(t *testing.T) {

@@ -57,7 +57,6 @@ func NewKey(t testing.TB, kid, alg string) *Key {
 
 // Issuer serves a JWKS and mints tokens.
 type Issuer struct {
-	t      testing.TB
 	Server *httptest.Server
 	// Fetches counts JWKS requests.
 	Fetches atomic.Int64
@@ -81,7 +80,7 @@ func NewIssuer(t testing.TB, keys ...*Key) *Issuer {
 // process (a fuzz target's fixture).
 func NewIssuerNoCleanup(t testing.TB, keys ...*Key) *Issuer {
 	t.Helper()
-	is := &Issuer{t: t, keys: keys}
+	is := &Issuer{keys: keys}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/jwks.json", is.serveJWKS)
 	mux.HandleFunc("/.well-known/oauth-authorization-server", func(w http.ResponseWriter, r *http.Request) {
