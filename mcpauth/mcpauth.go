@@ -242,7 +242,7 @@ func (h *Handler) Validate() error {
 		}
 	}
 	for _, s := range h.Scopes {
-		if s == "" || strings.ContainsAny(s, " \"\\") {
+		if !wellknown.ValidScope(s) {
 			return fmt.Errorf("scopes: %q is not a valid scope token", s)
 		}
 	}

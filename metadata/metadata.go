@@ -190,7 +190,7 @@ func (h *Handler) Validate() error {
 		}
 	}
 	for _, s := range h.ScopesSupported {
-		if s == "" || strings.ContainsAny(s, " \"\\") {
+		if !wellknown.ValidScope(s) {
 			return fmt.Errorf("scopes_supported: %q is not a valid scope token", s)
 		}
 	}

@@ -102,3 +102,9 @@ func CheckURL(s string, noFragment bool) error {
 	}
 	return nil
 }
+
+// ValidScope reports whether s is one scope token (RFC 6749 section 3.3)
+// that can also be written inside a quoted WWW-Authenticate parameter.
+func ValidScope(s string) bool {
+	return s != "" && !strings.ContainsAny(s, " \"\\")
+}
