@@ -276,11 +276,7 @@ func (s *keySource) key(ctx context.Context, token *jwt.Token) (any, error) {
 		// a refresh in between leaves a stale entry, never a wrong one
 		version := keys.version.Load()
 		if jwk, rerr := store.KeyRead(ctx, kid); rerr == nil {
-			key := jwk.Key()
-			if pk, ok := key.(interface{ Public() crypto.PublicKey }); ok {
-				key = pk.Public()
-			}
-			s.cache.Store(kid, cachedKey{key: key, alg: jwk.Marshal().ALG.String(), version: version})
+			s.cache.Store(kid, cachedKey{key: verificationKey(jwk), alg: jwk.Marshal().ALG.String(), version: version})
 		}
 	}
 	return k, err
@@ -353,14 +349,19 @@ func keysForAlg(ctx context.Context, store jwkset.Storage, alg string) (any, err
 		if a := j.Marshal().ALG.String(); a != "" && a != alg {
 			continue
 		}
-		key := j.Key()
-		if pk, ok := key.(interface{ Public() crypto.PublicKey }); ok {
-			key = pk.Public()
-		}
-		set.Keys = append(set.Keys, key)
+		set.Keys = append(set.Keys, verificationKey(j))
 	}
 	if len(set.Keys) == 0 {
 		return nil, &keyError{"no key in the JWKS matches the token (no kid)"}
 	}
 	return set, nil
+}
+
+// verificationKey is a JWK's public key (a JWKS may carry private keys).
+func verificationKey(j jwkset.JWK) any {
+	key := j.Key()
+	if pk, ok := key.(interface{ Public() crypto.PublicKey }); ok {
+		return pk.Public()
+	}
+	return key
 }

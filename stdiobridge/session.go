@@ -175,6 +175,21 @@ func (s *Session) startRequest(e *envelope, st *stream) ([]byte, error) {
 	return e.withID(strconv.AppendUint(nil, childID, 10)), nil
 }
 
+// outgoing renders a client message for the child: a request is registered
+// on st with an id of the bridge's, a cancellation is mapped to that id,
+// anything else goes as it came.
+func (s *Session) outgoing(e *envelope, st *stream) ([]byte, error) {
+	switch {
+	case e.isRequest():
+		return s.startRequest(e, st)
+	case e.Method == "notifications/cancelled":
+		if msg := s.rewriteCancel(e); msg != nil {
+			return msg, nil
+		}
+	}
+	return e.line(), nil
+}
+
 // abandon forgets a request whose message could not be sent.
 func (s *Session) abandon(e *envelope) {
 	s.mu.Lock()

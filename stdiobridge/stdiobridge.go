@@ -426,7 +426,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *Session, e 
 		s.mu.Lock()
 		st := s.newStreamLocked(false)
 		s.mu.Unlock()
-		msg, err := s.startRequest(e, st)
+		msg, err := s.outgoing(e, st)
 		if err != nil {
 			sessionNotFound(w, e.ID)
 			return
@@ -434,24 +434,24 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *Session, e 
 		if err := s.proc.send(msg, s.cfg.writeTimeout); err != nil {
 			s.abandon(e)
 			h.logger.Warn("writing to server process failed", zap.String("session", s.id), zap.Error(err))
-			writeRPCError(w, http.StatusServiceUnavailable, e.ID, &rpcError{Code: codeInternalError, Message: "MCP server process is not accepting messages: " + err.Error()})
+			childUnavailable(w, e.ID, err)
 			return
 		}
 		h.writeStream(w, r, s, st, 0, "")
 	default:
-		msg := []byte(nil)
-		if e.Method == "notifications/cancelled" {
-			msg = s.rewriteCancel(e)
-		}
-		if msg == nil {
-			msg = e.line()
-		}
+		msg, _ := s.outgoing(e, nil)
 		if err := s.proc.send(msg, s.cfg.writeTimeout); err != nil {
-			writeRPCError(w, http.StatusServiceUnavailable, nil, &rpcError{Code: codeInternalError, Message: "MCP server process is not accepting messages: " + err.Error()})
+			childUnavailable(w, nil, err)
 			return
 		}
 		w.WriteHeader(http.StatusAccepted)
 	}
+}
+
+// childUnavailable answers a message the child could not be sent.
+func childUnavailable(w http.ResponseWriter, id json.RawMessage, err error) {
+	writeRPCError(w, http.StatusServiceUnavailable, id, &rpcError{Code: codeInternalError,
+		Message: "MCP server process is not accepting messages: " + err.Error()})
 }
 
 // spawn starts a session's child with the per-request environment.
@@ -678,23 +678,15 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, body []byte
 	s.mu.Unlock()
 	requests := 0
 	for _, e := range envs {
-		var msg []byte
-		var err error
-		switch {
-		case e.isRequest():
-			msg, err = s.startRequest(e, st)
+		if e.isRequest() {
 			requests++
-		case e.Method == "notifications/cancelled":
-			msg = s.rewriteCancel(e)
 		}
-		if err == nil && msg == nil {
-			msg = e.line()
-		}
+		msg, err := s.outgoing(e, st)
 		if err == nil {
 			err = s.proc.send(msg, s.cfg.writeTimeout)
 		}
 		if err != nil {
-			writeRPCError(w, http.StatusServiceUnavailable, nil, &rpcError{Code: codeInternalError, Message: "MCP server process is not accepting messages"})
+			childUnavailable(w, nil, err)
 			return
 		}
 	}
