@@ -28,8 +28,13 @@ type cacheEntry struct {
 	version uint64    // JWKS version it was verified against
 }
 
+// maxTokenCache bounds token_cache: a token costs about 1 KiB here.
+const maxTokenCache = 1_000_000
+
+// newTokenCache makes an empty cache; it grows with use, so a large max
+// costs nothing until that many tokens are seen.
 func newTokenCache(max int) *tokenCache {
-	return &tokenCache{max: max, entries: make(map[[32]byte]cacheEntry, max)}
+	return &tokenCache{max: max, entries: map[[32]byte]cacheEntry{}}
 }
 
 func (c *tokenCache) get(token string, version uint64, now time.Time) (jwt.MapClaims, bool) {

@@ -98,8 +98,8 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 {
-				return d.Errf("token_cache: %q is not a positive number of entries", v)
+			if err != nil || n < 1 || n > maxTokenCache {
+				return d.Errf("token_cache: %q is not a number of entries between 1 and %d", v, maxTokenCache)
 			}
 			m.TokenCache = n
 		case "pass_token":

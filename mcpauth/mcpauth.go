@@ -49,8 +49,10 @@ func init() {
 // Bearer resource_metadata="…"` challenge that points at the resource's RFC
 // 9728 metadata; a bad token gets 401 `error="invalid_token"`; a valid
 // token lacking a required scope gets 403 `error="insufficient_scope"` with
-// the scopes to ask for (MCP step-up). OPTIONS requests (CORS preflights) and
-// the OAuth well-known paths are never challenged.
+// the scopes to ask for (MCP step-up). Only CORS preflights (OPTIONS with
+// Origin and Access-Control-Request-Method) pass without a token; no path is
+// exempt (serve metadata with oauth_protected_resource, which Caddy's
+// directive order runs first). A token without `sub` is refused (RFC 9068).
 //
 // Tokens are verified against a JWKS (`jwks_url`, `jwks_file`, or the
 // `jwks_uri` of the issuer's RFC 8414 / OpenID metadata): signature with an
@@ -117,7 +119,8 @@ type Handler struct {
 	// Remember up to this many verified tokens (by their SHA-256), so that
 	// a repeated token skips the signature check. An entry never outlives
 	// the token's exp and is dropped whenever the JWKS changes; audience
-	// and scopes are still checked on every request. Default: 0 (off).
+	// and scopes are still checked on every request. At most 1000000.
+	// Default: 0 (off).
 	TokenCache int `json:"token_cache,omitempty"`
 
 	keys      *keySource
@@ -249,8 +252,8 @@ func (h *Handler) Validate() error {
 	if h.Leeway < 0 {
 		return fmt.Errorf("leeway: must not be negative")
 	}
-	if h.TokenCache < 0 {
-		return fmt.Errorf("token_cache: must not be negative")
+	if h.TokenCache < 0 || h.TokenCache > maxTokenCache {
+		return fmt.Errorf("token_cache: must be between 0 and %d entries", maxTokenCache)
 	}
 	if h.JWKSRefreshInterval < 0 || h.JWKSRefreshMinInterval < 0 {
 		return fmt.Errorf("jwks_refresh_interval, jwks_refresh_min_interval: must not be negative")
@@ -268,28 +271,34 @@ func (h *Handler) Cleanup() error {
 }
 
 // ServeHTTP authenticates the request and calls next, or answers with the
-// RFC 6750 challenge.
+// RFC 6750 challenge. No path is exempt: a request reaches next only with a
+// valid token (or in the modes that allow otherwise), whatever its path, so
+// the path a matcher judged and the path checked here can never disagree.
+// Only a real CORS preflight passes without a token (it carries none).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if r.Method == http.MethodOptions ||
-		wellknown.IsUnder(r.URL.Path, wellknown.ProtectedResourcePrefix) ||
-		wellknown.IsUnder(r.URL.Path, wellknown.AuthorizationServerPrefix) {
+	if isPreflight(r) {
+		h.stripToken(r)
 		return next.ServeHTTP(w, r)
 	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 
 	claims, fail := h.authenticate(r.Context(), r)
+	h.stripToken(r)
 	if fail != nil {
 		if h.Mode == "permissive" || (h.Mode == "optional" && fail.code == "") {
-			h.logger.Debug("request passes without authentication",
-				zap.String("mode", h.Mode), zap.String("reason", fail.Error()))
+			if c := h.logger.Check(zap.DebugLevel, "request passes without authentication"); c != nil {
+				c.Write(zap.String("mode", h.Mode), zap.String("reason", fail.Error()))
+			}
 			return next.ServeHTTP(w, r)
 		}
 		if repl != nil {
 			repl.Set("http.auth.error", fail.Error())
 		}
-		h.logger.Debug("request rejected", zap.Int("status", fail.status),
-			zap.String("error", fail.code), zap.String("reason", fail.description),
-			zap.String("remote_ip", r.RemoteAddr), zap.String("uri", r.RequestURI))
+		if c := h.logger.Check(zap.DebugLevel, "request rejected"); c != nil {
+			c.Write(zap.Int("status", fail.status), zap.String("error", fail.code),
+				zap.String("reason", fail.description), zap.String("remote_ip", r.RemoteAddr),
+				zap.String("uri", wellknown.RedactURI(r.RequestURI)))
+		}
 		metadataURL := h.ResourceMetadata
 		if metadataURL != "" && repl != nil {
 			metadataURL = repl.ReplaceAll(metadataURL, "")
@@ -303,10 +312,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if repl != nil {
 		setPlaceholders(repl, claims)
 	}
+	return next.ServeHTTP(w, r)
+}
+
+// stripToken removes the client's credential before the next handler, in
+// every mode, unless pass_token asks to keep it: MCP forbids passing the
+// client's token through to upstream servers.
+func (h *Handler) stripToken(r *http.Request) {
 	if !h.PassToken {
 		r.Header.Del("Authorization")
 	}
-	return next.ServeHTTP(w, r)
+}
+
+// isPreflight reports whether r is a CORS preflight (Fetch standard): an
+// OPTIONS request with Origin and Access-Control-Request-Method. Any other
+// OPTIONS request is authenticated like every other method.
+func isPreflight(r *http.Request) bool {
+	return r.Method == http.MethodOptions && r.Header.Get("Origin") != "" &&
+		r.Header.Get("Access-Control-Request-Method") != ""
 }
 
 // authenticate returns the verified claims, or why the request fails.
@@ -321,6 +344,11 @@ func (h *Handler) authenticate(ctx context.Context, r *http.Request) (jwt.MapCla
 	claims, fail := h.verify(ctx, raw)
 	if fail != nil {
 		return nil, fail
+	}
+	if sub, _ := claims["sub"].(string); sub == "" {
+		// RFC 9068 requires sub; sessions are bound to iss + sub, so a
+		// token without one must not share the anonymous principal
+		return nil, invalidToken("token has no subject (sub)")
 	}
 	if len(h.audiences) > 0 {
 		aud, err := claims.GetAudience()
@@ -393,7 +421,9 @@ func (h *Handler) audienceMatches(aud []string) bool {
 // resolved only when a placeholder asks for it.
 func setPlaceholders(repl *caddy.Replacer, claims jwt.MapClaims) {
 	sub, _ := claims["sub"].(string)
+	iss, _ := claims["iss"].(string)
 	repl.Set("http.auth.user.id", sub)
+	repl.Set("http.auth.user.iss", iss)
 	repl.Map(func(key string) (any, bool) {
 		rest, ok := strings.CutPrefix(key, "http.auth.")
 		if !ok {
@@ -408,9 +438,6 @@ func setPlaceholders(repl *caddy.Replacer, claims jwt.MapClaims) {
 				clientID, _ = claims["azp"].(string)
 			}
 			return clientID, true
-		case "user.iss":
-			iss, _ := claims["iss"].(string)
-			return iss, true
 		}
 		if name, ok := strings.CutPrefix(rest, "claims."); ok {
 			if v, ok := claims[name]; ok {

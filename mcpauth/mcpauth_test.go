@@ -230,7 +230,10 @@ func TestChallengesAndVerification(t *testing.T) {
 		{"two tokens", http.Header{"Authorization": {"Bearer " + good + " " + good}}, "", 400, badRequest("Authorization header must carry exactly one Bearer token")},
 		{"Bearer without token", http.Header{"Authorization": {"Bearer"}}, "", 400, badRequest("Bearer token missing in Authorization header")},
 		{"Bearer and a space", http.Header{"Authorization": {"Bearer "}}, "", 400, badRequest("Bearer token missing in Authorization header")},
-		{"Basic scheme", http.Header{"Authorization": {"Basic YTpi"}}, "", 400, badRequest("Authorization scheme must be Bearer")},
+		{"Basic scheme is no credentials (RFC 6750 3.1)", http.Header{"Authorization": {"Basic YTpi"}}, "", 401, `Bearer resource_metadata="` + metaURL + `", scope="read:all"`},
+		{"other scheme is no credentials", http.Header{"Authorization": {"DPoP " + good}}, "", 401, `Bearer resource_metadata="` + metaURL + `", scope="read:all"`},
+		{"no sub", bearer(mint(f.rsa, func(c jwt.MapClaims) { delete(c, "sub") })), "", 401, invalid("token has no subject (sub)")},
+		{"sub not a string", bearer(mint(f.rsa, func(c jwt.MapClaims) { c["sub"] = 7 })), "", 401, invalid("token has no subject (sub)")},
 		{"token with illegal characters", bearer("abc$def"), "", 400, badRequest("Bearer token contains characters not allowed by RFC 6750")},
 	}
 	for _, tt := range tests {
@@ -299,14 +302,31 @@ func TestPassTokenAndPreflight(t *testing.T) {
 	if res := serve(t, h, "POST", "http://example.com/stdio/mcp", bearer(tok)); res.status != 200 || res.authHeader != "Bearer "+tok {
 		t.Errorf("pass_token: status %d, Authorization %q", res.status, res.authHeader)
 	}
-	for _, tc := range []struct{ method, path string }{
-		{"OPTIONS", "/stdio/mcp"},
-		{"GET", "/.well-known/oauth-protected-resource/stdio/mcp"},
-		{"GET", "/.well-known/oauth-protected-resource"},
-		{"GET", "/.well-known/oauth-authorization-server"},
+	strict := f.handler(t, nil)
+	preflight := http.Header{"Origin": {"https://app.example"}, "Access-Control-Request-Method": {"POST"}}
+	if res := serve(t, strict, "OPTIONS", "http://example.com/stdio/mcp", preflight); res.status != 200 || !res.called {
+		t.Errorf("CORS preflight: status %d; want it passed through unchallenged", res.status)
+	}
+	withToken := preflight.Clone()
+	withToken.Set("Authorization", "Bearer "+tok)
+	if res := serve(t, strict, "OPTIONS", "http://example.com/stdio/mcp", withToken); !res.called || res.authHeader != "" {
+		t.Errorf("CORS preflight with a token: called %v, Authorization %q reached next", res.called, res.authHeader)
+	}
+	// no path and no other OPTIONS request is exempt
+	for _, tc := range []struct {
+		method, path string
+		header       http.Header
+	}{
+		{"OPTIONS", "/stdio/mcp", nil},
+		{"OPTIONS", "/stdio/mcp", http.Header{"Origin": {"https://app.example"}}},
+		{"OPTIONS", "/stdio/mcp", http.Header{"Access-Control-Request-Method": {"POST"}}},
+		{"GET", "/.well-known/oauth-protected-resource/stdio/mcp", nil},
+		{"POST", "/.well-known/oauth-protected-resource", nil},
+		{"POST", "/.well-known/oauth-authorization-server", nil},
+		{"POST", "/.well-known/openid-configuration", nil},
 	} {
-		if res := serve(t, h, tc.method, "http://example.com"+tc.path, nil); res.status != 200 || !res.called {
-			t.Errorf("%s %s: status %d; want it passed through unchallenged", tc.method, tc.path, res.status)
+		if res := serve(t, strict, tc.method, "http://example.com"+tc.path, tc.header); res.status != 401 || res.called {
+			t.Errorf("%s %s %v: status %d, next called %v; want 401", tc.method, tc.path, tc.header, res.status, res.called)
 		}
 	}
 }
@@ -337,6 +357,13 @@ func TestModes(t *testing.T) {
 			}
 			if r := serve(t, h, "POST", "http://e/mcp", bearer(good)); r.status != tt.valid || r.userID != tt.validUser {
 				t.Errorf("valid token: %d user %q", r.status, r.userID)
+			}
+			// whatever the mode, the credential never reaches next
+			for name, hdr := range map[string]http.Header{"valid": bearer(good), "expired": bearer(expired),
+				"garbage": bearer("abc"), "basic": {"Authorization": {"Basic YTpi"}}} {
+				if r := serve(t, h, "POST", "http://e/mcp", hdr); r.called && r.authHeader != "" {
+					t.Errorf("%s token: Authorization %q reached the next handler", name, r.authHeader)
+				}
 			}
 		})
 	}
@@ -446,13 +473,14 @@ func TestIssuerDownAtStartThenUp(t *testing.T) {
 func TestDiscoveryFailureThenRecovery(t *testing.T) {
 	k := jwkstest.NewKey(t, "k", "ES256")
 	is := jwkstest.NewIssuer(t, k)
-	// an issuer whose metadata names another issuer is not trusted
+	// no metadata for this issuer: it is not trusted (a mismatching issuer:
+	// TestDiscoveryIssuerMismatch)
 	h := provision(t, &Handler{Issuer: is.URL() + "/tenant", Audience: []string{testAudience},
 		JWKSRefreshMinInterval: caddy.Duration(time.Hour)})
 	c := is.Claims("a", testAudience, "")
 	c["iss"] = is.URL() + "/tenant"
 	r := serve(t, h, "POST", "http://e/mcp", bearer(jwkstest.Mint(t, k, c, nil)))
-	if r.status != 401 || !strings.Contains(r.challenge, "token signing keys are not available") {
+	if r.status != 401 || !strings.Contains(r.challenge, "token signing keys are not available: the issuer's metadata could not be fetched") {
 		t.Fatalf("got %d %q", r.status, r.challenge)
 	}
 }

@@ -28,10 +28,10 @@ func bearerToken(r *http.Request) (string, *failure) {
 	v := values[0]
 	scheme, token, found := strings.Cut(v, " ")
 	if !strings.EqualFold(scheme, "Bearer") {
-		if scheme == "" {
-			return "", invalidRequest("empty Authorization header")
-		}
-		return "", invalidRequest("Authorization scheme must be Bearer")
+		// RFC 6750 section 3.1: a request using another authentication
+		// method lacks authentication information; the plain challenge
+		// lets MCP clients start discovery
+		return "", nil
 	}
 	if !found || token == "" {
 		return "", invalidRequest("Bearer token missing in Authorization header")

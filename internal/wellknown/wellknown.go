@@ -108,3 +108,22 @@ func CheckURL(s string, noFragment bool) error {
 func ValidScope(s string) bool {
 	return s != "" && !strings.ContainsAny(s, " \"\\")
 }
+
+// RedactURI hides the value of an access_token query parameter (RFC 6750
+// section 2.3), so that a token a client put in the URL never reaches a log.
+func RedactURI(uri string) string {
+	path, query, ok := strings.Cut(uri, "?")
+	if !ok || !strings.Contains(strings.ToLower(query), "access") {
+		return uri
+	}
+	parts := strings.Split(query, "&")
+	for i, p := range parts {
+		name, _, _ := strings.Cut(p, "=")
+		if n, err := url.QueryUnescape(name); err == nil && strings.EqualFold(n, "access_token") {
+			parts[i] = name + "=REDACTED"
+		} else if err != nil && strings.Contains(strings.ToLower(name), "access") {
+			parts[i] = "REDACTED"
+		}
+	}
+	return path + "?" + strings.Join(parts, "&")
+}
