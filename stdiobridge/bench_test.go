@@ -14,7 +14,7 @@ import (
 // to the SSE writer's buffer. No process and no HTTP: just the bridge.
 func BenchmarkMessagePath(b *testing.B) {
 	cfg := &settings{idleTimeout: time.Hour, shutdownTimeout: time.Second, maxMessageSize: 4 << 20, writeTimeout: time.Second}
-	s := newSession(nil, "", cfg, zap.NewNop())
+	s := newSession(nil, "", "", cfg, zap.NewNop())
 	request := []byte(`{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"test_simple_text","arguments":{}}}`)
 	b.ReportAllocs()
 	i := 0

@@ -147,7 +147,7 @@ func TestOversizedChildMessage(t *testing.T) {
 	cl := newClient(t, c.URL+"/mcp")
 	cl.initialize()
 	msgs := cl.call(`"big"`, "tools/call", `{"name":"t"}`)
-	if len(msgs) != 1 || !strings.Contains(msgs[0], `"id":"big","error":{"code":-32603,"message":"the server's response exceeded max_message_size`) {
+	if len(msgs) != 1 || !strings.Contains(msgs[0], `"id":"big","error":{"code":-32603,"message":"the server's response of 5242954 bytes exceeded max_message_size (1048576 bytes)"`) {
 		t.Fatalf("oversized answer: %v", truncateAll(msgs))
 	}
 	if msgs := cl.call("3", "ping", ""); len(msgs) != 1 || !strings.Contains(msgs[0], `"result":{}`) {
@@ -167,7 +167,7 @@ func truncateAll(ss []string) []string {
 }
 
 func TestMaxSessions(t *testing.T) {
-	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "plain", "\n\t\tmax_sessions 2"))
+	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "plain", "\n\t\tmax_sessions 2\n\t\tmax_sessions_per_user 2"))
 	a, b := newClient(t, c.URL+"/mcp"), newClient(t, c.URL+"/mcp")
 	a.initialize()
 	b.initialize()

@@ -1,7 +1,10 @@
 package stdiobridge
 
 import (
+	"reflect"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -17,8 +20,40 @@ func init() {
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	m := new(Handler)
-	err := m.UnmarshalCaddyfile(h.Dispenser)
-	return m, err
+	if err := m.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	if m.AllowedHosts == nil {
+		m.AllowedHosts = siteHosts(h)
+	}
+	return m, nil
+}
+
+// siteHosts returns the host names of the site block the directive is in
+// (none for a site such as :443 or http://). httpcaddyfile keeps the block
+// unexported; it is read, never written, through reflection, and a Caddy
+// whose Helper looks different yields no names (allowed_hosts then has to
+// be set by hand, as in JSON).
+func siteHosts(h httpcaddyfile.Helper) []string {
+	keys := reflect.ValueOf(h).FieldByName("parentBlock").FieldByName("Keys")
+	if !keys.IsValid() || keys.Kind() != reflect.Slice {
+		return nil
+	}
+	var hosts []string
+	for i := 0; i < keys.Len(); i++ {
+		text := keys.Index(i).FieldByName("Text")
+		if !text.IsValid() || text.Kind() != reflect.String {
+			return nil
+		}
+		addr, err := httpcaddyfile.ParseAddress(text.String())
+		if err != nil || addr.Host == "" || strings.ContainsAny(addr.Host, "{}") {
+			return nil // a site for any host: no default
+		}
+		if !slices.Contains(hosts, addr.Host) {
+			hosts = append(hosts, addr.Host)
+		}
+	}
+	return hosts
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -35,6 +70,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		allowed_origins <origin...>
 //		max_message_size <size>
 //		prewarm <n>
+//		max_sessions_per_user <n>
+//		initialize_rate <n>
+//		allowed_hosts <host...>
 //	}
 func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -86,16 +124,29 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			} else {
 				m.ShutdownTimeout = caddy.Duration(dur)
 			}
-		case "max_sessions":
+		case "max_sessions", "max_sessions_per_user", "initialize_rate":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
 			}
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 {
-				return d.Errf("max_sessions: %q is not a positive number", v)
+				return d.Errf("%s: %q is not a positive number", opt, v)
 			}
-			m.MaxSessions = n
+			switch opt {
+			case "max_sessions":
+				m.MaxSessions = n
+			case "max_sessions_per_user":
+				m.MaxSessionsPerUser = n
+			default:
+				m.InitializeRate = n
+			}
+		case "allowed_hosts":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			m.AllowedHosts = append(m.AllowedHosts, args...)
 		case "stateless":
 			if d.NextArg() {
 				return d.ArgErr()

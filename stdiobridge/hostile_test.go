@@ -176,6 +176,8 @@ func TestAbandonedSessionsAreReclaimed(t *testing.T) {
 		command cat
 		session_idle_timeout 1s
 		max_sessions 5000
+		max_sessions_per_user 5000
+		initialize_rate 1000000
 		shutdown_timeout 200ms
 	}
 }

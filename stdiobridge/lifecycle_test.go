@@ -173,6 +173,9 @@ func TestNoProcessLeftBehind(t *testing.T) {
 		command sh -c "`+marker+` & exec $0" `+self(t)+`
 		env CADDYMCP_FAKE_SERVER plain
 		shutdown_timeout 1s
+		max_sessions 400
+		max_sessions_per_user 400
+		initialize_rate 1000000
 	}
 }
 `)

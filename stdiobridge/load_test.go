@@ -40,6 +40,8 @@ func TestLoadThroughAuthAndBridge(t *testing.T) {
 		mcp_stdio {
 			command ` + bin + `
 			max_sessions 1000
+			max_sessions_per_user 1000
+			initialize_rate 1000000
 		}
 	}
 ` + extra + `}

@@ -11,14 +11,23 @@ import (
 )
 
 // checkOrigin is the DNS-rebinding protection (MCP transport spec,
-// security warning): on a loopback listener the Host must be loopback and
-// an Origin, if present, loopback too; elsewhere an Origin must be the
-// request's own origin. Origins in allowed_origins pass everywhere. It
-// returns why a request is refused, or "".
+// security warning): with allowed_hosts, the Host (on every listener) and
+// the host of an Origin must be among them; on a loopback listener the
+// Host must be loopback and an Origin, if present, loopback too; elsewhere
+// an Origin must be the request's own origin. Origins in allowed_origins
+// pass the Origin checks. It returns why a request is refused, or "".
 func (h *Handler) checkOrigin(r *http.Request) string {
+	if len(h.AllowedHosts) > 0 && !h.hostAllowed(r.Host) {
+		return "Host " + quote(r.Host) + " is not in allowed_hosts"
+	}
 	origin := r.Header.Get("Origin")
 	if origin != "" && h.originAllowed(origin) {
 		return ""
+	}
+	if origin != "" && len(h.AllowedHosts) > 0 {
+		if u, err := url.Parse(origin); err != nil || u.Host == "" || !h.hostAllowed(u.Host) {
+			return "Origin " + quote(origin) + " is not allowed"
+		}
 	}
 	if local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && isLoopbackAddr(local.String()) {
 		if !isLoopbackHost(r.Host) {
@@ -77,4 +86,25 @@ func quote(s string) string {
 		s = s[:200]
 	}
 	return "\"" + strings.ToValidUTF8(s, "?") + "\""
+}
+
+// hostAllowed matches a Host (port ignored) against allowed_hosts; a
+// `*.` entry matches exactly one more label.
+func (h *Handler) hostAllowed(hostport string) bool {
+	host := hostport
+	if hh, _, err := net.SplitHostPort(hostport); err == nil {
+		host = hh
+	}
+	host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
+	for _, a := range h.AllowedHosts {
+		a = strings.ToLower(strings.TrimSuffix(a, "."))
+		if suffix, ok := strings.CutPrefix(a, "*"); ok {
+			if label, ok := strings.CutSuffix(host, suffix); ok && label != "" && !strings.Contains(label, ".") {
+				return true
+			}
+		} else if host == a {
+			return true
+		}
+	}
+	return false
 }

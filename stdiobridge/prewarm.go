@@ -38,12 +38,12 @@ func (w *switchSink) childMessage(line []byte) {
 	w.mu.Unlock()
 }
 
-func (w *switchSink) childOversized(prefix []byte, size int) {
+func (w *switchSink) childOversized(id []byte, size int) {
 	w.mu.Lock()
 	t := w.target
 	w.mu.Unlock()
 	if t != nil {
-		t.childOversized(prefix, size)
+		t.childOversized(id, size)
 	}
 }
 
@@ -83,18 +83,37 @@ type warmChild struct {
 	sink *switchSink
 }
 
+// spawnFunc starts a child whose output goes to sink.
+type spawnFunc func(sink messageSink) (*process, error)
+
 // warmPool keeps up to n children started for a table.
 type warmPool struct {
 	t      *table
-	n      int
-	spawn  func(sink messageSink) (*process, error)
 	logger *zap.Logger
 	limit  *rate.Limiter // refills after a warm child died, so a crashing child cannot loop hot
 
 	mu       sync.Mutex
+	n        int
+	spawn    spawnFunc
 	ready    []*warmChild
 	starting int
 	stopped  bool
+}
+
+// configure sets the pool's size and spawner (from the settings of the
+// config that runs); children beyond a smaller size are ended.
+func (p *warmPool) configure(n int, spawn spawnFunc) {
+	p.mu.Lock()
+	p.n, p.spawn = n, spawn
+	var surplus []*warmChild
+	if len(p.ready) > n {
+		surplus = append(surplus, p.ready[n:]...)
+		p.ready = p.ready[:n]
+	}
+	p.mu.Unlock()
+	for _, c := range surplus {
+		go p.end(c)
+	}
 }
 
 // take returns a warm child, or nil, and starts a refill.
@@ -122,19 +141,19 @@ func (p *warmPool) size() int {
 func (p *warmPool) fill() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for !p.stopped && len(p.ready)+p.starting < p.n {
+	for !p.stopped && p.spawn != nil && len(p.ready)+p.starting < p.n {
 		max := p.t.settings.Load().maxSessions
 		if max > 0 && p.t.count()+len(p.ready)+p.starting >= max {
 			return
 		}
 		p.starting++
-		go p.start()
+		go p.start(p.spawn)
 	}
 }
 
-func (p *warmPool) start() {
+func (p *warmPool) start(spawn spawnFunc) {
 	sink := &switchSink{}
-	proc, err := p.spawn(sink)
+	proc, err := spawn(sink)
 	p.mu.Lock()
 	p.starting--
 	if err != nil {
@@ -143,7 +162,7 @@ func (p *warmPool) start() {
 		return
 	}
 	c := &warmChild{proc: proc, sink: sink}
-	if p.stopped {
+	if p.stopped || len(p.ready) >= p.n {
 		p.mu.Unlock()
 		proc.terminate(p.t.settings.Load().shutdownTimeout)
 		return
@@ -181,9 +200,17 @@ func (p *warmPool) lost(c *warmChild, err error) {
 	}
 }
 
+// end terminates a warm child that no session will use.
+func (p *warmPool) end(c *warmChild) {
+	c.sink.mu.Lock()
+	c.sink.onIdle = nil
+	c.sink.mu.Unlock()
+	c.proc.terminate(p.t.settings.Load().shutdownTimeout)
+}
+
 // stop ends every warm child and waits for them, including any still
 // starting.
-func (p *warmPool) stop(grace time.Duration) {
+func (p *warmPool) stop() {
 	p.mu.Lock()
 	p.stopped = true
 	ready := p.ready
@@ -199,10 +226,7 @@ func (p *warmPool) stop(grace time.Duration) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.sink.mu.Lock()
-			c.sink.onIdle = nil
-			c.sink.mu.Unlock()
-			c.proc.terminate(grace)
+			p.end(c)
 		}()
 	}
 	wg.Wait()

@@ -26,6 +26,10 @@ type spawnConfig struct {
 	writeTimeout   time.Duration
 }
 
+// markerVar names the variable that marks a child's environment, so that
+// descendants which leave its process group can be found and ended.
+const markerVar = "CADDYMCP_CHILD"
+
 // process is one stdio MCP server child in its own process group.
 type process struct {
 	cmd    *exec.Cmd
@@ -44,8 +48,9 @@ type messageSink interface {
 	// childMessage is called for each JSON message line, in order.
 	childMessage(line []byte)
 	// childOversized is called for a line larger than the limit, with its
-	// first bytes, so a pending request can be answered.
-	childOversized(prefix []byte, size int)
+	// top-level id (nil if it has none), so a pending request can be
+	// answered.
+	childOversized(id []byte, size int)
 	// childExited is called once after the process exited and its stdout
 	// was drained.
 	childExited(err error)
@@ -55,9 +60,11 @@ type messageSink interface {
 // that terminating it reaches grandchildren too.
 func startProcess(cfg spawnConfig, sink messageSink, logger *zap.Logger) (*process, error) {
 	cmd := exec.Command(cfg.command, cfg.args...)
-	cmd.Env = cfg.env
+	marker := markerVar + "=" + randomID(10)
+	cmd.Env = append(cfg.env[:len(cfg.env):len(cfg.env)], marker)
 	cmd.Dir = cfg.dir
 	setProcessGroup(cmd)
+	markInheritableFDs()
 
 	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
@@ -102,8 +109,12 @@ func startProcess(cfg spawnConfig, sink messageSink, logger *zap.Logger) (*proce
 	}()
 	go func() {
 		err := cmd.Wait()
-		// the group may live on (a grandchild holding stdout); end it
+		// the group may live on (a grandchild holding stdout); end it,
+		// and any descendant that left the group
 		killGroup(cmd, true)
+		if n := sweepMarked(marker); n > 0 {
+			p.logger.Info("ended descendants that outlived the server process", zap.Int("processes", n))
+		}
 		<-stdoutDone
 		stdoutR.Close()
 		<-stderrDone
@@ -162,36 +173,39 @@ func (p *process) terminate(grace time.Duration) {
 	<-p.exited
 }
 
-// readStdout splits stdout into lines and hands JSON lines to the sink.
-// A line longer than max is not kept: only its first bytes are, so that
-// the request it answers can still get an error.
+// readStdout splits stdout into lines and hands JSON lines to the sink. A
+// line longer than max is not kept: only its top-level id is (found by an
+// idScanner as the line streams past), so the request it answers still
+// gets an error.
 func (p *process) readStdout(r io.Reader, max int, sink messageSink) {
-	const prefixLen = 4096
 	br := bufio.NewReaderSize(r, 64<<10)
-	var long []byte // a line that did not fit in br's buffer
+	var long []byte // a line that did not fit in br's buffer (while within max)
+	inLong := false // reading the rest of a line that did not fit
+	var scan idScanner
 	size := 0
 	warn := rate.NewLimiter(rate.Every(time.Second), 5)
 	for {
 		chunk, err := br.ReadSlice('\n')
 		size += len(chunk)
 		complete := len(chunk) > 0 && chunk[len(chunk)-1] == '\n'
-		switch {
-		case size > max:
-			if len(long) > prefixLen {
-				long = long[:prefixLen]
-			} else if len(long) < prefixLen {
-				long = append(long, chunk[:min(len(chunk), prefixLen-len(long))]...)
+		if !complete || inLong {
+			if !inLong {
+				inLong, scan = true, idScanner{}
 			}
-		case !complete || long != nil:
-			long = append(long, chunk...)
+			scan.feed(chunk)
+			if size <= max {
+				long = append(long, chunk...)
+			} else {
+				long = nil
+			}
 		}
 		if complete {
 			line := chunk
-			if long != nil {
+			if inLong {
 				line = long
 			}
 			if size > max {
-				sink.childOversized(line, size)
+				sink.childOversized(scan.result(), size)
 			} else if line = bytes.TrimSpace(line); len(line) > 0 {
 				if json.Valid(line) {
 					sink.childMessage(line)
@@ -200,7 +214,7 @@ func (p *process) readStdout(r io.Reader, max int, sink messageSink) {
 						zap.ByteString("line", truncate(line, 256)))
 				}
 			}
-			long, size = nil, 0
+			long, inLong, size = nil, false, 0
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return

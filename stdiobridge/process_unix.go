@@ -3,7 +3,9 @@
 package stdiobridge
 
 import (
+	"os"
 	"os/exec"
+	"strconv"
 	"syscall"
 )
 
@@ -24,4 +26,18 @@ func killGroup(cmd *exec.Cmd, hard bool) {
 		sig = syscall.SIGKILL
 	}
 	_ = syscall.Kill(-cmd.Process.Pid, sig)
+}
+
+// markFDsIn sets close-on-exec on the descriptors above stderr listed in
+// dir (/proc/self/fd, /dev/fd).
+func markFDsIn(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }

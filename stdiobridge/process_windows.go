@@ -11,3 +11,10 @@ func killGroup(cmd *exec.Cmd, _ bool) {
 		_ = cmd.Process.Kill()
 	}
 }
+
+// markInheritableFDs: Windows children inherit only handles marked
+// inheritable, and Go marks none but the child's stdio.
+func markInheritableFDs() {}
+
+// sweepMarked is not available on Windows (README, Security).
+func sweepMarked(string) int { return 0 }

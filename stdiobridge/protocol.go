@@ -3,6 +3,7 @@ package stdiobridge
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -51,10 +52,16 @@ func parseEnvelope(raw []byte) (*envelope, error) {
 	e := &envelope{raw: raw}
 	t, ok := scanTop(raw)
 	if !ok {
+		if ambiguousMembers(raw) {
+			return nil, errAmbiguous
+		}
 		if err := json.Unmarshal(raw, e); err != nil {
 			return nil, err
 		}
 		return e, nil
+	}
+	if t.ambiguous {
+		return nil, errAmbiguous
 	}
 	str := func(s span) (string, error) {
 		v := raw[s.start:s.end]
@@ -90,6 +97,39 @@ func parseEnvelope(raw []byte) (*envelope, error) {
 		e.Error = raw[t.err.start:t.err.end]
 	}
 	return e, nil
+}
+
+var errAmbiguous = errors.New("a member (jsonrpc, id, method, params, result, error) appears twice or in another case")
+
+// ambiguousMembers is the check of scanTop's ambiguous for messages it
+// cannot scan (escaped member names): a member of interest twice, or under
+// a name that equals one only when unescaped or case-folded.
+func ambiguousMembers(raw []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		key, _ := tok.(string)
+		for _, m := range memberNames {
+			if strings.EqualFold(key, m) {
+				if key != m || seen[m] {
+					return true
+				}
+				seen[m] = true
+			}
+		}
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return false
+		}
+	}
+	return false
 }
 
 // withID renders the message with another id, on one line.

@@ -1,5 +1,7 @@
 package stdiobridge
 
+import "strings"
+
 // A zero-copy reader for the top level of a JSON-RPC message: it finds the
 // byte spans of the members the bridge routes by, so that ids can be
 // rewritten by splicing instead of decoding and re-encoding whole
@@ -13,6 +15,24 @@ func (s span) present() bool { return s.end > 0 }
 // topLevel holds the spans of the members of interest.
 type topLevel struct {
 	jsonrpc, id, method, params, result, err span
+	// ambiguous: a member of interest appears twice, or under a name that
+	// differs only in case (encoding/json, and many children's parsers,
+	// would read one of them: never the one the bridge routed by)
+	ambiguous bool
+}
+
+// memberNames are the top-level members the bridge routes by.
+var memberNames = [...]string{"jsonrpc", "id", "method", "params", "result", "error"}
+
+// foldsToMember reports whether a member name that is not one of
+// memberNames equals one of them under Unicode case folding.
+func foldsToMember(name string) bool {
+	for _, m := range memberNames {
+		if strings.EqualFold(name, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // scanTop reads the members of a top-level JSON object. ok is false if the
@@ -49,19 +69,30 @@ func scanTop(b []byte) (t topLevel, ok bool) {
 			return t, false
 		}
 		v := span{i, end}
-		switch string(b[keyStart:keyEnd]) {
+		var f *span
+		switch key := string(b[keyStart:keyEnd]); key {
 		case "jsonrpc":
-			t.jsonrpc = v
+			f = &t.jsonrpc
 		case "id":
-			t.id = v
+			f = &t.id
 		case "method":
-			t.method = v
+			f = &t.method
 		case "params":
-			t.params = v
+			f = &t.params
 		case "result":
-			t.result = v
+			f = &t.result
 		case "error":
-			t.err = v
+			f = &t.err
+		default:
+			if len(key) <= 32 && foldsToMember(key) {
+				t.ambiguous = true
+			}
+		}
+		if f != nil {
+			if f.present() {
+				t.ambiguous = true
+			}
+			*f = v
 		}
 		i = skipSpace(b, end)
 		if i >= len(b) {

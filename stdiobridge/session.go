@@ -12,22 +12,28 @@ import (
 	"go.uber.org/zap"
 )
 
-// Stream bounds: what a session keeps for delivery and resumption.
+// Stream bounds: what a session keeps for delivery and resumption. A
+// finished stream is kept for resumption until it was delivered and the
+// resume window passed, and within per-session and per-route byte bounds.
 const (
 	maxStreamEvents    = 4096
 	maxStreamBytes     = 16 << 20
 	maxRetainedStreams = 32
+	maxSessionRetained = 8 << 20
+	maxRouteRetained   = 256 << 20
+	maxBatchLength     = 1000
 )
 
 // Session is one MCP session: a child process and the streams that carry
 // its messages to the client.
 type Session struct {
-	id      string
-	subject string
-	table   *table
-	proc    *process
-	logger  *zap.Logger
-	cfg     *settings
+	id       string
+	subject  string // the principal the session is bound to ("" unauthenticated)
+	limitKey string // whom the session counts against for max_sessions_per_user
+	table    *table
+	proc     *process
+	logger   *zap.Logger
+	cfg      *settings
 
 	mu              sync.Mutex
 	nextID          uint64
@@ -36,14 +42,18 @@ type Session struct {
 	progress        map[string]*stream  // progress token -> stream of its request
 	streams         map[string]*stream  // by stream id
 	finished        []*stream           // completed streams kept for resumption, oldest first
+	retained        int                 // bytes of the finished streams' events
 	standalone      *stream             // the GET stream's messages
 	protocolVersion string
 	lastActive      time.Time
+	started         bool // initialize reached the child (see idleSince)
 	closed          bool
 	closedCh        chan struct{}
 	closeReason     string
 	streamSeq       uint64
 	ending          *pendingSet // children being ended in the background; Caddy's stop waits for them
+	onExit          func()      // called once the child has exited after end (stateless slots)
+	exitOnce        sync.Once
 }
 
 // pending is a client request the child has not answered yet.
@@ -72,6 +82,7 @@ type stream struct {
 	delivered  uint64        // last seq a writer flushed
 	evicted    int           // events dropped from the front (bounds)
 	warned     bool          // the eviction was logged
+	finishedAt time.Time     // when the stream was retired
 }
 
 // newStreamLocked creates a stream of this session.
@@ -108,16 +119,30 @@ func (st *stream) signal() {
 	}
 }
 
-// since returns the events after seq, and whether some were evicted.
+// since returns the events after seq, and whether some were evicted. seq
+// may be anything a client sent: at or past next there is nothing after it
+// (serveGET refuses such ids before), and the arithmetic cannot overflow.
 func (st *stream) since(seq uint64) ([]event, bool) {
-	if seq+1 < st.first {
+	if seq >= st.next {
+		return nil, false
+	}
+	if seq+1 < st.first { // seq < next, so seq+1 cannot overflow
 		return nil, true
 	}
-	i := int(seq + 1 - st.first)
-	if i >= len(st.events) {
+	i := seq + 1 - st.first
+	if i >= uint64(len(st.events)) {
 		return nil, false
 	}
 	return st.events[i:], false
+}
+
+// snapshot reads what a writer needs under the session lock (released in a
+// defer, so a panic cannot leave it held).
+func (s *Session) snapshot(st *stream, after uint64, buf []event) (evs []event, evicted, done, closed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	got, evicted := st.since(after)
+	return append(buf[:0], got...), evicted, st.done, s.closed
 }
 
 var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
@@ -129,10 +154,11 @@ func randomID(n int) string {
 	return idEncoding.EncodeToString(b)
 }
 
-func newSession(t *table, subject string, cfg *settings, logger *zap.Logger) *Session {
+func newSession(t *table, subject, limitKey string, cfg *settings, logger *zap.Logger) *Session {
 	s := &Session{
 		id:         randomID(20),
 		subject:    subject,
+		limitKey:   limitKey,
 		table:      t,
 		cfg:        cfg,
 		pending:    map[uint64]*pending{},
@@ -151,6 +177,26 @@ func (s *Session) touch() {
 	s.mu.Lock()
 	s.lastActive = time.Now()
 	s.mu.Unlock()
+}
+
+// idleSince is how long the session has had no client request; a session
+// whose initialize has not reached its child yet is not idle, however long
+// starting the child took.
+func (s *Session) idleSince(now time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.started {
+		return 0
+	}
+	return now.Sub(s.lastActive)
+}
+
+// markStarted starts the idle clock: initialize reached the child.
+func (s *Session) markStarted() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.started = true
+	s.lastActive = time.Now()
 }
 
 // startRequest registers a client request and returns the message to send
@@ -223,12 +269,55 @@ func (s *Session) finishLocked(childID uint64) *pending {
 
 // retireLocked keeps a completed stream for resumption, within bounds.
 func (s *Session) retireLocked(st *stream) {
-	s.finished = append(s.finished, st)
-	for len(s.finished) > maxRetainedStreams {
-		old := s.finished[0]
-		s.finished = s.finished[1:]
-		delete(s.streams, old.id)
+	if st.standalone {
+		return
 	}
+	st.finishedAt = time.Now()
+	s.finished = append(s.finished, st)
+	s.retained += st.size
+	if s.table != nil {
+		s.table.retained.Add(int64(st.size))
+	}
+	s.pruneLocked(st.finishedAt)
+}
+
+// pruneLocked drops finished streams that were delivered and are past the
+// resume window, then the oldest ones beyond the count and byte bounds of
+// the session and of the route.
+func (s *Session) pruneLocked(now time.Time) {
+	keep := s.finished[:0]
+	for _, st := range s.finished {
+		if st.delivered+1 >= st.next && now.Sub(st.finishedAt) > resumeGrace {
+			s.dropLocked(st)
+			continue
+		}
+		keep = append(keep, st)
+	}
+	clear(s.finished[len(keep):])
+	s.finished = keep
+	for len(s.finished) > 0 && (len(s.finished) > maxRetainedStreams || s.retained > maxSessionRetained ||
+		(s.table != nil && s.table.retained.Load() > maxRouteRetained)) {
+		s.dropLocked(s.finished[0])
+		s.finished[0] = nil
+		s.finished = s.finished[1:]
+	}
+}
+
+// dropLocked forgets a finished stream and its events.
+func (s *Session) dropLocked(st *stream) {
+	delete(s.streams, st.id)
+	s.retained -= st.size
+	if s.table != nil {
+		s.table.retained.Add(-int64(st.size))
+	}
+	st.events, st.size = nil, 0
+}
+
+// prune is pruneLocked for the reaper.
+func (s *Session) prune(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pruneLocked(now)
 }
 
 // rewriteCancel maps the requestId of a client's notifications/cancelled
@@ -342,10 +431,9 @@ func (s *Session) routeLocked(e *envelope) *stream {
 }
 
 // childOversized answers the request whose response was too large.
-func (s *Session) childOversized(prefix []byte, size int) {
+func (s *Session) childOversized(id []byte, size int) {
 	s.logger.Warn("server process wrote a message larger than max_message_size; dropped",
 		zap.Int("size", size), zap.Int("max_message_size", s.cfg.maxMessageSize))
-	id := sniffID(prefix)
 	if id == nil {
 		return
 	}
@@ -357,7 +445,8 @@ func (s *Session) childOversized(prefix []byte, size int) {
 	defer s.mu.Unlock()
 	if p := s.pending[childID]; p != nil {
 		p.stream.append(encodeError(p.clientID, &rpcError{Code: codeInternalError,
-			Message: "the server's response exceeded max_message_size (" + strconv.Itoa(size) + " bytes)"}))
+			Message: "the server's response of " + strconv.Itoa(size) + " bytes exceeded max_message_size (" +
+				strconv.Itoa(s.cfg.maxMessageSize) + " bytes)"}))
 		s.finishLocked(childID)
 	}
 }
@@ -367,11 +456,7 @@ func (s *Session) childExited(err error) {
 	desc := exitDescription(err)
 	s.mu.Lock()
 	expected := s.closed
-	for id, p := range s.pending {
-		p.stream.append(encodeError(p.clientID, &rpcError{Code: codeInternalError,
-			Message: "MCP server process exited (" + desc + ")"}))
-		s.finishLocked(id)
-	}
+	s.failPendingLocked("MCP server process exited (" + desc + ")")
 	for _, st := range s.streams {
 		st.done = true
 		st.signal()
@@ -382,6 +467,20 @@ func (s *Session) childExited(err error) {
 		s.logger.Info("server process ended", zap.String("status", desc))
 	} else {
 		s.logger.Warn("server process exited; session ended", zap.String("status", desc))
+	}
+}
+
+// failPending answers every pending request with a JSON-RPC error.
+func (s *Session) failPending(message string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failPendingLocked(message)
+}
+
+func (s *Session) failPendingLocked(message string) {
+	for id, p := range s.pending {
+		p.stream.append(encodeError(p.clientID, &rpcError{Code: codeInternalError, Message: message}))
+		s.finishLocked(id)
 	}
 }
 
@@ -396,16 +495,27 @@ func (s *Session) closeLocked(reason string) bool {
 	if s.table != nil {
 		s.table.remove(s)
 	}
+	for _, st := range s.finished {
+		if s.table != nil {
+			s.table.retained.Add(-int64(st.size))
+		}
+	}
+	s.finished, s.retained = nil, 0
 	return true
 }
 
-// end closes the session and terminates its child in the background, so
-// that neither DELETE nor expiry waits for the child to exit.
-func (s *Session) end(reason string) {
+// closeWith is closeLocked for callers without the lock.
+func (s *Session) closeWith(reason string) bool {
 	s.mu.Lock()
-	first := s.closeLocked(reason)
-	s.mu.Unlock()
-	if first {
+	defer s.mu.Unlock()
+	return s.closeLocked(reason)
+}
+
+// end closes the session and terminates its child in the background, so
+// that neither DELETE nor expiry waits for the child to exit; onExit (if
+// set) runs once the child has exited.
+func (s *Session) end(reason string) {
+	if s.closeWith(reason) {
 		s.logger.Info("session ended", zap.String("reason", reason))
 	}
 	if s.proc != nil && s.ending != nil {
@@ -413,7 +523,16 @@ func (s *Session) end(reason string) {
 		go func() {
 			defer s.ending.Done()
 			s.proc.terminate(s.cfg.shutdownTimeout)
+			s.exited()
 		}()
+	} else {
+		s.exited()
+	}
+}
+
+func (s *Session) exited() {
+	if s.onExit != nil {
+		s.exitOnce.Do(s.onExit)
 	}
 }
 
@@ -440,24 +559,3 @@ func progressToken(params json.RawMessage) string {
 	return ""
 }
 
-// sniffID finds the id of a JSON-RPC message from its first bytes.
-func sniffID(prefix []byte) json.RawMessage {
-	dec := json.NewDecoder(bytes.NewReader(prefix))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil
-	}
-	for dec.More() {
-		key, err := dec.Token()
-		if err != nil {
-			return nil
-		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil
-		}
-		if key == "id" {
-			return v
-		}
-	}
-	return nil
-}

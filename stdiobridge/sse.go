@@ -32,6 +32,11 @@ func parseEventID(s string) (streamID string, seq uint64, ok bool) {
 	return s[:i], seq, true
 }
 
+// streamWriteTimeout bounds every write of an SSE stream: a client that
+// stops reading (a zero receive window) cannot pin the handler, and so
+// cannot hold up a reload or stop. A variable so tests can shorten it.
+var streamWriteTimeout = 10 * time.Second
+
 // sseWriter writes Server-Sent Events and flushes after each batch.
 type sseWriter struct {
 	w   http.ResponseWriter
@@ -47,9 +52,9 @@ func newSSEWriter(w http.ResponseWriter, sessionID string) *sseWriter {
 	if sessionID != "" {
 		h.Set("Mcp-Session-Id", sessionID)
 	}
+	// a stream outlives the server's write timeout; each write has its own
 	rc := http.NewResponseController(w)
-	// a stream outlives any server write timeout
-	_ = rc.SetWriteDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 	w.WriteHeader(http.StatusOK)
 	return &sseWriter{w: w, rc: rc}
 }
@@ -70,8 +75,9 @@ func (s *sseWriter) comment(text string) {
 	s.buf.WriteString("\n\n")
 }
 
-// flush writes what is queued.
+// flush writes what is queued, within streamWriteTimeout.
 func (s *sseWriter) flush() error {
+	_ = s.rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 	if s.buf.Len() > 0 {
 		if _, err := s.w.Write(s.buf.Bytes()); err != nil {
 			return err

@@ -16,28 +16,34 @@
 //		shutdown_timeout <duration>
 //		allowed_origins <origin...>
 //		max_message_size <size>
+//		prewarm <n>
+//		max_sessions_per_user <n>
+//		initialize_rate <n>
+//		allowed_hosts <host...>
 //	}
 package stdiobridge
 
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
-	"golang.org/x/time/rate"
 )
 
 func init() {
@@ -73,8 +79,10 @@ type Handler struct {
 	// resolved per session when the child starts.
 	Env map[string]string `json:"env,omitempty"`
 
-	// Names of Caddy's environment variables the child inherits. Default:
-	// PATH, HOME, USER, LOGNAME, SHELL, LANG, LC_ALL, LC_CTYPE, TZ, TMPDIR.
+	// Names of Caddy's environment variables the child inherits, in
+	// addition to PATH, HOME, USER, LOGNAME, SHELL, LANG, LC_ALL, LC_CTYPE,
+	// TZ and TMPDIR (always inherited), e.g. HTTPS_PROXY or
+	// NODE_EXTRA_CA_CERTS.
 	InheritEnv []string `json:"inherit_env,omitempty"`
 
 	// Working directory of the child. Default: Caddy's.
@@ -84,9 +92,21 @@ type Handler struct {
 	// while a GET stream is open. Default: 30m.
 	SessionIdleTimeout caddy.Duration `json:"session_idle_timeout,omitempty"`
 
-	// At most this many sessions at once; beyond it, initialize gets 503
-	// with Retry-After. Default: 1000.
+	// At most this many sessions (and stateless children) at once; beyond
+	// it, initialize gets 503 with Retry-After. Each session is a process
+	// (10 MiB and more), so the default is what a small machine holds:
+	// 100.
 	MaxSessions int `json:"max_sessions,omitempty"`
+
+	// At most this many of them for one principal (the issuer and subject
+	// that mcp_auth verified; without authentication, the client IP as
+	// Caddy determines it, trusted_proxies included); beyond it, 429.
+	// Default: a quarter of max_sessions (at least 1).
+	MaxSessionsPerUser int `json:"max_sessions_per_user,omitempty"`
+
+	// New sessions one principal may start per second (bursts of twice
+	// that); beyond it, initialize gets 429 with Retry-After. Default: 10.
+	InitializeRate int `json:"initialize_rate,omitempty"`
 
 	// Start one child per request instead of one per session; GET and
 	// DELETE get 405.
@@ -99,6 +119,14 @@ type Handler struct {
 	// Origins allowed besides the request's own (and, on a loopback
 	// listener, loopback origins).
 	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+
+	// Host names this endpoint answers to (DNS-rebinding protection on any
+	// listener): the Host header, and the host of an Origin not listed in
+	// allowed_origins, must be one of them; `*.example.com` matches one
+	// label. In a Caddyfile the default is the site's own host names, if
+	// it has any. Empty: any Host (on a loopback listener, loopback names
+	// only).
+	AllowedHosts []string `json:"allowed_hosts,omitempty"`
 
 	// Largest JSON-RPC message accepted in either direction, in bytes.
 	// Default: 4 MiB.
@@ -114,12 +142,17 @@ type Handler struct {
 
 	table        *table
 	poolKey      string
+	gen          uint64 // this config's generation (table.publish)
 	cfg          *settings
 	inherited    []string
 	logger       *zap.Logger
 	shutdown     chan struct{}
 	shutdownOnce *sync.Once
 }
+
+// generations numbers provisioned handlers, so that a table takes the
+// settings of the newest config that runs.
+var generations atomic.Uint64
 
 var defaultInheritEnv = []string{"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"}
 
@@ -136,7 +169,8 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 }
 
 // Provision sets defaults and joins the session table of this process
-// configuration. It starts no process.
+// configuration. It starts no process and changes nothing a running config
+// uses: the table takes this handler's settings once its config runs.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.shutdown = make(chan struct{})
@@ -148,19 +182,26 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.ShutdownTimeout = caddy.Duration(5 * time.Second)
 	}
 	if h.MaxSessions == 0 {
-		h.MaxSessions = 1000
+		h.MaxSessions = 100
+	}
+	if h.MaxSessionsPerUser == 0 {
+		h.MaxSessionsPerUser = max(1, h.MaxSessions/4)
+	}
+	if h.InitializeRate == 0 {
+		h.InitializeRate = 10
 	}
 	if h.MaxMessageSize == 0 {
 		h.MaxMessageSize = 4 << 20
 	}
-	if h.InheritEnv == nil {
-		h.InheritEnv = defaultInheritEnv
-	}
 	if err := h.Validate(); err != nil {
 		return err
 	}
-	for _, name := range h.InheritEnv {
-		if v, ok := os.LookupEnv(name); ok {
+	if _, err := exec.LookPath(h.Command); err != nil {
+		h.logger.Warn("command not found; sessions will fail to start until it is there",
+			zap.String("command", h.Command), zap.Error(err))
+	}
+	for _, name := range slices.Concat(defaultInheritEnv, h.InheritEnv) {
+		if v, ok := os.LookupEnv(name); ok && !slices.ContainsFunc(h.inherited, func(e string) bool { return strings.HasPrefix(e, name+"=") }) {
 			h.inherited = append(h.inherited, name+"="+v)
 		}
 	}
@@ -168,10 +209,54 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		idleTimeout:     time.Duration(h.SessionIdleTimeout),
 		shutdownTimeout: time.Duration(h.ShutdownTimeout),
 		maxSessions:     h.MaxSessions,
+		maxPerUser:      h.MaxSessionsPerUser,
+		initRate:        float64(h.InitializeRate),
 		maxMessageSize:  h.MaxMessageSize,
 		writeTimeout:    30 * time.Second,
+		prewarm:         h.Prewarm,
 	}
-	key, _ := json.Marshal(struct {
+	h.gen = generations.Add(1)
+	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	h.poolKey = h.tableKey(srv)
+	val, _, err := tables.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
+		return newTable(h.logger, h.gen, h.cfg, h.spawnWarm), nil
+	})
+	if err != nil {
+		return err
+	}
+	h.table = val.(*table)
+
+	// Streams must not hold up a reload or stop: Caddy waits for active
+	// connections before a module's Cleanup runs.
+	if srv != nil {
+		srv.RegisterOnShutdown(h.endStreams)
+		// a connection to this server means the config runs: publish the
+		// settings, and warm up (validate never gets here)
+		srv.RegisterConnState(func(_ net.Conn, state http.ConnState) {
+			if state == http.StateNew {
+				h.publish()
+				h.warmUp()
+			}
+		})
+	}
+	return nil
+}
+
+// tableOrdinals numbers handlers with the same process configuration
+// within one server of one config load, so that identical mcp_stdio blocks
+// on two sites keep their own sessions and limits, while a reload that
+// leaves them unchanged finds the same tables again (handlers are
+// provisioned in config order).
+var (
+	tableOrdinalsMu sync.Mutex
+	tableOrdinals   = map[*caddyhttp.Server]map[string]int{}
+)
+
+// tableKey identifies this handler's session table: its process
+// configuration, its server's listeners and its place among identical
+// handlers of that server.
+func (h *Handler) tableKey(srv *caddyhttp.Server) string {
+	proc, _ := json.Marshal(struct {
 		Command    string
 		Args       []string
 		Env        map[string]string
@@ -179,40 +264,31 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Dir        string
 		Stateless  bool
 	}{h.Command, h.Args, h.Env, h.inherited, h.Dir, h.Stateless})
-	h.poolKey = string(key)
-	logger := h.logger
-	val, _, err := tables.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		return newTable(logger), nil
-	})
-	if err != nil {
-		return err
+	if srv == nil {
+		return string(proc)
 	}
-	h.table = val.(*table)
-	h.table.settings.Store(h.cfg)
-	if h.Prewarm > 0 {
-		h.table.pool.CompareAndSwap(nil, &warmPool{t: h.table, logger: h.logger,
-			limit: rate.NewLimiter(rate.Limit(max(h.Prewarm, 4)), max(h.Prewarm, 4))})
-		pool := h.table.pool.Load()
-		pool.mu.Lock()
-		pool.n = h.Prewarm
-		pool.spawn = func(sink messageSink) (*process, error) { return h.startChild(nil, sink, h.logger) }
-		pool.mu.Unlock()
+	tableOrdinalsMu.Lock()
+	defer tableOrdinalsMu.Unlock()
+	seen := tableOrdinals[srv]
+	if seen == nil {
+		seen = map[string]int{}
+		tableOrdinals[srv] = seen
 	}
+	n := seen[string(proc)]
+	seen[string(proc)] = n + 1
+	return fmt.Sprintf("%s listen=%q #%d", proc, srv.Listen, n)
+}
 
-	// Streams must not hold up a reload or stop: Caddy waits for active
-	// connections before a module's Cleanup runs.
-	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv != nil {
-		srv.RegisterOnShutdown(h.endStreams)
-		if h.Prewarm > 0 {
-			// the server is serving: time to warm up (validate never gets here)
-			srv.RegisterConnState(func(_ net.Conn, state http.ConnState) {
-				if state == http.StateNew {
-					h.warmUp()
-				}
-			})
-		}
+// publish makes this handler's settings its table's once its config runs.
+func (h *Handler) publish() {
+	if h.table.gen.Load() < h.gen {
+		h.table.publish(h.gen, h.cfg, h.spawnWarm)
 	}
-	return nil
+}
+
+// spawnWarm starts a prewarmed child (no request: env has no placeholders).
+func (h *Handler) spawnWarm(sink messageSink) (*process, error) {
+	return h.startChild(nil, sink, h.logger)
 }
 
 // Validate checks the configuration; errors name the field.
@@ -230,6 +306,24 @@ func (h *Handler) Validate() error {
 	}
 	if h.MaxSessions < 0 {
 		return fmt.Errorf("max_sessions: must not be negative")
+	}
+	if h.MaxSessionsPerUser < 0 || (h.MaxSessions > 0 && h.MaxSessionsPerUser > h.MaxSessions) {
+		return fmt.Errorf("max_sessions_per_user: must be between 0 and max_sessions (%d)", h.MaxSessions)
+	}
+	if h.InitializeRate < 0 {
+		return fmt.Errorf("initialize_rate: must not be negative")
+	}
+	for _, name := range h.InheritEnv {
+		if name == "" || strings.ContainsAny(name, "=\x00") {
+			return fmt.Errorf("inherit_env: invalid variable name %q", name)
+		}
+	}
+	for _, host := range h.AllowedHosts {
+		if host == "" || strings.ContainsAny(host, "/[] ") || strings.Contains(host[1:], "*") ||
+			(strings.Contains(host, ":") && net.ParseIP(host) == nil) ||
+			(strings.HasPrefix(host, "*") && !strings.HasPrefix(host, "*.")) {
+			return fmt.Errorf("allowed_hosts: %q is not a host name (example.com, *.example.com, 192.0.2.1)", host)
+		}
 	}
 	if h.Prewarm < 0 {
 		return fmt.Errorf("prewarm: must not be negative")
@@ -265,6 +359,12 @@ func (h *Handler) Validate() error {
 // sessions end only when no config uses the table any more.
 func (h *Handler) Cleanup() error {
 	h.endStreams()
+	tableOrdinalsMu.Lock()
+	for srv := range tableOrdinals {
+		// provisioning of this load is over; the counts served their turn
+		delete(tableOrdinals, srv)
+	}
+	tableOrdinalsMu.Unlock()
 	if h.poolKey != "" {
 		_, err := tables.Delete(h.poolKey)
 		return err
@@ -274,19 +374,30 @@ func (h *Handler) Cleanup() error {
 
 // warmUp starts the prewarmed children, once the server is serving.
 func (h *Handler) warmUp() {
-	if pool := h.table.pool.Load(); h.Prewarm > 0 && pool != nil {
-		pool.fill()
+	if h.table.settings.Load().prewarm > 0 {
+		h.table.pool.fill()
 	}
 }
 
+// endStreams ends this handler's open streams (the server shuts down). If
+// no other config keeps the table, the route is going away: every request
+// still in flight is answered with an error first, so that its client
+// learns at once instead of waiting for its own timeout.
 func (h *Handler) endStreams() {
-	if h.shutdownOnce != nil {
-		h.shutdownOnce.Do(func() { close(h.shutdown) })
+	if h.shutdownOnce == nil {
+		return
 	}
+	h.shutdownOnce.Do(func() {
+		if refs, ok := tables.References(h.poolKey); ok && refs <= 1 && h.table != nil {
+			h.table.failInFlight("the mcp_stdio route was removed or changed, or the server is stopping; retry")
+		}
+		close(h.shutdown)
+	})
 }
 
 // ServeHTTP serves the Streamable HTTP transport.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	h.publish()
 	if reason := h.checkOrigin(r); reason != "" {
 		h.logger.Warn("request refused (DNS rebinding protection)", zap.String("reason", reason),
 			zap.String("host", r.Host), zap.String("origin", r.Header.Get("Origin")))
@@ -326,14 +437,53 @@ func sessionNotFound(w http.ResponseWriter, id json.RawMessage) {
 	writeRPCError(w, http.StatusNotFound, id, &rpcError{Code: -32001, Message: "Session not found"})
 }
 
-// subject is the authenticated user a session is bound to ("" if none).
-func subject(r *http.Request) string {
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		if v, ok := repl.GetString("http.auth.user.id"); ok {
-			return v
-		}
+// principal is whom a session is bound to: the issuer and subject that
+// mcp_auth verified ("" without authentication). Binding to the subject
+// alone would let two issuers' users with the same sub share sessions.
+func principal(r *http.Request) string {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return ""
 	}
-	return ""
+	sub, _ := repl.GetString("http.auth.user.id")
+	if sub == "" {
+		return ""
+	}
+	iss, _ := repl.GetString("http.auth.user.iss")
+	return iss + "\x00" + sub
+}
+
+// limitKey is whom a new session counts against for max_sessions_per_user
+// and initialize_rate: the principal, or else the client's IP.
+func limitKey(r *http.Request, principal string) string {
+	if principal != "" {
+		return principal
+	}
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return "ip:" + ip
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	return "ip:" + host
+}
+
+// tokenExpiry is when the token that authenticated r expires (zero if none).
+func tokenExpiry(r *http.Request) time.Time {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return time.Time{}
+	}
+	v, ok := repl.GetString("http.auth.claims.exp")
+	if !ok || v == "" {
+		return time.Time{}
+	}
+	exp, err := strconv.ParseFloat(v, 64)
+	if err != nil || exp <= 0 || exp > 1e11 {
+		return time.Time{}
+	}
+	return time.Unix(int64(exp), 0)
 }
 
 // lookup finds the request's session; it writes the error itself.
@@ -344,10 +494,10 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, id json.RawMess
 		return nil
 	}
 	s := h.table.get(sid)
-	if s == nil || s.subject != subject(r) {
+	if s == nil || s.subject != principal(r) {
 		if s != nil {
 			h.logger.Warn("session id presented by another user; answered as unknown",
-				zap.String("session", sid), zap.String("user", subject(r)))
+				zap.String("session", sid), zap.String("user", userForLog(principal(r))))
 		}
 		sessionNotFound(w, id)
 		return nil
@@ -433,15 +583,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *Session, e 
 		}
 		if err := s.proc.send(msg, s.cfg.writeTimeout); err != nil {
 			s.abandon(e)
-			h.logger.Warn("writing to server process failed", zap.String("session", s.id), zap.Error(err))
-			childUnavailable(w, e.ID, err)
+			h.childUnavailable(w, e.ID, err)
 			return
 		}
 		h.writeStream(w, r, s, st, 0, "")
 	default:
 		msg, _ := s.outgoing(e, nil)
 		if err := s.proc.send(msg, s.cfg.writeTimeout); err != nil {
-			childUnavailable(w, nil, err)
+			h.childUnavailable(w, nil, err)
 			return
 		}
 		w.WriteHeader(http.StatusAccepted)
@@ -449,10 +598,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *Session, e 
 }
 
 // childUnavailable answers a message the child could not be sent.
-func childUnavailable(w http.ResponseWriter, id json.RawMessage, err error) {
+func (h *Handler) childUnavailable(w http.ResponseWriter, id json.RawMessage, err error) {
+	h.logger.Warn("writing to server process failed; answered 503", zap.Error(err))
 	writeRPCError(w, http.StatusServiceUnavailable, id, &rpcError{Code: codeInternalError,
-		Message: "MCP server process is not accepting messages: " + err.Error()})
+		Message: "MCP server process is not accepting messages"})
 }
+
+// userForLog renders a principal for logs (issuer and subject).
+func userForLog(p string) string { return strings.Replace(p, "\x00", " ", 1) }
 
 // spawn starts a session's child with the per-request environment.
 func (h *Handler) spawn(r *http.Request, s *Session) error {
@@ -491,45 +644,78 @@ func (h *Handler) startChild(r *http.Request, sink messageSink, logger *zap.Logg
 	}, sink, logger)
 }
 
+// refuse answers an initialize (or stateless request) that reserve
+// refused, with the status that says why.
+func (h *Handler) refuse(w http.ResponseWriter, id json.RawMessage, why refusal, user string) {
+	switch why {
+	case refusedPerUser:
+		w.Header().Set("Retry-After", "5")
+		h.logger.Warn("max_sessions_per_user reached; refused", zap.String("user", userForLog(user)),
+			zap.Int("max_sessions_per_user", h.MaxSessionsPerUser))
+		writeRPCError(w, http.StatusTooManyRequests, id, &rpcError{Code: codeServerBusy, Message: "Too Many Requests: too many sessions for this user"})
+	case refusedRate:
+		w.Header().Set("Retry-After", "1")
+		h.logger.Warn("initialize_rate exceeded; refused", zap.String("user", userForLog(user)),
+			zap.Int("initialize_rate", h.InitializeRate))
+		writeRPCError(w, http.StatusTooManyRequests, id, &rpcError{Code: codeServerBusy, Message: "Too Many Requests: sessions started too fast"})
+	default:
+		w.Header().Set("Retry-After", "5")
+		h.logger.Warn("max_sessions reached or route ending; refused", zap.Int("max_sessions", h.MaxSessions))
+		writeRPCError(w, http.StatusServiceUnavailable, id, &rpcError{Code: codeServerBusy, Message: "Service Unavailable: too many sessions, try again later"})
+	}
+}
+
+// spawnFailed answers a request whose child could not be started: the
+// cause goes to the log, never to the client.
+func (h *Handler) spawnFailed(w http.ResponseWriter, id json.RawMessage, err error) {
+	h.logger.Error("could not start MCP server process; answered 500", zap.String("command", h.Command), zap.Error(err))
+	writeRPCError(w, http.StatusInternalServerError, id, &rpcError{Code: codeInternalError, Message: "could not start the MCP server process"})
+}
+
 func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, e *envelope) {
 	h.warmUp()
-	if !h.table.reserve() {
-		w.Header().Set("Retry-After", "5")
-		h.logger.Warn("max_sessions reached; initialize refused", zap.Int("max_sessions", h.MaxSessions))
-		writeRPCError(w, http.StatusServiceUnavailable, e.ID, &rpcError{Code: codeServerBusy, Message: "Service Unavailable: too many sessions, try again later"})
+	user := principal(r)
+	key := limitKey(r, user)
+	if why := h.table.reserve(key); why != admitted {
+		h.refuse(w, e.ID, why, key)
 		return
 	}
 	table := h.table
 	if h.Stateless {
 		table = nil
 	}
-	s := newSession(table, subject(r), h.cfg, h.logger)
+	s := newSession(table, user, key, h.cfg, h.logger)
 	s.ending = &h.table.ending
 	prewarmed := false
-	if pool := h.table.pool.Load(); pool != nil && !h.Stateless {
-		if c := pool.take(); c != nil && c.sink.adopt(s) {
+	if !h.Stateless {
+		if c := h.table.pool.take(); c != nil && c.sink.adopt(s) {
 			s.proc, prewarmed = c.proc, true
 		}
 	}
 	if !prewarmed {
 		if err := h.spawn(r, s); err != nil {
-			h.table.release()
-			h.logger.Error("could not start MCP server process", zap.String("command", h.Command), zap.Error(err))
-			writeRPCError(w, http.StatusInternalServerError, e.ID, &rpcError{Code: codeInternalError, Message: "could not start the MCP server process: " + err.Error()})
+			h.table.release(key)
+			h.spawnFailed(w, e.ID, err)
 			return
 		}
 	}
 	if h.Stateless {
-		h.table.release()
+		// the slot is held until the child has exited
+		s.onExit = func() { h.table.release(key) }
 		defer s.end("stateless request answered")
 	} else {
-		h.table.add(s)
+		if !h.table.add(s) {
+			// the route was removed or changed meanwhile
+			s.end("route removed or changed during initialize")
+			h.refuse(w, e.ID, refusedStopped, key)
+			return
+		}
 		s.mu.Lock()
 		if s.closed {
 			h.table.remove(s)
 		}
 		s.mu.Unlock()
-		s.logger.Info("session started", zap.Int("pid", s.proc.pid()), zap.String("user", s.subject),
+		s.logger.Info("session started", zap.Int("pid", s.proc.pid()), zap.String("user", userForLog(s.subject)),
 			zap.String("command", h.Command), zap.Bool("prewarmed", prewarmed))
 	}
 	var p struct {
@@ -546,9 +732,16 @@ func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, e *envelope
 	}
 	if err != nil {
 		s.end("initialize could not be sent")
+		if errors.Is(err, errSessionClosed) {
+			// ended meanwhile (route removed or changed, server stopping)
+			h.refuse(w, e.ID, refusedStopped, key)
+			return
+		}
+		h.logger.Error("initialize could not be sent to the server process; answered 500", zap.Error(err))
 		writeRPCError(w, http.StatusInternalServerError, e.ID, &rpcError{Code: codeInternalError, Message: "MCP server process is not accepting messages"})
 		return
 	}
+	s.markStarted()
 	sid := s.id
 	if h.Stateless {
 		sid = ""
@@ -557,29 +750,30 @@ func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, e *envelope
 }
 
 // serveStateless answers one message with a child of its own: the bridge
-// initializes the child itself, then forwards the message.
+// initializes the child itself, then forwards the message. The child holds
+// its max_sessions slot until it has exited.
 func (h *Handler) serveStateless(w http.ResponseWriter, r *http.Request, e *envelope, version string) {
-	if !h.table.reserve() {
-		w.Header().Set("Retry-After", "5")
-		writeRPCError(w, http.StatusServiceUnavailable, e.ID, &rpcError{Code: codeServerBusy, Message: "Service Unavailable: too many requests in progress"})
+	user := principal(r)
+	key := limitKey(r, user)
+	if why := h.table.reserve(key); why != admitted {
+		h.refuse(w, e.ID, why, key)
 		return
 	}
-	s := newSession(nil, subject(r), h.cfg, h.logger)
+	s := newSession(nil, user, key, h.cfg, h.logger)
 	s.ending = &h.table.ending
-	err := h.spawn(r, s)
-	h.table.release()
-	if err != nil {
-		h.logger.Error("could not start MCP server process", zap.String("command", h.Command), zap.Error(err))
-		writeRPCError(w, http.StatusInternalServerError, e.ID, &rpcError{Code: codeInternalError, Message: "could not start the MCP server process: " + err.Error()})
+	if err := h.spawn(r, s); err != nil {
+		h.table.release(key)
+		h.spawnFailed(w, e.ID, err)
 		return
 	}
+	s.onExit = func() { h.table.release(key) }
 	defer s.end("stateless request answered")
 	if version == "" {
 		version = defaultVersion
 	}
 	if err := s.handshake(r, version); err != nil {
-		h.logger.Warn("stateless handshake with server process failed", zap.Error(err))
-		writeRPCError(w, http.StatusBadGateway, e.ID, &rpcError{Code: codeInternalError, Message: "MCP server process did not initialize: " + err.Error()})
+		h.logger.Warn("stateless handshake with server process failed; answered 502", zap.Error(err))
+		writeRPCError(w, http.StatusBadGateway, e.ID, &rpcError{Code: codeInternalError, Message: "MCP server process did not initialize"})
 		return
 	}
 	h.forward(w, r, s, e)
@@ -660,6 +854,10 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, body []byte
 		badRequest(w, nil, "empty JSON-RPC batch")
 		return
 	}
+	if len(raws) > maxBatchLength {
+		badRequest(w, nil, "JSON-RPC batch of "+strconv.Itoa(len(raws))+" messages; at most "+strconv.Itoa(maxBatchLength))
+		return
+	}
 	envs := make([]*envelope, 0, len(raws))
 	for _, raw := range raws {
 		e, rerr := decodeMessage(raw)
@@ -686,7 +884,7 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, body []byte
 			err = s.proc.send(msg, s.cfg.writeTimeout)
 		}
 		if err != nil {
-			childUnavailable(w, nil, err)
+			h.childUnavailable(w, nil, err)
 			return
 		}
 	}
@@ -715,6 +913,11 @@ func (h *Handler) serveGET(w http.ResponseWriter, r *http.Request) {
 			badRequest(w, nil, "Last-Event-ID names a stream this session does not have (any more)")
 			return
 		}
+		if seq >= st.next {
+			s.mu.Unlock()
+			badRequest(w, nil, "Last-Event-ID names an event this stream has not sent")
+			return
+		}
 		after = seq
 	}
 	s.mu.Unlock()
@@ -732,24 +935,13 @@ func (h *Handler) serveDELETE(w http.ResponseWriter, r *http.Request) {
 
 // writeStream sends a stream's events after seq `after` as SSE until the
 // stream is complete, the client goes away, another writer takes the
-// stream over (resumption), the session ends, or the server shuts down.
+// stream over (resumption), the session ends, the token that opened the
+// stream expires, or the server shuts down (then what is already there is
+// still delivered, within the write deadline). Every write has a deadline.
 func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, s *Session, st *stream, after uint64, sessionID string) {
 	sw := newSSEWriter(w, sessionID)
-	s.mu.Lock()
-	prime := s.protocolVersion >= "2025-11-25"
-	kick := make(chan struct{})
-	if st.writer != nil {
-		close(st.writer)
-	}
-	st.writer = kick
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		if st.writer == kick {
-			st.writer = nil
-		}
-		s.mu.Unlock()
-	}()
+	kick, prime := s.attachWriter(st)
+	defer s.detachWriter(st, kick)
 	if prime {
 		// lets the client resume from here if the stream breaks (SEP-1699)
 		sw.add(eventID(st.id, after), nil)
@@ -757,15 +949,19 @@ func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, s *Session
 	if err := sw.flush(); err != nil {
 		return
 	}
+	var expired <-chan time.Time
+	if exp := tokenExpiry(r); !exp.IsZero() {
+		t := time.NewTimer(time.Until(exp))
+		defer t.Stop()
+		expired = t.C
+	}
 	keepalive := time.NewTicker(25 * time.Second)
 	defer keepalive.Stop()
 	var batch []event
+	shuttingDown := false
 	for {
-		s.mu.Lock()
-		evs, evicted := st.since(after)
-		batch = append(batch[:0], evs...)
-		done, closed := st.done, s.closed
-		s.mu.Unlock()
+		var evicted, done, closed bool
+		batch, evicted, done, closed = s.snapshot(st, after, batch)
 		if evicted {
 			s.logger.Warn("stream fell behind its buffer (client not reading); closed", zap.String("stream", st.id))
 			return
@@ -779,11 +975,9 @@ func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, s *Session
 				h.detached(s, st)
 				return
 			}
-			s.mu.Lock()
-			st.delivered = max(st.delivered, after)
-			s.mu.Unlock()
+			s.delivered(st, after)
 		}
-		if done || closed {
+		if done || closed || shuttingDown {
 			return
 		}
 		select {
@@ -792,6 +986,9 @@ func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, s *Session
 		case <-kick:
 			return
 		case <-h.shutdown:
+			shuttingDown = true // one more pass delivers what endStreams settled
+		case <-expired:
+			s.logger.Info("stream ended: the token that opened it expired", zap.String("stream", st.id))
 			return
 		case <-r.Context().Done():
 			h.detached(s, st)
@@ -804,6 +1001,33 @@ func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, s *Session
 			}
 		}
 	}
+}
+
+// attachWriter makes the caller the stream's writer, evicting another one
+// (a resumption takes over), and reports whether to send a priming event.
+func (s *Session) attachWriter(st *stream) (kick chan struct{}, prime bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kick = make(chan struct{})
+	if st.writer != nil {
+		close(st.writer)
+	}
+	st.writer = kick
+	return kick, s.protocolVersion >= "2025-11-25"
+}
+
+func (s *Session) detachWriter(st *stream, kick chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st.writer == kick {
+		st.writer = nil
+	}
+}
+
+func (s *Session) delivered(st *stream, seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st.delivered = max(st.delivered, seq)
 }
 
 // detached handles a client that went away from an unfinished request

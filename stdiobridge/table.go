@@ -8,7 +8,21 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 )
+
+// Locks, and the order in which they may be taken (never the reverse):
+//
+//	switchSink.mu → Session.mu → table.mu
+//	warmPool.mu → table.mu
+//	table.pubMu → warmPool.mu
+//
+// table.mu is never held while taking a Session's or the pool's lock (the
+// reaper copies the session list, releases table.mu, then looks at each
+// session). No lock is held across I/O, with one exception: process.writeMu
+// serializes writes to one child's stdin, each bounded by a deadline. Code
+// that holds a lock calls nothing that can panic, or releases it in a defer,
+// and no deferred function takes a lock the panicking code may hold.
 
 // tables holds session tables by process configuration, so that a reload
 // that leaves a route's process config unchanged keeps its sessions (the
@@ -17,29 +31,38 @@ var tables = caddy.NewUsagePool()
 
 var errSessionClosed = errors.New("session closed")
 
-// settings are the knobs of the most recently provisioned handler that
-// uses a table; they may change on reload without ending sessions.
+// settings are the knobs of the handler whose config runs (see
+// table.publish); they may change on reload without ending sessions.
 type settings struct {
 	idleTimeout     time.Duration
 	shutdownTimeout time.Duration
 	maxSessions     int
+	maxPerUser      int
+	initRate        float64 // initialize requests per second and principal; 0: unlimited
 	maxMessageSize  int
 	writeTimeout    time.Duration
+	prewarm         int
 }
 
 // table is the set of live sessions of one process configuration.
 type table struct {
 	logger   *zap.Logger
 	settings atomic.Pointer[settings]
+	gen      atomic.Uint64 // generation of the handler whose settings are published
+	pubMu    sync.Mutex    // serializes publish
+	pool     *warmPool     // prewarmed children (none while settings.prewarm is 0)
+	retained atomic.Int64  // bytes of finished streams kept for resumption, all sessions
 
 	mu       sync.Mutex
 	sessions map[string]*Session
-	reserved int // sessions being set up
+	reserved int            // sessions (or stateless children) being set up
+	perUser  map[string]int // sessions, reservations and stateless children by principal
+	rates    map[string]*rate.Limiter
+	rateKeys []string // insertion order of rates, for eviction
 	reaping  bool
 	stop     chan struct{}
 	stopped  bool
-	ending   pendingSet               // children of ended sessions still being terminated
-	pool     atomic.Pointer[warmPool] // prewarmed children, if the route asks for them
+	ending   pendingSet // children of ended sessions still being terminated
 }
 
 // pendingSet counts work in flight; unlike sync.WaitGroup, adding while
@@ -72,44 +95,113 @@ func (p *pendingSet) Wait() {
 	p.mu.Unlock()
 }
 
-func newTable(logger *zap.Logger) *table {
-	return &table{logger: logger, sessions: map[string]*Session{}, stop: make(chan struct{})}
+// newTable makes the table of a process configuration, with the settings
+// of the handler that first needs it (no other config uses it yet).
+func newTable(logger *zap.Logger, gen uint64, cfg *settings, spawn spawnFunc) *table {
+	t := &table{logger: logger, sessions: map[string]*Session{}, perUser: map[string]int{},
+		rates: map[string]*rate.Limiter{}, stop: make(chan struct{})}
+	t.pool = &warmPool{t: t, logger: logger, limit: rate.NewLimiter(4, 4)}
+	t.publish(gen, cfg, spawn)
+	return t
 }
 
-// reserve claims a slot for a new session, within max_sessions.
-func (t *table) reserve() bool {
+// publish makes a handler's settings the table's, unless a handler of a
+// newer config already did. Handlers call it once their config runs (first
+// connection or request), never in Provision: a config that fails to load
+// must not change a running route.
+func (t *table) publish(gen uint64, cfg *settings, spawn spawnFunc) {
+	t.pubMu.Lock()
+	defer t.pubMu.Unlock()
+	if gen < t.gen.Load() {
+		return
+	}
+	t.gen.Store(gen)
+	t.settings.Store(cfg)
+	t.pool.configure(cfg.prewarm, spawn)
+}
+
+// refusal says why a new session may not start.
+type refusal int
+
+const (
+	admitted refusal = iota
+	refusedStopped
+	refusedMax
+	refusedPerUser
+	refusedRate
+)
+
+// maxRateEntries bounds the per-principal initialize limiters.
+const maxRateEntries = 10000
+
+// reserve claims a slot for a new session of user, within max_sessions,
+// max_sessions_per_user and the initialize rate.
+func (t *table) reserve(user string) refusal {
+	cfg := t.settings.Load()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.stopped {
-		return false
+		return refusedStopped
 	}
-	if max := t.settings.Load().maxSessions; max > 0 && len(t.sessions)+t.reserved >= max {
-		return false
+	if cfg.maxSessions > 0 && len(t.sessions)+t.reserved >= cfg.maxSessions {
+		return refusedMax
+	}
+	if cfg.maxPerUser > 0 && t.perUser[user] >= cfg.maxPerUser {
+		return refusedPerUser
+	}
+	if cfg.initRate > 0 {
+		l := t.rates[user]
+		if l == nil {
+			for len(t.rateKeys) >= maxRateEntries {
+				delete(t.rates, t.rateKeys[0])
+				t.rateKeys = t.rateKeys[1:]
+			}
+			l = rate.NewLimiter(rate.Limit(cfg.initRate), max(1, int(2*cfg.initRate)))
+			t.rates[user] = l
+			t.rateKeys = append(t.rateKeys, user)
+		}
+		if !l.Allow() {
+			return refusedRate
+		}
 	}
 	t.reserved++
+	t.perUser[user]++
 	if !t.reaping {
 		t.reaping = true
 		go t.reap()
 	}
-	return true
+	return admitted
 }
 
-// add turns a reservation into a live session.
+// add turns a reservation into a live session; false (and the reservation
+// released) if the table was stopped meanwhile: the caller must end s.
 func (t *table) add(s *Session) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.reserved--
 	if t.stopped {
+		t.dropUserLocked(s.limitKey)
 		return false
 	}
 	t.sessions[s.id] = s
 	return true
 }
 
-func (t *table) release() {
+// release gives back a reservation that did not become a session (or the
+// slot of a stateless child that has exited).
+func (t *table) release(user string) {
 	t.mu.Lock()
 	t.reserved--
+	t.dropUserLocked(user)
 	t.mu.Unlock()
+}
+
+func (t *table) dropUserLocked(user string) {
+	if t.perUser[user] <= 1 {
+		delete(t.perUser, user)
+	} else {
+		t.perUser[user]--
+	}
 }
 
 func (t *table) get(id string) *Session {
@@ -122,6 +214,7 @@ func (t *table) remove(s *Session) {
 	t.mu.Lock()
 	if t.sessions[s.id] == s {
 		delete(t.sessions, s.id)
+		t.dropUserLocked(s.limitKey)
 	}
 	t.mu.Unlock()
 }
@@ -129,11 +222,23 @@ func (t *table) remove(s *Session) {
 func (t *table) count() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.sessions)
+	return len(t.sessions) + t.reserved
+}
+
+// list copies the live sessions.
+func (t *table) list() []*Session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*Session, 0, len(t.sessions))
+	for _, s := range t.sessions {
+		out = append(out, s)
+	}
+	return out
 }
 
 // reap ends sessions that saw no client request for session_idle_timeout,
-// whether or not a GET stream is open.
+// whether or not a GET stream is open, and drops delivered streams past
+// the resume window. It never holds table.mu while taking a session's lock.
 func (t *table) reap() {
 	for {
 		idle := t.settings.Load().idleTimeout
@@ -145,19 +250,22 @@ func (t *table) reap() {
 		}
 		idle = t.settings.Load().idleTimeout
 		now := time.Now()
-		t.mu.Lock()
-		var expired []*Session
-		for _, s := range t.sessions {
-			s.mu.Lock()
-			if now.Sub(s.lastActive) > idle {
-				expired = append(expired, s)
+		for _, s := range t.list() {
+			if s.idleSince(now) > idle {
+				s.end("idle for longer than session_idle_timeout")
+			} else {
+				s.prune(now)
 			}
-			s.mu.Unlock()
 		}
-		t.mu.Unlock()
-		for _, s := range expired {
-			s.end("idle for longer than session_idle_timeout")
-		}
+	}
+}
+
+// failInFlight answers every pending request of every session with a
+// JSON-RPC error, so that clients waiting on a route that goes away learn
+// it at once.
+func (t *table) failInFlight(reason string) {
+	for _, s := range t.list() {
+		s.failPending(reason)
 	}
 }
 
@@ -171,25 +279,22 @@ func (t *table) Destruct() error {
 	}
 	t.stopped = true
 	close(t.stop)
-	pool := t.pool.Load()
 	sessions := make([]*Session, 0, len(t.sessions))
 	for _, s := range t.sessions {
 		sessions = append(sessions, s)
 	}
 	t.mu.Unlock()
-	if pool != nil {
-		pool.stop(t.settings.Load().shutdownTimeout)
-	}
+	grace := t.settings.Load().shutdownTimeout
+	t.pool.stop()
 	var wg sync.WaitGroup
 	for _, s := range sessions {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.mu.Lock()
-			s.closeLocked("route removed or changed")
-			s.mu.Unlock()
+			s.failPending("the mcp_stdio route was removed or changed")
+			s.closeWith("route removed or changed")
 			if s.proc != nil {
-				s.proc.terminate(t.settings.Load().shutdownTimeout)
+				s.proc.terminate(grace)
 			}
 		}()
 	}
