@@ -558,4 +558,3 @@ func progressToken(params json.RawMessage) string {
 	}
 	return ""
 }
-
