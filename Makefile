@@ -41,6 +41,7 @@ fuzz:
 	go test ./mcpauth -run '^$$' -fuzz '^FuzzToken$$' -fuzztime $(FUZZTIME)
 	go test ./metadata -run '^$$' -fuzz '^FuzzCaddyfile$$' -fuzztime $(FUZZTIME)
 	go test ./stdiobridge -run '^$$' -fuzz '^FuzzScanTop$$' -fuzztime $(FUZZTIME)
+	go test ./stdiobridge -run '^$$' -fuzz '^FuzzLastEventID$$' -fuzztime $(FUZZTIME)
 
 ## bench: the performance comparison (native, mcp_stdio, mcp_auth + mcp_stdio, supergateway), README "Performance"
 bench: caddy

@@ -1,9 +1,11 @@
 package mcpauth
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -240,4 +242,24 @@ func TestDiscoveryIssuerMismatch(t *testing.T) {
 	if n := hi.requests("/jwks.json"); n != 0 {
 		t.Fatalf("the JWKS of a mismatching issuer was fetched %d times", n)
 	}
+}
+
+// Item 22: token_cache is capped and costs nothing until used.
+func TestTokenCacheBoundedAndLazy(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	h := &Handler{Issuer: "https://i.example", Audience: []string{"a"}, JWKSURL: "https://i.example/jwks", TokenCache: 10_000_000}
+	if err := h.Provision(ctx); err == nil || !strings.Contains(err.Error(), "token_cache") {
+		t.Fatalf("token_cache 10000000: %v", err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	h = provision(t, &Handler{Issuer: "https://i.example", Audience: []string{"a"}, JWKSURL: "https://i.example/jwks", TokenCache: maxTokenCache})
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapInuse) - int64(before.HeapInuse); grew > 8<<20 {
+		t.Fatalf("token_cache %d took %d MiB at provision", maxTokenCache, grew>>20)
+	}
+	_ = h
 }

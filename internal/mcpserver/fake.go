@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +30,10 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	flood    tools/call first writes 20000 notifications of 1 KiB
 //	stderr   writes a 1 MiB line and 5000 short lines to stderr at start
 //	ignore-term  SIGTERM is ignored (only SIGKILL ends it)
+//	fds      tools/call answers with the targets of its descriptors above 2
+//	setsid   starts a grandchild (sleep 6124) in a session of its own
+//	hugelast tools/call answers with a 5 MiB text and the id last
+//	giant    tools/call answers with a 32 MiB text
 //
 // On notifications/cancelled it reports the cancelled id with a
 // notifications/message, so tests can see that the bridge sent it.
@@ -40,6 +45,12 @@ func RunFakeIfRequested() {
 	has := func(m string) bool { return strings.Contains(","+mode+",", ","+m+",") }
 	if has("ignore-term") {
 		ignoreTerm()
+	}
+	if has("setsid") {
+		cmd := exec.Command("setsid", "sleep", "6124")
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, "setsid:", err)
+		}
 	}
 	if has("fork") {
 		cmd := exec.Command("sleep", "600")
@@ -109,8 +120,18 @@ func RunFakeIfRequested() {
 			switch {
 			case has("crash"):
 				os.Exit(3)
+			case has("hugelast"):
+				outMu.Lock()
+				fmt.Fprintf(out, `{"jsonrpc":"2.0","result":{"content":[{"type":"text","text":"%s"}]},"id":%s}`+"\n",
+					strings.Repeat("x", 5<<20), msg.ID)
+				out.Flush()
+				outMu.Unlock()
 			case has("huge"):
 				text(strings.Repeat("x", 5<<20))
+			case has("giant"):
+				text(strings.Repeat("x", 32<<20))
+			case has("fds"):
+				text(strings.Join(openDescriptors(), "\n"))
 			case has("flood"):
 				pad := strings.Repeat("f", 1024)
 				for i := 0; i < 20000; i++ {
@@ -137,4 +158,25 @@ func RunFakeIfRequested() {
 		}
 	}
 	os.Exit(0)
+}
+
+// openDescriptors lists "fd -> target" for this process's descriptors above
+// stderr (Linux: /proc/self/fd), leaving out the directory being read.
+func openDescriptors() []string {
+	dir, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return []string{"error: " + err.Error()}
+	}
+	defer dir.Close()
+	names, _ := dir.Readdirnames(-1)
+	var out []string
+	for _, n := range names {
+		fd, err := strconv.Atoi(n)
+		if err != nil || fd <= 2 || uintptr(fd) == dir.Fd() {
+			continue
+		}
+		target, _ := os.Readlink("/proc/self/fd/" + n)
+		out = append(out, n+" -> "+target)
+	}
+	return out
 }

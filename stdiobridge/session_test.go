@@ -1,0 +1,188 @@
+package stdiobridge
+
+import (
+	"encoding/json"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+func testSettings() *settings {
+	return &settings{idleTimeout: time.Hour, shutdownTimeout: time.Second, maxMessageSize: 4 << 20,
+		writeTimeout: time.Second, maxSessions: 100000}
+}
+
+// answered registers a request on a new stream of s and answers it with a
+// result of size bytes, as the child would.
+func answered(t testing.TB, s *Session, id int, size int) *stream {
+	e, rerr := decodeMessage([]byte(`{"jsonrpc":"2.0","id":` + strconv.Itoa(id) + `,"method":"tools/call"}`))
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	s.mu.Lock()
+	st := s.newStreamLocked(false)
+	s.mu.Unlock()
+	msg, err := s.startRequest(e, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent, _ := parseEnvelope(msg)
+	result, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": json.RawMessage(sent.ID),
+		"result": map[string]string{"text": strings.Repeat("x", size)}})
+	s.childMessage(result)
+	return st
+}
+
+// Item 7, at unit level: since() is safe for any seq a client can send.
+func TestSinceAnySeq(t *testing.T) {
+	s := newSession(nil, "", "", testSettings(), zap.NewNop())
+	st := answered(t, s, 1, 10)
+	for _, seq := range []uint64{0, 1, 2, 3, math.MaxInt64, math.MaxInt64 + 1, math.MaxUint64 - 1, math.MaxUint64} {
+		evs, _ := st.since(seq)
+		for _, e := range evs {
+			if e.seq <= seq {
+				t.Fatalf("since(%d) returned seq %d", seq, e.seq)
+			}
+		}
+	}
+}
+
+// FuzzLastEventID parses any Last-Event-ID and replays from it: never a
+// panic, only events after the id, and only ids the stream has sent.
+func FuzzLastEventID(f *testing.F) {
+	f.Add("AAAA_0")
+	f.Add("AAAA_9223372036854775808")
+	f.Add("AAAA_18446744073709551615")
+	f.Add("_1")
+	f.Add("AAAA_-1")
+	f.Add("A_B_3")
+	f.Add("AAAA_00000000000000000000001")
+	s := newSession(nil, "", "", testSettings(), zap.NewNop())
+	st := answered(f, s, 1, 10)
+	s.mu.Lock()
+	for i := 0; i < 5000; i++ { // past the event bound: the front is evicted
+		st.append([]byte(`{"n":` + strconv.Itoa(i) + `}`))
+	}
+	s.mu.Unlock()
+	f.Fuzz(func(t *testing.T, last string) {
+		_, seq, ok := parseEventID(last)
+		if !ok {
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		evs, evicted := st.since(seq)
+		if seq >= st.next && (len(evs) > 0 || evicted) {
+			t.Fatalf("since(%d) past next %d: %d events, evicted %v", seq, st.next, len(evs), evicted)
+		}
+		for _, e := range evs {
+			if e.seq <= seq || e.seq >= st.next {
+				t.Fatalf("since(%d) gave seq %d (next %d)", seq, e.seq, st.next)
+			}
+		}
+	})
+}
+
+// Item 8: the reaper, DELETE and child exits take the table's and the
+// sessions' locks in one order; with the old order this deadlocked.
+func TestReaperEndAndExitDoNotDeadlock(t *testing.T) {
+	cfg := testSettings()
+	cfg.idleTimeout = time.Millisecond
+	tb := newTable(zap.NewNop(), 1, cfg, nil)
+	defer tb.Destruct()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for round := 0; round < 50; round++ {
+			var wg sync.WaitGroup
+			for i := 0; i < 20; i++ {
+				if tb.reserve("u") != admitted {
+					t.Error("reserve refused")
+					return
+				}
+				s := newSession(tb, "", "u", cfg, zap.NewNop())
+				tb.add(s)
+				s.markStarted()
+				if i%2 == 0 {
+					continue // left to the reaper
+				}
+				wg.Add(2)
+				go func() { defer wg.Done(); s.end("DELETE") }()
+				go func() { defer wg.Done(); s.childExited(nil) }()
+			}
+			wg.Wait()
+			for tb.count() > 0 { // the reaper ends the rest, while others end theirs
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("deadlock: reaper, end and childExited did not finish")
+	}
+	if n := tb.count(); n != 0 {
+		t.Fatalf("%d sessions left in the table", n)
+	}
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	if len(tb.perUser) != 0 || tb.reserved != 0 {
+		t.Fatalf("per-user counts %v, reserved %d: slots leaked", tb.perUser, tb.reserved)
+	}
+}
+
+// Item 12: finished streams are kept within the session's and the route's
+// byte bounds, and dropped once delivered and past the resume window.
+func TestRetentionIsBounded(t *testing.T) {
+	cfg := testSettings()
+	tb := newTable(zap.NewNop(), 1, cfg, nil)
+	defer tb.Destruct()
+	var sessions []*Session
+	for i := 0; i < 40; i++ { // 40 sessions × 32 streams × 1 MiB would be 1.25 GiB
+		if tb.reserve("u") != admitted {
+			t.Fatal("reserve refused")
+		}
+		s := newSession(tb, "", "u", cfg, zap.NewNop())
+		tb.add(s)
+		sessions = append(sessions, s)
+		for j := 0; j < 32; j++ {
+			answered(t, s, j, 1<<20)
+		}
+		s.mu.Lock()
+		if s.retained > maxSessionRetained || len(s.finished) > maxRetainedStreams {
+			t.Fatalf("session keeps %d bytes in %d streams", s.retained, len(s.finished))
+		}
+		s.mu.Unlock()
+		if r := tb.retained.Load(); r > maxRouteRetained+2<<20 {
+			t.Fatalf("route keeps %d bytes", r)
+		}
+	}
+	t.Logf("route keeps %d MiB of finished streams", tb.retained.Load()>>20)
+	// delivered and past the window: all dropped
+	later := time.Now().Add(resumeGrace + time.Second)
+	for _, s := range sessions {
+		s.mu.Lock()
+		for _, st := range s.finished {
+			st.delivered = st.next - 1
+		}
+		s.mu.Unlock()
+		s.prune(later)
+	}
+	if r := tb.retained.Load(); r != 0 {
+		t.Fatalf("%d bytes retained after delivery and the resume window", r)
+	}
+	// undelivered streams stay for resumption (within bounds)
+	s := sessions[0]
+	st := answered(t, s, 99, 100)
+	s.prune(later)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.streams[st.id] == nil {
+		t.Fatal("an undelivered stream was dropped before its client could resume")
+	}
+}
