@@ -1,8 +1,12 @@
 package metadata
 
 import (
+	"bufio"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/caddymcp/caddymcp/internal/caddyrun"
@@ -162,6 +166,69 @@ http://127.0.0.1:{{PORT}} {
 		"X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"mcp.example.com"},
 	})
 	expect(t, resp, 200, nil, `{"resource":"https://mcp.example.com/mcp","authorization_servers":["https://auth.example.com"]}`)
+	// the value the trusted proxy added is the last one; a client's comes first
+	resp = c.Do("GET", "/.well-known/oauth-protected-resource/mcp", http.Header{
+		"X-Forwarded-Proto": {"http, https"}, "X-Forwarded-Host": {"evil.example, mcp.example.com"},
+	})
+	expect(t, resp, 200, nil, `{"resource":"https://mcp.example.com/mcp","authorization_servers":["https://auth.example.com"]}`)
+	resp = c.Do("GET", "/.well-known/oauth-protected-resource/mcp", http.Header{
+		"X-Forwarded-Host": {"evil.example", "mcp.example.com"},
+	})
+	expect(t, resp, 200, nil, `{"resource":"http://mcp.example.com/mcp","authorization_servers":["https://auth.example.com"]}`)
+	// a forwarded host that is not one is ignored
+	resp = c.Do("GET", "/.well-known/oauth-protected-resource/mcp", http.Header{
+		"X-Forwarded-Host": {"evil.example/x#"},
+	})
+	expect(t, resp, 200, nil, `{"resource":"http://127.0.0.1:`+itoa(c.Port)+`/mcp","authorization_servers":["https://auth.example.com"]}`)
+}
+
+// Item 24: a derived resource never holds dot segments or a fragment, and
+// the response says what it varies on.
+func TestDerivedResourceIsClean(t *testing.T) {
+	c := caddyrun.StartCaddyfile(t, "", `
+http://127.0.0.1:{{PORT}} {
+	oauth_protected_resource {
+		authorization_servers https://auth.example.com
+	}
+	respond "not metadata" 404
+}
+`)
+	addr := "127.0.0.1:" + itoa(c.Port)
+	for _, path := range []string{
+		"/.well-known/oauth-protected-resource/../../stdio/mcp",
+		"/.well-known/oauth-protected-resource/a/./b",
+		"/.well-known/oauth-protected-resource/%2e%2e/x",
+		"/.well-known/oauth-protected-resource/mcp%23frag",
+		"/.well-known/oauth-protected-resource/mcp%3Fq=1",
+	} {
+		status, body := rawGet(t, addr, "127.0.0.1", path)
+		if status != 404 || strings.Contains(body, `"resource"`) {
+			t.Errorf("%s: %d %s", path, status, body)
+		}
+	}
+	resp := c.Do("GET", "/.well-known/oauth-protected-resource/mcp", nil)
+	resp.Body.Close()
+	if v := strings.Join(resp.Header.Values("Vary"), ", "); !strings.Contains(v, "Host") || !strings.Contains(v, "X-Forwarded-Host") {
+		t.Errorf("Vary %q", v)
+	}
+}
+
+// rawGet sends a GET with the path exactly as given.
+func rawGet(t *testing.T, addr, host, path string) (int, string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 func TestJSONConfig(t *testing.T) {

@@ -234,8 +234,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if repl == nil {
 		repl = caddy.NewReplacer()
 	}
+	derived := h.Resource == "" || strings.Contains(h.Resource, "{")
+	if h.Resource == "" {
+		// a resource identifier has no dot segments and no fragment
+		// (RFC 9728 section 1.2): no metadata for such a path, and
+		// nothing derived from a Host that is not one
+		if wellknown.HasDotSegment(r.URL.Path) || !wellknown.ValidHost(r.Host) {
+			return caddyhttp.Error(http.StatusNotFound,
+				fmt.Errorf("no protected resource at %q", r.URL.Path))
+		}
+	}
 	hdr := w.Header()
 	h.setCORS(hdr, r, repl)
+	if derived {
+		// the document depends on these; a shared cache must key on them
+		hdr.Add("Vary", "Host, X-Forwarded-Host, X-Forwarded-Proto")
+	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 	case http.MethodOptions:

@@ -22,7 +22,9 @@ const AuthorizationServerPrefix = "/.well-known/oauth-authorization-server"
 
 // Origin returns the scheme and host the client used to reach this request.
 // X-Forwarded-Proto and X-Forwarded-Host are honoured only when Caddy has
-// determined that the immediate peer is one of the server's trusted proxies.
+// determined that the immediate peer is one of the server's trusted proxies,
+// and then only the value that proxy added (the last one: a client can put
+// anything before it). A host that is not a valid host[:port] is ignored.
 func Origin(r *http.Request) (scheme, host string) {
 	scheme = "http"
 	if r.TLS != nil {
@@ -30,23 +32,61 @@ func Origin(r *http.Request) (scheme, host string) {
 	}
 	host = r.Host
 	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); trusted {
-		if p := firstValue(r.Header.Get("X-Forwarded-Proto")); p == "http" || p == "https" {
+		if p := lastValue(r.Header.Values("X-Forwarded-Proto")); p == "http" || p == "https" {
 			scheme = p
 		}
-		if h := firstValue(r.Header.Get("X-Forwarded-Host")); h != "" {
+		if h := lastValue(r.Header.Values("X-Forwarded-Host")); h != "" && ValidHost(h) {
 			host = h
 		}
 	}
 	return scheme, host
 }
 
-// firstValue returns the first element of a comma-separated header value,
-// which is the one set by the proxy nearest to the client.
-func firstValue(v string) string {
-	if i := strings.IndexByte(v, ','); i >= 0 {
-		v = v[:i]
+// lastValue returns the last element of a comma-separated header (over all
+// its lines): the one added by the proxy nearest to us.
+func lastValue(values []string) string {
+	if len(values) == 0 {
+		return ""
+	}
+	v := values[len(values)-1]
+	if i := strings.LastIndexByte(v, ','); i >= 0 {
+		v = v[i+1:]
 	}
 	return strings.ToLower(strings.TrimSpace(v))
+}
+
+// ValidHost reports whether h is a host[:port] that can stand in a URL's
+// authority as it is: letters, digits, '-', '.', '_', and an IPv6 literal
+// in brackets; nothing that would start a path, query, fragment or
+// userinfo.
+func ValidHost(h string) bool {
+	if h == "" || len(h) > 255 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '-' || c == '.' || c == '_' || c == ':' || c == '[' || c == ']':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// HasDotSegment reports whether a (decoded) path has a "." or ".."
+// segment, or a character that would end a URL's path (# or ?).
+func HasDotSegment(path string) bool {
+	if strings.ContainsAny(path, "#?") {
+		return true
+	}
+	for seg := range strings.SplitSeq(path, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 // IsUnder reports whether path is prefix itself or lies below it.
