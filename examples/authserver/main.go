@@ -26,6 +26,8 @@ func main() {
 	clientID := flag.String("client-id", "demo", "pre-registered confidential client (for client_credentials with curl)")
 	clientSecret := flag.String("client-secret", "demo-secret", "its secret")
 	stateFile := flag.String("state", "", "file that keeps the signing key and registered clients across restarts")
+	resources := flag.String("resources", "http://localhost:3000/stdio/mcp http://localhost:3000/remote/mcp", "space-separated resources tokens may be issued for")
+	cors := flag.String("cors-origins", "http://localhost:6274 http://127.0.0.1:6274", "space-separated browser origins allowed (the MCP Inspector's)")
 	flag.Parse()
 	if *issuer == "" {
 		*issuer = "http://" + *addr
@@ -38,6 +40,8 @@ func main() {
 		Clients:         map[string]string{*clientID: *clientSecret},
 		Logf:            log.Printf,
 		StateFile:       *stateFile,
+		Resources:       strings.Fields(*resources),
+		CORSOrigins:     strings.Fields(*cors),
 	})
 	if err != nil {
 		log.Fatal(err)

@@ -54,8 +54,14 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// StateFile, if set, keeps the signing key and the registered clients
 	// across restarts, so that clients which cached a registration or a
-	// token (the MCP Inspector does) keep working.
+	// token (the MCP Inspector does) keep working. Written 0600.
 	StateFile string
+	// Resources are the resource indicators (RFC 8707) tokens may be
+	// issued for; empty: any absolute URI.
+	Resources []string
+	// CORSOrigins are the browser origins allowed to call the endpoints
+	// (the MCP Inspector's); no other origin gets CORS headers.
+	CORSOrigins []string
 }
 
 // state is what StateFile holds.
@@ -73,10 +79,11 @@ type Server struct {
 	jwks []byte
 	mux  *http.ServeMux
 
-	mu      sync.Mutex
-	clients map[string]*client
-	codes   map[string]*grant
-	refresh map[string]*grant
+	mu          sync.Mutex
+	clients     map[string]*client
+	codes       map[string]*grant
+	refresh     map[string]*grant
+	usedRefresh map[string]string // rotated refresh token -> its family (reuse revokes the family)
 }
 
 type client struct {
@@ -97,6 +104,7 @@ type grant struct {
 	resource    string
 	sub         string
 	expires     time.Time
+	family      string // refresh tokens issued from one authorization
 }
 
 // New creates a server with a fresh RSA signing key.
@@ -114,7 +122,8 @@ func New(opts Options) (*Server, error) {
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
-	s := &Server{opts: opts, clients: map[string]*client{}, codes: map[string]*grant{}, refresh: map[string]*grant{}}
+	s := &Server{opts: opts, clients: map[string]*client{}, codes: map[string]*grant{}, refresh: map[string]*grant{},
+		usedRefresh: map[string]string{}}
 	if err := s.loadState(); err != nil {
 		return nil, err
 	}
@@ -152,12 +161,17 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// ServeHTTP serves the endpoints, with CORS for browser-based clients.
+// ServeHTTP serves the endpoints, with CORS for the configured browser
+// origins only (any web page could otherwise register clients and fetch
+// tokens through a visitor's browser).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
-	h.Set("Access-Control-Allow-Origin", "*")
-	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Mcp-Protocol-Version")
-	h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+	h.Add("Vary", "Origin")
+	if o := r.Header.Get("Origin"); o != "" && slices.Contains(s.opts.CORSOrigins, o) {
+		h.Set("Access-Control-Allow-Origin", o)
+		h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Mcp-Protocol-Version")
+		h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+	}
 	if r.Method == http.MethodOptions {
 		w.WriteHeader(http.StatusNoContent)
 		return
@@ -224,8 +238,8 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, u := range req.RedirectURIs {
-		if p, err := url.Parse(u); err != nil || p.Scheme == "" || p.Fragment != "" {
-			oauthError(w, http.StatusBadRequest, "invalid_redirect_uri", "redirect URI "+u+" is not an absolute URI")
+		if !validRedirectURI(u) {
+			oauthError(w, http.StatusBadRequest, "invalid_redirect_uri", "redirect URI "+u+" must be https, or http on a loopback host, without fragment")
 			return
 		}
 	}
@@ -238,6 +252,14 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(req.GrantTypes) == 0 {
 		req.GrantTypes = []string{"authorization_code", "refresh_token"}
+	}
+	for _, g := range req.GrantTypes {
+		if g != "authorization_code" && g != "refresh_token" {
+			// client_credentials only for pre-registered clients: a
+			// self-registered client acts for a user, never on its own
+			oauthError(w, http.StatusBadRequest, "invalid_client_metadata", "grant type "+g+" cannot be registered")
+			return
+		}
 	}
 	c := &client{ID: "client-" + rand.Text()[:16], RedirectURIs: req.RedirectURIs, Name: req.Name,
 		AuthMethod: req.AuthMethod, GrantTypes: req.GrantTypes, IssuedAt: time.Now().Unix()}
@@ -296,12 +318,14 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		fail("invalid_scope", err.Error())
 		return
 	}
+	if !slices.Contains(c.GrantTypes, "authorization_code") {
+		fail("unauthorized_client", "the client is not registered for authorization_code")
+		return
+	}
 	resource := q.Get("resource")
-	if resource != "" {
-		if u, err := url.Parse(resource); err != nil || !u.IsAbs() || u.Fragment != "" {
-			fail("invalid_target", "resource must be an absolute URI without fragment")
-			return
-		}
+	if err := s.checkResource(resource); err != nil {
+		fail("invalid_target", err.Error())
+		return
 	}
 	code := rand.Text()
 	s.mu.Lock()
@@ -315,6 +339,52 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	back.RawQuery = v.Encode()
 	s.opts.Logf("approved authorization for client %s, scope %q, resource %q", c.ID, scope, resource)
 	http.Redirect(w, r, back.String(), http.StatusFound)
+}
+
+// checkResource accepts an absolute URI without fragment among the
+// configured resources ("" is no resource).
+func (s *Server) checkResource(resource string) error {
+	if resource == "" {
+		return nil
+	}
+	if u, err := url.Parse(resource); err != nil || !u.IsAbs() || u.Fragment != "" {
+		return fmt.Errorf("resource must be an absolute URI without fragment")
+	}
+	if len(s.opts.Resources) > 0 && !slices.Contains(s.opts.Resources, resource) {
+		return fmt.Errorf("resource %s is not served by this authorization server", resource)
+	}
+	return nil
+}
+
+// validRedirectURI accepts https, and http on a loopback host (RFC 8252
+// native apps, the Inspector): never javascript:, data: or other schemes.
+func validRedirectURI(u string) bool {
+	p, err := url.Parse(u)
+	if err != nil || p.Fragment != "" || strings.Contains(u, "#") || p.Host == "" || p.User != nil {
+		return false
+	}
+	switch p.Scheme {
+	case "https":
+		return true
+	case "http":
+		h := p.Hostname()
+		return h == "localhost" || h == "127.0.0.1" || h == "::1"
+	}
+	return false
+}
+
+// validVerifier checks RFC 7636 section 4.1: 43 to 128 unreserved characters.
+func validVerifier(v string) bool {
+	if len(v) < 43 || len(v) > 128 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~') {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Server) checkScope(requested string) (string, error) {
@@ -343,7 +413,16 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var g *grant
-	switch r.PostForm.Get("grant_type") {
+	grantType := r.PostForm.Get("grant_type")
+	if !slices.Contains([]string{"authorization_code", "refresh_token", "client_credentials"}, grantType) {
+		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be authorization_code, refresh_token or client_credentials")
+		return
+	}
+	if !slices.Contains(c.GrantTypes, grantType) {
+		oauthError(w, http.StatusBadRequest, "unauthorized_client", "the client is not registered for "+grantType)
+		return
+	}
+	switch grantType {
 	case "authorization_code":
 		s.mu.Lock()
 		g = s.codes[r.PostForm.Get("code")]
@@ -357,24 +436,44 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 			oauthError(w, http.StatusBadRequest, "invalid_grant", "redirect_uri does not match")
 			return
 		}
+		if !validVerifier(r.PostForm.Get("code_verifier")) {
+			oauthError(w, http.StatusBadRequest, "invalid_grant", "code_verifier must be 43 to 128 characters of [A-Za-z0-9-._~] (RFC 7636)")
+			return
+		}
 		sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
 		if subtle.ConstantTimeCompare([]byte(base64.RawURLEncoding.EncodeToString(sum[:])), []byte(g.challenge)) != 1 {
 			oauthError(w, http.StatusBadRequest, "invalid_grant", "PKCE verification failed")
 			return
 		}
-		if res := r.PostForm.Get("resource"); res != "" && g.resource != "" && res != g.resource {
+		// the audience was fixed at /authorize
+		if res := r.PostForm.Get("resource"); res != "" && res != g.resource {
 			oauthError(w, http.StatusBadRequest, "invalid_target", "resource differs from the authorization request")
 			return
-		} else if g.resource == "" {
-			g.resource = res
 		}
+		g.family = rand.Text()
 	case "refresh_token":
+		rt := r.PostForm.Get("refresh_token")
 		s.mu.Lock()
-		g = s.refresh[r.PostForm.Get("refresh_token")]
-		delete(s.refresh, r.PostForm.Get("refresh_token")) // rotated
+		g = s.refresh[rt]
+		delete(s.refresh, rt) // rotated
+		if g != nil {
+			s.usedRefresh[rt] = g.family
+		} else if family, reused := s.usedRefresh[rt]; reused {
+			// a rotated token came back: it leaked; end its whole family
+			for k, other := range s.refresh {
+				if other.family == family {
+					delete(s.refresh, k)
+				}
+			}
+			s.opts.Logf("refresh token reused: revoked its family")
+		}
 		s.mu.Unlock()
 		if g == nil || g.clientID != c.ID {
 			oauthError(w, http.StatusBadRequest, "invalid_grant", "refresh token is unknown or already used")
+			return
+		}
+		if res := r.PostForm.Get("resource"); res != "" && res != g.resource {
+			oauthError(w, http.StatusBadRequest, "invalid_target", "resource differs from the authorization request")
 			return
 		}
 	case "client_credentials":
@@ -387,10 +486,11 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 			oauthError(w, http.StatusBadRequest, "invalid_scope", err.Error())
 			return
 		}
+		if err := s.checkResource(r.PostForm.Get("resource")); err != nil {
+			oauthError(w, http.StatusBadRequest, "invalid_target", err.Error())
+			return
+		}
 		g = &grant{clientID: c.ID, scope: scope, resource: r.PostForm.Get("resource"), sub: c.ID}
-	default:
-		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be authorization_code, refresh_token or client_credentials")
-		return
 	}
 	aud := g.resource
 	if aud == "" {
@@ -405,7 +505,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		"access_token": access, "token_type": "Bearer",
 		"expires_in": int(s.opts.TokenTTL / time.Second), "scope": g.scope,
 	}
-	if r.PostForm.Get("grant_type") != "client_credentials" {
+	if grantType != "client_credentials" {
 		rt := rand.Text()
 		s.mu.Lock()
 		s.refresh[rt] = g
@@ -501,8 +601,23 @@ func (s *Server) saveStateLocked() error {
 	if err != nil {
 		return err
 	}
+	// a fresh file (whatever was there before, and whatever the umask),
+	// 0600, renamed over the state file
 	tmp := s.opts.StateFile + ".tmp"
-	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
+	_ = os.Remove(tmp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(raw); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
 		return err
 	}
 	return os.Rename(tmp, s.opts.StateFile)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 
@@ -168,5 +169,139 @@ func TestStateFileKeepsKeyAndClients(t *testing.T) {
 	}
 	if _, err := jwt.Parse(tok, func(*jwt.Token) (any, error) { return b.key.Public(), nil }); err != nil {
 		t.Fatalf("old token does not verify with the kept key: %v", err)
+	}
+}
+
+// register registers a client by DCR and returns the status and answer.
+func register(t *testing.T, issuer string, meta map[string]any) (int, map[string]any) {
+	t.Helper()
+	reg, _ := json.Marshal(meta)
+	resp, err := http.Post(issuer+"/register", "application/json", strings.NewReader(string(reg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	return resp.StatusCode, m
+}
+
+// Item 25: the example authorization server is a good example, not an
+// open door: CORS for the Inspector only, registered grant types, redirect
+// URIs, resources, PKCE verifiers, refresh token reuse, a private state file.
+func TestExampleServerIsNotAnOpenDoor(t *testing.T) {
+	ts := httptest.NewUnstartedServer(nil)
+	issuer := "http://" + ts.Listener.Addr().String()
+	state := t.TempDir() + "/state.json"
+	// a state file (and a leftover temporary) readable by everyone
+	if err := os.WriteFile(state+".tmp", []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Options{Issuer: issuer, Scopes: []string{"read:all"}, Clients: map[string]string{"demo": "demo-secret"},
+		StateFile: state, Resources: []string{"http://localhost:3000/stdio/mcp"}, CORSOrigins: []string{"http://localhost:6274"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.Config.Handler = s
+	ts.Start()
+	t.Cleanup(ts.Close)
+	if fi, err := os.Stat(state); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state file: %v %v", fi.Mode(), err)
+	}
+
+	for origin, want := range map[string]string{"http://localhost:6274": "http://localhost:6274", "https://evil.example": ""} {
+		req, _ := http.NewRequest("OPTIONS", issuer+"/token", nil)
+		req.Header.Set("Origin", origin)
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Access-Control-Allow-Origin"); got != want {
+			t.Errorf("Origin %s: Access-Control-Allow-Origin %q, want %q", origin, got, want)
+		}
+	}
+
+	for _, uri := range []string{"javascript:alert(1)", "data:text/html,x", "http://evil.example/cb", "ftp://x/cb", "https://x/cb#f", "https://user@x/cb"} {
+		if status, m := register(t, issuer, map[string]any{"redirect_uris": []string{uri}, "token_endpoint_auth_method": "none"}); status != 400 {
+			t.Errorf("redirect URI %s registered: %d %v", uri, status, m)
+		}
+	}
+	if status, m := register(t, issuer, map[string]any{"redirect_uris": []string{"https://app.example/cb"}, "grant_types": []string{"client_credentials"}}); status != 400 {
+		t.Errorf("client_credentials registered by DCR: %d %v", status, m)
+	}
+	status, cl := register(t, issuer, map[string]any{"redirect_uris": []string{"http://localhost:1/cb"}})
+	if status != 201 {
+		t.Fatalf("register: %d %v", status, cl)
+	}
+	id, secret := cl["client_id"].(string), cl["client_secret"].(string)
+	// a self-registered client cannot get tokens of its own
+	if status, m := postForm(t, issuer+"/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {id}, "client_secret": {secret},
+		"resource": {"http://localhost:3000/stdio/mcp"}}); status != 400 || m["error"] != "unauthorized_client" {
+		t.Errorf("client_credentials for a DCR client: %d %v", status, m)
+	}
+	// nor the demo client a token for a resource this server does not serve
+	if status, m := postForm(t, issuer+"/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {"demo"}, "client_secret": {"demo-secret"},
+		"resource": {"https://bank.example/api"}}); status != 400 || m["error"] != "invalid_target" {
+		t.Errorf("client_credentials for a foreign resource: %d %v", status, m)
+	}
+	// the demo client is not registered for the code flow
+	if status, m := postForm(t, issuer+"/token", url.Values{"grant_type": {"refresh_token"}, "client_id": {"demo"}, "client_secret": {"demo-secret"},
+		"refresh_token": {"x"}}); status != 400 || m["error"] != "unauthorized_client" {
+		t.Errorf("refresh_token for the demo client: %d %v", status, m)
+	}
+
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	code := func(verifier, resource string) string {
+		sum := sha256.Sum256([]byte(verifier))
+		q := url.Values{"response_type": {"code"}, "client_id": {id}, "redirect_uri": {"http://localhost:1/cb"},
+			"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"},
+			"resource": {resource}}
+		resp, err := noRedirect.Get(issuer + "/authorize?" + q.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, _ := url.Parse(resp.Header.Get("Location"))
+		return loc.Query().Get("code")
+	}
+	exchange := func(c, verifier, resource string) (int, map[string]any) {
+		return postForm(t, issuer+"/token", url.Values{"grant_type": {"authorization_code"}, "code": {c}, "client_id": {id},
+			"client_secret": {secret}, "code_verifier": {verifier}, "resource": {resource}})
+	}
+	if c := code("x", "https://bank.example/api"); c != "" {
+		t.Errorf("authorize for a foreign resource issued a code")
+	}
+	short := "short-verifier"
+	if status, m := exchange(code(short, "http://localhost:3000/stdio/mcp"), short, ""); status != 400 || m["error"] != "invalid_grant" {
+		t.Errorf("a %d-character verifier: %d %v", len(short), status, m)
+	}
+	long := strings.Repeat("v", 50)
+	// the audience is fixed at /authorize
+	if status, m := exchange(code(long, ""), long, "http://localhost:3000/stdio/mcp"); status != 400 || m["error"] != "invalid_target" {
+		t.Errorf("resource added at /token: %d %v", status, m)
+	}
+	status, tok := exchange(code(long, "http://localhost:3000/stdio/mcp"), long, "")
+	if status != 200 {
+		t.Fatalf("code exchange: %d %v", status, tok)
+	}
+	refresh := func(rt string) (int, map[string]any) {
+		return postForm(t, issuer+"/token", url.Values{"grant_type": {"refresh_token"}, "client_id": {id}, "client_secret": {secret}, "refresh_token": {rt}})
+	}
+	first := tok["refresh_token"].(string)
+	status, next := refresh(first)
+	if status != 200 {
+		t.Fatalf("refresh: %d %v", status, next)
+	}
+	// the rotated token comes back (stolen): the whole family is revoked
+	if status, _ := refresh(first); status != 400 {
+		t.Fatalf("reused refresh token: %d", status)
+	}
+	if status, m := refresh(next["refresh_token"].(string)); status != 400 {
+		t.Fatalf("the family's newer refresh token still works after reuse: %d %v", status, m)
+	}
+	if fi, err := os.Stat(state); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state file after registrations: %v %v", fi.Mode(), err)
 	}
 }
