@@ -28,7 +28,7 @@ try {
 	await toggle.check({ force: true });
 	// 401 -> metadata -> registration -> /authorize (auto-approved) -> callback -> token
 	await page.getByText("Connected", { exact: true }).first().waitFor({ timeout: 30000 });
-	if (!visited.some((u) => u.startsWith("http://localhost:9000/authorize"))) {
+	if (!visited.some((u) => u.startsWith(`http://localhost:${process.env.CADDYMCP_AUTH_PORT || 9000}/authorize`))) {
 		await fail(page, "the browser never visited the authorization endpoint");
 	}
 	await page.getByText("Tools", { exact: true }).first().click();

@@ -15,8 +15,10 @@ mkdir -p "$out"
 
 t0=$SECONDS
 step() { echo; echo "--- $* ($((SECONDS - t0))s)"; }
+export CADDYMCP_PORT=${CADDYMCP_PORT:-3000} CADDYMCP_AUTH_PORT=${CADDYMCP_AUTH_PORT:-9000}
+export CADDYMCP_UPSTREAM_PORT=${CADDYMCP_UPSTREAM_PORT:-8000} CADDYMCP_ADMIN_PORT=${CADDYMCP_ADMIN_PORT:-2019}
 wait_port() { for _ in $(seq 1200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened"; return 1; }
-for port in 3000 8000 9000 2019 6274; do
+for port in $CADDYMCP_PORT $CADDYMCP_UPSTREAM_PORT $CADDYMCP_AUTH_PORT $CADDYMCP_ADMIN_PORT 6274; do
 	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "port $port is already in use; stop what uses it"; exit 1; fi
 done
 
@@ -29,7 +31,7 @@ cleanup() {
 	kill -INT -- "-$example" 2>/dev/null || true
 }
 trap cleanup EXIT
-for port in 9000 8000 3000; do wait_port $port; done
+for port in $CADDYMCP_AUTH_PORT $CADDYMCP_UPSTREAM_PORT $CADDYMCP_PORT; do wait_port $port; done
 for _ in $(seq 100); do grep -q "caddymcp example is up" "$out/example.log" && break; sleep 0.1; done
 grep -q "caddymcp example is up" "$out/example.log" || { cat "$out/example.log"; echo "the example did not come up"; exit 1; }
 echo "example up after $((SECONDS - t0))s"
@@ -39,9 +41,9 @@ CADDYMCP_EXAMPLE_RUNNING=1 go test -count=1 ./examples -run TestREADMEWalkthroug
 
 step "MCP Inspector CLI"
 inspect() { node "$tools/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js" --cli "$@" 2>&1; }
-token() { curl -s localhost:9000/token -d grant_type=client_credentials -d client_id=demo -d client_secret=demo-secret -d scope=read:all -d "resource=$1" | sed -E 's/.*"access_token":"([^"]+)".*/\1/'; }
+token() { curl -s localhost:$CADDYMCP_AUTH_PORT/token -d grant_type=client_credentials -d client_id=demo -d client_secret=demo-secret -d scope=read:all -d "resource=$1" | sed -E 's/.*"access_token":"([^"]+)".*/\1/'; }
 for route in stdio remote; do
-	url=http://localhost:3000/$route/mcp
+	url=http://localhost:$CADDYMCP_PORT/$route/mcp
 	tok=$(token "$url")
 	s=$SECONDS
 	inspect "$url" --method tools/list --header "Authorization: Bearer $tok" > "$out/inspector-$route-list.json"
@@ -64,7 +66,7 @@ else
 	s=$SECONDS
 	rm -rf "$out/inspector-home"
 	HOME="$out/inspector-home" MCP_AUTO_OPEN_ENABLED=false setsid node "$tools/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js" \
-		--web --transport http --server-url http://localhost:3000/stdio/mcp > "$out/inspector-web.log" 2>&1 &
+		--web --transport http --server-url http://localhost:$CADDYMCP_PORT/stdio/mcp > "$out/inspector-web.log" 2>&1 &
 	inspector=$!
 	for _ in $(seq 300); do grep -q 'MCP_INSPECTOR_API_TOKEN=' "$out/inspector-web.log" && break; sleep 0.1; done
 	url=$(grep -o 'http://127.0.0.1:6274[^ ]*MCP_INSPECTOR_API_TOKEN=[0-9a-f]*' "$out/inspector-web.log" | head -1)

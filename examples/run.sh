@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Runs the caddymcp example: the example authorization server on :9000, a
 # remote Streamable HTTP MCP server on :8000 (go-sdk's everything-server),
-# and Caddy (./caddy, from `make build`) with Caddyfile.example on :3000.
-# Ctrl-C stops everything.
+# and Caddy (./caddy, from `make build`) with Caddyfile.example on :3000
+# (admin API on :2019). Other ports: CADDYMCP_PORT, CADDYMCP_AUTH_PORT,
+# CADDYMCP_UPSTREAM_PORT, CADDYMCP_ADMIN_PORT. Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export CADDYMCP_PORT=${CADDYMCP_PORT:-3000} CADDYMCP_AUTH_PORT=${CADDYMCP_AUTH_PORT:-9000}
+export CADDYMCP_UPSTREAM_PORT=${CADDYMCP_UPSTREAM_PORT:-8000} CADDYMCP_ADMIN_PORT=${CADDYMCP_ADMIN_PORT:-2019}
+mcp=http://localhost:$CADDYMCP_PORT
 
 mkdir -p bin
 go build -o bin/authserver ./examples/authserver
@@ -19,28 +23,29 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-bin/authserver -addr localhost:9000 -state bin/authserver-state.json &
+bin/authserver -addr "localhost:$CADDYMCP_AUTH_PORT" -state bin/authserver-state.json \
+	-audience "$mcp/stdio/mcp" -resources "$mcp/stdio/mcp $mcp/remote/mcp" &
 pids+=($!)
-bin/everything-server -http localhost:8000 -stateless=false &
+bin/everything-server -http "localhost:$CADDYMCP_UPSTREAM_PORT" -stateless=false &
 pids+=($!)
 PATH="$PWD/bin:$PATH" ./caddy run --config Caddyfile.example --adapter caddyfile &
 pids+=($!)
 
-for port in 9000 8000 3000; do
+for port in "$CADDYMCP_AUTH_PORT" "$CADDYMCP_UPSTREAM_PORT" "$CADDYMCP_PORT"; do
 	for _ in $(seq 100); do
 		(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
 		sleep 0.1
 	done
 done
 
-cat <<'MSG'
+cat <<MSG
 
 caddymcp example is up:
   MCP endpoints (point an MCP client here; both need an OAuth token):
-    http://localhost:3000/stdio/mcp    a stdio MCP server run by mcp_stdio
-    http://localhost:3000/remote/mcp   a remote Streamable HTTP MCP server behind reverse_proxy
-  authorization server (development only): http://localhost:9000
-  try: curl -i http://localhost:3000/remote/mcp
+    $mcp/stdio/mcp    a stdio MCP server run by mcp_stdio
+    $mcp/remote/mcp   a remote Streamable HTTP MCP server behind reverse_proxy
+  authorization server (development only): http://localhost:$CADDYMCP_AUTH_PORT
+  try: curl -i $mcp/remote/mcp
 Press Ctrl-C to stop.
 
 MSG

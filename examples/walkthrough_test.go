@@ -67,7 +67,15 @@ func TestREADMEWalkthrough(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	steps := walkthrough(t, string(readme))
+	// the example may run on other ports (CADDYMCP_PORT and friends): the
+	// walkthrough's commands and output then use them
+	ports := []string{}
+	for env, def := range map[string]string{"CADDYMCP_PORT": "3000", "CADDYMCP_AUTH_PORT": "9000"} {
+		if p := os.Getenv(env); p != "" && p != def {
+			ports = append(ports, "localhost:"+def, "localhost:"+p)
+		}
+	}
+	steps := walkthrough(t, strings.NewReplacer(ports...).Replace(string(readme)))
 	const marker = "@@walkthrough-step@@"
 	var script strings.Builder
 	script.WriteString("cd ..\n")

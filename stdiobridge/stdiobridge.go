@@ -62,8 +62,9 @@ func init() {
 // MCP-Protocol-Version, Mcp-Session-Id) and for DNS rebinding (Host and
 // Origin). Answers to requests come as SSE streams with event ids; a client
 // resumes a broken stream with Last-Event-ID. Sessions are bound to the
-// user that mcp_auth authenticated ({http.auth.user.id}): another user's
-// request with the same session id gets 404.
+// principal that mcp_auth authenticated ({http.auth.user.iss} and
+// {http.auth.user.id}): another principal's request with the same session
+// id gets 404.
 //
 // The child's environment holds only `inherit_env` variables of Caddy's own
 // environment plus `env` entries, whose values may use placeholders resolved
