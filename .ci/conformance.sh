@@ -47,6 +47,9 @@ start_bridge() { # port command... -> Caddy with mcp_stdio on port
 	mcp_stdio /mcp {
 		command $*
 		dir $tools
+		# the suite opens a session per scenario, fast, as one client
+		max_sessions_per_user 100
+		initialize_rate 1000
 	}
 }
 CADDY

@@ -67,9 +67,11 @@ func main() {
 	bport, aport, pport, cport := freePort(), freePort(), freePort(), freePort()
 	asPort := freePort()
 	issuer := fmt.Sprintf("http://127.0.0.1:%d", asPort)
-	as := start(dir, "authserver", *authBin, "-addr", "127.0.0.1:"+strconv.Itoa(asPort), "-issuer", issuer)
+	as := start(dir, "authserver", *authBin, "-addr", "127.0.0.1:"+strconv.Itoa(asPort), "-issuer", issuer, "-resources", "")
 	defer as.kill()
 	waitPort(asPort)
+	// one principal opens sessions as fast as it can: the per-user limits
+	// that protect a shared gateway are lifted
 	caddyfile := fmt.Sprintf(`{
 	admin off
 	auto_https off
@@ -77,10 +79,16 @@ func main() {
 		level WARN
 	}
 }
+(unlimited) {
+	max_sessions 10000
+	max_sessions_per_user 10000
+	initialize_rate 1000000
+}
 :%d {
 	bind 127.0.0.1
 	mcp_stdio /mcp {
 		command %s
+		import unlimited
 	}
 }
 :%d {
@@ -93,6 +101,7 @@ func main() {
 		mcp_stdio {
 			command %s
 			env ROUTE auth
+			import unlimited
 		}
 	}
 }
@@ -102,6 +111,7 @@ func main() {
 		command %s
 		env ROUTE prewarm
 		prewarm 4
+		import unlimited
 	}
 }
 :%d {
@@ -115,6 +125,7 @@ func main() {
 		mcp_stdio {
 			command %s
 			env ROUTE auth-cache
+			import unlimited
 		}
 	}
 }
