@@ -112,7 +112,7 @@ func startProcess(cfg spawnConfig, sink messageSink, logger *zap.Logger) (*proce
 		// the group may live on (a grandchild holding stdout); end it,
 		// and any descendant that left the group
 		killGroup(cmd, true)
-		if n := sweepMarked(marker); n > 0 {
+		if n := sweepDescendants(marker); n > 0 {
 			p.logger.Info("ended descendants that outlived the server process", zap.Int("processes", n))
 		}
 		<-stdoutDone

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -52,4 +53,21 @@ func sweepMarked(marker string) int {
 		}
 	}
 	return n
+}
+
+// sweepDescendants kills what sweepMarked finds, in passes until one finds
+// nothing: a descendant caught in execve (its environment unreadable for a
+// moment) or forking while a pass runs is found by the next. At most 6
+// passes, 10 ms apart and growing.
+func sweepDescendants(marker string) int {
+	total := 0
+	for pass, wait := 0, 10*time.Millisecond; pass < 6; pass, wait = pass+1, wait*2 {
+		n := sweepMarked(marker)
+		total += n
+		if n == 0 && pass > 0 {
+			break
+		}
+		time.Sleep(wait)
+	}
+	return total
 }

@@ -9,6 +9,6 @@ func setParentDeathSignal(*syscall.SysProcAttr) {}
 // markInheritableFDs sets close-on-exec on every descriptor above stderr.
 func markInheritableFDs() { markFDsIn("/dev/fd") }
 
-// sweepMarked is not available here: descendants that leave the child's
+// sweepDescendants is not available here: descendants that leave the child's
 // process group are not found (README, Security).
-func sweepMarked(string) int { return 0 }
+func sweepDescendants(string) int { return 0 }

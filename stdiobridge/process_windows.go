@@ -16,5 +16,5 @@ func killGroup(cmd *exec.Cmd, _ bool) {
 // inheritable, and Go marks none but the child's stdio.
 func markInheritableFDs() {}
 
-// sweepMarked is not available on Windows (README, Security).
-func sweepMarked(string) int { return 0 }
+// sweepDescendants is not available on Windows (README, Security).
+func sweepDescendants(string) int { return 0 }
