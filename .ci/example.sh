@@ -15,10 +15,23 @@ mkdir -p "$out"
 
 t0=$SECONDS
 step() { echo; echo "--- $* ($((SECONDS - t0))s)"; }
-export CADDYMCP_PORT=${CADDYMCP_PORT:-3000} CADDYMCP_AUTH_PORT=${CADDYMCP_AUTH_PORT:-9000}
-export CADDYMCP_UPSTREAM_PORT=${CADDYMCP_UPSTREAM_PORT:-8000} CADDYMCP_ADMIN_PORT=${CADDYMCP_ADMIN_PORT:-2019}
+# Ports: as set in the environment, else the README's, else (when another
+# run holds those) free ones, so that two runs can go on side by side.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port_var() { # NAME DEFAULT
+	if [ -z "${!1:-}" ]; then
+		if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then printf -v "$1" %s "$(free_port)"; else printf -v "$1" %s "$2"; fi
+	fi
+	export "${1?}"
+}
+port_var CADDYMCP_PORT 3000
+port_var CADDYMCP_AUTH_PORT 9000
+port_var CADDYMCP_UPSTREAM_PORT 8000
+port_var CADDYMCP_ADMIN_PORT 2019
+port_var CADDYMCP_INSPECTOR_PORT 6274
+echo "ports: caddy $CADDYMCP_PORT, authorization server $CADDYMCP_AUTH_PORT, upstream $CADDYMCP_UPSTREAM_PORT, admin $CADDYMCP_ADMIN_PORT, inspector $CADDYMCP_INSPECTOR_PORT"
 wait_port() { for _ in $(seq 1200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened"; return 1; }
-for port in $CADDYMCP_PORT $CADDYMCP_UPSTREAM_PORT $CADDYMCP_AUTH_PORT $CADDYMCP_ADMIN_PORT 6274; do
+for port in $CADDYMCP_PORT $CADDYMCP_UPSTREAM_PORT $CADDYMCP_AUTH_PORT $CADDYMCP_ADMIN_PORT $CADDYMCP_INSPECTOR_PORT; do
 	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "port $port is already in use; stop what uses it"; exit 1; fi
 done
 
@@ -65,11 +78,11 @@ if [ ! -x "$chromium" ]; then
 else
 	s=$SECONDS
 	rm -rf "$out/inspector-home"
-	HOME="$out/inspector-home" MCP_AUTO_OPEN_ENABLED=false setsid node "$tools/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js" \
+	HOME="$out/inspector-home" MCP_AUTO_OPEN_ENABLED=false CLIENT_PORT=$CADDYMCP_INSPECTOR_PORT setsid node "$tools/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js" \
 		--web --transport http --server-url http://localhost:$CADDYMCP_PORT/stdio/mcp > "$out/inspector-web.log" 2>&1 &
 	inspector=$!
 	for _ in $(seq 300); do grep -q 'MCP_INSPECTOR_API_TOKEN=' "$out/inspector-web.log" && break; sleep 0.1; done
-	url=$(grep -o 'http://127.0.0.1:6274[^ ]*MCP_INSPECTOR_API_TOKEN=[0-9a-f]*' "$out/inspector-web.log" | head -1)
+	url=$(grep -o "http://127.0.0.1:$CADDYMCP_INSPECTOR_PORT[^ ]*MCP_INSPECTOR_API_TOKEN=[0-9a-f]*" "$out/inspector-web.log" | head -1)
 	[ -n "$url" ] || { cat "$out/inspector-web.log"; echo "inspector web UI did not start"; exit 1; }
 	cp .ci/browser.mjs "$tools/browser.mjs"
 	CHROMIUM=$chromium node "$tools/browser.mjs" "$url" "$out/inspector-connected.png"

@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CADDYMCP_PORT=${CADDYMCP_PORT:-3000} CADDYMCP_AUTH_PORT=${CADDYMCP_AUTH_PORT:-9000}
 export CADDYMCP_UPSTREAM_PORT=${CADDYMCP_UPSTREAM_PORT:-8000} CADDYMCP_ADMIN_PORT=${CADDYMCP_ADMIN_PORT:-2019}
+export CADDYMCP_INSPECTOR_PORT=${CADDYMCP_INSPECTOR_PORT:-6274}
 mcp=http://localhost:$CADDYMCP_PORT
+inspector="http://localhost:$CADDYMCP_INSPECTOR_PORT http://127.0.0.1:$CADDYMCP_INSPECTOR_PORT"
 
 mkdir -p bin
 go build -o bin/authserver ./examples/authserver
@@ -24,7 +26,7 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 bin/authserver -addr "localhost:$CADDYMCP_AUTH_PORT" -state bin/authserver-state.json \
-	-audience "$mcp/stdio/mcp" -resources "$mcp/stdio/mcp $mcp/remote/mcp" &
+	-audience "$mcp/stdio/mcp" -resources "$mcp/stdio/mcp $mcp/remote/mcp" -cors-origins "$inspector" &
 pids+=($!)
 bin/everything-server -http "localhost:$CADDYMCP_UPSTREAM_PORT" -stateless=false &
 pids+=($!)
