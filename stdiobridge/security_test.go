@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +22,6 @@ import (
 	"github.com/caddymcp/caddymcp/internal/caddyrun"
 	"github.com/caddymcp/caddymcp/internal/jwkstest"
 	"github.com/caddymcp/caddymcp/internal/mcpserver"
-	"github.com/caddymcp/caddymcp/stdiobridge"
 )
 
 // firstStreamID returns the stream id of an event id "<stream>_<seq>".
@@ -266,14 +266,60 @@ func TestBatchLength(t *testing.T) {
 	}
 }
 
-// Item 14: a client that stops reading (a zero receive window, one message
-// larger than every socket buffer) cannot hold up Caddy's stop.
+// Item 14: a client that stops reading (a zero receive window, in the
+// middle of a message larger than every socket buffer) cannot hold up
+// Caddy's stop. Caddy waits for active connections only when the process
+// exits, so this runs the built binary (make test sets CADDYMCP_CADDY_BIN)
+// and stops it with SIGINT.
 func TestNonReadingClientDoesNotHoldUpStop(t *testing.T) {
-	defer stdiobridge.SetStreamWriteTimeout(500 * time.Millisecond)()
-	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "giant", "\n\t\tmax_message_size 64MiB"))
-	cl := newClient(t, c.URL+"/mcp")
+	bin := os.Getenv("CADDYMCP_CADDY_BIN")
+	if bin == "" {
+		t.Skip("CADDYMCP_CADDY_BIN not set; `make test` builds Caddy and sets it")
+	}
+	port := caddyrun.FreePort(t)
+	dir := t.TempDir()
+	cf := dir + "/Caddyfile"
+	if err := os.WriteFile(cf, []byte(`{
+	admin off
+	auto_https off
+}
+:`+strconv.Itoa(port)+` {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command `+self(t)+`
+		env CADDYMCP_FAKE_SERVER giant
+		max_message_size 64MiB
+		shutdown_timeout 500ms
+	}
+}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "--config", cf, "--adapter", "caddyfile")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Kill()
+	}()
+	url := "http://127.0.0.1:" + strconv.Itoa(port) + "/mcp"
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("caddy did not listen")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cl := newClient(t, url)
 	cl.initialize()
-	conn, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(c.Port))
+	conn, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,12 +328,27 @@ func TestNonReadingClientDoesNotHoldUpStop(t *testing.T) {
 	body := `{"jsonrpc":"2.0","id":"giant","method":"tools/call","params":{"name":"t"}}`
 	fmt.Fprintf(conn, "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"+
 		"Mcp-Session-Id: %s\r\nMcp-Protocol-Version: 2025-11-25\r\nContent-Length: %d\r\n\r\n%s", cl.session, len(body), body)
-	// read the headers, so the stream is surely being written, then stop reading
+	// read until the 32 MiB event has begun, so the handler is surely in
+	// the middle of writing it, then stop reading
 	br := bufio.NewReader(conn)
-	if line, err := br.ReadString('\n'); err != nil || !strings.Contains(line, "200") {
-		t.Fatalf("stream: %q %v", line, err)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("stream: %v", err)
+		}
+		if strings.HasPrefix(line, "id: ") && !strings.HasSuffix(strings.TrimSpace(line), "_0") {
+			break // the id line of the giant event; its data follows
+		}
 	}
-	stopWithin(t, c, time.Minute)
+	if _, err := io.ReadFull(br, make([]byte, 64<<10)); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-exited:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("caddy did not stop within 2 minutes: a client that does not read holds it up")
+	}
 }
 
 // Item 16: a grandchild that left the process group (setsid) does not

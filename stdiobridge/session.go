@@ -83,13 +83,17 @@ type stream struct {
 	evicted    int           // events dropped from the front (bounds)
 	warned     bool          // the eviction was logged
 	finishedAt time.Time     // when the stream was retired
+	pinned     bool          // its first writer has not detached yet: never dropped
 }
+
+// busy reports whether a writer holds the stream or is still to come.
+func (st *stream) busy() bool { return st.pinned || st.writer != nil }
 
 // newStreamLocked creates a stream of this session.
 func (s *Session) newStreamLocked(standalone bool) *stream {
 	s.streamSeq++
 	st := &stream{id: randomID(8), standalone: standalone, first: 1, next: 1,
-		notify: make(chan struct{}, 1), order: s.streamSeq}
+		notify: make(chan struct{}, 1), order: s.streamSeq, pinned: !standalone}
 	s.streams[st.id] = st
 	return st
 }
@@ -283,11 +287,13 @@ func (s *Session) retireLocked(st *stream) {
 
 // pruneLocked drops finished streams that were delivered and are past the
 // resume window, then the oldest ones beyond the count and byte bounds of
-// the session and of the route.
+// the session and of the route. A stream that a writer holds, or whose
+// first writer is still to come (the POST that asked has not attached yet),
+// is never dropped: its client has not had its answer.
 func (s *Session) pruneLocked(now time.Time) {
 	keep := s.finished[:0]
 	for _, st := range s.finished {
-		if st.delivered+1 >= st.next && now.Sub(st.finishedAt) > resumeGrace {
+		if !st.busy() && st.delivered+1 >= st.next && now.Sub(st.finishedAt) > resumeGrace {
 			s.dropLocked(st)
 			continue
 		}
@@ -295,11 +301,17 @@ func (s *Session) pruneLocked(now time.Time) {
 	}
 	clear(s.finished[len(keep):])
 	s.finished = keep
-	for len(s.finished) > 0 && (len(s.finished) > maxRetainedStreams || s.retained > maxSessionRetained ||
-		(s.table != nil && s.table.retained.Load() > maxRouteRetained)) {
-		s.dropLocked(s.finished[0])
-		s.finished[0] = nil
-		s.finished = s.finished[1:]
+	over := func() bool {
+		return len(s.finished) > maxRetainedStreams || s.retained > maxSessionRetained ||
+			(s.table != nil && s.table.retained.Load() > maxRouteRetained)
+	}
+	for i := 0; i < len(s.finished) && over(); {
+		if st := s.finished[i]; !st.busy() {
+			s.dropLocked(st)
+			s.finished = append(s.finished[:i], s.finished[i+1:]...)
+			continue
+		}
+		i++
 	}
 }
 

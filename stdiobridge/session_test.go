@@ -18,8 +18,16 @@ func testSettings() *settings {
 }
 
 // answered registers a request on a new stream of s and answers it with a
-// result of size bytes, as the child would.
+// result of size bytes, as the child would; the stream's writer came and
+// went before the answer (its client is gone).
 func answered(t testing.TB, s *Session, id int, size int) *stream {
+	st := answeredPinned(t, s, id, size, true)
+	return st
+}
+
+// answeredPinned is answered; with gone false the stream's first writer is
+// still to come.
+func answeredPinned(t testing.TB, s *Session, id int, size int, gone bool) *stream {
 	e, rerr := decodeMessage([]byte(`{"jsonrpc":"2.0","id":` + strconv.Itoa(id) + `,"method":"tools/call"}`))
 	if rerr != nil {
 		t.Fatal(rerr)
@@ -27,6 +35,9 @@ func answered(t testing.TB, s *Session, id int, size int) *stream {
 	s.mu.Lock()
 	st := s.newStreamLocked(false)
 	s.mu.Unlock()
+	if gone {
+		s.detachWriter(st, nil)
+	}
 	msg, err := s.startRequest(e, st)
 	if err != nil {
 		t.Fatal(err)
@@ -176,8 +187,19 @@ func TestRetentionIsBounded(t *testing.T) {
 	if r := tb.retained.Load(); r != 0 {
 		t.Fatalf("%d bytes retained after delivery and the resume window", r)
 	}
-	// undelivered streams stay for resumption (within bounds)
+	// an answer whose POST has not attached its writer yet is never dropped,
+	// however large
 	s := sessions[0]
+	big := answeredPinned(t, s, 98, maxSessionRetained+1, false)
+	s.prune(later)
+	s.mu.Lock()
+	if evs, _ := big.since(0); s.streams[big.id] == nil || len(evs) != 1 {
+		s.mu.Unlock()
+		t.Fatal("an answer was dropped before its client got it")
+	}
+	s.mu.Unlock()
+	// undelivered streams stay for resumption (within bounds)
+	s = sessions[1]
 	st := answered(t, s, 99, 100)
 	s.prune(later)
 	s.mu.Lock()

@@ -1023,6 +1023,7 @@ func (s *Session) detachWriter(st *stream, kick chan struct{}) {
 	if st.writer == kick {
 		st.writer = nil
 	}
+	st.pinned = false
 }
 
 func (s *Session) delivered(st *stream, seq uint64) {
