@@ -52,6 +52,23 @@ echo "example up after $((SECONDS - t0))s"
 step "README walkthrough"
 CADDYMCP_EXAMPLE_RUNNING=1 go test -count=1 ./examples -run TestREADMEWalkthrough -v 2>&1 | tail -3
 
+step "foreign origins and unknown paths"
+base=http://localhost:$CADDYMCP_PORT
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$base/remote/mcp" -H 'Origin: https://evil.example' -H 'Content-Type: application/json' -d '{}')
+[ "$code" = 403 ] || { echo "a foreign Origin on /remote/mcp got $code, want 403"; exit 1; }
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$base/remote/mcp" -H 'Host: evil.example' -H 'Content-Type: application/json' -d '{}')
+[ "$code" = 403 ] || { echo "a foreign Host on /remote/mcp got $code, want 403"; exit 1; }
+for url in "$base/stdio/mcp" "http://localhost:$CADDYMCP_AUTH_PORT/token" "http://localhost:$CADDYMCP_AUTH_PORT/register"; do
+	if curl -s -D - -o /dev/null -X OPTIONS "$url" -H 'Origin: https://evil.example' -H 'Access-Control-Request-Method: POST' | grep -qi '^access-control-allow-origin'; then
+		echo "$url allows CORS for a foreign origin"; exit 1
+	fi
+	curl -s -D - -o /dev/null -X OPTIONS "$url" -H "Origin: http://localhost:$CADDYMCP_INSPECTOR_PORT" -H 'Access-Control-Request-Method: POST' \
+		| grep -qi "^access-control-allow-origin: http://localhost:$CADDYMCP_INSPECTOR_PORT" || { echo "$url refuses the Inspector's origin"; exit 1; }
+done
+code=$(curl -s -o /dev/null -w '%{http_code}' "$base/no/such/path")
+[ "$code" = 404 ] || { echo "an unknown path got $code, want 404"; exit 1; }
+echo "foreign Origin and Host refused, CORS only for the Inspector, unknown paths 404"
+
 step "MCP Inspector CLI"
 inspect() { node "$tools/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js" --cli "$@" 2>&1; }
 token() { curl -s localhost:$CADDYMCP_AUTH_PORT/token -d grant_type=client_credentials -d client_id=demo -d client_secret=demo-secret -d scope=read:all -d "resource=$1" | sed -E 's/.*"access_token":"([^"]+)".*/\1/'; }

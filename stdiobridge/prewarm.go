@@ -112,7 +112,11 @@ func (p *warmPool) configure(n int, spawn spawnFunc) {
 	}
 	p.mu.Unlock()
 	for _, c := range surplus {
-		go p.end(c)
+		p.t.ending.Add(1) // Caddy's stop waits for them (table.Destruct)
+		go func() {
+			defer p.t.ending.Done()
+			p.end(c)
+		}()
 	}
 }
 
