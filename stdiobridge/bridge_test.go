@@ -200,11 +200,11 @@ func TestDeleteEndsSessionAndProcess(t *testing.T) {
 	if status, _ := cl.status("POST", `{"jsonrpc":"2.0","id":1,"method":"ping"}`, nil); status != 404 {
 		t.Fatalf("after DELETE: %d", status)
 	}
-	waitNoProcesses(t, self(t), 5*time.Second)
+	waitNoProcesses(t, self(t), 30*time.Second)
 }
 
 func TestIdleExpiryWithOpenGETStream(t *testing.T) {
-	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "plain", "\n\t\tsession_idle_timeout 300ms"))
+	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "plain", "\n\t\tsession_idle_timeout 2s"))
 	cl := newClient(t, c.URL+"/mcp")
 	cl.initialize()
 	resp := cl.do("GET", "", nil)
@@ -221,7 +221,7 @@ func TestIdleExpiryWithOpenGETStream(t *testing.T) {
 	if status, _ := cl.status("POST", `{"jsonrpc":"2.0","id":1,"method":"ping"}`, nil); status != 404 {
 		t.Fatalf("after expiry: %d", status)
 	}
-	waitNoProcesses(t, self(t), 5*time.Second)
+	waitNoProcesses(t, self(t), 30*time.Second)
 }
 
 func TestStateless(t *testing.T) {
@@ -248,7 +248,7 @@ func TestStateless(t *testing.T) {
 			t.Fatalf("%s: %d Allow %q", m, resp.StatusCode, resp.Header.Get("Allow"))
 		}
 	}
-	waitNoProcesses(t, self(t), 5*time.Second)
+	waitNoProcesses(t, self(t), 30*time.Second)
 }
 
 func TestChildEnvironment(t *testing.T) {

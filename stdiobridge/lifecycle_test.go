@@ -131,12 +131,13 @@ func TestReloadKeepsOrEndsSessions(t *testing.T) {
 
 	start := time.Now()
 	c.LoadCaddyfile("", site("plain", "\nhttp://127.0.0.1:{{PORT}}/other {\n\trespond other\n}\n"))
-	if d := time.Since(start); d > 3*time.Second {
+	// bounds against a hang, not a speed test: a busy machine is slow
+	if d := time.Since(start); d > 30*time.Second {
 		t.Fatalf("reload took %s with a GET stream open", d)
 	}
 	select {
 	case <-streamEnded:
-	case <-time.After(3 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("GET stream of the old config did not end on reload")
 	}
 	if msgs := cl.call("2", "tools/call", `{"name":"t"}`); len(msgs) != 1 || !strings.Contains(msgs[0], `"text":"ok"`) {
@@ -150,17 +151,17 @@ func TestReloadKeepsOrEndsSessions(t *testing.T) {
 	if status, _ := cl.status("POST", `{"jsonrpc":"2.0","id":3,"method":"ping"}`, nil); status != 404 {
 		t.Fatalf("session after its route changed: %d, want 404", status)
 	}
-	waitNoProcesses(t, self(t), 5*time.Second) // the old session's child ended
+	waitNoProcesses(t, self(t), 30*time.Second) // the old session's child ended
 	cl.session = ""
 	cl.initialize()
 	start = time.Now()
 	get = cl.do("GET", "", nil)
 	defer get.Body.Close()
 	c.Stop()
-	if d := time.Since(start); d > 3*time.Second {
+	if d := time.Since(start); d > 30*time.Second {
 		t.Fatalf("stop took %s with a GET stream open", d)
 	}
-	waitNoProcesses(t, self(t), 5*time.Second)
+	waitNoProcesses(t, self(t), 30*time.Second)
 }
 
 func TestNoProcessLeftBehind(t *testing.T) {

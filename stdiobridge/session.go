@@ -46,7 +46,8 @@ type Session struct {
 	standalone      *stream             // the GET stream's messages
 	protocolVersion string
 	lastActive      time.Time
-	started         bool // initialize reached the child (see idleSince)
+	started         bool    // initialize reached the child (see idleSince)
+	initStream      *stream // the stream of the initialize answer
 	closed          bool
 	closedCh        chan struct{}
 	closeReason     string
@@ -183,13 +184,14 @@ func (s *Session) touch() {
 	s.mu.Unlock()
 }
 
-// idleSince is how long the session has had no client request; a session
-// whose initialize has not reached its child yet is not idle, however long
-// starting the child took.
+// idleSince is how long the session has had no client request. A session
+// is not idle before its initialize reached the child, however long
+// starting the child took, nor while its client waits on the initialize
+// answer (a slow server's start-up is not the client's idleness).
 func (s *Session) idleSince(now time.Time) time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.started {
+	if !s.started || (s.initStream != nil && !s.initStream.done && s.initStream.writer != nil) {
 		return 0
 	}
 	return now.Sub(s.lastActive)

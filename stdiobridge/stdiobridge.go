@@ -726,6 +726,7 @@ func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, e *envelope
 	s.mu.Lock()
 	s.protocolVersion = p.ProtocolVersion // until the child answers
 	st := s.newStreamLocked(false)
+	s.initStream = st
 	s.mu.Unlock()
 	msg, err := s.startRequest(e, st)
 	if err == nil {
