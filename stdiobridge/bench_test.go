@@ -27,6 +27,7 @@ func BenchmarkMessagePath(b *testing.B) {
 		s.mu.Lock()
 		st := s.newStreamLocked(false)
 		s.mu.Unlock()
+		kick, _ := s.attachWriter(st) // the POST's SSE writer
 		msg, err := s.startRequest(e, st)
 		if err != nil {
 			b.Fatal(err)
@@ -45,6 +46,7 @@ func BenchmarkMessagePath(b *testing.B) {
 		var sw sseWriter
 		sw.add(eventID(st.id, evs[0].seq), evs[0].data)
 		s.mu.Unlock()
+		s.detachWriter(st, kick)
 		if i%1000 == 0 {
 			// completed streams are retained (bounded); keep the map small
 			s.mu.Lock()

@@ -84,11 +84,15 @@ type stream struct {
 	evicted    int           // events dropped from the front (bounds)
 	warned     bool          // the eviction was logged
 	finishedAt time.Time     // when the stream was retired
-	pinned     bool          // its first writer has not detached yet: never dropped
+	pinned     bool          // its first writer has not detached yet (see busy)
 }
 
-// busy reports whether a writer holds the stream or is still to come.
-func (st *stream) busy() bool { return st.pinned || st.writer != nil }
+// busy reports whether a writer holds the stream, or its first writer is
+// still to come (for at most resumeGrace after the answer: a POST that
+// never attached, e.g. one whose message could not be sent, lets go).
+func (st *stream) busy(now time.Time) bool {
+	return st.writer != nil || (st.pinned && now.Sub(st.finishedAt) < resumeGrace)
+}
 
 // newStreamLocked creates a stream of this session.
 func (s *Session) newStreamLocked(standalone bool) *stream {
@@ -295,7 +299,7 @@ func (s *Session) retireLocked(st *stream) {
 func (s *Session) pruneLocked(now time.Time) {
 	keep := s.finished[:0]
 	for _, st := range s.finished {
-		if !st.busy() && st.delivered+1 >= st.next && now.Sub(st.finishedAt) > resumeGrace {
+		if !st.busy(now) && st.delivered+1 >= st.next && now.Sub(st.finishedAt) > resumeGrace {
 			s.dropLocked(st)
 			continue
 		}
@@ -308,7 +312,7 @@ func (s *Session) pruneLocked(now time.Time) {
 			(s.table != nil && s.table.retained.Load() > maxRouteRetained)
 	}
 	for i := 0; i < len(s.finished) && over(); {
-		if st := s.finished[i]; !st.busy() {
+		if st := s.finished[i]; !st.busy(now) {
 			s.dropLocked(st)
 			s.finished = append(s.finished[:i], s.finished[i+1:]...)
 			continue
