@@ -109,9 +109,9 @@ func TestReaperEndAndExitDoNotDeadlock(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for round := 0; round < 50; round++ {
+		for round := 0; round < 40; round++ {
 			var wg sync.WaitGroup
-			for i := 0; i < 20; i++ {
+			for i := 0; i < 400; i++ { // many sessions: a reaper pass is long
 				if tb.reserve("u") != admitted {
 					t.Error("reserve refused")
 					return
@@ -145,6 +145,40 @@ func TestReaperEndAndExitDoNotDeadlock(t *testing.T) {
 	if len(tb.perUser) != 0 || tb.reserved != 0 {
 		t.Fatalf("per-user counts %v, reserved %d: slots leaked", tb.perUser, tb.reserved)
 	}
+}
+
+// Item 8, deterministically: while a session's lock is held (as end() and
+// childExited() hold it before they take the table's), a reaper pass that
+// waits for that lock must not hold the table's lock meanwhile.
+func TestReaperHoldsNoTableLockWhileWaitingForASession(t *testing.T) {
+	cfg := testSettings()
+	cfg.idleTimeout = time.Millisecond // a reaper pass every 10ms
+	tb := newTable(zap.NewNop(), 1, cfg, nil)
+	defer tb.Destruct()
+	if tb.reserve("u") != admitted {
+		t.Fatal("reserve refused")
+	}
+	s := newSession(tb, "", "u", cfg, zap.NewNop())
+	tb.add(s)
+	s.markStarted()
+	s.mu.Lock() // the reaper's next pass blocks on this session
+	// let passes start (they come every 10ms); this wait can only make the
+	// check miss a wrong order, never fail a right one
+	time.Sleep(100 * time.Millisecond)
+	free := false
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		if tb.mu.TryLock() {
+			tb.mu.Unlock()
+			free = true
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s.mu.Unlock()
+	if !free {
+		t.Fatal("the reaper holds table.mu while it waits for a session's lock: end() or childExited() would deadlock")
+	}
+	s.end("DELETE") // takes the session's lock, then the table's
 }
 
 // Item 12: finished streams are kept within the session's and the route's
