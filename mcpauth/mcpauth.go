@@ -276,7 +276,9 @@ func (h *Handler) Cleanup() error {
 // the path a matcher judged and the path checked here can never disagree.
 // Only a real CORS preflight passes without a token (it carries none).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if isPreflight(r) {
+	// a CORS preflight carries no credentials; any other OPTIONS request
+	// is authenticated like every other method
+	if wellknown.IsCORSPreflight(r) {
 		h.stripToken(r)
 		return next.ServeHTTP(w, r)
 	}
@@ -322,14 +324,6 @@ func (h *Handler) stripToken(r *http.Request) {
 	if !h.PassToken {
 		r.Header.Del("Authorization")
 	}
-}
-
-// isPreflight reports whether r is a CORS preflight (Fetch standard): an
-// OPTIONS request with Origin and Access-Control-Request-Method. Any other
-// OPTIONS request is authenticated like every other method.
-func isPreflight(r *http.Request) bool {
-	return r.Method == http.MethodOptions && r.Header.Get("Origin") != "" &&
-		r.Header.Get("Access-Control-Request-Method") != ""
 }
 
 // authenticate returns the verified claims, or why the request fails.

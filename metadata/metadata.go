@@ -254,7 +254,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case http.MethodGet, http.MethodHead:
 	case http.MethodOptions:
 		hdr.Set("Allow", allowedMethods)
-		if r.Header.Get("Origin") != "" && r.Header.Get("Access-Control-Request-Method") != "" {
+		if wellknown.IsCORSPreflight(r) {
 			hdr.Set("Access-Control-Allow-Methods", allowedMethods)
 			if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
 				hdr.Set("Access-Control-Allow-Headers", req)

@@ -67,13 +67,19 @@ func isLoopbackAddr(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// isLoopbackHost accepts localhost, 127.0.0.0/8 and [::1], with any port.
-func isLoopbackHost(hostport string) bool {
+// hostName is the host of a Host header or URL authority: no port, no
+// IPv6 brackets, no trailing dot.
+func hostName(hostport string) string {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
 	}
-	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	return strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+}
+
+// isLoopbackHost accepts localhost, 127.0.0.0/8 and [::1], with any port.
+func isLoopbackHost(hostport string) bool {
+	host := hostName(hostport)
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}
@@ -91,11 +97,7 @@ func quote(s string) string {
 // hostAllowed matches a Host (port ignored) against allowed_hosts; a
 // `*.` entry matches exactly one more label.
 func (h *Handler) hostAllowed(hostport string) bool {
-	host := hostport
-	if hh, _, err := net.SplitHostPort(hostport); err == nil {
-		host = hh
-	}
-	host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
+	host := strings.ToLower(hostName(hostport))
 	for _, a := range h.AllowedHosts {
 		a = strings.ToLower(strings.TrimSuffix(a, "."))
 		if suffix, ok := strings.CutPrefix(a, "*"); ok {

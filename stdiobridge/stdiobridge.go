@@ -361,10 +361,7 @@ func (h *Handler) Validate() error {
 func (h *Handler) Cleanup() error {
 	h.endStreams()
 	tableOrdinalsMu.Lock()
-	for srv := range tableOrdinals {
-		// provisioning of this load is over; the counts served their turn
-		delete(tableOrdinals, srv)
-	}
+	clear(tableOrdinals) // provisioning of this load is over; the counts served their turn
 	tableOrdinalsMu.Unlock()
 	if h.poolKey != "" {
 		_, err := tables.Delete(h.poolKey)

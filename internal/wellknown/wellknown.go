@@ -89,6 +89,13 @@ func HasDotSegment(path string) bool {
 	return false
 }
 
+// IsCORSPreflight reports whether r is a CORS preflight (Fetch standard):
+// an OPTIONS request with Origin and Access-Control-Request-Method.
+func IsCORSPreflight(r *http.Request) bool {
+	return r.Method == http.MethodOptions && r.Header.Get("Origin") != "" &&
+		r.Header.Get("Access-Control-Request-Method") != ""
+}
+
 // IsUnder reports whether path is prefix itself or lies below it.
 func IsUnder(path, prefix string) bool {
 	return strings.HasPrefix(path, prefix) && (len(path) == len(prefix) || path[len(prefix)] == '/')
