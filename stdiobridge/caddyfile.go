@@ -73,6 +73,9 @@ func siteHosts(h httpcaddyfile.Helper) []string {
 //		max_sessions_per_user <n>
 //		initialize_rate <n>
 //		allowed_hosts <host...>
+//		input_timeout <duration>
+//		cache_ttl <duration>
+//		child_era auto|legacy|modern
 //	}
 func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -110,7 +113,7 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&m.Dir) {
 				return d.ArgErr()
 			}
-		case "session_idle_timeout", "shutdown_timeout":
+		case "session_idle_timeout", "shutdown_timeout", "input_timeout", "cache_ttl":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -119,10 +122,15 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return d.Errf("%s: %v", opt, err)
 			}
-			if opt == "session_idle_timeout" {
+			switch opt {
+			case "session_idle_timeout":
 				m.SessionIdleTimeout = caddy.Duration(dur)
-			} else {
+			case "shutdown_timeout":
 				m.ShutdownTimeout = caddy.Duration(dur)
+			case "input_timeout":
+				m.InputTimeout = caddy.Duration(dur)
+			default:
+				m.CacheTTL = caddy.Duration(dur)
 			}
 		case "max_sessions", "max_sessions_per_user", "initialize_rate":
 			var v string
@@ -168,6 +176,10 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_message_size: %q is not a size between 1 byte and 1GiB", v)
 			}
 			m.MaxMessageSize = int(n)
+		case "child_era":
+			if !d.AllArgs(&m.ChildEra) {
+				return d.ArgErr()
+			}
 		case "prewarm":
 			var v string
 			if !d.AllArgs(&v) {

@@ -61,9 +61,12 @@ func newSSEWriter(w http.ResponseWriter, sessionID string) *sseWriter {
 
 // add queues one event; data must not contain newlines (JSON lines don't).
 func (s *sseWriter) add(id string, data []byte) {
-	s.buf.WriteString("id: ")
-	s.buf.WriteString(id)
-	s.buf.WriteString("\ndata: ")
+	if id != "" {
+		s.buf.WriteString("id: ")
+		s.buf.WriteString(id)
+		s.buf.WriteString("\n")
+	}
+	s.buf.WriteString("data: ")
 	s.buf.Write(data)
 	s.buf.WriteString("\n\n")
 }

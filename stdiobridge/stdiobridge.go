@@ -141,7 +141,27 @@ type Handler struct {
 	// `env`.
 	Prewarm int `json:"prewarm,omitempty"`
 
+	// How long a child's question to a 2026-07-28 client (an
+	// input_required round: elicitation, sampling, roots) waits for the
+	// client's retry. The child keeps the call open meanwhile, and serves
+	// no other call that may ask; after it, the child's question is
+	// answered with an error and its call cancelled. Default: 5m.
+	InputTimeout caddy.Duration `json:"input_timeout,omitempty"`
+
+	// ttlMs on the list and read results (and server/discover) that
+	// 2026-07-28 clients get: how long they may reuse one. A stdio server
+	// announces changes on subscriptions/listen streams, not in its
+	// results, so the default is 0 (re-fetch when needed).
+	CacheTTL caddy.Duration `json:"cache_ttl,omitempty"`
+
+	// What the stdio server speaks: "auto" (the default) asks a throwaway
+	// sibling process server/discover once per process config, "modern"
+	// (2026-07-28: requests pass through) or "legacy" (2025: the bridge
+	// does the handshake and translates) skip the probe.
+	ChildEra string `json:"child_era,omitempty"`
+
 	table        *table
+	perRequest   bool // the process config depends on the request: one pool per principal
 	poolKey      string
 	gen          uint64 // this config's generation (table.publish)
 	cfg          *settings
@@ -194,6 +214,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxMessageSize == 0 {
 		h.MaxMessageSize = 4 << 20
 	}
+	if h.InputTimeout == 0 {
+		h.InputTimeout = caddy.Duration(5 * time.Minute)
+	}
+	for _, v := range h.Env {
+		if strings.Contains(v, "{") {
+			h.perRequest = true
+		}
+	}
 	if err := h.Validate(); err != nil {
 		return err
 	}
@@ -215,6 +243,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		maxMessageSize:  h.MaxMessageSize,
 		writeTimeout:    30 * time.Second,
 		prewarm:         h.Prewarm,
+		inputTimeout:    time.Duration(h.InputTimeout),
+		cacheTTL:        time.Duration(h.CacheTTL),
 	}
 	h.gen = generations.Add(1)
 	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
@@ -329,6 +359,9 @@ func (h *Handler) Validate() error {
 	if h.Prewarm < 0 {
 		return fmt.Errorf("prewarm: must not be negative")
 	}
+	if h.ChildEra != "" && h.ChildEra != "auto" && h.ChildEra != "legacy" && h.ChildEra != "modern" {
+		return fmt.Errorf("child_era: %q is not auto, legacy or modern", h.ChildEra)
+	}
 	if h.Prewarm > 0 {
 		if h.Stateless {
 			return fmt.Errorf("prewarm: not with stateless (every request starts its own child)")
@@ -345,8 +378,8 @@ func (h *Handler) Validate() error {
 	if h.MaxMessageSize < 0 {
 		return fmt.Errorf("max_message_size: must not be negative")
 	}
-	if h.SessionIdleTimeout < 0 || h.ShutdownTimeout < 0 {
-		return fmt.Errorf("session_idle_timeout, shutdown_timeout: must not be negative")
+	if h.SessionIdleTimeout < 0 || h.ShutdownTimeout < 0 || h.InputTimeout < 0 || h.CacheTTL < 0 {
+		return fmt.Errorf("session_idle_timeout, shutdown_timeout, input_timeout, cache_ttl: must not be negative")
 	}
 	for _, o := range h.AllowedOrigins {
 		if o != "*" && !strings.Contains(o, "://") {
@@ -536,6 +569,10 @@ func (h *Handler) servePOST(w http.ResponseWriter, r *http.Request) {
 			id = e.ID
 		}
 		writeRPCError(w, http.StatusBadRequest, id, rerr)
+		return
+	}
+	if h.isModern(r, e) {
+		h.serveModern(w, r, e)
 		return
 	}
 	if version != "" && !versionSupported(version) {

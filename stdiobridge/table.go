@@ -1,6 +1,7 @@
 package stdiobridge
 
 import (
+	"encoding/json"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,8 @@ import (
 //	switchSink.mu → Session.mu → table.mu
 //	warmPool.mu → table.mu
 //	table.pubMu → warmPool.mu
+//	childPool.mu → poolChild.mu
+//	call.mu, table.poolsMu, table.roundsMu: taken alone
 //
 // table.mu is never held while taking a Session's or the pool's lock (the
 // reaper copies the session list, releases table.mu, then looks at each
@@ -42,6 +45,8 @@ type settings struct {
 	maxMessageSize  int
 	writeTimeout    time.Duration
 	prewarm         int
+	inputTimeout    time.Duration // how long a parked MRTR round waits for the retry
+	cacheTTL        time.Duration // ttlMs on cacheable 2026-07-28 results
 }
 
 // table is the set of live sessions of one process configuration.
@@ -63,6 +68,17 @@ type table struct {
 	stop     chan struct{}
 	stopped  bool
 	ending   pendingSet // children of ended sessions still being terminated
+
+	// MCP 2026-07-28 (pool.go, mrtr.go)
+	sealer   *stateSealer // requestState keys: the table's, so a retry after a reload still opens
+	poolsMu  sync.Mutex
+	pools    map[string]*childPool
+	roundsMu sync.Mutex
+	rounds   map[string]*call // parked MRTR rounds by round id
+	init     atomic.Pointer[json.RawMessage] // a child's InitializeResult (server/discover)
+	discover atomic.Pointer[json.RawMessage] // a modern child's DiscoverResult
+	era      atomic.Int32                    // eraUnknown until probed (probe.go)
+	probeMu  sync.Mutex                      // one probe at a time
 }
 
 // pendingSet counts work in flight; unlike sync.WaitGroup, adding while
@@ -99,7 +115,8 @@ func (p *pendingSet) Wait() {
 // of the handler that first needs it (no other config uses it yet).
 func newTable(logger *zap.Logger, gen uint64, cfg *settings, spawn spawnFunc) *table {
 	t := &table{logger: logger, sessions: map[string]*Session{}, perUser: map[string]int{},
-		rates: map[string]*rate.Limiter{}, stop: make(chan struct{})}
+		rates: map[string]*rate.Limiter{}, stop: make(chan struct{}),
+		sealer: newStateSealer(), pools: map[string]*childPool{}, rounds: map[string]*call{}}
 	t.pool = &warmPool{t: t, logger: logger, limit: rate.NewLimiter(4, 4)}
 	t.publish(gen, cfg, spawn)
 	return t
@@ -248,8 +265,10 @@ func (t *table) reap() {
 			return
 		case <-time.After(tick):
 		}
-		idle = t.settings.Load().idleTimeout
+		cfg := t.settings.Load()
+		idle = cfg.idleTimeout
 		now := time.Now()
+		t.reapPools(now, idle, 2*cfg.shutdownTimeout+cfg.writeTimeout)
 		for _, s := range t.list() {
 			if s.idleSince(now) > idle {
 				s.end("idle for longer than session_idle_timeout")
@@ -286,6 +305,8 @@ func (t *table) Destruct() error {
 	t.mu.Unlock()
 	grace := t.settings.Load().shutdownTimeout
 	t.pool.stop()
+	t.endRounds()
+	t.endPools("the mcp_stdio route was removed or changed")
 	var wg sync.WaitGroup
 	for _, s := range sessions {
 		wg.Add(1)
@@ -304,4 +325,78 @@ func (t *table) Destruct() error {
 		t.logger.Info("ended sessions of a removed or changed mcp_stdio route", zap.Int("sessions", len(sessions)))
 	}
 	return nil
+}
+
+// discovered caches the first InitializeResult of a child (server/discover).
+func (t *table) discovered(init json.RawMessage) {
+	if init != nil && t.init.Load() == nil {
+		v := append(json.RawMessage(nil), init...)
+		t.init.CompareAndSwap(nil, &v)
+	}
+}
+
+func (t *table) initResult() json.RawMessage {
+	if p := t.init.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// discoveredModern caches a modern child's DiscoverResult.
+func (t *table) discoveredModern(res json.RawMessage) {
+	if res != nil && t.discover.Load() == nil {
+		v := append(json.RawMessage(nil), res...)
+		t.discover.CompareAndSwap(nil, &v)
+	}
+}
+
+// serverInfo is the children's serverInfo, for result _meta.
+func (t *table) serverInfo() json.RawMessage {
+	var ir struct {
+		ServerInfo json.RawMessage `json:"serverInfo"`
+	}
+	if init := t.initResult(); init != nil && json.Unmarshal(init, &ir) == nil {
+		return ir.ServerInfo
+	}
+	return nil
+}
+
+// parkRound keeps a call that waits for its client's retry.
+func (t *table) parkRound(round string, cl *call) {
+	t.roundsMu.Lock()
+	t.rounds[round] = cl
+	t.roundsMu.Unlock()
+}
+
+// takeRound removes and returns a parked call (nil if expired or taken).
+func (t *table) takeRound(round string) *call {
+	t.roundsMu.Lock()
+	defer t.roundsMu.Unlock()
+	cl := t.rounds[round]
+	delete(t.rounds, round)
+	return cl
+}
+
+// expireRound ends a round whose client did not retry within input_timeout:
+// the child's questions are answered with an error, its call cancelled.
+func (t *table) expireRound(round string) {
+	if cl := t.takeRound(round); cl != nil {
+		t.logger.Info("input_required round expired: the client did not retry within input_timeout; call cancelled",
+			zap.String("method", cl.method))
+		cl.cancel("the client did not answer within input_timeout")
+	}
+}
+
+// endRounds cancels every parked round (the route goes away).
+func (t *table) endRounds() {
+	t.roundsMu.Lock()
+	calls := make([]*call, 0, len(t.rounds))
+	for _, cl := range t.rounds {
+		calls = append(calls, cl)
+	}
+	clear(t.rounds)
+	t.roundsMu.Unlock()
+	for _, cl := range calls {
+		cl.cancel("the mcp_stdio route was removed or changed")
+	}
 }

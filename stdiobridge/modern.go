@@ -1,0 +1,978 @@
+package stdiobridge
+
+// The MCP 2026-07-28 request transport: no session, no handshake; every
+// request carries its protocol version and client capabilities in _meta,
+// and is served by a child of the route's pool (pool.go). A legacy child is
+// spoken to in 2025 form and its answers translated: resultType, ttlMs and
+// cacheScope on results, serverInfo in result _meta, renumbered error
+// codes, and its questions to the client turned into input_required rounds
+// (mrtr.go).
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// modernVersion is the protocol revision served without sessions.
+const modernVersion = "2026-07-28"
+
+// allVersions are the versions this endpoint serves, newest first: the
+// modern one per request, the 2025 ones through initialize and sessions.
+var allVersions = append([]string{modernVersion}, supportedVersions...)
+
+// JSON-RPC error codes of MCP 2026-07-28.
+const (
+	codeInvalidParams      = -32602
+	codeHeaderMismatch     = -32020
+	codeMissingCapability  = -32021
+	codeResourceNotFound25 = -32002 // 2025 resource not found, -32602 since 2026-07-28
+)
+
+// Gathering a legacy child's questions into one round: a round is answered
+// once the child has asked nothing new for gatherQuiet (go-sdk servers ask
+// all of a round's questions at once, concurrently), or gatherMax after
+// the first question. Timing decides only how questions are grouped into
+// rounds, never which call they belong to.
+var (
+	gatherQuiet = 25 * time.Millisecond
+	gatherMax   = 250 * time.Millisecond
+)
+
+const (
+	metaVersion  = "io.modelcontextprotocol/protocolVersion"
+	metaCaps     = "io.modelcontextprotocol/clientCapabilities"
+	metaLogLevel = "io.modelcontextprotocol/logLevel"
+	metaServer   = "io.modelcontextprotocol/serverInfo"
+	metaSubID    = "io.modelcontextprotocol/subscriptionId"
+)
+
+// isModern decides the era of a POSTed message: a session id or a plain
+// initialize is the 2025 era; anything else without a session is 2026
+// (where a request without the _meta envelope is refused as 2026 asks).
+func (h *Handler) isModern(r *http.Request, e *envelope) bool {
+	if r.Header.Get("Mcp-Session-Id") != "" {
+		return false
+	}
+	v := r.Header.Get("Mcp-Protocol-Version")
+	marked := (v != "" && !versionSupported(v)) || hasMetaVersion(e.Params)
+	if e.Method == "initialize" || h.Stateless {
+		return marked
+	}
+	return true
+}
+
+func hasMetaVersion(params json.RawMessage) bool {
+	if len(params) == 0 || !strings.Contains(string(params), metaVersion) {
+		return false
+	}
+	var p struct {
+		Meta map[string]json.RawMessage `json:"_meta"`
+	}
+	return json.Unmarshal(params, &p) == nil && p.Meta[metaVersion] != nil
+}
+
+// modernReq is a validated 2026-07-28 request.
+type modernReq struct {
+	e         *envelope
+	params    map[string]json.RawMessage
+	meta      map[string]json.RawMessage
+	caps      map[string]json.RawMessage
+	logLevel  int // -1: no log messages
+	levelName string
+	name      string // params.name or params.uri
+	principal string
+	limit     string
+}
+
+// allows reports whether the client declared the capability a question of
+// the child needs.
+func (m *modernReq) allows(method string) bool {
+	switch method {
+	case "elicitation/create":
+		return m.caps["elicitation"] != nil
+	case "sampling/createMessage":
+		return m.caps["sampling"] != nil
+	case "roots/list":
+		return m.caps["roots"] != nil
+	}
+	return false
+}
+
+func statusFor(code int) int {
+	switch code {
+	case codeMethodNotFound:
+		return http.StatusNotFound
+	case codeInvalidParams, codeHeaderMismatch, codeMissingCapability, codeUnsupportedProtocolVers, codeInvalidRequest, codeParseError:
+		return http.StatusBadRequest
+	}
+	return http.StatusOK
+}
+
+func modernError(w http.ResponseWriter, id json.RawMessage, code int, msg string) {
+	writeRPCError(w, statusFor(code), id, &rpcError{Code: code, Message: msg})
+}
+
+// removedMethods are 2025 methods that 2026-07-28 dropped: 404 -32601.
+var removedMethods = []string{"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"}
+
+// serveModern serves one 2026-07-28 message.
+func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, e *envelope) {
+	if e.isResponse() {
+		badRequest(w, e.ID, "a 2026-07-28 client sends no JSON-RPC responses")
+		return
+	}
+	if e.isNotification() {
+		// 2026-07-28 defines no client notifications over HTTP (closing a
+		// stream cancels); accepted and dropped
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	m := &modernReq{e: e, logLevel: -1}
+	if len(e.Params) > 0 && json.Unmarshal(e.Params, &m.params) != nil {
+		modernError(w, e.ID, codeInvalidParams, "params must be an object")
+		return
+	}
+	if m.params == nil {
+		m.params = map[string]json.RawMessage{}
+	}
+	if json.Unmarshal(m.params["_meta"], &m.meta) != nil || m.meta == nil {
+		modernError(w, e.ID, codeInvalidParams, "missing _meta: a 2026-07-28 request carries "+metaVersion+" and "+metaCaps)
+		return
+	}
+	var version string
+	if json.Unmarshal(m.meta[metaVersion], &version) != nil || version == "" {
+		modernError(w, e.ID, codeInvalidParams, "missing or invalid _meta field "+metaVersion)
+		return
+	}
+	if json.Unmarshal(m.meta[metaCaps], &m.caps) != nil || m.caps == nil {
+		modernError(w, e.ID, codeInvalidParams, "missing or invalid _meta field "+metaCaps)
+		return
+	}
+	if hv := r.Header.Get("Mcp-Protocol-Version"); hv != version {
+		msg := "MCP-Protocol-Version header is required and must equal _meta " + metaVersion
+		if hv != "" {
+			msg = "header mismatch: MCP-Protocol-Version header value " + strconv.Quote(hv) + " does not match body value " + strconv.Quote(version)
+		}
+		modernError(w, e.ID, codeHeaderMismatch, msg)
+		return
+	}
+	if version != modernVersion {
+		writeRPCError(w, http.StatusBadRequest, e.ID, &rpcError{Code: codeUnsupportedProtocolVers,
+			Message: "unsupported protocol version " + strconv.Quote(version),
+			Data:    map[string]any{"supported": allVersions, "requested": version}})
+		return
+	}
+	if err := checkStandardHeaders(r.Header, e.Method, m.params); err != nil {
+		modernError(w, e.ID, codeHeaderMismatch, err.Error())
+		return
+	}
+	if raw := m.meta[metaLogLevel]; raw != nil {
+		if json.Unmarshal(raw, &m.levelName) != nil {
+			modernError(w, e.ID, codeInvalidParams, "invalid _meta field "+metaLogLevel)
+			return
+		}
+		lvl, ok := logLevels[m.levelName]
+		if !ok {
+			modernError(w, e.ID, codeInvalidParams, "invalid _meta field "+metaLogLevel+": "+strconv.Quote(m.levelName))
+			return
+		}
+		m.logLevel = lvl
+	}
+	m.name, _ = nameOf(e.Method, m.params)
+	m.principal = principal(r)
+	m.limit = limitKey(r, m.principal)
+	switch {
+	case slices.Contains(removedMethods, e.Method):
+		modernError(w, e.ID, codeMethodNotFound, "method not found: "+e.Method+" is not part of MCP "+modernVersion)
+	case e.Method == "server/discover":
+		h.discover(w, r, m)
+	case e.Method == "subscriptions/listen":
+		h.listen(w, r, m)
+	default:
+		h.modernCall(w, r, m)
+	}
+}
+
+// pool returns the pool that serves a request's principal: its own when
+// the process config depends on the request, else the route's shared one.
+func (h *Handler) pool(m *modernReq) *childPool {
+	if h.perRequest {
+		return h.table.poolFor("u\x00"+m.limit, m.limit)
+	}
+	return h.table.poolFor("", "pool\x00shared")
+}
+
+// cacheScope is "private" unless the answer is the same for everyone: a
+// shared child and an unauthenticated request.
+func (h *Handler) cacheScope(m *modernReq) string {
+	if h.perRequest || m.principal != "" {
+		return "private"
+	}
+	return "public"
+}
+
+// child returns a ready pool child for a call, starting one if needed; on
+// failure it has answered the client.
+func (h *Handler) child(w http.ResponseWriter, r *http.Request, m *modernReq, p *childPool, asking bool, prefer uint64) *poolChild {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-h.shutdown:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	c, why, err := p.acquire(ctx, asking, m.limit, prefer, func() (*poolChild, refusal, error) {
+		return h.startPoolChild(r, p)
+	})
+	switch {
+	case c != nil:
+		return c
+	case err != nil && why == admitted:
+		h.spawnFailed(w, m.e.ID, err)
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// the client went away while waiting
+	default:
+		h.refuse(w, m.e.ID, why, m.limit)
+	}
+	return nil
+}
+
+// startPoolChild starts and initializes a child for p, within the limits.
+func (h *Handler) startPoolChild(r *http.Request, p *childPool) (*poolChild, refusal, error) {
+	if why := h.table.reserve(p.limit); why != admitted {
+		return nil, why, nil
+	}
+	c := &poolChild{pool: p, ready: make(chan struct{}), started: make(chan struct{}), calls: map[uint64]*call{}, tokens: map[string]*call{},
+		logLevel: -1, idleSince: time.Now(), serial: childSerials.Add(1), modern: h.era(r) == eraModern}
+	c.logger = h.logger.With(zap.String("pool", userForLog(strings.TrimPrefix(p.key, "u\x00"))))
+	prewarmed := false
+	if !h.perRequest {
+		if wc := h.table.pool.take(); wc != nil {
+			c.proc = wc.proc
+			if wc.sink.adopt(c) {
+				prewarmed = true
+			} else {
+				c.proc = nil
+			}
+		}
+	}
+	if !prewarmed {
+		proc, err := h.startChild(r, c, c.logger)
+		c.proc = proc
+		if err != nil {
+			close(c.started)
+			h.table.release(p.limit)
+			return nil, admitted, err
+		}
+	}
+	close(c.started)
+	if err := c.handshake(defaultPoolVersion); err != nil {
+		c.end("initialize failed")
+		return nil, admitted, err
+	}
+	if c.modern {
+		h.table.discoveredModern(c.initResult)
+	} else {
+		h.table.discovered(c.initResult)
+	}
+	c.logger.Info("pool child started", zap.Int("pid", c.proc.pid()), zap.Bool("prewarmed", prewarmed), zap.Bool("modern", c.modern))
+	return c, admitted, nil
+}
+
+// childSerials numbers pool children (a wrapped requestState names one).
+var childSerials atomic.Uint64
+
+// defaultPoolVersion is what the bridge speaks to a legacy child.
+const defaultPoolVersion = "2025-11-25"
+
+// discover answers server/discover from the cached InitializeResult of the
+// route's children (a child is started the first time only).
+func (h *Handler) discover(w http.ResponseWriter, r *http.Request, m *modernReq) {
+	if h.era(r) == eraModern {
+		res := h.table.discover.Load()
+		if res == nil {
+			c := h.child(w, r, m, h.pool(m), false, 0)
+			if c == nil {
+				return
+			}
+			res = &c.initResult
+		}
+		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.e.ID, "result": *res})
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(b)
+		return
+	}
+	init := h.table.initResult()
+	if init == nil {
+		c := h.child(w, r, m, h.pool(m), false, 0)
+		if c == nil {
+			return
+		}
+		init = c.initResult
+	}
+	var ir struct {
+		Capabilities json.RawMessage `json:"capabilities"`
+		ServerInfo   json.RawMessage `json:"serverInfo"`
+		Instructions string          `json:"instructions,omitempty"`
+	}
+	_ = json.Unmarshal(init, &ir)
+	if ir.Capabilities == nil {
+		ir.Capabilities = json.RawMessage(`{}`)
+	}
+	res := map[string]any{
+		"resultType":        "complete",
+		"supportedVersions": allVersions,
+		"capabilities":      ir.Capabilities,
+		"ttlMs":             h.cfg.cacheTTL.Milliseconds(),
+		"cacheScope":        h.cacheScope(m),
+	}
+	if ir.ServerInfo != nil {
+		res["_meta"] = map[string]any{metaServer: ir.ServerInfo}
+	}
+	if ir.Instructions != "" {
+		res["instructions"] = ir.Instructions
+	}
+	writeResult(w, m.e.ID, res)
+}
+
+func writeResult(w http.ResponseWriter, id json.RawMessage, result any) {
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "result": result})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}
+
+// modernCall forwards a request to a pool child and answers it.
+func (h *Handler) modernCall(w http.ResponseWriter, r *http.Request, m *modernReq) {
+	p := h.pool(m)
+	// a modern child asks nothing over stdio: its calls need no asker slot
+	asking := mayAsk(m.e.Method) && h.era(r) != eraModern
+	if m.params["requestState"] != nil && mayAsk(m.e.Method) {
+		h.resume(w, r, m, p)
+		return
+	}
+	if m.e.Method == "tools/call" {
+		bindings, ok := h.toolBindings(w, r, m, p)
+		if !ok {
+			return
+		}
+		if err := checkParamHeaders(r.Header, m.params, bindings); err != nil {
+			modernError(w, m.e.ID, codeHeaderMismatch, err.Error())
+			return
+		}
+	}
+	c := h.child(w, r, m, p, asking, 0)
+	if c == nil {
+		return
+	}
+	if m.logLevel >= 0 && !c.modern {
+		c.setLogLevel(r.Context(), m.levelName)
+	}
+	cl, err := c.start(m.e.Method, m.params, asking, m.limit, m.logLevel)
+	if err != nil {
+		h.childUnavailable(w, m.e.ID, err)
+		return
+	}
+	h.await(w, r, m, cl)
+}
+
+// replier answers one request: JSON unless something streams before the
+// answer, then SSE.
+type replier struct {
+	w   http.ResponseWriter
+	sse *sseWriter
+}
+
+func (rp *replier) event(b []byte) error {
+	if rp.sse == nil {
+		rp.sse = newSSEWriter(rp.w, "")
+	}
+	rp.sse.add("", b)
+	return rp.sse.flush()
+}
+
+func (rp *replier) finish(status int, body []byte) {
+	if rp.sse != nil {
+		rp.sse.add("", body)
+		_ = rp.sse.flush()
+		return
+	}
+	h := rp.w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	rp.w.WriteHeader(status)
+	_, _ = rp.w.Write(body)
+}
+
+// await serves a call until its answer, or until the child's questions
+// make a round (input_required), the client goes away (the call is
+// cancelled), or the route shuts down.
+func (h *Handler) await(w http.ResponseWriter, r *http.Request, m *modernReq, cl *call) {
+	rp := &replier{w: w}
+	var quiet, hard <-chan time.Time
+	var quietT *time.Timer
+	asked := false
+	for {
+		select {
+		case b := <-cl.final:
+			status, body := h.translate(b, m, cl)
+			rp.finish(status, body)
+			return
+		case b := <-cl.events:
+			if rp.event(b) != nil {
+				cl.cancel("the client went away")
+				return
+			}
+		case b := <-cl.asks:
+			e, err := parseEnvelope(b)
+			if err != nil {
+				continue
+			}
+			if !m.allows(e.Method) {
+				cl.child.answerError(e.ID, codeMethodNotFound, "the client did not declare the capability "+e.Method+" needs")
+				continue
+			}
+			cl.addAsk(ask{id: append(json.RawMessage(nil), e.ID...), method: e.Method, params: append(json.RawMessage(nil), e.Params...)})
+			if quietT == nil {
+				quietT = time.NewTimer(gatherQuiet)
+				defer quietT.Stop()
+			} else {
+				quietT.Reset(gatherQuiet)
+			}
+			quiet = quietT.C
+			if !asked {
+				asked = true
+				t := time.NewTimer(gatherMax)
+				defer t.Stop()
+				hard = t.C
+			}
+		case <-quiet:
+			rp.finish(http.StatusOK, h.park(cl, m))
+			return
+		case <-hard:
+			rp.finish(http.StatusOK, h.park(cl, m))
+			return
+		case <-r.Context().Done():
+			cl.cancel("the client went away")
+			return
+		case <-h.shutdown:
+			cl.cancel("the route is reloading or stopping")
+			h.logger.Info("request ended: the route is reloading or stopping", zap.String("method", m.e.Method))
+			rp.finish(http.StatusServiceUnavailable, encodeError(m.e.ID, &rpcError{Code: codeInternalError,
+				Message: "the route is reloading or stopping; retry the request"}))
+			return
+		}
+	}
+}
+
+var askPrefix = map[string]string{"elicitation/create": "elicitation", "sampling/createMessage": "sampling", "roots/list": "roots"}
+
+func (cl *call) addAsk(a ask) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	cl.nextKey++
+	cl.open[askPrefix[a.method]+"-"+strconv.Itoa(cl.nextKey)] = a
+}
+
+// park answers the client with an input_required round for the call's
+// open questions; the call waits in the table for the retry.
+func (h *Handler) park(cl *call, m *modernReq) []byte {
+	t := h.table
+	round := randomID(16)
+	timeout := h.cfg.inputTimeout
+	inputs := map[string]any{}
+	cl.mu.Lock()
+	for k, a := range cl.open {
+		q := map[string]any{"method": a.method}
+		if len(a.params) > 0 {
+			q["params"] = a.params
+		}
+		inputs[k] = q
+	}
+	cl.timer = time.AfterFunc(timeout, func() { t.expireRound(round) })
+	cl.mu.Unlock()
+	t.parkRound(round, cl)
+	state := t.sealer.seal(&sealedState{Round: round, Principal: principalDigest(m.principal), Method: m.e.Method,
+		Name: m.name, Expires: time.Now().Add(timeout).Unix() + 1})
+	res := map[string]any{"resultType": "input_required", "inputRequests": inputs, "requestState": state}
+	if si := t.serverInfo(); si != nil {
+		res["_meta"] = map[string]any{metaServer: si}
+	}
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.e.ID, "result": res})
+	return b
+}
+
+// resume continues a parked call with the client's retry.
+func (h *Handler) resume(w http.ResponseWriter, r *http.Request, m *modernReq, p *childPool) {
+	var rs string
+	if json.Unmarshal(m.params["requestState"], &rs) != nil {
+		modernError(w, m.e.ID, codeInvalidParams, "requestState must be a string")
+		return
+	}
+	st, err := h.table.sealer.open(rs, m.principal, m.e.Method, m.name, time.Now())
+	if err != nil {
+		h.logger.Warn("requestState refused", zap.Error(err), zap.String("user", userForLog(m.principal)))
+		modernError(w, m.e.ID, codeInvalidParams, "invalid requestState: "+err.Error())
+		return
+	}
+	if st.Round == "" {
+		h.retry(w, r, m, p, st)
+		return
+	}
+	cl := h.table.takeRound(st.Round)
+	if cl == nil || cl.isCancelled() {
+		modernError(w, m.e.ID, codeInvalidParams, "invalid requestState: the round expired or was already answered; send the request again without requestState")
+		return
+	}
+	var responses map[string]json.RawMessage
+	_ = json.Unmarshal(m.params["inputResponses"], &responses)
+	type answer struct {
+		a ask
+		v json.RawMessage
+	}
+	var answers []answer
+	cl.mu.Lock()
+	if cl.timer != nil {
+		cl.timer.Stop()
+	}
+	for k, a := range cl.open {
+		if v := responses[k]; len(v) > 0 && v[0] == '{' {
+			answers = append(answers, answer{a, v})
+			delete(cl.open, k)
+		}
+	}
+	remaining := len(cl.open)
+	cl.mu.Unlock()
+	for _, x := range answers {
+		cl.child.answer(x.a.id, x.v)
+	}
+	if remaining > 0 {
+		(&replier{w: w}).finish(http.StatusOK, h.park(cl, m))
+		return
+	}
+	h.await(w, r, m, cl)
+}
+
+// retry forwards the retry of a child's own input_required round, with
+// the child's requestState unwrapped, preferably to the child that asked.
+func (h *Handler) retry(w http.ResponseWriter, r *http.Request, m *modernReq, p *childPool, st *sealedState) {
+	if st.HasInner {
+		m.params["requestState"], _ = json.Marshal(st.Inner)
+	} else {
+		delete(m.params, "requestState")
+	}
+	asking := h.era(r) != eraModern
+	c := h.child(w, r, m, p, asking, st.Child)
+	if c == nil {
+		return
+	}
+	cl, err := c.start(m.e.Method, m.params, asking, m.limit, m.logLevel)
+	if err != nil {
+		h.childUnavailable(w, m.e.ID, err)
+		return
+	}
+	h.await(w, r, m, cl)
+}
+
+// translate renders a child's response for a modern client.
+func (h *Handler) translate(b []byte, m *modernReq, cl *call) (int, []byte) {
+	e, err := parseEnvelope(b)
+	if err != nil {
+		return http.StatusBadGateway, encodeError(m.e.ID, &rpcError{Code: codeInternalError, Message: "invalid response from the server process"})
+	}
+	if e.Error != nil {
+		var re struct {
+			Code    int             `json:"code"`
+			Message string          `json:"message"`
+			Data    json.RawMessage `json:"data,omitempty"`
+		}
+		_ = json.Unmarshal(e.Error, &re)
+		if re.Code == codeResourceNotFound25 && m.e.Method == "resources/read" {
+			re.Code = codeInvalidParams
+			var data map[string]json.RawMessage
+			_ = json.Unmarshal(re.Data, &data)
+			if data == nil {
+				data = map[string]json.RawMessage{}
+			}
+			if data["uri"] == nil {
+				data["uri"], _ = json.Marshal(m.name)
+			}
+			re.Data, _ = json.Marshal(data)
+		}
+		out, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.e.ID, "error": re})
+		return statusFor(re.Code), out
+	}
+	var res map[string]json.RawMessage
+	if json.Unmarshal(e.Result, &res) != nil || res == nil {
+		return http.StatusOK, e.withID(m.e.ID)
+	}
+	var rt string
+	_ = json.Unmarshal(res["resultType"], &rt)
+	if rt == "input_required" || (rt == "" && res["inputRequests"] != nil && mayAsk(m.e.Method)) {
+		// the child's own round (a modern child; or a go-sdk server's
+		// later round in 2025 mode): its requestState goes inside ours, so
+		// that the retry is verified and reaches this child
+		var inner string
+		_, has := res["requestState"]
+		_ = json.Unmarshal(res["requestState"], &inner)
+		res["resultType"] = json.RawMessage(`"input_required"`)
+		if c := string(res["content"]); c == "[]" || c == "null" {
+			delete(res, "content")
+		}
+		res["requestState"], _ = json.Marshal(h.table.sealer.seal(&sealedState{Principal: principalDigest(m.principal),
+			Method: m.e.Method, Name: m.name, Expires: time.Now().Add(h.cfg.inputTimeout).Unix() + 1,
+			Inner: inner, HasInner: has, Child: cl.child.serial}))
+	} else if rt == "" {
+		res["resultType"] = json.RawMessage(`"complete"`)
+	}
+	switch m.e.Method {
+	case "tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read":
+		if res["ttlMs"] == nil {
+			res["ttlMs"] = json.RawMessage(strconv.FormatInt(h.cfg.cacheTTL.Milliseconds(), 10))
+		}
+		if res["cacheScope"] == nil || h.perRequest {
+			// a per-user child's answer is never public
+			res["cacheScope"], _ = json.Marshal(h.cacheScope(m))
+		}
+	}
+	if si := h.table.serverInfo(); si != nil {
+		var meta map[string]json.RawMessage
+		_ = json.Unmarshal(res["_meta"], &meta)
+		if meta == nil {
+			meta = map[string]json.RawMessage{}
+		}
+		if meta[metaServer] == nil {
+			meta[metaServer] = si
+			res["_meta"], _ = json.Marshal(meta)
+		}
+	}
+	if m.e.Method == "tools/list" {
+		h.pool(m).learnTools(res["tools"], m.params["cursor"] == nil)
+	}
+	out, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.e.ID, "result": res})
+	return http.StatusOK, out
+}
+
+// learnTools records the x-mcp-header bindings of listed tools.
+func (p *childPool) learnTools(raw json.RawMessage, firstPage bool) {
+	var tools []struct {
+		Name        string          `json:"name"`
+		InputSchema json.RawMessage `json:"inputSchema"`
+	}
+	if json.Unmarshal(raw, &tools) != nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if firstPage || p.tools == nil {
+		p.tools = map[string][]paramBinding{}
+	}
+	for _, t := range tools {
+		p.tools[t.Name] = headerBindings(t.InputSchema)
+	}
+	if firstPage {
+		p.toolsKnown = true
+	}
+}
+
+// toolBindings returns the x-mcp-header bindings of the called tool,
+// listing the tools from a child first if the pool does not know them.
+func (h *Handler) toolBindings(w http.ResponseWriter, r *http.Request, m *modernReq, p *childPool) ([]paramBinding, bool) {
+	p.mu.Lock()
+	known := p.toolsKnown
+	b := p.tools[m.name]
+	p.mu.Unlock()
+	if known {
+		return b, true
+	}
+	c := h.child(w, r, m, p, false, 0)
+	if c == nil {
+		return nil, false
+	}
+	var cursor json.RawMessage
+	first := true
+	for page := 0; page < 50; page++ {
+		params := map[string]json.RawMessage{}
+		if cursor != nil {
+			params["cursor"] = cursor
+		}
+		cl, err := c.start("tools/list", params, false, "", -1)
+		if err != nil {
+			h.childUnavailable(w, m.e.ID, err)
+			return nil, false
+		}
+		var resp []byte
+		select {
+		case resp = <-cl.final:
+		case <-r.Context().Done():
+			cl.cancel("the client went away")
+			return nil, false
+		case <-time.After(30 * time.Second):
+			cl.cancel("tools/list took too long")
+			h.logger.Error("the server process did not list its tools within 30s; answered 504")
+			modernError(w, m.e.ID, codeInternalError, "the MCP server did not list its tools in time")
+			return nil, false
+		}
+		e, err := parseEnvelope(resp)
+		if err != nil || e.Result == nil {
+			break // no tools capability: nothing to bind
+		}
+		var res struct {
+			Tools      json.RawMessage `json:"tools"`
+			NextCursor json.RawMessage `json:"nextCursor"`
+		}
+		_ = json.Unmarshal(e.Result, &res)
+		p.learnTools(res.Tools, first)
+		first = false
+		if len(res.NextCursor) == 0 || string(res.NextCursor) == "null" || string(res.NextCursor) == `""` {
+			break
+		}
+		cursor = res.NextCursor
+	}
+	p.mu.Lock()
+	p.toolsKnown = true
+	b = p.tools[m.name]
+	p.mu.Unlock()
+	return b, true
+}
+
+// listener is one subscriptions/listen stream.
+type listener struct {
+	id      json.RawMessage
+	tools   bool
+	prompts bool
+	res     bool
+	uris    map[string]bool
+	ch      chan []byte
+	closed  chan struct{}
+	once    sync.Once
+}
+
+// broadcast delivers a change notification to the pool's listeners that
+// opted into it, tagged with their subscription id.
+func (p *childPool) broadcast(method string, params json.RawMessage) {
+	var uri string
+	if method == "notifications/resources/updated" {
+		var x struct {
+			URI string `json:"uri"`
+		}
+		_ = json.Unmarshal(params, &x)
+		uri = x.URI
+	}
+	p.mu.Lock()
+	if method == "notifications/tools/list_changed" {
+		p.toolsKnown, p.tools = false, nil
+	}
+	ls := make([]*listener, 0, len(p.listeners))
+	for l := range p.listeners {
+		ls = append(ls, l)
+	}
+	p.mu.Unlock()
+	for _, l := range ls {
+		want := false
+		switch method {
+		case "notifications/tools/list_changed":
+			want = l.tools
+		case "notifications/prompts/list_changed":
+			want = l.prompts
+		case "notifications/resources/list_changed":
+			want = l.res
+		case "notifications/resources/updated":
+			want = l.uris[uri]
+		}
+		if !want {
+			continue
+		}
+		var pm map[string]json.RawMessage
+		_ = json.Unmarshal(params, &pm)
+		if pm == nil {
+			pm = map[string]json.RawMessage{}
+		}
+		var meta map[string]json.RawMessage
+		_ = json.Unmarshal(pm["_meta"], &meta)
+		if meta == nil {
+			meta = map[string]json.RawMessage{}
+		}
+		meta[metaSubID] = l.id
+		pm["_meta"], _ = json.Marshal(meta)
+		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": method, "params": pm})
+		select {
+		case l.ch <- b:
+		default: // a listener that does not read loses notifications, never blocks the child
+		}
+	}
+}
+
+func (p *childPool) closeListeners() {
+	p.mu.Lock()
+	ls := make([]*listener, 0, len(p.listeners))
+	for l := range p.listeners {
+		ls = append(ls, l)
+	}
+	p.mu.Unlock()
+	for _, l := range ls {
+		l.once.Do(func() { close(l.closed) })
+	}
+}
+
+// listen serves subscriptions/listen: an acknowledgement, then the change
+// notifications the client opted into, until it goes away or the route
+// ends (then a final result closes the stream).
+func (h *Handler) listen(w http.ResponseWriter, r *http.Request, m *modernReq) {
+	var sp struct {
+		Notifications struct {
+			Tools     bool     `json:"toolsListChanged"`
+			Prompts   bool     `json:"promptsListChanged"`
+			Resources bool     `json:"resourcesListChanged"`
+			URIs      []string `json:"resourceSubscriptions"`
+		} `json:"notifications"`
+	}
+	_ = json.Unmarshal(m.e.Params, &sp)
+	n := sp.Notifications
+	if h.era(r) == eraModern {
+		h.listenModern(w, r, m)
+		return
+	}
+	if len(n.URIs) > 1000 {
+		modernError(w, m.e.ID, codeInvalidParams, "too many resourceSubscriptions (at most 1000)")
+		return
+	}
+	p := h.pool(m)
+	l := &listener{id: m.e.ID, tools: n.Tools, prompts: n.Prompts, res: n.Resources, uris: map[string]bool{},
+		ch: make(chan []byte, 256), closed: make(chan struct{})}
+	var sub *poolChild
+	if len(n.URIs) > 0 {
+		// a legacy child reports updates only for what it was subscribed to
+		if sub = h.child(w, r, m, p, false, 0); sub == nil {
+			return
+		}
+		for _, u := range n.URIs {
+			params := map[string]json.RawMessage{}
+			params["uri"], _ = json.Marshal(u)
+			if cl, err := sub.start("resources/subscribe", params, false, "", -1); err == nil {
+				select {
+				case <-cl.final:
+				case <-time.After(10 * time.Second):
+				case <-r.Context().Done():
+					return
+				}
+			}
+			l.uris[u] = true
+		}
+		defer func() {
+			for u := range l.uris {
+				params := map[string]json.RawMessage{}
+				params["uri"], _ = json.Marshal(u)
+				_, _ = sub.start("resources/unsubscribe", params, false, "", -1)
+			}
+		}()
+	}
+	p.mu.Lock()
+	p.listeners[l] = struct{}{}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.listeners, l)
+		p.mu.Unlock()
+	}()
+	sw := newSSEWriter(w, "")
+	ack, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+		"params": map[string]any{"_meta": map[string]any{metaSubID: m.e.ID}, "notifications": n}})
+	sw.add("", ack)
+	if sw.flush() != nil {
+		return
+	}
+	keepalive := time.NewTicker(25 * time.Second)
+	defer keepalive.Stop()
+	closing := func() {
+		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.e.ID,
+			"result": map[string]any{"resultType": "complete", "_meta": map[string]any{metaSubID: m.e.ID}}})
+		sw.add("", b)
+		_ = sw.flush()
+	}
+	for {
+		select {
+		case b := <-l.ch:
+			sw.add("", b)
+			if sw.flush() != nil {
+				return
+			}
+		case <-keepalive.C:
+			sw.comment("keep-alive")
+			if sw.flush() != nil {
+				return
+			}
+		case <-l.closed:
+			closing()
+			return
+		case <-h.shutdown:
+			closing()
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+// listenModern passes a subscriptions/listen through to a modern child:
+// its notifications, tagged with the bridge's id, go to the client with
+// the client's.
+func (h *Handler) listenModern(w http.ResponseWriter, r *http.Request, m *modernReq) {
+	c := h.child(w, r, m, h.pool(m), false, 0)
+	if c == nil {
+		return
+	}
+	cl, err := c.start(m.e.Method, m.params, false, "", -1)
+	if err != nil {
+		h.childUnavailable(w, m.e.ID, err)
+		return
+	}
+	cl.subID = m.e.ID
+	sw := newSSEWriter(w, "")
+	if sw.flush() != nil {
+		cl.cancel("the client went away")
+		return
+	}
+	keepalive := time.NewTicker(25 * time.Second)
+	defer keepalive.Stop()
+	for {
+		select {
+		case b := <-cl.events:
+			sw.add("", b)
+			if sw.flush() != nil {
+				cl.cancel("the client went away")
+				return
+			}
+		case b := <-cl.final:
+			_, body := h.translate(b, m, cl)
+			sw.add("", body)
+			_ = sw.flush()
+			return
+		case <-keepalive.C:
+			sw.comment("keep-alive")
+			if sw.flush() != nil {
+				cl.cancel("the client went away")
+				return
+			}
+		case <-h.shutdown:
+			cl.cancel("the route is reloading or stopping")
+			return
+		case <-r.Context().Done():
+			cl.cancel("the client went away")
+			return
+		}
+	}
+}

@@ -1,0 +1,720 @@
+package stdiobridge
+
+// The child pool: children that serve MCP 2026-07-28 requests.
+//
+// A modern request carries no session, so the bridge owns the correlation.
+// Each route (table) keeps pools of children: one shared pool, or one per
+// principal when the process config depends on the request (placeholders
+// in env). A pool child is started and initialized by the bridge itself
+// (the 2025 handshake, once), and serves many requests at once, each under
+// an id of the bridge's (its own counter) and, where the request asked for
+// progress, a progress token of the bridge's: clients' ids and tokens never
+// meet in a child.
+//
+// A legacy child may ask its client things while it serves a call. Such a
+// question must be attributed to the right call with certainty, and stdio
+// carries no relation, so a child serves at most one call that may ask
+// (tools/call, prompts/get, resources/read: the methods MRTR allows) at a
+// time: the asker. Other methods share the child freely. A second such call
+// gets another child (more children, not guesses), within max_sessions and
+// max_sessions_per_user, which count pool children like sessions; at the
+// limit it waits for a child to free up, as long as its client waits.
+//
+// Locks (see table.go for the whole order): childPool.mu → poolChild.mu;
+// neither is held across I/O, and a poolChild never takes its pool's lock
+// while holding its own.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// methods a server may answer with input_required (MRTR).
+func mayAsk(method string) bool {
+	return method == "tools/call" || method == "prompts/get" || method == "resources/read"
+}
+
+// childPool is a set of initialized children of one route (and principal).
+type childPool struct {
+	t     *table
+	key   string // principal of a per-user pool, "" when shared
+	limit string // whom its children count against (table.reserve)
+
+	mu         sync.Mutex
+	children   []*poolChild
+	changed    chan struct{} // closed and replaced when a child frees up or exits
+	listeners  map[*listener]struct{}
+	tools      map[string][]paramBinding // x-mcp-header bindings by tool name (tools/list)
+	toolsKnown bool
+	holds      map[string]int // asking calls in flight or parked, by limit key (shared pools)
+}
+
+// poolChild is one initialized child of a pool.
+type poolChild struct {
+	serial uint64 // names the child in a wrapped requestState
+	modern bool   // speaks 2026-07-28 itself: requests pass through
+	pool   *childPool
+	proc   *process
+	logger *zap.Logger
+	ready   chan struct{} // closed once the handshake finished (initErr says how)
+	started chan struct{} // closed once proc is set (nil if the start failed)
+
+	initErr    error
+	initResult json.RawMessage
+
+	mu        sync.Mutex
+	nextID    uint64
+	calls     map[uint64]*call
+	tokens    map[string]*call // the bridge's progress tokens
+	asker     *call            // the call that may ask the client now
+	closed    bool
+	idleSince time.Time // when the last call finished (zero while busy)
+	logLevel  int       // the level last set on the child (-1: none)
+	stuckAt   time.Time // when the asker was cancelled (it may never answer)
+}
+
+// call is one request in a pool child, from the bridge's id to the
+// response; across MRTR rounds it outlives the HTTP requests that serve it.
+type call struct {
+	child       *poolChild
+	id          uint64
+	method      string
+	clientToken json.RawMessage // the client's progress token
+	bridgeToken string
+	logLevel    int    // least severity forwarded; -1: none asked
+	subID       json.RawMessage // the client's id of a subscriptions/listen call (modern child)
+	holder      string // the limit key that holds the asker slot ("" if none)
+
+	events chan []byte // notifications for the client (bounded; dropped when full)
+	asks   chan []byte // the child's requests to the client
+	final  chan []byte // the response (the child's id), exactly once
+
+	mu        sync.Mutex
+	open      map[string]ask // input key -> question not answered yet
+	nextKey   int
+	cancelled bool
+	timer     *time.Timer
+}
+
+// ask is a request from the child to its client.
+type ask struct {
+	id     json.RawMessage
+	method string
+	params json.RawMessage
+}
+
+var errPoolStopped = errors.New("route stopped")
+
+// logLevels orders the syslog severities of notifications/message.
+var logLevels = map[string]int{"debug": 0, "info": 1, "notice": 2, "warning": 3, "error": 4, "critical": 5, "alert": 6, "emergency": 7}
+
+// poolFor returns the pool for a request's principal.
+func (t *table) poolFor(key, limit string) *childPool {
+	t.poolsMu.Lock()
+	defer t.poolsMu.Unlock()
+	p := t.pools[key]
+	if p == nil {
+		p = &childPool{t: t, key: key, limit: limit, changed: make(chan struct{}),
+			listeners: map[*listener]struct{}{}, holds: map[string]int{}}
+		t.pools[key] = p
+	}
+	return p
+}
+
+// poolList copies the pools.
+func (t *table) poolList() []*childPool {
+	t.poolsMu.Lock()
+	defer t.poolsMu.Unlock()
+	out := make([]*childPool, 0, len(t.pools))
+	for _, p := range t.pools {
+		out = append(out, p)
+	}
+	return out
+}
+
+// signalLocked wakes whoever waits for a child.
+func (p *childPool) signalLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// acquire returns a ready child for a call: for an asking call, one whose
+// asker slot is free (it is taken for the caller: start must follow);
+// otherwise the least busy child. It starts a child when none fits and the
+// limits allow, and otherwise waits while ctx lives.
+func (p *childPool) acquire(ctx context.Context, asking bool, holder string, prefer uint64, start func() (*poolChild, refusal, error)) (*poolChild, refusal, error) {
+	for {
+		p.mu.Lock()
+		cfg := p.t.settings.Load()
+		if asking && p.key == "" && cfg.maxPerUser > 0 && p.holds[holder] >= cfg.maxPerUser {
+			ch := p.changed
+			p.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, refusedPerUser, ctx.Err()
+			}
+		}
+		var best *poolChild
+		bestLoad := -1
+		for _, c := range p.children {
+			c.mu.Lock()
+			fits := !c.closed && (!asking || c.asker == nil)
+			load := len(c.calls)
+			c.mu.Unlock()
+			if fits && (best == nil || load < bestLoad || (prefer != 0 && c.serial == prefer)) {
+				best, bestLoad = c, load
+				if prefer != 0 && c.serial == prefer {
+					break
+				}
+			}
+		}
+		if best != nil && (asking || bestLoad < 8 || !p.canGrowLocked(cfg)) {
+			if asking {
+				best.mu.Lock()
+				best.asker = &call{} // reserved; start replaces it
+				best.mu.Unlock()
+				p.holds[holder]++
+			}
+			p.mu.Unlock()
+			return best, admitted, nil
+		}
+		ch := p.changed
+		p.mu.Unlock()
+		c, why, err := start()
+		if err != nil {
+			return nil, why, err
+		}
+		if c != nil {
+			p.mu.Lock()
+			p.children = append(p.children, c)
+			p.signalLocked()
+			p.mu.Unlock()
+			continue
+		}
+		if why == refusedStopped {
+			return nil, why, errPoolStopped
+		}
+		if best == nil && len(p.snapshot()) == 0 {
+			return nil, why, nil // nothing to wait for
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, why, ctx.Err()
+		}
+	}
+}
+
+// canGrowLocked: a busy shared child may still get non-asking calls when
+// the pool cannot grow; whether it can is decided by reserve.
+func (p *childPool) canGrowLocked(cfg *settings) bool {
+	return cfg.maxSessions == 0 || len(p.children) < cfg.maxSessions
+}
+
+func (p *childPool) snapshot() []*poolChild {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*poolChild(nil), p.children...)
+}
+
+// release gives back the asker slot of holder.
+func (p *childPool) releaseHold(holder string) {
+	p.mu.Lock()
+	if p.holds[holder] <= 1 {
+		delete(p.holds, holder)
+	} else {
+		p.holds[holder]--
+	}
+	p.signalLocked()
+	p.mu.Unlock()
+}
+
+// remove forgets an exited child.
+func (p *childPool) remove(c *poolChild) {
+	p.mu.Lock()
+	for i, x := range p.children {
+		if x == c {
+			p.children = append(p.children[:i], p.children[i+1:]...)
+			break
+		}
+	}
+	p.signalLocked()
+	p.mu.Unlock()
+}
+
+// freed wakes waiters (a call finished).
+func (p *childPool) freed() {
+	p.mu.Lock()
+	p.signalLocked()
+	p.mu.Unlock()
+}
+
+// start sends a call to the child. params is the request's params as the
+// child must see them, except for the progress token, which start replaces
+// by one of its own.
+func (c *poolChild) start(method string, params map[string]json.RawMessage, asking bool, holder string, logLevel int) (*call, error) {
+	cl := &call{child: c, method: method, logLevel: logLevel, holder: holder,
+		events: make(chan []byte, 256), asks: make(chan []byte, 32), final: make(chan []byte, 1),
+		open: map[string]ask{}}
+	c.mu.Lock()
+	if c.closed {
+		if asking && c.asker != nil && c.asker.child == nil {
+			c.asker = nil
+		}
+		c.mu.Unlock()
+		if asking {
+			c.pool.releaseHold(holder)
+		}
+		return nil, errSessionClosed
+	}
+	c.nextID++
+	cl.id = c.nextID
+	c.calls[cl.id] = cl
+	c.idleSince = time.Time{}
+	if asking {
+		c.asker = cl
+	} else {
+		cl.holder = ""
+	}
+	var meta map[string]json.RawMessage
+	if params != nil {
+		_ = json.Unmarshal(params["_meta"], &meta)
+	}
+	if tok := meta["progressToken"]; tok != nil {
+		cl.clientToken = append(json.RawMessage(nil), tok...)
+		cl.bridgeToken = "caddymcp-" + strconv.FormatUint(cl.id, 10)
+		c.tokens[cl.bridgeToken] = cl
+		meta["progressToken"], _ = json.Marshal(cl.bridgeToken)
+		params["_meta"], _ = json.Marshal(meta)
+	}
+	c.mu.Unlock()
+	msg := map[string]any{"jsonrpc": "2.0", "id": cl.id, "method": method}
+	if params != nil {
+		msg["params"] = params
+	}
+	b, _ := json.Marshal(msg)
+	if err := c.send(b); err != nil {
+		c.finish(cl.id)
+		return nil, err
+	}
+	return cl, nil
+}
+
+// finish forgets a call (its response came, or it could not be sent).
+func (c *poolChild) finish(id uint64) *call {
+	c.mu.Lock()
+	cl := c.calls[id]
+	if cl == nil {
+		c.mu.Unlock()
+		return nil
+	}
+	delete(c.calls, id)
+	if cl.bridgeToken != "" {
+		delete(c.tokens, cl.bridgeToken)
+	}
+	wasAsker := c.asker == cl
+	if wasAsker {
+		c.asker = nil
+		c.stuckAt = time.Time{}
+	}
+	if len(c.calls) == 0 {
+		c.idleSince = time.Now()
+	}
+	c.mu.Unlock()
+	if cl.holder != "" {
+		c.pool.releaseHold(cl.holder)
+	} else {
+		c.pool.freed()
+	}
+	return cl
+}
+
+// cancel tells the child a call is abandoned (notifications/cancelled) and
+// answers its open questions with an error; the call's slot frees when the
+// child answers it.
+func (cl *call) cancel(reason string) {
+	cl.mu.Lock()
+	if cl.cancelled {
+		cl.mu.Unlock()
+		return
+	}
+	cl.cancelled = true
+	open := cl.open
+	cl.open = map[string]ask{}
+	if cl.timer != nil {
+		cl.timer.Stop()
+	}
+	cl.mu.Unlock()
+	c := cl.child
+	c.mu.Lock()
+	if c.asker == cl {
+		c.stuckAt = time.Now()
+	}
+	live := c.calls[cl.id] == cl
+	c.mu.Unlock()
+	for _, a := range open {
+		c.answerError(a.id, codeInternalError, reason)
+	}
+	for {
+		select {
+		case b := <-cl.asks:
+			if e, err := parseEnvelope(b); err == nil {
+				c.answerError(e.ID, codeInternalError, reason)
+			}
+			continue
+		default:
+		}
+		break
+	}
+	if live {
+		msg, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "notifications/cancelled",
+			"params": map[string]any{"requestId": cl.id, "reason": reason}})
+		_ = c.send(msg)
+	}
+}
+
+func (cl *call) isCancelled() bool {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.cancelled
+}
+
+// send writes a message to the child (once it is started).
+func (c *poolChild) send(b []byte) error {
+	<-c.started
+	if c.proc == nil {
+		return errSessionClosed
+	}
+	return c.proc.send(b, c.pool.t.settings.Load().writeTimeout)
+}
+
+// answer sends the child a response to one of its requests.
+func (c *poolChild) answer(id json.RawMessage, result json.RawMessage) {
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "result": result})
+	_ = c.send(b)
+}
+
+func (c *poolChild) answerError(id json.RawMessage, code int, message string) {
+	_ = c.send(encodeError(id, &rpcError{Code: code, Message: message}))
+}
+
+// childMessage routes a message from the child (messageSink).
+func (c *poolChild) childMessage(line []byte) {
+	e, err := parseEnvelope(line)
+	if err != nil {
+		c.logger.Warn("server process wrote invalid JSON-RPC; skipped", zap.Error(err))
+		return
+	}
+	switch {
+	case e.isResponse():
+		id, err := strconv.ParseUint(string(e.ID), 10, 64)
+		if err != nil {
+			return
+		}
+		if cl := c.finish(id); cl != nil {
+			cl.final <- append([]byte(nil), line...)
+		}
+	case e.isRequest():
+		b := append([]byte(nil), line...)
+		switch e.Method {
+		case "ping":
+			go c.answer(e.ID, json.RawMessage(`{}`))
+		case "elicitation/create", "sampling/createMessage", "roots/list":
+			c.mu.Lock()
+			a := c.asker
+			c.mu.Unlock()
+			if a == nil || a.child == nil || a.isCancelled() {
+				go c.answerError(e.ID, codeInternalError, "no client request is waiting for this "+e.Method)
+				return
+			}
+			select {
+			case a.asks <- b:
+			default:
+				go c.answerError(e.ID, codeInternalError, "too many questions at once")
+			}
+		default:
+			go c.answerError(e.ID, codeMethodNotFound, "method not found: "+e.Method)
+		}
+	default:
+		c.notification(e, line)
+	}
+}
+
+// notification routes a notification from the child: progress to its
+// call, log messages to the asking call if it asked for them, change
+// notifications to the pool's listeners.
+func (c *poolChild) notification(e *envelope, line []byte) {
+	if c.modern && c.routeSubscription(e) {
+		return
+	}
+	switch e.Method {
+	case "notifications/progress":
+		var p map[string]json.RawMessage
+		if json.Unmarshal(e.Params, &p) != nil {
+			return
+		}
+		var tok string
+		_ = json.Unmarshal(p["progressToken"], &tok)
+		c.mu.Lock()
+		cl := c.tokens[tok]
+		c.mu.Unlock()
+		if cl == nil {
+			return
+		}
+		p["progressToken"] = cl.clientToken
+		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": e.Method, "params": p})
+		cl.event(b)
+	case "notifications/message":
+		var p struct {
+			Level string `json:"level"`
+		}
+		_ = json.Unmarshal(e.Params, &p)
+		c.mu.Lock()
+		cl := c.asker
+		c.mu.Unlock()
+		lvl, ok := logLevels[p.Level]
+		if cl != nil && cl.child != nil && cl.logLevel >= 0 && ok && lvl >= cl.logLevel {
+			cl.event(append([]byte(nil), line...))
+		}
+	case "notifications/tools/list_changed", "notifications/prompts/list_changed",
+		"notifications/resources/list_changed", "notifications/resources/updated":
+		c.pool.broadcast(e.Method, e.Params)
+	}
+}
+
+// routeSubscription delivers a modern child's notification tagged with a
+// subscription id (the bridge's id of a subscriptions/listen call) to that
+// call, with the client's id.
+func (c *poolChild) routeSubscription(e *envelope) bool {
+	var p map[string]json.RawMessage
+	if json.Unmarshal(e.Params, &p) != nil {
+		return false
+	}
+	var meta map[string]json.RawMessage
+	if json.Unmarshal(p["_meta"], &meta) != nil || meta[metaSubID] == nil {
+		return false
+	}
+	id, err := strconv.ParseUint(string(meta[metaSubID]), 10, 64)
+	if err != nil {
+		return false
+	}
+	c.mu.Lock()
+	cl := c.calls[id]
+	c.mu.Unlock()
+	if cl == nil || cl.subID == nil {
+		return true
+	}
+	meta[metaSubID] = cl.subID
+	p["_meta"], _ = json.Marshal(meta)
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": e.Method, "params": p})
+	cl.event(b)
+	return true
+}
+
+func (cl *call) event(b []byte) {
+	select {
+	case cl.events <- b:
+	default: // the client is not reading; progress and logs are hints
+	}
+}
+
+func (c *poolChild) childOversized(id []byte, size int) {
+	c.logger.Warn("server process wrote a message larger than max_message_size; dropped",
+		zap.Int("size", size), zap.Int("max_message_size", c.pool.t.settings.Load().maxMessageSize))
+	n, err := strconv.ParseUint(string(id), 10, 64)
+	if err != nil {
+		return
+	}
+	if cl := c.finish(n); cl != nil {
+		cl.final <- encodeError(id, &rpcError{Code: codeInternalError, Message: "the server's response of " +
+			strconv.Itoa(size) + " bytes exceeded max_message_size"})
+	}
+}
+
+// childExited answers every call and removes the child from its pool.
+func (c *poolChild) childExited(err error) {
+	desc := exitDescription(err)
+	c.mu.Lock()
+	expected := c.closed
+	c.closed = true
+	ids := make([]uint64, 0, len(c.calls))
+	for id := range c.calls {
+		ids = append(ids, id)
+	}
+	c.mu.Unlock()
+	for _, id := range ids {
+		if cl := c.finish(id); cl != nil {
+			cl.final <- encodeError(json.RawMessage(strconv.FormatUint(id, 10)), &rpcError{Code: codeInternalError,
+				Message: "MCP server process exited (" + desc + ")"})
+		}
+	}
+	c.pool.remove(c)
+	c.pool.t.release(c.pool.limit)
+	if expected {
+		c.logger.Info("pool child ended", zap.String("status", desc))
+	} else {
+		c.logger.Warn("pool child exited", zap.String("status", desc))
+	}
+}
+
+// end closes the child and terminates its process (in the background,
+// counted in table.ending so that Caddy's stop waits for it).
+func (c *poolChild) end(reason string) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.mu.Unlock()
+	c.logger.Info("pool child ending", zap.String("reason", reason))
+	t := c.pool.t
+	t.ending.Add(1)
+	go func() {
+		defer t.ending.Done()
+		c.proc.terminate(t.settings.Load().shutdownTimeout)
+	}()
+}
+
+// handshake initializes the child as the bridge's own 2025 client,
+// declaring what the bridge can translate into input_required rounds.
+func (c *poolChild) handshake(version string) error {
+	defer close(c.ready)
+	if c.modern {
+		return c.discoverModern()
+	}
+	params := map[string]json.RawMessage{}
+	params["protocolVersion"], _ = json.Marshal(version)
+	params["capabilities"] = json.RawMessage(`{"elicitation":{"form":{},"url":{}},"sampling":{},"roots":{}}`)
+	params["clientInfo"] = json.RawMessage(`{"name":"caddymcp","version":"1"}`)
+	cl, err := c.start("initialize", params, false, "", -1)
+	if err != nil {
+		c.initErr = err
+		return err
+	}
+	timeout := time.NewTimer(30 * time.Second)
+	defer timeout.Stop()
+	select {
+	case b := <-cl.final:
+		e, err := parseEnvelope(b)
+		if err != nil || e.Result == nil {
+			c.initErr = errors.New("the server process refused initialize: " + string(truncate(b, 200)))
+			return c.initErr
+		}
+		c.initResult = append(json.RawMessage(nil), e.Result...)
+	case <-timeout.C:
+		c.initErr = errors.New("no initialize response within 30s")
+		c.finish(cl.id)
+		return c.initErr
+	}
+	c.initErr = c.send([]byte(`{"jsonrpc":"2.0","method":"notifications/initialized"}`))
+	return c.initErr
+}
+
+// discoverModern asks a modern child server/discover (its "handshake": it
+// needs none, and the answer serves clients' server/discover).
+func (c *poolChild) discoverModern() error {
+	var params map[string]json.RawMessage
+	_ = json.Unmarshal([]byte(`{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",`+
+		`"io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"caddymcp","version":"1"}}}`), &params)
+	cl, err := c.start("server/discover", params, false, "", -1)
+	if err != nil {
+		c.initErr = err
+		return err
+	}
+	timeout := time.NewTimer(30 * time.Second)
+	defer timeout.Stop()
+	select {
+	case b := <-cl.final:
+		e, err := parseEnvelope(b)
+		if err != nil || e.Result == nil {
+			c.initErr = errors.New("the server process refused server/discover: " + string(truncate(b, 200)))
+			return c.initErr
+		}
+		c.initResult = append(json.RawMessage(nil), e.Result...)
+		return nil
+	case <-timeout.C:
+		c.initErr = errors.New("no server/discover response within 30s")
+		c.finish(cl.id)
+		return c.initErr
+	}
+}
+
+// setLogLevel makes the child send log messages down to level (one
+// logging/setLevel when it is lower than the level set before).
+func (c *poolChild) setLogLevel(ctx context.Context, level string) {
+	lvl := logLevels[level]
+	c.mu.Lock()
+	if c.logLevel >= 0 && c.logLevel <= lvl {
+		c.mu.Unlock()
+		return
+	}
+	c.logLevel = lvl
+	c.mu.Unlock()
+	params := map[string]json.RawMessage{}
+	params["level"], _ = json.Marshal(level)
+	cl, err := c.start("logging/setLevel", params, false, "", -1)
+	if err != nil {
+		return
+	}
+	select {
+	case <-cl.final:
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// reapPools ends pool children idle for longer than idle, and children
+// whose cancelled asking call never ended (they do not honour
+// cancellation; the slot would be lost for good).
+func (t *table) reapPools(now time.Time, idle, stuck time.Duration) {
+	for _, p := range t.poolList() {
+		for _, c := range p.snapshot() {
+			c.mu.Lock()
+			idleFor := time.Duration(0)
+			if !c.idleSince.IsZero() && len(c.calls) == 0 {
+				idleFor = now.Sub(c.idleSince)
+			}
+			stuckFor := time.Duration(0)
+			if !c.stuckAt.IsZero() {
+				stuckFor = now.Sub(c.stuckAt)
+			}
+			c.mu.Unlock()
+			switch {
+			case idleFor > idle:
+				c.end("idle for longer than session_idle_timeout")
+			case stuckFor > stuck:
+				c.end("a cancelled call was not answered within " + stuck.String())
+			}
+		}
+	}
+}
+
+// endPools ends every pool child (the route goes away).
+func (t *table) endPools(reason string) {
+	for _, p := range t.poolList() {
+		p.closeListeners()
+		for _, c := range p.snapshot() {
+			c.mu.Lock()
+			ids := make([]uint64, 0, len(c.calls))
+			for id := range c.calls {
+				ids = append(ids, id)
+			}
+			c.mu.Unlock()
+			for _, id := range ids {
+				if cl := c.finish(id); cl != nil {
+					cl.final <- encodeError(json.RawMessage(strconv.FormatUint(id, 10)), &rpcError{Code: codeInternalError, Message: reason})
+				}
+			}
+			c.end(reason)
+		}
+	}
+}
