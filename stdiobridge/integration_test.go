@@ -24,8 +24,23 @@ http://127.0.0.1:{{PORT}}, http://localhost:{{PORT}} {
 `
 }
 
+// go-sdk's client against go-sdk's everything-server over stdio, in each
+// era: a 2025 session; 2026-07-28 passed through to the server (which
+// answers server/discover itself); and 2026-07-28 with the server treated
+// as a 2025 one, its sampling and elicitation requests turned into
+// input_required rounds that the client's MRTR middleware answers.
 func TestGoSDKClientThroughBridge(t *testing.T) {
-	c := caddyrun.StartCaddyfile(t, "", bridgeSite(mcpserver.Binary(t), "\n\t\tshutdown_timeout 2s"))
+	for _, tc := range []struct{ name, version, era string }{
+		{"2025-11-25 session", "2025-11-25", "auto"},
+		{"2026-07-28 passed through", "", "auto"},
+		{"2026-07-28 translated", "", "legacy"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { goSDKClient(t, tc.version, tc.era) })
+	}
+}
+
+func goSDKClient(t *testing.T, version, era string) {
+	c := caddyrun.StartCaddyfile(t, "", bridgeSite(mcpserver.Binary(t), "\n\t\tshutdown_timeout 2s\n\t\tchild_era "+era))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -44,7 +59,7 @@ func TestGoSDKClientThroughBridge(t *testing.T) {
 			mu.Unlock()
 		},
 	})
-	session, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: c.URL + "/mcp"}, nil)
+	session, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: c.URL + "/mcp"}, &mcp.ClientSessionOptions{ProtocolVersion: version})
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
@@ -66,7 +81,9 @@ func TestGoSDKClientThroughBridge(t *testing.T) {
 	if got := call("test_simple_text", nil, nil); got == "" {
 		t.Fatal("empty text")
 	}
-	if got := call("test_tool_with_progress", nil, mcp.Meta{"progressToken": "p-1"}); got != "p-1" {
+	// the tool echoes the token it got: the bridge's own, so that two
+	// clients' tokens never meet in a shared child
+	if got := call("test_tool_with_progress", nil, mcp.Meta{"progressToken": "p-1"}); got == "" {
 		t.Fatalf("progress tool returned %q", got)
 	}
 	mu.Lock()
@@ -74,6 +91,12 @@ func TestGoSDKClientThroughBridge(t *testing.T) {
 		t.Errorf("progress notifications: %v, want 3", progress)
 	}
 	mu.Unlock()
+	if version == "" && era != "legacy" {
+		// these tools ask with server-to-client requests, which a
+		// 2026-07-28 session does not have (go-sdk's own HTTP server
+		// refuses them the same way); the translated run covers them
+		return
+	}
 	if got := call("test_sampling", map[string]any{"prompt": "hi"}, nil); !strings.Contains(got, "sampled answer") {
 		t.Fatalf("sampling result %q", got)
 	}

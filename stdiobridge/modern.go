@@ -137,6 +137,13 @@ func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, e *envelop
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
+	if hv := r.Header.Get("Mcp-Protocol-Version"); hv != "" && !slices.Contains(allVersions, hv) {
+		// a version this endpoint does not know: say what it speaks
+		writeRPCError(w, http.StatusBadRequest, e.ID, &rpcError{Code: codeUnsupportedProtocolVers,
+			Message: "unsupported protocol version " + strconv.Quote(hv),
+			Data:    map[string]any{"supported": allVersions, "requested": hv}})
+		return
+	}
 	m := &modernReq{e: e, logLevel: -1}
 	if len(e.Params) > 0 && json.Unmarshal(e.Params, &m.params) != nil {
 		modernError(w, e.ID, codeInvalidParams, "params must be an object")

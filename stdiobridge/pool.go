@@ -57,11 +57,11 @@ type childPool struct {
 
 // poolChild is one initialized child of a pool.
 type poolChild struct {
-	serial uint64 // names the child in a wrapped requestState
-	modern bool   // speaks 2026-07-28 itself: requests pass through
-	pool   *childPool
-	proc   *process
-	logger *zap.Logger
+	serial  uint64 // names the child in a wrapped requestState
+	modern  bool   // speaks 2026-07-28 itself: requests pass through
+	pool    *childPool
+	proc    *process
+	logger  *zap.Logger
 	ready   chan struct{} // closed once the handshake finished (initErr says how)
 	started chan struct{} // closed once proc is set (nil if the start failed)
 
@@ -87,9 +87,9 @@ type call struct {
 	method      string
 	clientToken json.RawMessage // the client's progress token
 	bridgeToken string
-	logLevel    int    // least severity forwarded; -1: none asked
+	logLevel    int             // least severity forwarded; -1: none asked
 	subID       json.RawMessage // the client's id of a subscriptions/listen call (modern child)
-	holder      string // the limit key that holds the asker slot ("" if none)
+	holder      string          // the limit key that holds the asker slot ("" if none)
 
 	events chan []byte // notifications for the client (bounded; dropped when full)
 	asks   chan []byte // the child's requests to the client

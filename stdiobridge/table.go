@@ -74,7 +74,7 @@ type table struct {
 	poolsMu  sync.Mutex
 	pools    map[string]*childPool
 	roundsMu sync.Mutex
-	rounds   map[string]*call // parked MRTR rounds by round id
+	rounds   map[string]*call                // parked MRTR rounds by round id
 	init     atomic.Pointer[json.RawMessage] // a child's InitializeResult (server/discover)
 	discover atomic.Pointer[json.RawMessage] // a modern child's DiscoverResult
 	era      atomic.Int32                    // eraUnknown until probed (probe.go)

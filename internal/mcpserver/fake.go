@@ -34,6 +34,11 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	setsid   starts a grandchild (sleep 6124) in a session of its own
 //	hugelast tools/call answers with a 5 MiB text and the id last
 //	giant    tools/call answers with a 32 MiB text
+//	mrtr     tools by name: "echo" (the arguments and $CADDYMCP_FAKE_USER),
+//	         "whoami" (pid and $CADDYMCP_FAKE_USER), "ask" (asks its client
+//	         elicitation/create, then answers with what it got), "hold"
+//	         (answered only when cancelled); every answer, cancellation
+//	         and error it sees is appended to $CADDYMCP_FAKE_LOG
 //
 // On notifications/cancelled it reports the cancelled id with a
 // notifications/message, so tests can see that the bridge sent it.
@@ -78,6 +83,18 @@ func RunFakeIfRequested() {
 		out.WriteByte('\n')
 		out.Flush()
 	}
+	logf := func(format string, args ...any) {
+		if path := os.Getenv("CADDYMCP_FAKE_LOG"); path != "" {
+			f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+			if err == nil {
+				fmt.Fprintf(f, "%d "+format+"\n", append([]any{os.Getpid()}, args...)...)
+				f.Close()
+			}
+		}
+	}
+	asked := map[string]json.RawMessage{} // our question id -> the tools/call id
+	held := map[string]bool{}             // tools/call ids of "hold"
+	nextQ := 0
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 1<<20), 64<<20)
 	for in.Scan() {
@@ -85,8 +102,27 @@ func RunFakeIfRequested() {
 			ID     json.RawMessage `json:"id"`
 			Method string          `json:"method"`
 			Params json.RawMessage `json:"params"`
+			Result json.RawMessage `json:"result"`
+			Error  json.RawMessage `json:"error"`
 		}
 		if json.Unmarshal(in.Bytes(), &msg) != nil {
+			continue
+		}
+		if msg.Method == "" && msg.ID != nil { // an answer to our question
+			callID, ok := asked[string(msg.ID)]
+			if !ok {
+				continue
+			}
+			delete(asked, string(msg.ID))
+			if msg.Error != nil {
+				logf("answer %s error %s", msg.ID, msg.Error)
+				send(map[string]any{"jsonrpc": "2.0", "id": callID, "result": map[string]any{"isError": true,
+					"content": []any{map[string]any{"type": "text", "text": "asked, got error " + string(msg.Error)}}}})
+				continue
+			}
+			logf("answer %s result %s", msg.ID, msg.Result)
+			send(map[string]any{"jsonrpc": "2.0", "id": callID, "result": map[string]any{
+				"content": []any{map[string]any{"type": "text", "text": "answer=" + string(msg.Result)}}}})
 			continue
 		}
 		if msg.Method == "notifications/cancelled" {
@@ -94,6 +130,11 @@ func RunFakeIfRequested() {
 				RequestID json.RawMessage `json:"requestId"`
 			}
 			_ = json.Unmarshal(msg.Params, &p)
+			logf("cancelled %s", p.RequestID)
+			if held[string(p.RequestID)] {
+				delete(held, string(p.RequestID))
+				send(map[string]any{"jsonrpc": "2.0", "id": p.RequestID, "error": map[string]any{"code": -32800, "message": "cancelled"}})
+			}
 			send(map[string]any{"jsonrpc": "2.0", "method": "notifications/message",
 				"params": map[string]any{"level": "info", "data": "cancelled " + string(p.RequestID)}})
 			continue
@@ -115,9 +156,31 @@ func RunFakeIfRequested() {
 				"serverInfo":      map[string]any{"name": "fake", "version": "1"},
 			})
 		case "tools/list":
-			result(map[string]any{"tools": []any{map[string]any{"name": "t", "inputSchema": map[string]any{"type": "object"}}}})
+			result(map[string]any{"tools": []any{map[string]any{"name": "t", "inputSchema": map[string]any{"type": "object"}},
+				map[string]any{"name": "echo", "inputSchema": map[string]any{"type": "object", "properties": map[string]any{
+					"region": map[string]any{"type": "string", "x-mcp-header": "Region"}}}}}})
 		case "tools/call":
+			var call struct {
+				Name      string          `json:"name"`
+				Arguments json.RawMessage `json:"arguments"`
+			}
+			_ = json.Unmarshal(msg.Params, &call)
 			switch {
+			case has("mrtr") && call.Name == "echo":
+				text("echo=" + string(call.Arguments) + " user=" + os.Getenv("CADDYMCP_FAKE_USER"))
+			case has("mrtr") && call.Name == "whoami":
+				text("pid=" + strconv.Itoa(os.Getpid()) + " user=" + os.Getenv("CADDYMCP_FAKE_USER"))
+			case has("mrtr") && call.Name == "ask":
+				nextQ++
+				q := fmt.Sprintf(`"q%d"`, nextQ)
+				asked[q] = msg.ID
+				logf("asking %s", q)
+				send(map[string]any{"jsonrpc": "2.0", "id": json.RawMessage(q), "method": "elicitation/create",
+					"params": map[string]any{"mode": "form", "message": "Your name?", "requestedSchema": map[string]any{
+						"type": "object", "properties": map[string]any{"name": map[string]any{"type": "string"}}}}})
+			case has("mrtr") && call.Name == "hold":
+				held[string(msg.ID)] = true
+				logf("holding %s", msg.ID)
 			case has("crash"):
 				os.Exit(3)
 			case has("hugelast"):
