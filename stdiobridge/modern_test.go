@@ -1,0 +1,371 @@
+package stdiobridge_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddymcp/caddymcp/internal/caddyrun"
+	"github.com/caddymcp/caddymcp/internal/jwkstest"
+)
+
+// modernMeta is the _meta envelope of a 2026-07-28 request.
+const modernMeta = `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",` +
+	`"io.modelcontextprotocol/clientCapabilities":{"elicitation":{}},"io.modelcontextprotocol/clientInfo":{"name":"test","version":"1"}}`
+
+// modernPost sends one 2026-07-28 request and returns the status and the
+// final JSON-RPC message (JSON, or the last event of an SSE stream).
+func modernPost(ctx context.Context, t *testing.T, url, token string, id any, method, params string) (int, map[string]any) {
+	t.Helper()
+	if params == "" {
+		params = "{" + modernMeta + "}"
+	} else {
+		params = strings.TrimSuffix(params, "}") + "," + modernMeta + "}"
+		params = strings.Replace(params, "{,", "{", 1)
+	}
+	idJSON, _ := json.Marshal(id)
+	body := `{"jsonrpc":"2.0","id":` + string(idJSON) + `,"method":"` + method + `","params":` + params + `}`
+	req, _ := http.NewRequestWithContext(ctx, "POST", url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("MCP-Protocol-Version", "2026-07-28")
+	req.Header.Set("Mcp-Method", method)
+	var p struct {
+		Name string `json:"name"`
+		URI  string `json:"uri"`
+	}
+	_ = json.Unmarshal([]byte(params), &p)
+	if p.Name != "" {
+		req.Header.Set("Mcp-Name", p.Name)
+	} else if p.URI != "" {
+		req.Header.Set("Mcp-Name", p.URI)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, nil
+		}
+		t.Errorf("%s: %v", method, err)
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	var last string
+	if resp.Header.Get("Content-Type") == "text/event-stream" {
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 16<<20)
+		for sc.Scan() {
+			if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				last = d
+			}
+		}
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		last = string(b)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(last), &m); err != nil {
+		if ctx.Err() == nil {
+			t.Errorf("%s: status %d, not JSON: %q", method, resp.StatusCode, last)
+		}
+		return resp.StatusCode, nil
+	}
+	return resp.StatusCode, m
+}
+
+func resultOf(m map[string]any) map[string]any {
+	r, _ := m["result"].(map[string]any)
+	return r
+}
+
+// textOf is the first text content of a tools/call result.
+func textOf(m map[string]any) string {
+	c, _ := resultOf(m)["content"].([]any)
+	if len(c) == 0 {
+		return ""
+	}
+	s, _ := c[0].(map[string]any)["text"].(string)
+	return s
+}
+
+// authSite is mcp_auth + mcp_stdio (the fake in mode mrtr) at /mcp, the
+// child's environment naming its principal when perUser.
+func authSite(t *testing.T, is *jwkstest.Issuer, perUser bool, extra string) string {
+	env := ""
+	if perUser {
+		env = "\n\t\t\tenv CADDYMCP_FAKE_USER {http.auth.user.id}"
+	}
+	return `
+http://127.0.0.1:{{PORT}} {
+	bind 127.0.0.1
+	route /mcp {
+		mcp_auth {
+			issuer ` + is.URL() + `
+			jwks_url ` + is.JWKSURL() + `
+			audience http://127.0.0.1:{{PORT}}/mcp
+		}
+		mcp_stdio {
+			command ` + self(t) + `
+			env CADDYMCP_FAKE_SERVER mrtr
+			child_era legacy
+			shutdown_timeout 500ms` + env + extra + `
+		}
+	}
+}
+`
+}
+
+func TestModernTwoPrincipalsNeverShare(t *testing.T) {
+	k := jwkstest.NewKey(t, "k", "RS256")
+	is := jwkstest.NewIssuer(t, k)
+	for _, perUser := range []bool{true, false} {
+		t.Run(fmt.Sprintf("per-user=%v", perUser), func(t *testing.T) {
+			c := caddyrun.StartCaddyfile(t, "", authSite(t, is, perUser, ""))
+			url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+			ann := jwkstest.Mint(t, k, is.Claims("ann", url, ""), nil)
+			bob := jwkstest.Mint(t, k, is.Claims("bob", url, ""), nil)
+			ctx := context.Background()
+			_, a := modernPost(ctx, t, url, ann, 1, "tools/call", `{"name":"whoami","arguments":{}}`)
+			_, b := modernPost(ctx, t, url, bob, 1, "tools/call", `{"name":"whoami","arguments":{}}`)
+			if perUser {
+				if !strings.HasSuffix(textOf(a), "user=ann") || !strings.HasSuffix(textOf(b), "user=bob") {
+					t.Fatalf("children do not run as their principals: %q %q", textOf(a), textOf(b))
+				}
+				if strings.Fields(textOf(a))[0] == strings.Fields(textOf(b))[0] {
+					t.Fatalf("two principals share a child: %q %q", textOf(a), textOf(b))
+				}
+			}
+			// ann's round: bob may not continue it, ann may
+			status, r := modernPost(ctx, t, url, ann, 2, "tools/call", `{"name":"ask","arguments":{}}`)
+			res := resultOf(r)
+			if status != 200 || res["resultType"] != "input_required" {
+				t.Fatalf("ask: %d %v", status, r)
+			}
+			state, _ := res["requestState"].(string)
+			var key string
+			for k := range res["inputRequests"].(map[string]any) {
+				key = k
+			}
+			retry := `{"name":"ask","arguments":{},"inputResponses":{"` + key + `":{"action":"accept","content":{"name":"Ann"}}},"requestState":"` + state + `"}`
+			if status, r := modernPost(ctx, t, url, bob, 3, "tools/call", retry); status != 400 || r["error"].(map[string]any)["code"].(float64) != -32602 {
+				t.Fatalf("bob continued ann's round: %d %v", status, r)
+			}
+			tampered := strings.Replace(retry, state, state[:len(state)-2]+"AA", 1)
+			if status, _ := modernPost(ctx, t, url, ann, 4, "tools/call", tampered); status != 400 {
+				t.Fatalf("a tampered requestState was accepted: %d", status)
+			}
+			if _, r := modernPost(ctx, t, url, ann, 5, "tools/call", retry); !strings.Contains(textOf(r), `"name":"Ann"`) {
+				t.Fatalf("ann's retry: %v", r)
+			}
+			if status, _ := modernPost(ctx, t, url, ann, 6, "tools/call", retry); status != 400 {
+				t.Fatalf("a round was answered twice: %d", status)
+			}
+		})
+	}
+}
+
+// fakeLog is a file the fake servers append what they see to.
+func fakeLog(t *testing.T) (path string, read func() string) {
+	path = filepath.Join(t.TempDir(), "fake.log")
+	return path, func() string {
+		b, _ := os.ReadFile(path)
+		return string(b)
+	}
+}
+
+// plainModernSite is mcp_stdio (fake, mode mrtr) without authentication.
+func plainModernSite(t *testing.T, log, extra string) string {
+	return `
+:{{PORT}} {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command ` + self(t) + `
+		env CADDYMCP_FAKE_SERVER mrtr
+		env CADDYMCP_FAKE_LOG ` + log + `
+		child_era legacy
+		shutdown_timeout 500ms` + extra + `
+	}
+}
+`
+}
+
+// askRound starts an "ask" call and returns the retry body that answers it.
+func askRound(t *testing.T, url string, id int) string {
+	t.Helper()
+	status, r := modernPost(context.Background(), t, url, "", id, "tools/call", `{"name":"ask","arguments":{}}`)
+	res := resultOf(r)
+	if status != 200 || res["resultType"] != "input_required" {
+		t.Fatalf("ask: %d %v", status, r)
+	}
+	var key string
+	for k := range res["inputRequests"].(map[string]any) {
+		key = k
+	}
+	return `{"name":"ask","arguments":{},"inputResponses":{"` + key + `":{"action":"accept","content":{"name":"Ann"}}},"requestState":"` + res["requestState"].(string) + `"}`
+}
+
+func TestModernRetryAfterReload(t *testing.T) {
+	log, _ := fakeLog(t)
+	c := caddyrun.StartCaddyfile(t, "", plainModernSite(t, log, ""))
+	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+	retry := askRound(t, url, 1)
+	// another generation: the process config is unchanged, so the table, its
+	// children and its parked rounds carry over
+	c.LoadCaddyfile("", plainModernSite(t, log, "\n\t\tinput_timeout 10m"))
+	http.DefaultClient.CloseIdleConnections() // the old server closed them
+	if _, r := modernPost(context.Background(), t, url, "", 2, "tools/call", retry); !strings.Contains(textOf(r), `"name":"Ann"`) {
+		t.Fatalf("retry after reload: %v", r)
+	}
+}
+
+func TestModernInputTimeout(t *testing.T) {
+	log, read := fakeLog(t)
+	c := caddyrun.StartCaddyfile(t, "", plainModernSite(t, log, "\n\t\tinput_timeout 300ms"))
+	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+	retry := askRound(t, url, 1)
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(read(), "answer \"q1\" error") || !strings.Contains(read(), "cancelled") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the child's question was not answered after input_timeout; it saw:\n%s", read())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(read(), "input_timeout") {
+		t.Fatalf("the error does not say why: %s", read())
+	}
+	if status, r := modernPost(context.Background(), t, url, "", 2, "tools/call", retry); status != 400 || !strings.Contains(fmt.Sprint(r), "expired") {
+		t.Fatalf("a retry after input_timeout: %d %v", status, r)
+	}
+	// the child's asking slot is free again: the next round works on it
+	retry = askRound(t, url, 3)
+	if _, r := modernPost(context.Background(), t, url, "", 4, "tools/call", retry); !strings.Contains(textOf(r), "Ann") {
+		t.Fatalf("the next round: %v", r)
+	}
+}
+
+func TestModernClientDisconnects(t *testing.T) {
+	log, read := fakeLog(t)
+	c := caddyrun.StartCaddyfile(t, "", plainModernSite(t, log, ""))
+	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		modernPost(ctx, t, url, "", 1, "tools/call", `{"name":"hold","arguments":{}}`)
+	}()
+	for !strings.Contains(read(), "holding") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(read(), "cancelled") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the child was not told that the request was cancelled:\n%s", read())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// mid-round: the client got its input_required round and went away for
+	// good; the round expires (input_timeout) as in TestModernInputTimeout.
+	// Here: a round abandoned while its retry is being served.
+	retry := askRound(t, url, 2)
+	ctx, cancel = context.WithCancel(context.Background())
+	cancel()
+	modernPost(ctx, t, url, "", 3, "tools/call", retry)
+	// the child is usable afterwards, whatever became of that retry
+	if _, r := modernPost(context.Background(), t, url, "", 4, "tools/call", `{"name":"whoami","arguments":{}}`); !strings.HasPrefix(textOf(r), "pid=") {
+		t.Fatalf("after disconnects: %v", r)
+	}
+}
+
+func TestModernReloadWithRequestsInFlight(t *testing.T) {
+	log, read := fakeLog(t)
+	c := caddyrun.StartCaddyfile(t, "", plainModernSite(t, log, ""))
+	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+	const n = 5
+	var wg sync.WaitGroup
+	results := make(chan int, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			status, _ := modernPost(context.Background(), t, url, "", i, "tools/call", `{"name":"hold","arguments":{}}`)
+			results <- status
+		}()
+	}
+	for strings.Count(read(), "holding") < n {
+		time.Sleep(10 * time.Millisecond)
+	}
+	done := make(chan struct{})
+	go func() {
+		c.LoadCaddyfile("", plainModernSite(t, log, "\n\t\tinput_timeout 1m"))
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("reload hung on modern requests in flight")
+	}
+	wg.Wait()
+	http.DefaultClient.CloseIdleConnections()
+	close(results)
+	for s := range results {
+		if s != http.StatusServiceUnavailable {
+			t.Errorf("a request in flight across the reload got %d, want 503 (retry)", s)
+		}
+	}
+	if _, r := modernPost(context.Background(), t, url, "", 99, "tools/call", `{"name":"whoami","arguments":{}}`); !strings.HasPrefix(textOf(r), "pid=") {
+		t.Fatalf("after the reload: %v", r)
+	}
+}
+
+func TestModern1000RequestsFrom50Principals(t *testing.T) {
+	k := jwkstest.NewKey(t, "k", "RS256")
+	is := jwkstest.NewIssuer(t, k)
+	c := caddyrun.StartCaddyfile(t, "", authSite(t, is, true, "\n\t\t\tmax_sessions 200\n\t\t\tinitialize_rate 1000"))
+	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+	tokens := make([]string, 50)
+	for i := range tokens {
+		tokens[i] = jwkstest.Mint(t, k, is.Claims("user"+strconv.Itoa(i), url, ""), nil)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	bad := 0
+	sem := make(chan struct{}, 64)
+	for i := 0; i < 1000; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			u := i % 50
+			status, r := modernPost(context.Background(), t, url, tokens[u], "req-"+strconv.Itoa(i), "tools/call",
+				`{"name":"echo","arguments":{"n":`+strconv.Itoa(i)+`}}`)
+			want := `echo={"n":` + strconv.Itoa(i) + `} user=user` + strconv.Itoa(u)
+			if status != 200 || textOf(r) != want || r["id"] != "req-"+strconv.Itoa(i) {
+				mu.Lock()
+				bad++
+				if bad < 5 {
+					t.Errorf("request %d: %d %v, want %q", i, status, r, want)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if bad > 0 {
+		t.Fatalf("%d of 1000 requests lost or misrouted", bad)
+	}
+}
