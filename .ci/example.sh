@@ -87,6 +87,19 @@ for route in stdio remote; do
 	echo "inspector CLI on /$route/mcp: tools/list, tools/call with a token, auth error without ($((SECONDS - s))s)"
 done
 
+step "TypeScript SDK 2.x client: MCP 2026-07-28 (pinned, auto) and 2025 (default)"
+cp .ci/tsclient2.mjs "$tools/tsclient2.mjs"
+for route in stdio remote; do
+	url=http://localhost:$CADDYMCP_PORT/$route/mcp
+	modes="pin auto default"
+	# the remote server (go-sdk, stateless) has no server-to-client requests
+	# for a 2025 client: the default (2025) mode's elicitation is stdio-only
+	[ $route = remote ] && modes="pin auto"
+	for mode in $modes; do
+		node "$tools/tsclient2.mjs" "$url" $mode "$(token "$url")" || { echo "TypeScript SDK 2.x client ($mode) on /$route/mcp failed"; exit 1; }
+	done
+done
+
 step "MCP Inspector web UI in headless Chromium"
 chromium=${CHROMIUM:-/usr/bin/chromium}
 if [ ! -x "$chromium" ]; then

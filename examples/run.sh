@@ -28,7 +28,9 @@ trap cleanup INT TERM EXIT
 bin/authserver -addr "localhost:$CADDYMCP_AUTH_PORT" -state bin/authserver-state.json \
 	-audience "$mcp/stdio/mcp" -resources "$mcp/stdio/mcp $mcp/remote/mcp" -cors-origins "$inspector" &
 pids+=($!)
-bin/everything-server -http "localhost:$CADDYMCP_UPSTREAM_PORT" -stateless=false &
+# stateless (go-sdk's default): the mode in which go-sdk serves MCP
+# 2026-07-28 clients as well as 2025 ones (README: what 2025 clients lose)
+bin/everything-server -http "localhost:$CADDYMCP_UPSTREAM_PORT" &
 pids+=($!)
 PATH="$PWD/bin:$PATH" ./caddy run --config Caddyfile.example --adapter caddyfile &
 pids+=($!)

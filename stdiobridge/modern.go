@@ -298,6 +298,10 @@ func (h *Handler) startPoolChild(r *http.Request, p *childPool) (*poolChild, ref
 	return c, admitted, nil
 }
 
+// bridgeMeta is the _meta of the bridge's own requests to a modern child.
+var bridgeMeta = json.RawMessage(`{"io.modelcontextprotocol/protocolVersion":"2026-07-28",` +
+	`"io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"caddymcp","version":"1"}}`)
+
 // childSerials numbers pool children (a wrapped requestState names one).
 var childSerials atomic.Uint64
 
@@ -715,6 +719,11 @@ func (h *Handler) toolBindings(w http.ResponseWriter, r *http.Request, m *modern
 		params := map[string]json.RawMessage{}
 		if cursor != nil {
 			params["cursor"] = cursor
+		}
+		if c.modern {
+			// a modern child takes a message without the envelope for a
+			// 2025 client's, and may switch its connection to 2025
+			params["_meta"] = bridgeMeta
 		}
 		cl, err := c.start("tools/list", params, false, "", -1)
 		if err != nil {

@@ -622,10 +622,7 @@ func (c *poolChild) handshake(version string) error {
 // discoverModern asks a modern child server/discover (its "handshake": it
 // needs none, and the answer serves clients' server/discover).
 func (c *poolChild) discoverModern() error {
-	var params map[string]json.RawMessage
-	_ = json.Unmarshal([]byte(`{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",`+
-		`"io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"caddymcp","version":"1"}}}`), &params)
-	cl, err := c.start("server/discover", params, false, "", -1)
+	cl, err := c.start("server/discover", map[string]json.RawMessage{"_meta": bridgeMeta}, false, "", -1)
 	if err != nil {
 		c.initErr = err
 		return err

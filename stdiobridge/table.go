@@ -358,6 +358,12 @@ func (t *table) serverInfo() json.RawMessage {
 	if init := t.initResult(); init != nil && json.Unmarshal(init, &ir) == nil {
 		return ir.ServerInfo
 	}
+	var dr struct {
+		Meta map[string]json.RawMessage `json:"_meta"`
+	}
+	if p := t.discover.Load(); p != nil && json.Unmarshal(*p, &dr) == nil {
+		return dr.Meta["io.modelcontextprotocol/serverInfo"]
+	}
 	return nil
 }
 
