@@ -28,7 +28,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"strconv"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // stateSealer seals and opens requestState values.
@@ -95,4 +99,113 @@ func (s *stateSealer) open(v, principal, method, name string, now time.Time) (*s
 		return nil, errStateExpired
 	}
 	return &st, nil
+}
+
+var askPrefix = map[string]string{"elicitation/create": "elicitation", "sampling/createMessage": "sampling", "roots/list": "roots"}
+
+func (cl *call) addAsk(a ask) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	cl.nextKey++
+	cl.open[askPrefix[a.method]+"-"+strconv.Itoa(cl.nextKey)] = a
+}
+
+// park answers the client with an input_required round for the call's
+// open questions; the call waits in the table for the retry.
+func (h *Handler) park(cl *call, m *modernReq) []byte {
+	t := h.table
+	round := randomID(16)
+	timeout := h.cfg.inputTimeout
+	inputs := map[string]any{}
+	cl.mu.Lock()
+	for k, a := range cl.open {
+		q := map[string]any{"method": a.method}
+		if len(a.params) > 0 {
+			q["params"] = a.params
+		}
+		inputs[k] = q
+	}
+	cl.timer = time.AfterFunc(timeout, func() { t.expireRound(round) })
+	cl.mu.Unlock()
+	t.parkRound(round, cl)
+	state := t.sealer.seal(&sealedState{Round: round, Principal: principalDigest(m.principal), Method: m.e.Method,
+		Name: m.name, Expires: time.Now().Add(timeout).Unix() + 1})
+	res := map[string]any{"resultType": "input_required", "inputRequests": inputs, "requestState": state}
+	if si := t.serverInfo(); si != nil {
+		res["_meta"] = map[string]any{metaServer: si}
+	}
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.e.ID, "result": res})
+	return b
+}
+
+// resume continues a parked call with the client's retry.
+func (h *Handler) resume(w http.ResponseWriter, r *http.Request, m *modernReq, p *childPool) {
+	var rs string
+	if json.Unmarshal(m.params["requestState"], &rs) != nil {
+		modernError(w, m.e.ID, codeInvalidParams, "requestState must be a string")
+		return
+	}
+	st, err := h.table.sealer.open(rs, m.principal, m.e.Method, m.name, time.Now())
+	if err != nil {
+		h.logger.Warn("requestState refused", zap.Error(err), zap.String("user", userForLog(m.principal)))
+		modernError(w, m.e.ID, codeInvalidParams, "invalid requestState: "+err.Error())
+		return
+	}
+	if st.Round == "" {
+		h.retry(w, r, m, p, st)
+		return
+	}
+	cl := h.table.takeRound(st.Round)
+	if cl == nil || cl.isCancelled() {
+		modernError(w, m.e.ID, codeInvalidParams, "invalid requestState: the round expired or was already answered; send the request again without requestState")
+		return
+	}
+	var responses map[string]json.RawMessage
+	_ = json.Unmarshal(m.params["inputResponses"], &responses)
+	type answer struct {
+		a ask
+		v json.RawMessage
+	}
+	var answers []answer
+	cl.mu.Lock()
+	if cl.timer != nil {
+		cl.timer.Stop()
+	}
+	for k, a := range cl.open {
+		if v := responses[k]; len(v) > 0 && v[0] == '{' {
+			answers = append(answers, answer{a, v})
+			delete(cl.open, k)
+		}
+	}
+	remaining := len(cl.open)
+	cl.mu.Unlock()
+	for _, x := range answers {
+		cl.child.answer(x.a.id, x.v)
+	}
+	if remaining > 0 {
+		(&replier{w: w}).finish(http.StatusOK, h.park(cl, m))
+		return
+	}
+	h.await(w, r, m, cl)
+}
+
+// retry forwards the retry of a child's own input_required round, with
+// the child's requestState unwrapped, preferably to the child that asked.
+func (h *Handler) retry(w http.ResponseWriter, r *http.Request, m *modernReq, p *childPool, st *sealedState) {
+	if st.HasInner {
+		m.params["requestState"], _ = json.Marshal(st.Inner)
+	} else {
+		delete(m.params, "requestState")
+	}
+	asking := h.era(r) != eraModern
+	c := h.child(w, r, m, p, asking, st.Child)
+	if c == nil {
+		return
+	}
+	cl, err := c.start(m.e.Method, m.params, asking, m.limit, m.logLevel)
+	if err != nil {
+		h.childUnavailable(w, m.e.ID, err)
+		return
+	}
+	h.await(w, r, m, cl)
 }

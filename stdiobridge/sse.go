@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // event is one message on a stream, numbered within it.
@@ -88,4 +90,130 @@ func (s *sseWriter) flush() error {
 		s.buf.Reset()
 	}
 	return s.rc.Flush()
+}
+
+// writeStream sends a stream's events after seq `after` as SSE until the
+// stream is complete, the client goes away, another writer takes the
+// stream over (resumption), the session ends, the token that opened the
+// stream expires, or the server shuts down (then what is already there is
+// still delivered, within the write deadline). Every write has a deadline.
+func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, s *Session, st *stream, after uint64, sessionID string) {
+	sw := newSSEWriter(w, sessionID)
+	kick, prime := s.attachWriter(st)
+	defer s.detachWriter(st, kick)
+	if prime {
+		// lets the client resume from here if the stream breaks (SEP-1699)
+		sw.add(eventID(st.id, after), nil)
+	}
+	if err := sw.flush(); err != nil {
+		return
+	}
+	var expired <-chan time.Time
+	if exp := tokenExpiry(r); !exp.IsZero() {
+		t := time.NewTimer(time.Until(exp))
+		defer t.Stop()
+		expired = t.C
+	}
+	keepalive := time.NewTicker(25 * time.Second)
+	defer keepalive.Stop()
+	var batch []event
+	shuttingDown := false
+	for {
+		var evicted, done, closed bool
+		batch, evicted, done, closed = s.snapshot(st, after, batch)
+		if evicted {
+			s.logger.Warn("stream fell behind its buffer (client not reading); closed", zap.String("stream", st.id))
+			return
+		}
+		for _, ev := range batch {
+			sw.add(eventID(st.id, ev.seq), ev.data)
+			after = ev.seq
+		}
+		if len(batch) > 0 {
+			if err := sw.flush(); err != nil {
+				h.detached(s, st)
+				return
+			}
+			s.delivered(st, after)
+		}
+		if done || closed || shuttingDown {
+			return
+		}
+		select {
+		case <-st.notify:
+		case <-s.closedCh:
+		case <-kick:
+			return
+		case <-h.shutdown:
+			shuttingDown = true // one more pass delivers what endStreams settled
+		case <-expired:
+			s.logger.Info("stream ended: the token that opened it expired", zap.String("stream", st.id))
+			return
+		case <-r.Context().Done():
+			h.detached(s, st)
+			return
+		case <-keepalive.C:
+			sw.comment("keep-alive")
+			if err := sw.flush(); err != nil {
+				h.detached(s, st)
+				return
+			}
+		}
+	}
+}
+
+// attachWriter makes the caller the stream's writer, evicting another one
+// (a resumption takes over), and reports whether to send a priming event.
+func (s *Session) attachWriter(st *stream) (kick chan struct{}, prime bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kick = make(chan struct{})
+	if st.writer != nil {
+		close(st.writer)
+	}
+	st.writer = kick
+	return kick, s.protocolVersion >= "2025-11-25"
+}
+
+func (s *Session) detachWriter(st *stream, kick chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st.writer == kick {
+		st.writer = nil
+	}
+	st.pinned = false
+}
+
+func (s *Session) delivered(st *stream, seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st.delivered = max(st.delivered, seq)
+}
+
+// detached handles a client that went away from an unfinished request
+// stream: a client that can resume gets resumeGrace to do so, others'
+// requests are cancelled at once.
+func (h *Handler) detached(s *Session, st *stream) {
+	if st.standalone {
+		return
+	}
+	s.mu.Lock()
+	resumable := s.protocolVersion >= "2025-11-25"
+	done := st.done
+	s.mu.Unlock()
+	if done {
+		return
+	}
+	if !resumable {
+		s.cancelStream(st, "client disconnected")
+		return
+	}
+	time.AfterFunc(resumeGrace, func() {
+		s.mu.Lock()
+		abandoned := st.writer == nil && !st.done && !s.closed
+		s.mu.Unlock()
+		if abandoned {
+			s.cancelStream(st, "client disconnected and did not resume")
+		}
+	})
 }

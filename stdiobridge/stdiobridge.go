@@ -1,32 +1,8 @@
-// Package stdiobridge provides the mcp_stdio handler: it runs a stdio MCP
-// server (npx …, uvx …, any binary) as child processes and serves it as an
-// MCP Streamable HTTP endpoint (MCP 2025-11-25, also serving 2025-06-18 and
-// 2025-03-26 clients).
-//
-// Caddyfile syntax:
-//
-//	mcp_stdio [<matcher>] {
-//		command <program> [<args...>]
-//		env <NAME> <value>
-//		inherit_env <NAME...>
-//		dir <path>
-//		session_idle_timeout <duration>
-//		max_sessions <n>
-//		stateless
-//		shutdown_timeout <duration>
-//		allowed_origins <origin...>
-//		max_message_size <size>
-//		prewarm <n>
-//		max_sessions_per_user <n>
-//		initialize_rate <n>
-//		allowed_hosts <host...>
-//	}
 package stdiobridge
 
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -426,6 +402,14 @@ func (h *Handler) endStreams() {
 	})
 }
 
+// admit is the one place every client message passes before it is served,
+// in either era (a batch's messages one by one): it decides the message's
+// era and answers (and reports false for) a message that may not be
+// served. Per-message policy belongs here.
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request, e *envelope) (modern, ok bool) {
+	return h.isModern(r, e), true
+}
+
 // ServeHTTP serves the Streamable HTTP transport.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	h.publish()
@@ -462,10 +446,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 
 func badRequest(w http.ResponseWriter, id json.RawMessage, msg string) {
 	writeRPCError(w, http.StatusBadRequest, id, &rpcError{Code: codeInvalidRequest, Message: "Bad Request: " + msg})
-}
-
-func sessionNotFound(w http.ResponseWriter, id json.RawMessage) {
-	writeRPCError(w, http.StatusNotFound, id, &rpcError{Code: -32001, Message: "Session not found"})
 }
 
 // principal is whom a session is bound to: the issuer and subject that
@@ -517,26 +497,6 @@ func tokenExpiry(r *http.Request) time.Time {
 	return time.Unix(int64(exp), 0)
 }
 
-// lookup finds the request's session; it writes the error itself.
-func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, id json.RawMessage) *Session {
-	sid := r.Header.Get("Mcp-Session-Id")
-	if sid == "" {
-		badRequest(w, id, "Mcp-Session-Id header is required")
-		return nil
-	}
-	s := h.table.get(sid)
-	if s == nil || s.subject != principal(r) {
-		if s != nil {
-			h.logger.Warn("session id presented by another user; answered as unknown",
-				zap.String("session", sid), zap.String("user", userForLog(principal(r))))
-		}
-		sessionNotFound(w, id)
-		return nil
-	}
-	s.touch()
-	return s
-}
-
 func (h *Handler) servePOST(w http.ResponseWriter, r *http.Request) {
 	if !isJSONContentType(r.Header.Get("Content-Type")) {
 		writeRPCError(w, http.StatusUnsupportedMediaType, nil, &rpcError{Code: codeInvalidRequest, Message: "Unsupported Media Type: Content-Type must be application/json"})
@@ -571,7 +531,11 @@ func (h *Handler) servePOST(w http.ResponseWriter, r *http.Request) {
 		writeRPCError(w, http.StatusBadRequest, id, rerr)
 		return
 	}
-	if h.isModern(r, e) {
+	modern, ok := h.admit(w, r, e)
+	if !ok {
+		return
+	}
+	if modern {
 		h.serveModern(w, r, e)
 		return
 	}
@@ -604,34 +568,6 @@ func (h *Handler) servePOST(w http.ResponseWriter, r *http.Request) {
 	h.forward(w, r, s, e)
 }
 
-// forward sends one non-initialize message of a live session to its child.
-func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *Session, e *envelope) {
-	switch {
-	case e.isRequest():
-		s.mu.Lock()
-		st := s.newStreamLocked(false)
-		s.mu.Unlock()
-		msg, err := s.outgoing(e, st)
-		if err != nil {
-			sessionNotFound(w, e.ID)
-			return
-		}
-		if err := s.proc.send(msg, s.cfg.writeTimeout); err != nil {
-			s.abandon(e)
-			h.childUnavailable(w, e.ID, err)
-			return
-		}
-		h.writeStream(w, r, s, st, 0, "")
-	default:
-		msg, _ := s.outgoing(e, nil)
-		if err := s.proc.send(msg, s.cfg.writeTimeout); err != nil {
-			h.childUnavailable(w, nil, err)
-			return
-		}
-		w.WriteHeader(http.StatusAccepted)
-	}
-}
-
 // childUnavailable answers a message the child could not be sent.
 func (h *Handler) childUnavailable(w http.ResponseWriter, id json.RawMessage, err error) {
 	h.logger.Warn("writing to server process failed; answered 503", zap.Error(err))
@@ -641,16 +577,6 @@ func (h *Handler) childUnavailable(w http.ResponseWriter, id json.RawMessage, er
 
 // userForLog renders a principal for logs (issuer and subject).
 func userForLog(p string) string { return strings.Replace(p, "\x00", " ", 1) }
-
-// spawn starts a session's child with the per-request environment.
-func (h *Handler) spawn(r *http.Request, s *Session) error {
-	proc, err := h.startChild(r, s, s.logger)
-	if err != nil {
-		return err
-	}
-	s.proc = proc
-	return nil
-}
 
 // startChild starts a child; env placeholders are resolved from r if given.
 func (h *Handler) startChild(r *http.Request, sink messageSink, logger *zap.Logger) (*process, error) {
@@ -705,394 +631,6 @@ func (h *Handler) refuse(w http.ResponseWriter, id json.RawMessage, why refusal,
 func (h *Handler) spawnFailed(w http.ResponseWriter, id json.RawMessage, err error) {
 	h.logger.Error("could not start MCP server process; answered 500", zap.String("command", h.Command), zap.Error(err))
 	writeRPCError(w, http.StatusInternalServerError, id, &rpcError{Code: codeInternalError, Message: "could not start the MCP server process"})
-}
-
-func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, e *envelope) {
-	h.warmUp()
-	user := principal(r)
-	key := limitKey(r, user)
-	if why := h.table.reserve(key); why != admitted {
-		h.refuse(w, e.ID, why, key)
-		return
-	}
-	table := h.table
-	if h.Stateless {
-		table = nil
-	}
-	s := newSession(table, user, key, h.cfg, h.logger)
-	s.ending = &h.table.ending
-	prewarmed := false
-	if !h.Stateless {
-		if c := h.table.pool.take(); c != nil && c.sink.adopt(s) {
-			s.proc, prewarmed = c.proc, true
-		}
-	}
-	if !prewarmed {
-		if err := h.spawn(r, s); err != nil {
-			h.table.release(key)
-			h.spawnFailed(w, e.ID, err)
-			return
-		}
-	}
-	if h.Stateless {
-		// the slot is held until the child has exited
-		s.onExit = func() { h.table.release(key) }
-		defer s.end("stateless request answered")
-	} else {
-		if !h.table.add(s) {
-			// the route was removed or changed meanwhile
-			s.end("route removed or changed during initialize")
-			h.refuse(w, e.ID, refusedStopped, key)
-			return
-		}
-		s.mu.Lock()
-		if s.closed {
-			h.table.remove(s)
-		}
-		s.mu.Unlock()
-		s.logger.Info("session started", zap.Int("pid", s.proc.pid()), zap.String("user", userForLog(s.subject)),
-			zap.String("command", h.Command), zap.Bool("prewarmed", prewarmed))
-	}
-	var p struct {
-		ProtocolVersion string `json:"protocolVersion"`
-	}
-	_ = json.Unmarshal(e.Params, &p)
-	s.mu.Lock()
-	s.protocolVersion = p.ProtocolVersion // until the child answers
-	st := s.newStreamLocked(false)
-	s.initStream = st
-	s.mu.Unlock()
-	msg, err := s.startRequest(e, st)
-	if err == nil {
-		err = s.proc.send(msg, s.cfg.writeTimeout)
-	}
-	if err != nil {
-		s.end("initialize could not be sent")
-		if errors.Is(err, errSessionClosed) {
-			// ended meanwhile (route removed or changed, server stopping)
-			h.refuse(w, e.ID, refusedStopped, key)
-			return
-		}
-		h.logger.Error("initialize could not be sent to the server process; answered 500", zap.Error(err))
-		writeRPCError(w, http.StatusInternalServerError, e.ID, &rpcError{Code: codeInternalError, Message: "MCP server process is not accepting messages"})
-		return
-	}
-	s.markStarted()
-	sid := s.id
-	if h.Stateless {
-		sid = ""
-	}
-	h.writeStream(w, r, s, st, 0, sid)
-}
-
-// serveStateless answers one message with a child of its own: the bridge
-// initializes the child itself, then forwards the message. The child holds
-// its max_sessions slot until it has exited.
-func (h *Handler) serveStateless(w http.ResponseWriter, r *http.Request, e *envelope, version string) {
-	user := principal(r)
-	key := limitKey(r, user)
-	if why := h.table.reserve(key); why != admitted {
-		h.refuse(w, e.ID, why, key)
-		return
-	}
-	s := newSession(nil, user, key, h.cfg, h.logger)
-	s.ending = &h.table.ending
-	if err := h.spawn(r, s); err != nil {
-		h.table.release(key)
-		h.spawnFailed(w, e.ID, err)
-		return
-	}
-	s.onExit = func() { h.table.release(key) }
-	defer s.end("stateless request answered")
-	if version == "" {
-		version = defaultVersion
-	}
-	if err := s.handshake(r, version); err != nil {
-		h.logger.Warn("stateless handshake with server process failed; answered 502", zap.Error(err))
-		writeRPCError(w, http.StatusBadGateway, e.ID, &rpcError{Code: codeInternalError, Message: "MCP server process did not initialize"})
-		return
-	}
-	h.forward(w, r, s, e)
-}
-
-// handshake initializes a stateless child on the client's behalf.
-func (s *Session) handshake(r *http.Request, version string) error {
-	init, _ := json.Marshal(map[string]any{
-		"jsonrpc": "2.0", "id": "caddymcp-init", "method": "initialize",
-		"params": map[string]any{
-			"protocolVersion": version,
-			"capabilities":    map[string]any{},
-			"clientInfo":      map[string]any{"name": "caddymcp-stateless", "version": "1"},
-		},
-	})
-	var e envelope
-	_ = json.Unmarshal(init, &e)
-	s.mu.Lock()
-	st := s.newStreamLocked(false)
-	s.mu.Unlock()
-	msg, err := s.startRequest(&e, st)
-	if err != nil {
-		return err
-	}
-	if err := s.proc.send(msg, s.cfg.writeTimeout); err != nil {
-		return err
-	}
-	timeout := time.NewTimer(30 * time.Second)
-	defer timeout.Stop()
-	for {
-		s.mu.Lock()
-		done, closed := st.done, s.closed
-		s.mu.Unlock()
-		if done {
-			break
-		}
-		if closed {
-			return errSessionClosed
-		}
-		select {
-		case <-st.notify:
-		case <-s.closedCh:
-		case <-r.Context().Done():
-			return r.Context().Err()
-		case <-timeout.C:
-			return fmt.Errorf("no initialize response within 30s")
-		}
-	}
-	return s.proc.send([]byte(`{"jsonrpc":"2.0","method":"notifications/initialized"}`), s.cfg.writeTimeout)
-}
-
-// serveBatch handles a JSON-RPC batch: allowed only for protocol versions
-// that have batching (2025-03-26 and before).
-func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, body []byte, version string) {
-	var raws []json.RawMessage
-	if err := json.Unmarshal(body, &raws); err != nil {
-		writeRPCError(w, http.StatusBadRequest, nil, &rpcError{Code: codeParseError, Message: "parse error: " + err.Error()})
-		return
-	}
-	if h.Stateless {
-		badRequest(w, nil, "JSON-RPC batches are not supported on a stateless endpoint")
-		return
-	}
-	s := h.lookup(w, r, nil)
-	if s == nil {
-		return
-	}
-	if version == "" {
-		s.mu.Lock()
-		version = s.protocolVersion
-		s.mu.Unlock()
-	}
-	if version > "2025-03-26" {
-		badRequest(w, nil, "JSON-RPC batches are not supported in protocol version "+version)
-		return
-	}
-	if len(raws) == 0 {
-		badRequest(w, nil, "empty JSON-RPC batch")
-		return
-	}
-	if len(raws) > maxBatchLength {
-		badRequest(w, nil, "JSON-RPC batch of "+strconv.Itoa(len(raws))+" messages; at most "+strconv.Itoa(maxBatchLength))
-		return
-	}
-	envs := make([]*envelope, 0, len(raws))
-	for _, raw := range raws {
-		e, rerr := decodeMessage(raw)
-		if rerr != nil {
-			writeRPCError(w, http.StatusBadRequest, nil, rerr)
-			return
-		}
-		if e.Method == "initialize" {
-			badRequest(w, nil, "initialize must not be part of a batch")
-			return
-		}
-		envs = append(envs, e)
-	}
-	s.mu.Lock()
-	st := s.newStreamLocked(false)
-	s.mu.Unlock()
-	requests := 0
-	for _, e := range envs {
-		if e.isRequest() {
-			requests++
-		}
-		msg, err := s.outgoing(e, st)
-		if err == nil {
-			err = s.proc.send(msg, s.cfg.writeTimeout)
-		}
-		if err != nil {
-			h.childUnavailable(w, nil, err)
-			return
-		}
-	}
-	if requests == 0 {
-		w.WriteHeader(http.StatusAccepted)
-		return
-	}
-	h.writeStream(w, r, s, st, 0, "")
-}
-
-func (h *Handler) serveGET(w http.ResponseWriter, r *http.Request) {
-	if _, sseOK := accepts(r.Header.Values("Accept")); !sseOK {
-		writeRPCError(w, http.StatusNotAcceptable, nil, &rpcError{Code: codeInvalidRequest, Message: "Not Acceptable: Accept must include text/event-stream"})
-		return
-	}
-	s := h.lookup(w, r, nil)
-	if s == nil {
-		return
-	}
-	s.mu.Lock()
-	st, after := s.standalone, s.standalone.delivered
-	if last := r.Header.Get("Last-Event-ID"); last != "" {
-		sid, seq, ok := parseEventID(last)
-		if st = s.streams[sid]; !ok || st == nil {
-			s.mu.Unlock()
-			badRequest(w, nil, "Last-Event-ID names a stream this session does not have (any more)")
-			return
-		}
-		if seq >= st.next {
-			s.mu.Unlock()
-			badRequest(w, nil, "Last-Event-ID names an event this stream has not sent")
-			return
-		}
-		after = seq
-	}
-	s.mu.Unlock()
-	h.writeStream(w, r, s, st, after, "")
-}
-
-func (h *Handler) serveDELETE(w http.ResponseWriter, r *http.Request) {
-	s := h.lookup(w, r, nil)
-	if s == nil {
-		return
-	}
-	s.end("client sent DELETE")
-	w.WriteHeader(http.StatusNoContent)
-}
-
-// writeStream sends a stream's events after seq `after` as SSE until the
-// stream is complete, the client goes away, another writer takes the
-// stream over (resumption), the session ends, the token that opened the
-// stream expires, or the server shuts down (then what is already there is
-// still delivered, within the write deadline). Every write has a deadline.
-func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, s *Session, st *stream, after uint64, sessionID string) {
-	sw := newSSEWriter(w, sessionID)
-	kick, prime := s.attachWriter(st)
-	defer s.detachWriter(st, kick)
-	if prime {
-		// lets the client resume from here if the stream breaks (SEP-1699)
-		sw.add(eventID(st.id, after), nil)
-	}
-	if err := sw.flush(); err != nil {
-		return
-	}
-	var expired <-chan time.Time
-	if exp := tokenExpiry(r); !exp.IsZero() {
-		t := time.NewTimer(time.Until(exp))
-		defer t.Stop()
-		expired = t.C
-	}
-	keepalive := time.NewTicker(25 * time.Second)
-	defer keepalive.Stop()
-	var batch []event
-	shuttingDown := false
-	for {
-		var evicted, done, closed bool
-		batch, evicted, done, closed = s.snapshot(st, after, batch)
-		if evicted {
-			s.logger.Warn("stream fell behind its buffer (client not reading); closed", zap.String("stream", st.id))
-			return
-		}
-		for _, ev := range batch {
-			sw.add(eventID(st.id, ev.seq), ev.data)
-			after = ev.seq
-		}
-		if len(batch) > 0 {
-			if err := sw.flush(); err != nil {
-				h.detached(s, st)
-				return
-			}
-			s.delivered(st, after)
-		}
-		if done || closed || shuttingDown {
-			return
-		}
-		select {
-		case <-st.notify:
-		case <-s.closedCh:
-		case <-kick:
-			return
-		case <-h.shutdown:
-			shuttingDown = true // one more pass delivers what endStreams settled
-		case <-expired:
-			s.logger.Info("stream ended: the token that opened it expired", zap.String("stream", st.id))
-			return
-		case <-r.Context().Done():
-			h.detached(s, st)
-			return
-		case <-keepalive.C:
-			sw.comment("keep-alive")
-			if err := sw.flush(); err != nil {
-				h.detached(s, st)
-				return
-			}
-		}
-	}
-}
-
-// attachWriter makes the caller the stream's writer, evicting another one
-// (a resumption takes over), and reports whether to send a priming event.
-func (s *Session) attachWriter(st *stream) (kick chan struct{}, prime bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	kick = make(chan struct{})
-	if st.writer != nil {
-		close(st.writer)
-	}
-	st.writer = kick
-	return kick, s.protocolVersion >= "2025-11-25"
-}
-
-func (s *Session) detachWriter(st *stream, kick chan struct{}) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if st.writer == kick {
-		st.writer = nil
-	}
-	st.pinned = false
-}
-
-func (s *Session) delivered(st *stream, seq uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st.delivered = max(st.delivered, seq)
-}
-
-// detached handles a client that went away from an unfinished request
-// stream: a client that can resume gets resumeGrace to do so, others'
-// requests are cancelled at once.
-func (h *Handler) detached(s *Session, st *stream) {
-	if st.standalone {
-		return
-	}
-	s.mu.Lock()
-	resumable := s.protocolVersion >= "2025-11-25"
-	done := st.done
-	s.mu.Unlock()
-	if done {
-		return
-	}
-	if !resumable {
-		s.cancelStream(st, "client disconnected")
-		return
-	}
-	time.AfterFunc(resumeGrace, func() {
-		s.mu.Lock()
-		abandoned := st.writer == nil && !st.done && !s.closed
-		s.mu.Unlock()
-		if abandoned {
-			s.cancelStream(st, "client disconnected and did not resume")
-		}
-	})
 }
 
 // Interface guards

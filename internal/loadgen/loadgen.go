@@ -42,6 +42,10 @@ type Config struct {
 	OnProgress func(done int64)
 	// Parallel bounds how many sessions run at once; default: all.
 	Parallel int
+	// Modern speaks MCP 2026-07-28: no initialize, no session, no DELETE;
+	// each call carries the _meta envelope and the Mcp-Method/Mcp-Name
+	// headers. A "session" is then one client making its calls in turn.
+	Modern bool
 }
 
 // Result summarizes a run.
@@ -157,7 +161,14 @@ func (r *runner) failure(msg string) {
 	r.mu.Unlock()
 }
 
+// modernMeta is the _meta envelope of a 2026-07-28 request.
+const modernMeta = `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},` +
+	`"io.modelcontextprotocol/clientInfo":{"name":"loadgen","version":"1"}}`
+
 func (r *runner) session(ctx context.Context, n int) error {
+	if r.cfg.Modern {
+		return r.modernClient(ctx, n)
+	}
 	t0 := time.Now()
 	init := fmt.Sprintf(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":%q,"capabilities":{},"clientInfo":{"name":"loadgen","version":"1"}}}`, r.cfg.Version)
 	sid, resp, err := r.exchange(ctx, "", init, "0")
@@ -225,12 +236,46 @@ func (r *runner) session(ctx context.Context, n int) error {
 	return nil
 }
 
+// modernClient makes the calls of one 2026-07-28 client.
+func (r *runner) modernClient(ctx context.Context, n int) error {
+	args, _ := json.Marshal(r.cfg.Args)
+	if r.cfg.Args == nil {
+		args = []byte("{}")
+	}
+	for i := 1; i <= r.cfg.Calls; i++ {
+		id := strconv.Itoa(n*1_000_000 + i)
+		body := `{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"` + r.cfg.Tool + `","arguments":` + string(args) + `,` + modernMeta + `}}`
+		start := time.Now()
+		_, answer, err := r.exchange(ctx, "", body, id)
+		d := time.Since(start)
+		r.calls.Add(1)
+		if err != nil {
+			r.failure(fmt.Sprintf("client %d call %d: %v", n, i, err))
+			continue
+		}
+		if !bytes.Contains(answer, []byte(`"resultType":"complete"`)) || bytes.Contains(answer, []byte(`"isError":true`)) {
+			r.failure(fmt.Sprintf("client %d call %d: %s", n, i, trunc(answer)))
+			continue
+		}
+		r.mu.Lock()
+		r.lat = append(r.lat, d)
+		r.mu.Unlock()
+	}
+	r.ok.Add(1)
+	return nil
+}
+
 func (r *runner) headers(req *http.Request, sid string) {
 	for k, v := range r.cfg.Header {
 		req.Header[k] = v
 	}
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("Mcp-Protocol-Version", r.cfg.Version)
+	if r.cfg.Modern {
+		req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+		req.Header.Set("Mcp-Method", "tools/call")
+		req.Header.Set("Mcp-Name", r.cfg.Tool)
+	}
 	if sid != "" {
 		req.Header.Set("Mcp-Session-Id", sid)
 	}

@@ -38,6 +38,24 @@ var (
 	setups       = flag.Int("setups", 200, "session set-ups per set-up run")
 )
 
+// modernRow is the 2026-07-28 load: clients without sessions.
+type modernRow struct {
+	name      string
+	one, many loadgen.Result
+}
+
+func measureModern(name, url string, hdr http.Header) modernRow {
+	fmt.Fprintf(os.Stderr, "measuring %s (2026-07-28)\n", name)
+	ctx := context.Background()
+	check(name+" warm-up", loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: *sessions16, Calls: 20, Header: hdr, Modern: true}))
+	r := modernRow{name: name}
+	r.one = loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: 1, Calls: *calls1, Header: hdr, Modern: true})
+	check(name, r.one)
+	r.many = loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: *sessions16, Calls: *calls16, Header: hdr, Modern: true})
+	check(name, r.many)
+	return r
+}
+
 type row struct {
 	name               string
 	one, many          loadgen.Result
@@ -55,6 +73,14 @@ func main() {
 	defer os.RemoveAll(dir)
 	server, _ := filepath.Abs(*serverBin)
 	var rows []row
+	var modern []modernRow
+
+	// native, 2026-07-28: go-sdk serves it in its stateless mode
+	port0 := freePort()
+	stop0 := start(dir, "native-stateless", server, "-http", "127.0.0.1:"+strconv.Itoa(port0))
+	waitPort(port0)
+	modern = append(modern, measureModern("server's own HTTP mode (native, stateless)", fmt.Sprintf("http://127.0.0.1:%d/mcp", port0), nil))
+	stop0.kill()
 
 	// native: the server's own HTTP mode
 	port := freePort()
@@ -64,7 +90,7 @@ func main() {
 	stop.kill()
 
 	// the bridge, alone, behind mcp_auth, and with prewarm
-	bport, aport, pport, cport := freePort(), freePort(), freePort(), freePort()
+	bport, aport, pport, cport, lport := freePort(), freePort(), freePort(), freePort(), freePort()
 	asPort := freePort()
 	issuer := fmt.Sprintf("http://127.0.0.1:%d", asPort)
 	as := start(dir, "authserver", *authBin, "-addr", "127.0.0.1:"+strconv.Itoa(asPort), "-issuer", issuer, "-resources", "")
@@ -129,7 +155,16 @@ func main() {
 		}
 	}
 }
-`, bport, server, aport, issuer, aport, server, pport, server, cport, issuer, cport, server)
+:%d {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command %s
+		env ROUTE translated
+		child_era legacy
+		import unlimited
+	}
+}
+`, bport, server, aport, issuer, aport, server, pport, server, cport, issuer, cport, server, lport, server)
 	cf := filepath.Join(dir, "Caddyfile")
 	os.WriteFile(cf, []byte(caddyfile), 0o644)
 	cd := start(dir, "caddy", *caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
@@ -138,7 +173,10 @@ func main() {
 	waitPort(aport)
 	waitPort(pport)
 	waitPort(cport)
+	waitPort(lport)
 	rows = append(rows, measure("mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", bport), nil, cd.pid))
+	modern = append(modern, measureModern("mcp_stdio (server answers server/discover: passed through)", fmt.Sprintf("http://127.0.0.1:%d/mcp", bport), nil))
+	modern = append(modern, measureModern("mcp_stdio, `child_era legacy` (2025 child, translated)", fmt.Sprintf("http://127.0.0.1:%d/mcp", lport), nil))
 	tok := token(issuer, fmt.Sprintf("http://127.0.0.1:%d/mcp", aport))
 	rows = append(rows, measure("mcp_auth + mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", aport),
 		http.Header{"Authorization": {"Bearer " + tok}}, cd.pid))
@@ -171,7 +209,7 @@ func main() {
 		fail("direct set-up: %v %v", err1, err2)
 	}
 
-	md := table(rows, dseqRate, dseqP50, dparRate, prewarm)
+	md := table(rows, dseqRate, dseqP50, dparRate, prewarm) + modernTable(modern, rows)
 	fmt.Print(md)
 	os.MkdirAll(filepath.Dir(*out), 0o755)
 	os.WriteFile(*out, []byte(md), 0o644)
@@ -288,6 +326,40 @@ func table(rows []row, dseq float64, dseqP50 time.Duration, dpar float64, prewar
 			loadgen.Ms(bridge.setupSeq.InitP50), loadgen.Ms(prewarm.InitP50))
 		fmt.Fprintf(&b, "| bridge's own share of set-up: bridge set-up p50 − direct p50 (< 1 ms) | %.2f ms | %s |\n",
 			loadgen.Ms(bridge.setupSeq.SetupP50-dseqP50), map[bool]string{true: "yes", false: "**no**"}[bridge.setupSeq.SetupP50-dseqP50 < time.Millisecond])
+	}
+	return b.String()
+}
+
+func modernTable(modern []modernRow, rows []row) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nMCP 2026-07-28 (no sessions: each client sends its calls in turn, every call with its `_meta` envelope), same server and tool:\n\n")
+	fmt.Fprintf(&b, "| setup | 1 client × %d calls | %d clients × %d calls |\n|---|---|---|\n", *calls1, *sessions16, *calls16)
+	for _, r := range modern {
+		fmt.Fprintf(&b, "| %s | %.0f calls/s, p50 %.2f ms, p99 %.2f ms | %.0f calls/s, p50 %.2f ms, p99 %.1f ms |\n", r.name,
+			r.one.CallsPerSec, loadgen.Ms(r.one.P50), loadgen.Ms(r.one.P99), r.many.CallsPerSec, loadgen.Ms(r.many.P50), loadgen.Ms(r.many.P99))
+	}
+	var bridge *row
+	for i := range rows {
+		if rows[i].name == "mcp_stdio" {
+			bridge = &rows[i]
+		}
+	}
+	if bridge != nil && len(modern) > 1 {
+		fmt.Fprintf(&b, "| mcp_stdio, 2025-11-25 sessions (from the table above) | %.0f calls/s, p50 %.2f ms, p99 %.2f ms | %.0f calls/s, p50 %.2f ms, p99 %.1f ms |\n\n",
+			bridge.one.CallsPerSec, loadgen.Ms(bridge.one.P50), loadgen.Ms(bridge.one.P99), bridge.many.CallsPerSec, loadgen.Ms(bridge.many.P50), loadgen.Ms(bridge.many.P99))
+		b.WriteString("| target | measured | met |\n|---|---|---|\n")
+		for _, m := range modern[1:] {
+			for _, c := range []struct {
+				what        string
+				modern, old float64
+			}{{"1 client", m.one.CallsPerSec, bridge.one.CallsPerSec}, {"16 clients", m.many.CallsPerSec, bridge.many.CallsPerSec}} {
+				met := "yes"
+				if c.modern < c.old {
+					met = "**no**"
+				}
+				fmt.Fprintf(&b, "| %s, %s: 2026 path / 2025 path ≥ 1 | %.2f× | %s |\n", m.name, c.what, c.modern/c.old, met)
+			}
+		}
 	}
 	return b.String()
 }

@@ -1,0 +1,71 @@
+// Package stdiobridge provides the mcp_stdio handler: it runs a stdio MCP
+// server (npx …, uvx …, any binary) as child processes and serves it as an
+// MCP Streamable HTTP endpoint, to clients of both protocol eras on one
+// endpoint: MCP 2025-11-25 (also 2025-06-18 and 2025-03-26) with sessions,
+// and MCP 2026-07-28 without.
+//
+// # Design
+//
+// Every POSTed message is admitted in one place (admit, stdiobridge.go),
+// which decides its era: a message with Mcp-Session-Id, or a plain
+// initialize, is the 2025 era's; anything else is 2026-07-28's.
+//
+//   - 2025 era (session_transport.go, session.go, sse.go): a session is one
+//     child; the bridge rewrites request ids (clients' ids never meet in a
+//     child), logs each stream's events for Last-Event-ID resumption and
+//     routes the child's own requests to the stream the client reads.
+//   - 2026 era (modern.go): requests are served by a pool of children per
+//     route, per principal when env uses placeholders (pool.go). A child is
+//     initialized by the bridge once. What the child speaks is probed once
+//     per process config with server/discover on a throwaway sibling
+//     (probe.go): a modern child gets requests as they are, a legacy one in
+//     2025 form, its answers translated and its questions to the client
+//     turned into input_required rounds (mrtr.go) whose requestState is
+//     sealed (AES-GCM) and bound to the principal, method, name and expiry.
+//     subscriptions/listen is in subscriptions.go, the Mcp-* header checks
+//     in headers.go.
+//
+// Children, sessions, pools and parked rounds live in a table per process
+// configuration (table.go), shared through a caddy.UsagePool so that a
+// reload that keeps a route's process config keeps them all. Limits
+// (max_sessions, max_sessions_per_user, initialize_rate) count sessions and
+// pool children alike.
+//
+// # Locks
+//
+// Locks are taken in this order, never the reverse:
+//
+//	switchSink.mu → Session.mu → table.mu
+//	warmPool.mu → table.mu
+//	table.pubMu → warmPool.mu
+//	childPool.mu → poolChild.mu
+//	call.mu, table.poolsMu, table.roundsMu, table.probeMu: alone
+//
+// No lock is held across I/O (process.writeMu serializes one child's stdin
+// writes, each under a deadline; table.probeMu is held while one probe runs,
+// bounded by probeTimeout, so that concurrent first requests wait for one
+// probe). A child's output is routed under its own lock only, and the
+// pool's lock is taken after it is released.
+//
+// Caddyfile syntax:
+//
+//	mcp_stdio [<matcher>] {
+//		command <program> [<args...>]
+//		env <NAME> <value>
+//		inherit_env <NAME...>
+//		dir <path>
+//		session_idle_timeout <duration>
+//		max_sessions <n>
+//		stateless
+//		shutdown_timeout <duration>
+//		allowed_origins <origin...>
+//		max_message_size <size>
+//		prewarm <n>
+//		max_sessions_per_user <n>
+//		initialize_rate <n>
+//		allowed_hosts <host...>
+//		input_timeout <duration>
+//		cache_ttl <duration>
+//		child_era auto|legacy|modern
+//	}
+package stdiobridge
