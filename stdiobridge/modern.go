@@ -319,7 +319,15 @@ func (h *Handler) discover(w http.ResponseWriter, r *http.Request, m *modernReq)
 			}
 			res = &c.initResult
 		}
-		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.e.ID, "result": *res})
+		out := json.RawMessage(*res)
+		if h.cacheScope(m) == "private" {
+			var r map[string]json.RawMessage
+			if json.Unmarshal(out, &r) == nil {
+				r["cacheScope"] = json.RawMessage(`"private"`)
+				out, _ = json.Marshal(r)
+			}
+		}
+		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.e.ID, "result": out})
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(b)
 		return
