@@ -545,6 +545,20 @@ func (c *poolChild) childExited(err error) {
 	c.mu.Lock()
 	expected := c.closed
 	c.closed = true
+	c.mu.Unlock()
+	c.failCalls("MCP server process exited (" + desc + ")")
+	c.pool.remove(c)
+	c.pool.t.release(c.pool.limit)
+	if expected {
+		c.logger.Info("pool child ended", zap.String("status", desc))
+	} else {
+		c.logger.Warn("pool child exited", zap.String("status", desc))
+	}
+}
+
+// failCalls answers every call in flight with a JSON-RPC error.
+func (c *poolChild) failCalls(message string) {
+	c.mu.Lock()
 	ids := make([]uint64, 0, len(c.calls))
 	for id := range c.calls {
 		ids = append(ids, id)
@@ -552,16 +566,8 @@ func (c *poolChild) childExited(err error) {
 	c.mu.Unlock()
 	for _, id := range ids {
 		if cl := c.finish(id); cl != nil {
-			cl.final <- encodeError(json.RawMessage(strconv.FormatUint(id, 10)), &rpcError{Code: codeInternalError,
-				Message: "MCP server process exited (" + desc + ")"})
+			cl.final <- encodeError(json.RawMessage(strconv.FormatUint(id, 10)), &rpcError{Code: codeInternalError, Message: message})
 		}
-	}
-	c.pool.remove(c)
-	c.pool.t.release(c.pool.limit)
-	if expected {
-		c.logger.Info("pool child ended", zap.String("status", desc))
-	} else {
-		c.logger.Warn("pool child exited", zap.String("status", desc))
 	}
 }
 
@@ -595,25 +601,8 @@ func (c *poolChild) handshake(version string) error {
 	params["protocolVersion"], _ = json.Marshal(version)
 	params["capabilities"] = json.RawMessage(`{"elicitation":{"form":{},"url":{}},"sampling":{},"roots":{}}`)
 	params["clientInfo"] = json.RawMessage(`{"name":"caddymcp","version":"1"}`)
-	cl, err := c.start("initialize", params, false, "", -1)
-	if err != nil {
-		c.initErr = err
+	if err := c.opening("initialize", params); err != nil {
 		return err
-	}
-	timeout := time.NewTimer(30 * time.Second)
-	defer timeout.Stop()
-	select {
-	case b := <-cl.final:
-		e, err := parseEnvelope(b)
-		if err != nil || e.Result == nil {
-			c.initErr = errors.New("the server process refused initialize: " + string(truncate(b, 200)))
-			return c.initErr
-		}
-		c.initResult = append(json.RawMessage(nil), e.Result...)
-	case <-timeout.C:
-		c.initErr = errors.New("no initialize response within 30s")
-		c.finish(cl.id)
-		return c.initErr
 	}
 	c.initErr = c.send([]byte(`{"jsonrpc":"2.0","method":"notifications/initialized"}`))
 	return c.initErr
@@ -622,7 +611,12 @@ func (c *poolChild) handshake(version string) error {
 // discoverModern asks a modern child server/discover (its "handshake": it
 // needs none, and the answer serves clients' server/discover).
 func (c *poolChild) discoverModern() error {
-	cl, err := c.start("server/discover", map[string]json.RawMessage{"_meta": bridgeMeta}, false, "", -1)
+	return c.opening("server/discover", map[string]json.RawMessage{"_meta": bridgeMeta})
+}
+
+// opening sends the child's first request and keeps its result.
+func (c *poolChild) opening(method string, params map[string]json.RawMessage) error {
+	cl, err := c.start(method, params, false, "", -1)
 	if err != nil {
 		c.initErr = err
 		return err
@@ -633,13 +627,13 @@ func (c *poolChild) discoverModern() error {
 	case b := <-cl.final:
 		e, err := parseEnvelope(b)
 		if err != nil || e.Result == nil {
-			c.initErr = errors.New("the server process refused server/discover: " + string(truncate(b, 200)))
+			c.initErr = errors.New("the server process refused " + method + ": " + string(truncate(b, 200)))
 			return c.initErr
 		}
 		c.initResult = append(json.RawMessage(nil), e.Result...)
 		return nil
 	case <-timeout.C:
-		c.initErr = errors.New("no server/discover response within 30s")
+		c.initErr = errors.New("no " + method + " response within 30s")
 		c.finish(cl.id)
 		return c.initErr
 	}
@@ -700,17 +694,7 @@ func (t *table) endPools(reason string) {
 	for _, p := range t.poolList() {
 		p.closeListeners()
 		for _, c := range p.snapshot() {
-			c.mu.Lock()
-			ids := make([]uint64, 0, len(c.calls))
-			for id := range c.calls {
-				ids = append(ids, id)
-			}
-			c.mu.Unlock()
-			for _, id := range ids {
-				if cl := c.finish(id); cl != nil {
-					cl.final <- encodeError(json.RawMessage(strconv.FormatUint(id, 10)), &rpcError{Code: codeInternalError, Message: reason})
-				}
-			}
+			c.failCalls(reason)
 			c.end(reason)
 		}
 	}
