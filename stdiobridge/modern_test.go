@@ -277,16 +277,66 @@ func TestModernClientDisconnects(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	// mid-round: the client got its input_required round and went away for
-	// good; the round expires (input_timeout) as in TestModernInputTimeout.
-	// Here: a round abandoned while its retry is being served.
-	retry := askRound(t, url, 2)
+	// mid-round: the client answers the child's question, and goes away
+	// while the call goes on after the answer
+	status, r := modernPost(context.Background(), t, url, "", 2, "tools/call", `{"name":"askhold","arguments":{}}`)
+	res := resultOf(r)
+	if status != 200 || res["resultType"] != "input_required" {
+		t.Fatalf("askhold: %d %v", status, r)
+	}
+	var key string
+	for k := range res["inputRequests"].(map[string]any) {
+		key = k
+	}
+	retry := `{"name":"askhold","arguments":{},"inputResponses":{"` + key + `":{"action":"accept","content":{"name":"Ann"}}},"requestState":"` + res["requestState"].(string) + `"}`
 	ctx, cancel = context.WithCancel(context.Background())
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		modernPost(ctx, t, url, "", 3, "tools/call", retry)
+	}()
+	for strings.Count(read(), "holding") < 2 {
+		time.Sleep(10 * time.Millisecond)
+	}
 	cancel()
-	modernPost(ctx, t, url, "", 3, "tools/call", retry)
-	// the child is usable afterwards, whatever became of that retry
+	<-done
+	for strings.Count(read(), "cancelled") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the child was not told that the call was cancelled mid-round:\n%s", read())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// the child is usable afterwards
 	if _, r := modernPost(context.Background(), t, url, "", 4, "tools/call", `{"name":"whoami","arguments":{}}`); !strings.HasPrefix(textOf(r), "pid=") {
 		t.Fatalf("after disconnects: %v", r)
+	}
+}
+
+func TestModernIdleChildrenEnd(t *testing.T) {
+	marker := "sleep 6125"
+	c := caddyrun.StartCaddyfile(t, "", `
+:{{PORT}} {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command sh -c "`+marker+` & exec $0" `+self(t)+`
+		env CADDYMCP_FAKE_SERVER mrtr
+		child_era legacy
+		session_idle_timeout 300ms
+		shutdown_timeout 500ms
+	}
+}
+`)
+	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+	if _, r := modernPost(context.Background(), t, url, "", 1, "tools/call", `{"name":"whoami","arguments":{}}`); !strings.HasPrefix(textOf(r), "pid=") {
+		t.Fatalf("whoami: %v", r)
+	}
+	if n := processesMatching(marker); n != 1 {
+		t.Fatalf("%d pool children, want 1", n)
+	}
+	// no request for longer than session_idle_timeout: the child ends
+	waitNoProcesses(t, marker, 30*time.Second)
+	if _, r := modernPost(context.Background(), t, url, "", 2, "tools/call", `{"name":"whoami","arguments":{}}`); !strings.HasPrefix(textOf(r), "pid=") {
+		t.Fatalf("a new child after the idle one ended: %v", r)
 	}
 }
 

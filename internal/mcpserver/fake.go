@@ -36,7 +36,8 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	giant    tools/call answers with a 32 MiB text
 //	mrtr     tools by name: "echo" (the arguments and $CADDYMCP_FAKE_USER),
 //	         "whoami" (pid and $CADDYMCP_FAKE_USER), "ask" (asks its client
-//	         elicitation/create, then answers with what it got), "hold"
+//	         elicitation/create, then answers with what it got), "askhold"
+//	         (asks, then holds), "hold"
 //	         (answered only when cancelled); every answer, cancellation
 //	         and error it sees is appended to $CADDYMCP_FAKE_LOG
 //
@@ -93,6 +94,7 @@ func RunFakeIfRequested() {
 		}
 	}
 	asked := map[string]json.RawMessage{} // our question id -> the tools/call id
+	holdAfter := map[string]bool{}        // tools/call ids of "askhold": held once answered
 	held := map[string]bool{}             // tools/call ids of "hold"
 	nextQ := 0
 	in := bufio.NewScanner(os.Stdin)
@@ -121,6 +123,12 @@ func RunFakeIfRequested() {
 				continue
 			}
 			logf("answer %s result %s", msg.ID, msg.Result)
+			if holdAfter[string(callID)] {
+				delete(holdAfter, string(callID))
+				held[string(callID)] = true
+				logf("holding %s", callID)
+				continue
+			}
 			send(map[string]any{"jsonrpc": "2.0", "id": callID, "result": map[string]any{
 				"content": []any{map[string]any{"type": "text", "text": "answer=" + string(msg.Result)}}}})
 			continue
@@ -170,7 +178,8 @@ func RunFakeIfRequested() {
 				text("echo=" + string(call.Arguments) + " user=" + os.Getenv("CADDYMCP_FAKE_USER"))
 			case has("mrtr") && call.Name == "whoami":
 				text("pid=" + strconv.Itoa(os.Getpid()) + " user=" + os.Getenv("CADDYMCP_FAKE_USER"))
-			case has("mrtr") && call.Name == "ask":
+			case has("mrtr") && (call.Name == "ask" || call.Name == "askhold"):
+				holdAfter[string(msg.ID)] = call.Name == "askhold"
 				nextQ++
 				q := fmt.Sprintf(`"q%d"`, nextQ)
 				asked[q] = msg.ID
