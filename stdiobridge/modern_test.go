@@ -29,7 +29,7 @@ func modernPost(ctx context.Context, t *testing.T, url, token string, id any, me
 	t.Helper()
 	if params == "" {
 		params = "{" + modernMeta + "}"
-	} else {
+	} else if !strings.Contains(params, `"_meta"`) {
 		params = strings.TrimSuffix(params, "}") + "," + modernMeta + "}"
 		params = strings.Replace(params, "{,", "{", 1)
 	}
@@ -247,6 +247,13 @@ func TestModernInputTimeout(t *testing.T) {
 	}
 	if status, r := modernPost(context.Background(), t, url, "", 2, "tools/call", retry); status != 400 || !strings.Contains(fmt.Sprint(r), "expired") {
 		t.Fatalf("a retry after input_timeout: %d %v", status, r)
+	}
+	// a client that did not declare elicitation never gets that round: the
+	// child's question is answered with an error at once
+	noCaps := `{"name":"ask","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}`
+	if status, r := modernPost(context.Background(), t, url, "", 5, "tools/call", noCaps); status != 200 ||
+		resultOf(r)["resultType"] != "complete" || !strings.Contains(textOf(r), "did not declare") {
+		t.Fatalf("ask without the elicitation capability: %d %v", status, r)
 	}
 	// the child's asking slot is free again: the next round works on it
 	retry = askRound(t, url, 3)
