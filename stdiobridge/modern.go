@@ -9,6 +9,7 @@ package stdiobridge
 // (mrtr.go).
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -524,6 +525,11 @@ func (h *Handler) translate(b []byte, m *modernReq, cl *call) (int, []byte) {
 		out, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.e.ID, "error": re})
 		return statusFor(re.Code), out
 	}
+	if fastTranslate {
+		if out, ok := h.translateFast(e.Result, m); ok {
+			return http.StatusOK, out
+		}
+	}
 	var res map[string]json.RawMessage
 	if json.Unmarshal(e.Result, &res) != nil || res == nil {
 		return http.StatusOK, e.withID(m.e.ID)
@@ -573,6 +579,71 @@ func (h *Handler) translate(b []byte, m *modernReq, cl *call) (int, []byte) {
 	}
 	out, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.e.ID, "result": res})
 	return http.StatusOK, out
+}
+
+// fastTranslate: translate splices where it can (tests compare both ways).
+var fastTranslate = true
+
+// translateFast is translate for the common result, by splicing instead of
+// decoding and re-encoding it: a complete result (no input_required, no
+// resultType or "complete") whose _meta, if any, already names the server.
+// It adds resultType, the serverInfo _meta, and on cacheable results ttlMs
+// and cacheScope where they are missing; ok is false where the slow path
+// must decide (tools/list, whose schemas the pool learns, too).
+func (h *Handler) translateFast(result json.RawMessage, m *modernReq) ([]byte, bool) {
+	if m.e.Method == "tools/list" {
+		return nil, false
+	}
+	mem, ok := objectMembers(result)
+	if !ok {
+		return nil, false
+	}
+	if _, asks := mem["inputRequests"]; asks {
+		return nil, false
+	}
+	add := make([]byte, 0, 160)
+	if rt, has := mem["resultType"]; has {
+		if string(result[rt.start:rt.end]) != `"complete"` {
+			return nil, false
+		}
+	} else {
+		add = append(add, `"resultType":"complete",`...)
+	}
+	switch m.e.Method {
+	case "prompts/list", "resources/list", "resources/templates/list", "resources/read":
+		if _, has := mem["ttlMs"]; !has {
+			add = append(add, `"ttlMs":`...)
+			add = strconv.AppendInt(add, h.cfg.cacheTTL.Milliseconds(), 10)
+			add = append(add, ',')
+		}
+		if _, has := mem["cacheScope"]; has && h.perRequest {
+			return nil, false // a per-user child's answer must say private
+		} else if !has {
+			add = append(add, `"cacheScope":"`...)
+			add = append(add, h.cacheScope(m)...)
+			add = append(add, `",`...)
+		}
+	}
+	if meta, has := mem["_meta"]; has {
+		if !bytes.Contains(result[meta.start:meta.end], []byte(`"`+metaServer+`"`)) && h.table.serverInfo() != nil {
+			return nil, false
+		}
+	} else if si := h.table.serverInfo(); si != nil {
+		add = append(add, `"_meta":{"`+metaServer+`":`...)
+		add = append(add, si...)
+		add = append(add, `},`...)
+	}
+	rest := bytes.TrimLeft(result, " \t\r\n")[1:] // after '{'
+	if r := bytes.TrimLeft(rest, " \t\r\n"); len(r) > 0 && r[0] == '}' {
+		add = bytes.TrimSuffix(add, []byte(","))
+	}
+	out := make([]byte, 0, len(result)+len(add)+64)
+	out = append(out, `{"jsonrpc":"2.0","id":`...)
+	out = append(out, m.e.ID...)
+	out = append(out, `,"result":{`...)
+	out = append(out, add...)
+	out = append(out, rest...)
+	return append(out, '}'), true
 }
 
 // learnTools records the x-mcp-header bindings of listed tools.

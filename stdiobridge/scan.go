@@ -174,3 +174,57 @@ func splice(b []byte, s span, v []byte) []byte {
 	out = append(out, v...)
 	return append(out, b[s.end:]...)
 }
+
+// objectMembers returns the spans of the members of a JSON object by name;
+// ok is false if b is not an object, a name uses escapes or appears twice
+// (callers then take the slow path through encoding/json).
+func objectMembers(b []byte) (members map[string]span, ok bool) {
+	members = map[string]span{}
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return nil, false
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return members, true
+	}
+	for i < len(b) {
+		if b[i] != '"' {
+			return nil, false
+		}
+		keyStart := i + 1
+		keyEnd := keyStart
+		for keyEnd < len(b) && b[keyEnd] != '"' {
+			if b[keyEnd] == '\\' {
+				return nil, false
+			}
+			keyEnd++
+		}
+		i = skipSpace(b, keyEnd+1)
+		if i >= len(b) || b[i] != ':' {
+			return nil, false
+		}
+		i = skipSpace(b, i+1)
+		end := skipValue(b, i)
+		if end <= i {
+			return nil, false
+		}
+		key := string(b[keyStart:keyEnd])
+		if _, dup := members[key]; dup {
+			return nil, false
+		}
+		members[key] = span{i, end}
+		i = skipSpace(b, end)
+		if i >= len(b) {
+			return nil, false
+		}
+		if b[i] == '}' {
+			return members, true
+		}
+		if b[i] != ',' {
+			return nil, false
+		}
+		i = skipSpace(b, i+1)
+	}
+	return nil, false
+}

@@ -1,0 +1,71 @@
+package stdiobridge
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// The fast translation (splicing) must say what the slow one (decode,
+// re-encode) says, member for member, and step aside where it cannot.
+func TestTranslateFastMatchesSlow(t *testing.T) {
+	cfg := &settings{cacheTTL: 1500 * time.Millisecond}
+	known := newTable(zap.NewNop(), 1, cfg, nil)
+	known.discovered(json.RawMessage(`{"serverInfo":{"name":"s","version":"1"}}`))
+	for _, h := range []*Handler{
+		{cfg: cfg, table: newTable(zap.NewNop(), 1, cfg, nil)},
+		{cfg: cfg, table: known},
+		{cfg: cfg, table: known, perRequest: true},
+	} {
+		translateCases(t, h)
+	}
+}
+
+func translateCases(t *testing.T, h *Handler) {
+	for _, tc := range []struct {
+		method, result string
+		fast           bool
+	}{
+		{"tools/call", `{"content":[{"type":"text","text":"hi"}]}`, true},
+		{"tools/call", `{ }`, true},
+		{"tools/call", ` {"content":[],"resultType":"complete"} `, true},
+		{"resources/read", `{"contents":[]}`, true},
+		{"resources/read", `{"contents":[],"ttlMs":5,"cacheScope":"public"}`, true},
+		{"prompts/get", `{"messages":[],"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"own"}}}`, true},
+		{"tools/call", `{"content":[],"inputRequests":{"a":{}}}`, false},
+		{"tools/call", `{"resultType":"input_required","requestState":"s"}`, false},
+		{"tools/call", `{"con\u0074ent":[]}`, false},
+		{"tools/call", `{"a":1,"a":2}`, false},
+		{"tools/list", `{"tools":[]}`, false},
+		{"prompts/get", `{"messages":[],"_meta":{"x":1}}`, h.table.serverInfo() == nil},
+	} {
+		if h.perRequest && strings.Contains(tc.result, "cacheScope") {
+			tc.fast = false
+		}
+		m := &modernReq{e: &envelope{ID: json.RawMessage(`7`), Method: tc.method}, name: "n"}
+		fast, ok := h.translateFast(json.RawMessage(tc.result), m)
+		if ok != tc.fast {
+			t.Fatalf("%s %s: fast path taken %v, want %v", tc.method, tc.result, ok, tc.fast)
+		}
+		if !ok {
+			continue
+		}
+		line := []byte(`{"jsonrpc":"2.0","id":1,"result":` + tc.result + `}`)
+		fastTranslate = false
+		_, slow := h.translate(line, m, &call{child: &poolChild{}})
+		fastTranslate = true
+		var a, b any
+		if err := json.Unmarshal(fast, &a); err != nil {
+			t.Fatalf("%s: fast output is not JSON: %s", tc.result, fast)
+		}
+		_ = json.Unmarshal(slow, &b)
+		ja, _ := json.Marshal(a)
+		jb, _ := json.Marshal(b)
+		if string(ja) != string(jb) {
+			t.Fatalf("%s %s:\nfast %s\nslow %s", tc.method, tc.result, ja, jb)
+		}
+	}
+}
