@@ -246,10 +246,14 @@ func (h *Handler) child(w http.ResponseWriter, r *http.Request, m *modernReq, p 
 	switch {
 	case c != nil:
 		return c
+	case r.Context().Err() != nil:
+		// the client went away while waiting
+	case errors.Is(err, context.Canceled):
+		h.logger.Info("request ended while waiting for a child: the route is reloading or stopping")
+		writeRPCError(w, http.StatusServiceUnavailable, m.e.ID, &rpcError{Code: codeInternalError,
+			Message: "the route is reloading or stopping; retry the request"})
 	case err != nil && why == admitted:
 		h.spawnFailed(w, m.e.ID, err)
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		// the client went away while waiting
 	default:
 		h.refuse(w, m.e.ID, why, m.limit)
 	}
@@ -501,6 +505,7 @@ func (h *Handler) await(w http.ResponseWriter, r *http.Request, m *modernReq, cl
 func (h *Handler) translate(b []byte, m *modernReq, cl *call) (int, []byte) {
 	e, err := parseEnvelope(b)
 	if err != nil {
+		h.logger.Error("the server process answered with an invalid JSON-RPC message; answered 502", zap.Error(err))
 		return http.StatusBadGateway, encodeError(m.e.ID, &rpcError{Code: codeInternalError, Message: "invalid response from the server process"})
 	}
 	if e.Error != nil {
