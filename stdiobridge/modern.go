@@ -216,7 +216,7 @@ func (h *Handler) pool(m *modernReq) *childPool {
 	if h.perRequest {
 		return h.table.poolFor("u\x00"+m.limit, m.limit)
 	}
-	return h.table.poolFor("", "pool\x00shared")
+	return h.table.poolFor("", "")
 }
 
 // cacheScope is "private" unless the answer is the same for everyone: a
@@ -241,7 +241,7 @@ func (h *Handler) child(w http.ResponseWriter, r *http.Request, m *modernReq, p 
 		}
 	}()
 	c, why, err := p.acquire(ctx, asking, m.limit, prefer, func() (*poolChild, refusal, error) {
-		return h.startPoolChild(r, p)
+		return h.startPoolChild(r, p, m.limit)
 	})
 	switch {
 	case c != nil:
@@ -260,13 +260,20 @@ func (h *Handler) child(w http.ResponseWriter, r *http.Request, m *modernReq, p 
 	return nil
 }
 
-// startPoolChild starts and initializes a child for p, within the limits.
-func (h *Handler) startPoolChild(r *http.Request, p *childPool) (*poolChild, refusal, error) {
-	if why := h.table.reserve(p.limit); why != admitted {
+// startPoolChild starts and initializes a child for p, within the limits:
+// a per-user pool's children count against its principal, a shared pool's
+// against the principal whose request started it (so that no one principal
+// can fill a shared pool), all against max_sessions.
+func (h *Handler) startPoolChild(r *http.Request, p *childPool, requester string) (*poolChild, refusal, error) {
+	limit := p.limit
+	if limit == "" {
+		limit = requester
+	}
+	if why := h.table.reserve(limit); why != admitted {
 		return nil, why, nil
 	}
 	c := &poolChild{pool: p, ready: make(chan struct{}), started: make(chan struct{}), calls: map[uint64]*call{}, tokens: map[string]*call{},
-		logLevel: -1, idleSince: time.Now(), serial: childSerials.Add(1), modern: h.era(r) == eraModern}
+		logLevel: -1, idleSince: time.Now(), serial: childSerials.Add(1), modern: h.era(r) == eraModern, limit: limit}
 	c.logger = h.logger.With(zap.String("pool", userForLog(strings.TrimPrefix(p.key, "u\x00"))))
 	prewarmed := false
 	if !h.perRequest {
@@ -284,7 +291,7 @@ func (h *Handler) startPoolChild(r *http.Request, p *childPool) (*poolChild, ref
 		c.proc = proc
 		if err != nil {
 			close(c.started)
-			h.table.release(p.limit)
+			h.table.release(limit)
 			return nil, admitted, err
 		}
 	}

@@ -426,3 +426,30 @@ func TestModern1000RequestsFrom50Principals(t *testing.T) {
 		t.Fatalf("%d of 1000 requests lost or misrouted", bad)
 	}
 }
+
+// One principal cannot fill a shared pool: its children and parked rounds
+// count against max_sessions_per_user, and another principal still gets a
+// child while the first waits for one of its own to free up.
+func TestModernSharedPoolIsShared(t *testing.T) {
+	k := jwkstest.NewKey(t, "k", "RS256")
+	is := jwkstest.NewIssuer(t, k)
+	c := caddyrun.StartCaddyfile(t, "", authSite(t, is, false, "\n\t\t\tmax_sessions_per_user 2"))
+	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+	ann := jwkstest.Mint(t, k, is.Claims("ann", url, ""), nil)
+	bob := jwkstest.Mint(t, k, is.Claims("bob", url, ""), nil)
+	for i := 1; i <= 2; i++ {
+		if _, r := modernPost(context.Background(), t, url, ann, i, "tools/call", `{"name":"ask","arguments":{}}`); resultOf(r)["resultType"] != "input_required" {
+			t.Fatalf("ann's round %d: %v", i, r)
+		}
+	}
+	// ann's third call waits (both her slots hold parked rounds) until she
+	// gives up; it never gets a child of the pool's others
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if status, _ := modernPost(ctx, t, url, ann, 3, "tools/call", `{"name":"ask","arguments":{}}`); status != 0 {
+		t.Fatalf("ann's third call got %d while her slots were held", status)
+	}
+	if _, r := modernPost(context.Background(), t, url, bob, 1, "tools/call", `{"name":"ask","arguments":{}}`); resultOf(r)["resultType"] != "input_required" {
+		t.Fatalf("bob got no child while ann held hers: %v", r)
+	}
+}

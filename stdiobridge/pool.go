@@ -44,7 +44,7 @@ func mayAsk(method string) bool {
 type childPool struct {
 	t     *table
 	key   string // principal of a per-user pool, "" when shared
-	limit string // whom its children count against (table.reserve)
+	limit string // whom its children count against (table.reserve); "" for a shared pool: who started each
 
 	mu         sync.Mutex
 	children   []*poolChild
@@ -58,6 +58,7 @@ type childPool struct {
 // poolChild is one initialized child of a pool.
 type poolChild struct {
 	serial  uint64 // names the child in a wrapped requestState
+	limit   string // whom it counts against (table.reserve)
 	modern  bool   // speaks 2026-07-28 itself: requests pass through
 	pool    *childPool
 	proc    *process
@@ -548,7 +549,7 @@ func (c *poolChild) childExited(err error) {
 	c.mu.Unlock()
 	c.failCalls("MCP server process exited (" + desc + ")")
 	c.pool.remove(c)
-	c.pool.t.release(c.pool.limit)
+	c.pool.t.release(c.limit)
 	if expected {
 		c.logger.Info("pool child ended", zap.String("status", desc))
 	} else {
