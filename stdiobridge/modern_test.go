@@ -453,3 +453,83 @@ func TestModernSharedPoolIsShared(t *testing.T) {
 		t.Fatalf("bob got no child while ann held hers: %v", r)
 	}
 }
+
+// subscriptions/listen on a 2025 server: the acknowledgement first, then
+// only what the listener opted into, tagged with its subscription id; the
+// child is subscribed to each named resource and unsubscribed when the
+// listener goes away.
+func TestModernListenOnLegacyServer(t *testing.T) {
+	log, read := fakeLog(t)
+	c := caddyrun.StartCaddyfile(t, "", plainModernSite(t, log, ""))
+	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+	listen := func(ctx context.Context, id, filter string) <-chan map[string]any {
+		body := `{"jsonrpc":"2.0","id":"` + id + `","method":"subscriptions/listen","params":{"notifications":` + filter + `,` + modernMeta + `}}`
+		req, _ := http.NewRequestWithContext(ctx, "POST", url, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("MCP-Protocol-Version", "2026-07-28")
+		req.Header.Set("Mcp-Method", "subscriptions/listen")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make(chan map[string]any, 16)
+		go func() {
+			defer resp.Body.Close()
+			defer close(out)
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+					var m map[string]any
+					_ = json.Unmarshal([]byte(d), &m)
+					out <- m
+				}
+			}
+		}()
+		return out
+	}
+	next := func(ch <-chan map[string]any) map[string]any {
+		select {
+		case m := <-ch:
+			return m
+		case <-time.After(30 * time.Second):
+			t.Fatal("no message on the listen stream")
+			return nil
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	res := listen(ctx, "L1", `{"resourceSubscriptions":["file:///a"]}`)
+	tools := listen(ctx, "L2", `{"toolsListChanged":true}`)
+	for _, ch := range []<-chan map[string]any{res, tools} {
+		if m := next(ch); m["method"] != "notifications/subscriptions/acknowledged" {
+			t.Fatalf("first message: %v", m)
+		}
+	}
+	if !strings.Contains(read(), "resources/subscribe file:///a") {
+		t.Fatalf("the child was not subscribed: %s", read())
+	}
+	modernPost(context.Background(), t, url, "", 1, "tools/call", `{"name":"touch","arguments":{"uri":"file:///b"}}`)
+	modernPost(context.Background(), t, url, "", 2, "tools/call", `{"name":"touch","arguments":{"uri":"file:///a"}}`)
+	m := next(res)
+	p, _ := m["params"].(map[string]any)
+	meta, _ := p["_meta"].(map[string]any)
+	if m["method"] != "notifications/resources/updated" || p["uri"] != "file:///a" || meta["io.modelcontextprotocol/subscriptionId"] != "L1" {
+		t.Fatalf("resource listener got %v (want only file:///a's update, tagged L1)", m)
+	}
+	for i := 0; i < 2; i++ {
+		m = next(tools)
+		meta, _ = m["params"].(map[string]any)["_meta"].(map[string]any)
+		if m["method"] != "notifications/tools/list_changed" || meta["io.modelcontextprotocol/subscriptionId"] != "L2" {
+			t.Fatalf("tools listener got %v", m)
+		}
+	}
+	cancel()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(read(), "resources/unsubscribe file:///a") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the child was not unsubscribed when the listener left: %s", read())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -37,7 +37,8 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	mrtr     tools by name: "echo" (the arguments and $CADDYMCP_FAKE_USER),
 //	         "whoami" (pid and $CADDYMCP_FAKE_USER), "ask" (asks its client
 //	         elicitation/create, then answers with what it got), "askhold"
-//	         (asks, then holds), "hold"
+//	         (asks, then holds), "touch" (sends resources/updated for its
+//	         "uri" argument and tools/list_changed), "hold"
 //	         (answered only when cancelled); every answer, cancellation
 //	         and error it sees is appended to $CADDYMCP_FAKE_LOG
 //
@@ -187,6 +188,14 @@ func RunFakeIfRequested() {
 				send(map[string]any{"jsonrpc": "2.0", "id": json.RawMessage(q), "method": "elicitation/create",
 					"params": map[string]any{"mode": "form", "message": "Your name?", "requestedSchema": map[string]any{
 						"type": "object", "properties": map[string]any{"name": map[string]any{"type": "string"}}}}})
+			case has("mrtr") && call.Name == "touch":
+				var a struct {
+					URI string `json:"uri"`
+				}
+				_ = json.Unmarshal(call.Arguments, &a)
+				send(map[string]any{"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": map[string]any{"uri": a.URI}})
+				send(map[string]any{"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+				text("touched " + a.URI)
 			case has("mrtr") && call.Name == "hold":
 				held[string(msg.ID)] = true
 				logf("holding %s", msg.ID)
@@ -224,6 +233,13 @@ func RunFakeIfRequested() {
 				text("ok")
 			}
 		case "ping":
+			result(map[string]any{})
+		case "resources/subscribe", "resources/unsubscribe":
+			var p struct {
+				URI string `json:"uri"`
+			}
+			_ = json.Unmarshal(msg.Params, &p)
+			logf("%s %s", msg.Method, p.URI)
 			result(map[string]any{})
 		default:
 			send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "error": map[string]any{"code": -32601, "message": "method not found"}})
