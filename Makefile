@@ -42,6 +42,8 @@ fuzz:
 	go test ./metadata -run '^$$' -fuzz '^FuzzCaddyfile$$' -fuzztime $(FUZZTIME)
 	go test ./stdiobridge -run '^$$' -fuzz '^FuzzScanTop$$' -fuzztime $(FUZZTIME)
 	go test ./stdiobridge -run '^$$' -fuzz '^FuzzLastEventID$$' -fuzztime $(FUZZTIME)
+	go test ./stdiobridge -run '^$$' -fuzz '^FuzzTranslateFast$$' -fuzztime $(FUZZTIME)
+	go test ./stdiobridge -run '^$$' -fuzz '^FuzzRequestState$$' -fuzztime $(FUZZTIME)
 
 ## bench: the performance comparison (native, mcp_stdio, mcp_auth + mcp_stdio, supergateway), README "Performance"
 bench: caddy

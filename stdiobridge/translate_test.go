@@ -69,3 +69,57 @@ func translateCases(t *testing.T, h *Handler) {
 		}
 	}
 }
+
+// FuzzTranslateFast: for any result a child may send, the fast path either
+// steps aside or says exactly what the slow path says.
+func FuzzTranslateFast(f *testing.F) {
+	for _, s := range []string{`{}`, `{"content":[]}`, `{"a":{"b":[1,2,{"c":"}"}]},"resultType":"complete"}`,
+		`{"_meta":{"io.modelcontextprotocol/serverInfo":{}},"x":"\"}"}`, ` { "ttlMs" : 3 } `, `{"x":1,}`, `[]`} {
+		f.Add(s, "resources/read")
+	}
+	cfg := &settings{cacheTTL: time.Second}
+	tb := newTable(zap.NewNop(), 1, cfg, nil)
+	tb.discovered(json.RawMessage(`{"serverInfo":{"name":"s","version":"1"}}`))
+	h := &Handler{cfg: cfg, table: tb}
+	f.Fuzz(func(t *testing.T, result, method string) {
+		if !json.Valid([]byte(result)) {
+			return
+		}
+		m := &modernReq{e: &envelope{ID: json.RawMessage(`"x"`), Method: method}}
+		fast, ok := h.translateFast(json.RawMessage(result), m)
+		if !ok {
+			return
+		}
+		if !json.Valid(fast) {
+			t.Fatalf("fast path made invalid JSON of %s: %s", result, fast)
+		}
+		fastTranslate = false
+		_, slow := h.translate([]byte(`{"jsonrpc":"2.0","id":1,"result":`+result+`}`), m, &call{child: &poolChild{}})
+		fastTranslate = true
+		var a, b any
+		_ = json.Unmarshal(fast, &a)
+		_ = json.Unmarshal(slow, &b)
+		ja, _ := json.Marshal(a)
+		jb, _ := json.Marshal(b)
+		if string(ja) != string(jb) {
+			t.Fatalf("%s:\nfast %s\nslow %s", result, ja, jb)
+		}
+	})
+}
+
+// FuzzRequestState: nothing but a state the sealer made opens, and opening
+// never panics, whatever a client sends.
+func FuzzRequestState(f *testing.F) {
+	s := newStateSealer()
+	good := s.seal(&sealedState{Round: "r", Principal: principalDigest("p"), Method: "tools/call", Name: "n", Expires: time.Now().Add(time.Hour).Unix()})
+	f.Add(good)
+	f.Add(good + "-TAMPERED")
+	f.Add("")
+	f.Add("AAAA")
+	f.Fuzz(func(t *testing.T, v string) {
+		st, err := s.open(v, "p", "tools/call", "n", time.Now())
+		if err == nil && v != good {
+			t.Fatalf("a state the sealer did not make opened: %q -> %+v", v, st)
+		}
+	})
+}
