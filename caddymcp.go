@@ -6,13 +6,16 @@
 //   - http.handlers.mcp_auth (package mcpauth): bearer-JWT middleware per the
 //     MCP authorization spec;
 //   - http.handlers.mcp_stdio (package stdiobridge): a stdio MCP server served
-//     as an MCP Streamable HTTP endpoint.
+//     as an MCP Streamable HTTP endpoint;
+//   - http.matchers.mcp (package mcpmatch): matches MCP requests by method
+//     and tool, prompt or resource name.
 //
 // Build Caddy with them: xcaddy build --with github.com/caddymcp/caddymcp
 package caddymcp
 
 import (
 	_ "github.com/caddymcp/caddymcp/mcpauth"
+	_ "github.com/caddymcp/caddymcp/mcpmatch"
 	_ "github.com/caddymcp/caddymcp/metadata"
 	_ "github.com/caddymcp/caddymcp/stdiobridge"
 )

@@ -35,6 +35,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 
+	"github.com/caddymcp/caddymcp/internal/mcpreq"
 	"github.com/caddymcp/caddymcp/internal/wellknown"
 )
 
@@ -283,6 +284,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return next.ServeHTTP(w, r)
 	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	mcpreq.ProvidePlaceholders(r, mcpreq.DefaultMaxBytes)
 
 	claims, fail := h.authenticate(r.Context(), r)
 	h.stripToken(r)

@@ -20,6 +20,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/caddymcp/caddymcp/internal/mcpreq"
 )
 
 func init() {
@@ -413,6 +415,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, e *envelope) (mo
 // ServeHTTP serves the Streamable HTTP transport.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	h.publish()
+	mcpreq.ProvidePlaceholders(r, int64(h.MaxMessageSize))
 	if reason := h.checkOrigin(r); reason != "" {
 		h.logger.Warn("request refused (DNS rebinding protection)", zap.String("reason", reason),
 			zap.String("host", r.Host), zap.String("origin", r.Header.Get("Origin")))

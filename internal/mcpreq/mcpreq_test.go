@@ -1,0 +1,98 @@
+package mcpreq
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func request(body string, header map[string]string) *http.Request {
+	r := httptest.NewRequest("POST", "/mcp", strings.NewReader(body))
+	for k, v := range header {
+		r.Header.Set(k, v)
+	}
+	ctx := r.Context()
+	ctx = contextWithVars(ctx)
+	return r.WithContext(ctx)
+}
+
+func TestGlob(t *testing.T) {
+	for _, c := range []struct {
+		p, s string
+		ok   bool
+	}{
+		{"write_*", "write_file", true}, {"write_*", "read_file", false}, {"*", "", true},
+		{"file:///srv/*", "file:///srv/a/b.txt", true}, {"file:///srv/*", "file:///etc/passwd", false},
+		{"*_file", "delete_file", true}, {"a*b*c", "aXbYc", true}, {"a*b*c", "aXbY", false},
+		{"tools/call", "tools/call", true}, {"tools/*", "tools/list", true}, {"", "x", false},
+	} {
+		if Glob(c.p, c.s) != c.ok {
+			t.Errorf("Glob(%q, %q) = %v", c.p, c.s, !c.ok)
+		}
+	}
+}
+
+func TestParse(t *testing.T) {
+	meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}`
+	for _, c := range []struct {
+		name, body string
+		header     map[string]string
+		method     string
+		nameOf     string
+		era        string
+		batch, bad bool
+	}{
+		{"2025 call", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"write_x"}}`, map[string]string{"Mcp-Session-Id": "s"}, "tools/call", "write_x", "2025", false, false},
+		{"2026 call", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t",` + meta + `}}`, map[string]string{"Mcp-Method": "tools/call", "Mcp-Name": "t"}, "tools/call", "t", "2026", false, false},
+		{"2026 base64 name", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///ä",` + meta + `}}`, map[string]string{"Mcp-Method": "resources/read", "Mcp-Name": "=?base64?ZmlsZTovLy/DpA==?="}, "resources/read", "file:///ä", "2026", false, false},
+		{"2026 header lies", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_all",` + meta + `}}`, map[string]string{"Mcp-Method": "tools/call", "Mcp-Name": "read_file"}, "", "", "2026", false, true},
+		{"batch", `[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"prompts/get","params":{"name":"p"}}]`, map[string]string{"Mcp-Session-Id": "s"}, "ping", "", "2025", true, false},
+		{"not JSON", `{"jsonrpc":`, nil, "", "", "2026", false, true},
+		{"initialize", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`, nil, "initialize", "", "2025", false, false},
+	} {
+		r := request(c.body, c.header)
+		q := Get(r, 1<<20)
+		if (q.Err != nil) != c.bad || q.First().Method != c.method || q.First().Name != c.nameOf || q.Era != c.era || q.Batch != c.batch {
+			t.Errorf("%s: %+v", c.name, q)
+		}
+		if q2 := Get(r, 1<<20); q2 != q {
+			t.Errorf("%s: parsed twice", c.name)
+		}
+		if b, _ := io.ReadAll(r.Body); string(b) != c.body {
+			t.Errorf("%s: the body was not put back: %q", c.name, b)
+		}
+	}
+}
+
+func TestBodyBeyondTheBound(t *testing.T) {
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + strings.Repeat("x", 5000) + `"}}`
+	r := request(body, nil)
+	if q := Get(r, 1000); q.Err == nil || len(q.Messages) != 0 {
+		t.Fatalf("a body beyond the bound was parsed: %+v", q)
+	}
+	if b, _ := io.ReadAll(r.Body); string(b) != body {
+		t.Fatal("the body beyond the bound was not put back whole")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}`, "tools/call", "a")
+	f.Add(`[{"method":"x"},{"method":"resources/read","params":{"uri":"u"}}]`, "", "")
+	f.Add(`{"params":[1,2]}`, "", "=?base64?!!?=")
+	f.Fuzz(func(t *testing.T, body, method, name string) {
+		r := request(body, map[string]string{"Mcp-Method": method, "Mcp-Name": name})
+		q := Get(r, 4096)
+		if q.Err == nil && q.Era == "2026" && len(q.Messages) > 0 && method != "" && q.First().Method != method {
+			t.Fatalf("a request whose Mcp-Method contradicts its body was accepted: %+v", q)
+		}
+		if b, _ := io.ReadAll(r.Body); string(b) != body {
+			t.Fatal("the body was not put back")
+		}
+	})
+}
+
+var _ = caddyhttp.VarsCtxKey
