@@ -1,6 +1,7 @@
 package mcpauth
 
 import (
+	"slices"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -107,6 +108,13 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			m.PassToken = true
+		case "tool", "prompt", "resource":
+			args := d.RemainingArgs()
+			i := slices.Index(args, "scopes")
+			if i < 1 || i == len(args)-1 {
+				return d.Errf("%s <glob...> scopes <scope...>", opt)
+			}
+			m.Rules = append(m.Rules, ScopeRule{Kind: opt, Names: args[:i], Scopes: args[i+1:]})
 		default:
 			return d.Errf("unrecognized mcp_auth option %q", opt)
 		}

@@ -117,6 +117,12 @@ type Handler struct {
 	// the header is removed.
 	PassToken bool `json:"pass_token,omitempty"`
 
+	// Per-operation scope rules (`tool|prompt|resource <glob...> scopes
+	// <scope...>`): calls on what a rule matches need its scopes too (403
+	// insufficient_scope naming all the scopes needed), and list results
+	// are filtered to what the token may use.
+	Rules []ScopeRule `json:"rules,omitempty"`
+
 	// Remember up to this many verified tokens (by their SHA-256), so that
 	// a repeated token skips the signature check. An entry never outlives
 	// the token's exp and is dropped whenever the JWKS changes; audience
@@ -208,6 +214,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // Validate checks the configuration; every error names the offending field.
 func (h *Handler) Validate() error {
+	for _, rule := range h.Rules {
+		if rule.Kind != "tool" && rule.Kind != "prompt" && rule.Kind != "resource" {
+			return fmt.Errorf("rules: kind %q is not tool, prompt or resource", rule.Kind)
+		}
+		if len(rule.Names) == 0 || len(rule.Scopes) == 0 {
+			return fmt.Errorf("rules: a %s rule needs names and scopes", rule.Kind)
+		}
+		for _, sc := range rule.Scopes {
+			if sc == "" || strings.ContainsAny(sc, "\" \t\r\n\\") {
+				return fmt.Errorf("rules: %q is not a scope token (RFC 6749 section 3.3)", sc)
+			}
+		}
+	}
 	if h.Issuer == "" {
 		return fmt.Errorf("issuer: required")
 	}
@@ -293,7 +312,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			if c := h.logger.Check(zap.DebugLevel, "request passes without authentication"); c != nil {
 				c.Write(zap.String("mode", h.Mode), zap.String("reason", fail.Error()))
 			}
-			return next.ServeHTTP(w, r)
+			// unauthenticated: no scopes, so the rules still apply
+			return h.serveWithRules(w, r, repl, nil, next)
 		}
 		if repl != nil {
 			repl.Set("http.auth.error", fail.Error())
@@ -303,20 +323,49 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 				zap.String("reason", fail.description), zap.String("remote_ip", r.RemoteAddr),
 				zap.String("uri", wellknown.RedactURI(r.RequestURI)))
 		}
-		metadataURL := h.ResourceMetadata
-		if metadataURL != "" && repl != nil {
-			metadataURL = repl.ReplaceAll(metadataURL, "")
-		}
-		if metadataURL == "" {
-			metadataURL = wellknown.MetadataURLForRequest(r)
-		}
-		writeChallenge(w, fail, metadataURL, h.scope)
+		writeChallenge(w, fail, h.metadataURL(r, repl), h.scope)
 		return nil
 	}
 	if repl != nil {
 		setPlaceholders(repl, claims)
 	}
-	return next.ServeHTTP(w, r)
+	return h.serveWithRules(w, r, repl, claims, next)
+}
+
+// serveWithRules applies the scope rules (if any) and calls next.
+func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, claims jwt.MapClaims, next caddyhttp.Handler) error {
+	if len(h.Rules) == 0 {
+		return next.ServeHTTP(w, r)
+	}
+	// rules: what the token may call, and which lists it sees whole
+	q := mcpreq.Get(r, mcpreq.DefaultMaxBytes)
+	granted := scopesOf(claims)
+	if fail, scope := h.checkRules(q, granted); fail != nil {
+		if c := h.logger.Check(zap.DebugLevel, "request refused by a scope rule"); c != nil {
+			c.Write(zap.String("method", q.First().Method), zap.String("name", q.First().Name), zap.String("reason", fail.description))
+		}
+		writeChallenge(w, fail, h.metadataURL(r, repl), scope)
+		return nil
+	}
+	if !h.filtersFor(q, granted) {
+		return next.ServeHTTP(w, r)
+	}
+	f := &listFilter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, h: h, granted: granted}
+	err := next.ServeHTTP(f, r)
+	f.finish()
+	return err
+}
+
+// metadataURL is where a challenge points the client (RFC 9728).
+func (h *Handler) metadataURL(r *http.Request, repl *caddy.Replacer) string {
+	u := h.ResourceMetadata
+	if u != "" && repl != nil {
+		u = repl.ReplaceAll(u, "")
+	}
+	if u == "" {
+		u = wellknown.MetadataURLForRequest(r)
+	}
+	return u
 }
 
 // stripToken removes the client's credential before the next handler, in

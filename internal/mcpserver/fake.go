@@ -166,6 +166,8 @@ func RunFakeIfRequested() {
 			})
 		case "tools/list":
 			result(map[string]any{"tools": []any{map[string]any{"name": "t", "inputSchema": map[string]any{"type": "object"}},
+				map[string]any{"name": "read_file", "inputSchema": map[string]any{"type": "object"}},
+				map[string]any{"name": "write_file", "inputSchema": map[string]any{"type": "object"}},
 				map[string]any{"name": "echo", "inputSchema": map[string]any{"type": "object", "properties": map[string]any{
 					"region": map[string]any{"type": "string", "x-mcp-header": "Region"}}}}}})
 		case "tools/call":

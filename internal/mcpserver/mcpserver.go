@@ -76,3 +76,14 @@ func StartHTTP(t testing.TB, stateless bool) string {
 	t.Fatalf("everything-server did not listen on %s", addr)
 	return ""
 }
+
+// Self is the running test binary, which serves as the fake MCP server
+// when its TestMain calls RunFakeIfRequested first.
+func Self(t testing.TB) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}

@@ -1,0 +1,272 @@
+package mcpauth_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/caddymcp/caddymcp/internal/caddyrun"
+	"github.com/caddymcp/caddymcp/internal/jwkstest"
+	"github.com/caddymcp/caddymcp/internal/mcpserver"
+)
+
+// toolServer is an MCP server over HTTP that lists the given tools (as SSE
+// when the request asks with X-SSE, else JSON) and answers any call.
+func toolServer(t *testing.T, tools []string) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var msg struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		_ = json.Unmarshal(b, &msg)
+		var result any = map[string]any{"content": []any{map[string]any{"type": "text", "text": "called"}}}
+		if msg.Method == "tools/list" {
+			list := make([]any, len(tools))
+			for i, n := range tools {
+				list[i] = map[string]any{"name": n, "inputSchema": map[string]any{"type": "object"}}
+			}
+			result = map[string]any{"tools": list}
+		}
+		out, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "result": result})
+		if r.Header.Get("X-SSE") != "" {
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprintf(w, "id: 1\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progress\":1}}\n\n")
+			w.(http.Flusher).Flush()
+			fmt.Fprintf(w, "id: 2\ndata: %s\n\n", out)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(out)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+type ruleEnv struct {
+	t    *testing.T
+	url  string
+	k    *jwkstest.Key
+	is   *jwkstest.Issuer
+	meta string
+}
+
+func (e *ruleEnv) token(scope string) string {
+	return jwkstest.Mint(e.t, e.k, e.is.Claims("sam", e.url, scope), nil)
+}
+
+// post sends a JSON-RPC body; it returns the status, the WWW-Authenticate
+// header and the last JSON-RPC message of the answer.
+func (e *ruleEnv) post(token, body string, header map[string]string) (int, string, map[string]any) {
+	e.t.Helper()
+	req, _ := http.NewRequest("POST", e.url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+token)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var last string
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok && d != "" {
+				last = d
+			}
+		}
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		last = string(b)
+	}
+	var m map[string]any
+	_ = json.Unmarshal([]byte(last), &m)
+	return resp.StatusCode, resp.Header.Get("WWW-Authenticate"), m
+}
+
+func listed(m map[string]any) []string {
+	res, _ := m["result"].(map[string]any)
+	tools, _ := res["tools"].([]any)
+	var names []string
+	for _, x := range tools {
+		names = append(names, x.(map[string]any)["name"].(string))
+	}
+	slices.Sort(names)
+	return names
+}
+
+func ruleSite(is *jwkstest.Issuer, upstream string, rules string) string {
+	return `
+http://127.0.0.1:{{PORT}} {
+	bind 127.0.0.1
+	route /mcp {
+		mcp_auth {
+			issuer ` + is.URL() + `
+			jwks_url ` + is.JWKSURL() + `
+			audience http://127.0.0.1:{{PORT}}/mcp
+			scopes read:all
+` + rules + `
+		}
+		` + upstream + `
+	}
+}
+`
+}
+
+// Each rule kind on a reverse_proxy route (JSON and SSE answers) and on an
+// mcp_stdio route (both eras): a call the token's scopes do not cover gets
+// 403 insufficient_scope naming every scope it needs, lists show only what
+// the token may call, marked private.
+func TestScopeRules(t *testing.T) {
+	k := jwkstest.NewKey(t, "k", "RS256")
+	is := jwkstest.NewIssuer(t, k)
+	backend := toolServer(t, []string{"read_file", "write_file", "delete_file", "t"})
+	rules := "\t\t\ttool write_* delete_* scopes write:all\n\t\t\ttool delete_* scopes admin\n\t\t\tprompt secret_* scopes secrets\n\t\t\tresource file:///srv/* scopes files\n"
+	for _, up := range []struct{ name, directive string }{
+		{"reverse_proxy", "reverse_proxy " + strings.TrimPrefix(backend, "http://")},
+		{"mcp_stdio", "mcp_stdio {\n\t\t\tcommand " + mcpserver.Self(t) + "\n\t\t\tenv " + mcpserver.FakeEnv + " mrtr\n\t\t\tchild_era legacy\n\t\t}"},
+	} {
+		t.Run(up.name, func(t *testing.T) {
+			c := caddyrun.StartCaddyfile(t, "", ruleSite(is, up.directive, rules))
+			e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
+			meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}`
+			h26 := func(method, name string) map[string]string {
+				return map[string]string{"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": method, "Mcp-Name": name}
+			}
+			read := e.token("read:all")
+			// the call refused, with every scope the operation needs
+			status, chal, _ := e.post(read, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file",`+meta+`}}`, h26("tools/call", "delete_file"))
+			if status != 403 || !strings.Contains(chal, `error="insufficient_scope"`) || !strings.Contains(chal, `scope="read:all write:all admin"`) {
+				t.Fatalf("delete_file with read:all: %d %s", status, chal)
+			}
+			status, chal, _ = e.post(read, `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///srv/x",`+meta+`}}`, h26("resources/read", "file:///srv/x"))
+			if status != 403 || !strings.Contains(chal, `scope="read:all files"`) {
+				t.Fatalf("resource with read:all: %d %s", status, chal)
+			}
+			status, chal, _ = e.post(read, `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"secret_plan",`+meta+`}}`, h26("prompts/get", "secret_plan"))
+			if status != 403 || !strings.Contains(chal, `scope="read:all secrets"`) {
+				t.Fatalf("prompt with read:all: %d %s", status, chal)
+			}
+			// the list shows only what the token may call, in JSON and SSE
+			for _, sse := range []string{"", "1"} {
+				hdr := h26("tools/list", "")
+				delete(hdr, "Mcp-Name")
+				hdr["X-SSE"] = sse
+				status, _, m := e.post(read, `{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{`+meta+`}}`, hdr)
+				res, _ := m["result"].(map[string]any)
+				if got := listed(m); status != 200 || slices.Contains(got, "write_file") || slices.Contains(got, "delete_file") ||
+					!slices.Contains(got, "read_file") || res["cacheScope"] != "private" {
+					t.Fatalf("tools/list for read:all (sse=%q): %d %v %v", sse, status, got, m)
+				}
+			}
+			if up.name == "mcp_stdio" {
+				// a 2025 session: the list comes as an SSE stream, with event ids
+				req, _ := http.NewRequest("POST", e.url, strings.NewReader(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Accept", "application/json, text/event-stream")
+				req.Header.Set("Authorization", "Bearer "+read)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				sess := map[string]string{"Mcp-Session-Id": resp.Header.Get("Mcp-Session-Id"), "Mcp-Protocol-Version": "2025-11-25"}
+				e.post(read, `{"jsonrpc":"2.0","method":"notifications/initialized"}`, sess)
+				status, _, m := e.post(read, `{"jsonrpc":"2.0","id":5,"method":"tools/list"}`, sess)
+				if got := listed(m); status != 200 || slices.Contains(got, "write_file") || !slices.Contains(got, "read_file") {
+					t.Fatalf("2025 session tools/list for read:all: %d %v", status, m)
+				}
+				if status, chal, _ := e.post(read, `{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"write_file"}}`, sess); status != 403 || !strings.Contains(chal, "write:all") {
+					t.Fatalf("2025 session write_file for read:all: %d %s", status, chal)
+				}
+			}
+			write := e.token("read:all write:all")
+			if got := func() []string {
+				_, _, m := e.post(write, `{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{`+meta+`}}`, map[string]string{"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list"})
+				return listed(m)
+			}(); !slices.Contains(got, "write_file") || slices.Contains(got, "delete_file") {
+				t.Fatalf("tools/list for write:all: %v", got)
+			}
+			if status, _, m := e.post(write, `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"write_file","arguments":{},`+meta+`}}`, h26("tools/call", "write_file")); status != 200 || m["result"] == nil {
+				t.Fatalf("write_file with write:all: %d %v", status, m)
+			}
+		})
+	}
+}
+
+// A 2025-03-26 batch with one call the token may not make is refused whole.
+func TestScopeRulesBatch(t *testing.T) {
+	k := jwkstest.NewKey(t, "k", "RS256")
+	is := jwkstest.NewIssuer(t, k)
+	backend := toolServer(t, []string{"read_file", "write_file"})
+	c := caddyrun.StartCaddyfile(t, "", ruleSite(is, "reverse_proxy "+strings.TrimPrefix(backend, "http://"), "\t\t\ttool write_* scopes write:all\n"))
+	e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
+	batch := `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file"}},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"write_file"}}]`
+	if status, chal, _ := e.post(e.token("read:all"), batch, map[string]string{"Mcp-Session-Id": "s", "Mcp-Protocol-Version": "2025-03-26"}); status != 403 || !strings.Contains(chal, `scope="read:all write:all"`) {
+		t.Fatalf("batch with a write: %d %s", status, chal)
+	}
+}
+
+// Unlisted means uncallable: for random rules, tools and tokens, every tool
+// a filtered list shows can be called, and none it leaves out can.
+func TestScopeRulesProperty(t *testing.T) {
+	k := jwkstest.NewKey(t, "k", "RS256")
+	is := jwkstest.NewIssuer(t, k)
+	rng := rand.New(rand.NewPCG(1, 2))
+	words := []string{"read", "write", "delete", "admin", "list", "get", "put"}
+	scopes := []string{"a", "b", "c", "d"}
+	pick := func(from []string, n int) []string {
+		out := slices.Clone(from)
+		rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+		return out[:n]
+	}
+	var tools []string
+	for _, a := range words {
+		for _, b := range []string{"file", "user", "doc"} {
+			tools = append(tools, a+"_"+b)
+		}
+	}
+	backend := toolServer(t, tools)
+	c := caddyrun.StartCaddyfile(t, "", ruleSite(is, "respond 204", ""))
+	checked := 0
+	for round := 0; round < 25; round++ {
+		var rules strings.Builder
+		for i := 0; i < 1+rng.IntN(4); i++ {
+			globs := []string{pick(words, 1)[0] + "_*"}
+			if rng.IntN(2) == 0 {
+				globs = append(globs, "*_"+[]string{"file", "user", "doc"}[rng.IntN(3)])
+			}
+			fmt.Fprintf(&rules, "\t\t\ttool %s scopes %s\n", strings.Join(globs, " "), strings.Join(pick(scopes, 1+rng.IntN(2)), " "))
+		}
+		c.LoadCaddyfile("", ruleSite(is, "reverse_proxy "+strings.TrimPrefix(backend, "http://"), rules.String()))
+		http.DefaultClient.CloseIdleConnections() // the old config's server closed them
+		e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
+		granted := append([]string{"read:all"}, pick(scopes, rng.IntN(len(scopes)+1))...)
+		tok := e.token(strings.Join(granted, " "))
+		sess := map[string]string{"Mcp-Session-Id": "s", "Mcp-Protocol-Version": "2025-11-25"}
+		_, _, m := e.post(tok, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, sess)
+		shown := listed(m)
+		for _, name := range tools {
+			status, _, _ := e.post(tok, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"`+name+`"}}`, sess)
+			callable := status == 200
+			if callable != slices.Contains(shown, name) {
+				t.Fatalf("rules:\n%sscopes %v: %s listed=%v callable=%v (%d)", rules.String(), granted, name, slices.Contains(shown, name), callable, status)
+			}
+			checked++
+		}
+	}
+	t.Logf("%d (rules, token, tool) cases: listed exactly when callable", checked)
+}
