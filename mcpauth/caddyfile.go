@@ -3,6 +3,7 @@ package mcpauth
 import (
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -108,6 +109,25 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			m.PassToken = true
+		case "rate":
+			args := d.RemainingArgs()
+			if len(args) != 1 && (len(args) < 3 || args[1] != "tool") {
+				return d.Errf("rate <n>/<window> [tool <glob...>]")
+			}
+			n, window, ok := strings.Cut(args[0], "/")
+			count, err := strconv.Atoi(n)
+			if !ok || err != nil || count < 1 {
+				return d.Errf("rate: %q is not <n>/<window>, e.g. 10/1m", args[0])
+			}
+			dur, err := caddy.ParseDuration(window)
+			if err != nil || dur <= 0 {
+				return d.Errf("rate: %q is not <n>/<window>, e.g. 10/1m", args[0])
+			}
+			rl := RateLimit{Requests: count, Window: caddy.Duration(dur)}
+			if len(args) > 2 {
+				rl.Tools = args[2:]
+			}
+			m.Rates = append(m.Rates, rl)
 		case "tool", "prompt", "resource":
 			args := d.RemainingArgs()
 			i := slices.Index(args, "scopes")

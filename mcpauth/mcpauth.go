@@ -123,6 +123,13 @@ type Handler struct {
 	// are filtered to what the token may use.
 	Rules []ScopeRule `json:"rules,omitempty"`
 
+	// Rate limits per principal (`rate <n>/<window>`), or per principal and
+	// tool (`rate <n>/<window> tool <glob...>`): beyond them, 429 with
+	// Retry-After and a JSON-RPC error. The principal is the token's iss and
+	// sub (the client IP for requests that pass unauthenticated). Counts
+	// start afresh when the config is reloaded.
+	Rates []RateLimit `json:"rates,omitempty"`
+
 	// Remember up to this many verified tokens (by their SHA-256), so that
 	// a repeated token skips the signature check. An entry never outlives
 	// the token's exp and is dropped whenever the JWKS changes; audience
@@ -132,6 +139,7 @@ type Handler struct {
 
 	keys      *keySource
 	cache     *tokenCache
+	limiters  []*limiter
 	poolKey   string
 	parser    *jwt.Parser
 	audiences []string
@@ -176,6 +184,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.audiences[i] = canonicalURI(a)
 	}
 	h.scope = strings.Join(h.Scopes, " ")
+	for _, rl := range h.Rates {
+		h.limiters = append(h.limiters, newLimiter(rl))
+	}
 	if h.TokenCache > 0 {
 		h.cache = newTokenCache(h.TokenCache)
 	}
@@ -214,6 +225,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // Validate checks the configuration; every error names the offending field.
 func (h *Handler) Validate() error {
+	for _, rl := range h.Rates {
+		if rl.Requests < 1 || rl.Window <= 0 {
+			return fmt.Errorf("rates: %d per %s: requests and window must be positive", rl.Requests, time.Duration(rl.Window))
+		}
+	}
 	for _, rule := range h.Rules {
 		if rule.Kind != "tool" && rule.Kind != "prompt" && rule.Kind != "resource" {
 			return fmt.Errorf("rules: kind %q is not tool, prompt or resource", rule.Kind)
@@ -334,12 +350,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 // serveWithRules applies the scope rules (if any) and calls next.
 func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, claims jwt.MapClaims, next caddyhttp.Handler) error {
-	if len(h.Rules) == 0 {
+	if len(h.Rules) == 0 && len(h.limiters) == 0 {
 		return next.ServeHTTP(w, r)
 	}
 	// rules: what the token may call, and which lists it sees whole
 	q := mcpreq.Get(r, mcpreq.DefaultMaxBytes)
 	granted := scopesOf(claims)
+	if len(h.limiters) > 0 && !h.checkRates(w, q, ratePrincipal(r, claims)) {
+		return nil
+	}
 	if fail, scope := h.checkRules(q, granted); fail != nil {
 		if c := h.logger.Check(zap.DebugLevel, "request refused by a scope rule"); c != nil {
 			c.Write(zap.String("method", q.First().Method), zap.String("name", q.First().Name), zap.String("reason", fail.description))
@@ -354,6 +373,19 @@ func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *c
 	err := next.ServeHTTP(f, r)
 	f.finish()
 	return err
+}
+
+// ratePrincipal is whom a request counts against: the token's issuer and
+// subject, else the client's IP.
+func ratePrincipal(r *http.Request, claims jwt.MapClaims) string {
+	if sub, _ := claims["sub"].(string); sub != "" {
+		iss, _ := claims["iss"].(string)
+		return iss + "\x00" + sub
+	}
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return "ip:" + ip
+	}
+	return "ip:" + r.RemoteAddr
 }
 
 // metadataURL is where a challenge points the client (RFC 9728).

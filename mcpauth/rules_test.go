@@ -270,3 +270,51 @@ func TestScopeRulesProperty(t *testing.T) {
 	}
 	t.Logf("%d (rules, token, tool) cases: listed exactly when callable", checked)
 }
+
+// Rate limits through Caddy: per principal, and per principal and tool,
+// exact counts, 429 with Retry-After and a JSON-RPC error.
+func TestRateLimits(t *testing.T) {
+	k := jwkstest.NewKey(t, "k", "RS256")
+	is := jwkstest.NewIssuer(t, k)
+	backend := toolServer(t, []string{"read_file", "write_a", "write_b"})
+	c := caddyrun.StartCaddyfile(t, "", ruleSite(is, "reverse_proxy "+strings.TrimPrefix(backend, "http://"),
+		"\t\t\trate 6/1h\n\t\t\trate 2/1h tool write_*\n"))
+	e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
+	sess := map[string]string{"Mcp-Session-Id": "s", "Mcp-Protocol-Version": "2025-11-25"}
+	call := func(tok, name string) int {
+		status, _, _ := e.post(tok, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"`+name+`"}}`, sess)
+		return status
+	}
+	ann := e.token("read:all")
+	got := []int{call(ann, "write_a"), call(ann, "write_a"), call(ann, "write_a"), call(ann, "write_b"), call(ann, "write_b"), call(ann, "read_file")}
+	want := []int{200, 200, 429, 200, 200, 200}
+	if !slices.Equal(got, want) {
+		t.Fatalf("per tool: %v, want %v", got, want)
+	}
+	// six requests counted against ann's route-wide 6/1h (the refused one too)
+	req, _ := http.NewRequest("POST", e.url, strings.NewReader(`{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"read_file"}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+ann)
+	req.Header.Set("Mcp-Session-Id", "s")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var rpc struct {
+		ID    int `json:"id"`
+		Error struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(b, &rpc)
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "600" || rpc.ID != 9 || rpc.Error.Code != -32000 || !strings.Contains(rpc.Error.Message, "6 requests per 1h") {
+		t.Fatalf("7th request: %d Retry-After %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), b)
+	}
+	bob := jwkstest.Mint(t, k, is.Claims("bob", e.url, "read:all"), nil)
+	if call(bob, "write_a") != 200 {
+		t.Fatal("bob was counted against ann's limits")
+	}
+}
