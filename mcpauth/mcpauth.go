@@ -355,6 +355,16 @@ func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *c
 	}
 	// rules: what the token may call, and which lists it sees whole
 	q := mcpreq.Get(r, mcpreq.DefaultMaxBytes)
+	if q.Err != nil && r.Method == http.MethodPost {
+		// a body the rules cannot read is one they cannot vouch for
+		h.logger.Info("request refused: its body is not an MCP message the rules can read", zap.Error(q.Err))
+		body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": nil, "error": map[string]any{
+			"code": -32600, "message": "Bad Request: " + q.Err.Error()}})
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write(body)
+		return nil
+	}
 	granted := scopesOf(claims)
 	if len(h.limiters) > 0 && !h.checkRates(w, q, ratePrincipal(r, claims)) {
 		return nil

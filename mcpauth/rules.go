@@ -20,6 +20,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/caddymcp/caddymcp/internal/jsonscan"
 	"github.com/caddymcp/caddymcp/internal/mcpreq"
 )
 
@@ -75,11 +76,32 @@ func (h *Handler) needs(kind, name string) []string {
 	return out
 }
 
-// allowed reports whether granted scopes cover an operation on (kind, name).
+// allowed reports whether granted scopes cover an operation on (kind,
+// name): every rule that matches it has all its scopes granted.
 func (h *Handler) allowed(kind, name string, granted []string) bool {
-	for _, s := range h.needs(kind, name) {
-		if !slices.Contains(granted, s) {
-			return false
+	return allowedName(h, kind, name, granted)
+}
+
+func allowedName[S ~string | ~[]byte](h *Handler, kind string, name S, granted []string) bool {
+	for i := range h.Rules {
+		rule := &h.Rules[i]
+		if rule.Kind != kind {
+			continue
+		}
+		matched := false
+		for _, g := range rule.Names {
+			if mcpreq.Glob(g, name) {
+				matched = true
+				break
+			}
+		}
+		if !matched {
+			continue
+		}
+		for _, s := range rule.Scopes {
+			if !slices.Contains(granted, s) {
+				return false
+			}
 		}
 	}
 	return true
@@ -313,6 +335,9 @@ func (f *listFilter) filterMessage(m json.RawMessage) (json.RawMessage, bool) {
 	if !bytes.Contains(m, []byte(`"result"`)) {
 		return nil, false
 	}
+	if out, ok, fast := f.filterFast(m); fast {
+		return out, ok
+	}
 	var msg map[string]json.RawMessage
 	if json.Unmarshal(m, &msg) != nil || msg["result"] == nil {
 		return nil, false
@@ -354,4 +379,127 @@ func (f *listFilter) filterMessage(m json.RawMessage) (json.RawMessage, bool) {
 	msg["result"], _ = json.Marshal(res)
 	out, _ := json.Marshal(msg)
 	return out, true
+}
+
+// filterFast is filterMessage by splicing, in one pass over the message:
+// the kept entries' bytes as they came, each list replaced, cacheScope set.
+// fast is false where it cannot tell (escaped, non-ASCII or repeated member
+// names): the caller decodes instead.
+func (f *listFilter) filterFast(m []byte) (out []byte, changed, fast bool) {
+	var edits []jsonscan.Edit
+	sawResult, bad, lists := false, false, 0
+	var cacheScope jsonscan.Span
+	resultStart, resultMembers := -1, 0
+	end := jsonscan.WalkObject(m, 0, func(name []byte, start int) int {
+		if string(name) != "result" {
+			return -1
+		}
+		if sawResult {
+			bad = true
+		}
+		sawResult, resultStart = true, start
+		var seen [][]byte
+		return jsonscan.WalkObject(m, start, func(member []byte, vstart int) int {
+			resultMembers++
+			for _, s := range seen {
+				if bytes.Equal(s, member) {
+					bad = true
+				}
+			}
+			seen = append(seen, member)
+			if string(member) == "cacheScope" {
+				cacheScope = jsonscan.Span{Start: vstart, End: -1}
+				return -1
+			}
+			var list *struct{ member, kind, key string }
+			for i := range listKeys {
+				if listKeys[i].member == string(member) {
+					list = &listKeys[i]
+				}
+			}
+			if list == nil {
+				return -1
+			}
+			lists++
+			kept := make([]byte, 1, len(m))
+			kept[0] = '['
+			dropped := false
+			aend := jsonscan.WalkArray(m, vstart, func(estart int) int {
+				var nameSpan jsonscan.Span
+				found := false
+				eend := jsonscan.WalkObject(m, estart, func(k []byte, ks int) int {
+					if string(k) != list.key {
+						return -1
+					}
+					if found {
+						bad = true
+					}
+					found = true
+					e := skipTo(m, ks)
+					nameSpan = jsonscan.Span{Start: ks, End: e}
+					return e
+				})
+				if eend < 0 {
+					bad = true
+					return -1
+				}
+				var n []byte
+				if found {
+					v := m[nameSpan.Start:nameSpan.End]
+					if raw, ok := jsonscan.PlainString(v); ok {
+						n = raw
+					} else {
+						str, _ := jsonscan.String(v)
+						n = []byte(str)
+					}
+				}
+				if allowedName(f.h, list.kind, n, f.granted) {
+					if len(kept) > 1 {
+						kept = append(kept, ',')
+					}
+					kept = append(kept, m[estart:eend]...)
+				} else {
+					dropped = true
+				}
+				return eend
+			})
+			if aend < 0 {
+				bad = true
+				return -1
+			}
+			if dropped {
+				edits = append(edits, jsonscan.Edit{At: jsonscan.Span{Start: vstart, End: aend}, New: append(kept, ']')})
+			}
+			return aend
+		})
+	})
+	if end < 0 || bad {
+		return nil, false, false
+	}
+	if lists == 0 {
+		return nil, false, true
+	}
+	// a list that depends on the token is private, filtered or not
+	if cacheScope.End == -1 {
+		cacheScope.End = skipTo(m, cacheScope.Start)
+		edits = append(edits, jsonscan.Edit{At: cacheScope, New: []byte(`"private"`)})
+	} else {
+		at := skipSpaceFrom(m, resultStart) + 1 // after the result's '{'
+		insert := []byte(`"cacheScope":"private"`)
+		if resultMembers > 0 {
+			insert = append(insert, ',')
+		}
+		edits = append(edits, jsonscan.Edit{At: jsonscan.Span{Start: at, End: at}, New: insert})
+	}
+	return jsonscan.Apply(m, edits), true, true
+}
+
+// skipTo is the end of the JSON value starting at i.
+func skipTo(b []byte, i int) int { return jsonscan.SkipValue(b, i) }
+
+func skipSpaceFrom(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/caddymcp/caddymcp/internal/caddyrun"
@@ -240,9 +241,13 @@ func TestScopeRulesProperty(t *testing.T) {
 		}
 	}
 	backend := toolServer(t, tools)
-	c := caddyrun.StartCaddyfile(t, "", ruleSite(is, "respond 204", ""))
-	checked := 0
-	for round := 0; round < 25; round++ {
+	// one config, a route per round (a reload per round would race the old
+	// server's closing connections)
+	const rounds = 25
+	ruleSets := make([]string, rounds)
+	var site strings.Builder
+	site.WriteString("http://127.0.0.1:{{PORT}} {\n\tbind 127.0.0.1\n")
+	for round := range rounds {
 		var rules strings.Builder
 		for i := 0; i < 1+rng.IntN(4); i++ {
 			globs := []string{pick(words, 1)[0] + "_*"}
@@ -251,9 +256,15 @@ func TestScopeRulesProperty(t *testing.T) {
 			}
 			fmt.Fprintf(&rules, "\t\t\ttool %s scopes %s\n", strings.Join(globs, " "), strings.Join(pick(scopes, 1+rng.IntN(2)), " "))
 		}
-		c.LoadCaddyfile("", ruleSite(is, "reverse_proxy "+strings.TrimPrefix(backend, "http://"), rules.String()))
-		http.DefaultClient.CloseIdleConnections() // the old config's server closed them
-		e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
+		ruleSets[round] = rules.String()
+		fmt.Fprintf(&site, "\troute /mcp%d {\n\t\tmcp_auth {\n\t\t\tissuer %s\n\t\t\tjwks_url %s\n\t\t\taudience http://127.0.0.1:{{PORT}}/mcp%d\n%s\t\t}\n\t\treverse_proxy %s\n\t}\n",
+			round, is.URL(), is.JWKSURL(), round, rules.String(), strings.TrimPrefix(backend, "http://"))
+	}
+	site.WriteString("}\n")
+	c := caddyrun.StartCaddyfile(t, "", site.String())
+	checked := 0
+	for round := range rounds {
+		e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp" + strconv.Itoa(round), k: k, is: is}
 		granted := append([]string{"read:all"}, pick(scopes, rng.IntN(len(scopes)+1))...)
 		tok := e.token(strings.Join(granted, " "))
 		sess := map[string]string{"Mcp-Session-Id": "s", "Mcp-Protocol-Version": "2025-11-25"}
@@ -263,7 +274,7 @@ func TestScopeRulesProperty(t *testing.T) {
 			status, _, _ := e.post(tok, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"`+name+`"}}`, sess)
 			callable := status == 200
 			if callable != slices.Contains(shown, name) {
-				t.Fatalf("rules:\n%sscopes %v: %s listed=%v callable=%v (%d)", rules.String(), granted, name, slices.Contains(shown, name), callable, status)
+				t.Fatalf("rules:\n%sscopes %v: %s listed=%v callable=%v (%d)", ruleSets[round], granted, name, slices.Contains(shown, name), callable, status)
 			}
 			checked++
 		}
@@ -316,5 +327,41 @@ func TestRateLimits(t *testing.T) {
 	bob := jwkstest.Mint(t, k, is.Claims("bob", e.url, "read:all"), nil)
 	if call(bob, "write_a") != 200 {
 		t.Fatal("bob was counted against ann's limits")
+	}
+}
+
+// With rules, a body they cannot read is refused, never passed on: too
+// large for the bound, not JSON, or ambiguous (a member twice: parsers
+// differ on which one counts).
+func TestScopeRulesRefuseWhatTheyCannotRead(t *testing.T) {
+	k := jwkstest.NewKey(t, "k", "RS256")
+	is := jwkstest.NewIssuer(t, k)
+	var reached atomic.Int32
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)
+	}))
+	t.Cleanup(backend.Close)
+	c := caddyrun.StartCaddyfile(t, "", ruleSite(is, "reverse_proxy "+strings.TrimPrefix(backend.URL, "http://"), "\t\t\ttool write_* scopes write:all\n"))
+	e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
+	tok := e.token("read:all")
+	sess := map[string]string{"Mcp-Session-Id": "s", "Mcp-Protocol-Version": "2025-11-25"}
+	for name, body := range map[string]string{
+		"too large":      `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"write_x","pad":"` + strings.Repeat("x", 5<<20) + `"}}`,
+		"not JSON":       `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"write_x"}} trailing`,
+		"name twice":     `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_x","name":"write_x"}}`,
+		"method twice":   `{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call","params":{"name":"write_x"}}`,
+		"escaped member": `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"na\u006de":"write_x"}}`,
+	} {
+		if status, _, _ := e.post(tok, body, sess); status != 400 {
+			t.Errorf("%s: %d, want 400", name, status)
+		}
+	}
+	if n := reached.Load(); n != 0 {
+		t.Fatalf("%d unreadable requests reached the upstream", n)
+	}
+	if status, _, _ := e.post(tok, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_x"}}`, sess); status != 200 || reached.Load() != 1 {
+		t.Fatalf("a readable request: %d", status)
 	}
 }

@@ -21,6 +21,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddymcp/caddymcp/internal/jsonscan"
 )
 
 // DefaultMaxBytes bounds how much of a body is read to find the method.
@@ -58,6 +60,7 @@ var (
 	errTooLarge  = errors.New("body larger than the bound")
 	errNotJSON   = errors.New("body is not a JSON-RPC message")
 	errMismatch  = errors.New("Mcp-Method or Mcp-Name header does not match the body")
+	errAmbiguous = errors.New("a member appears twice or under an escaped name")
 	errReadError = errors.New("body could not be read")
 )
 
@@ -83,7 +86,20 @@ func parse(r *http.Request, maxBytes int64) *Request {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBytes
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxBytes+1))
+	var body []byte
+	var err error
+	if n := r.ContentLength; n > 0 && n <= maxBytes {
+		// the usual case: read exactly what was announced, in one buffer
+		body = make([]byte, n)
+		var got int
+		got, err = io.ReadFull(r.Body, body)
+		body = body[:got]
+		if err == io.ErrUnexpectedEOF {
+			err = nil
+		}
+	} else {
+		body, err = io.ReadAll(io.LimitReader(r.Body, maxBytes+1))
+	}
 	// put back what was read, followed by the rest, for the next reader
 	r.Body = readCloser{io.MultiReader(bytes.NewReader(body), r.Body), r.Body}
 	switch {
@@ -107,52 +123,113 @@ type readCloser struct {
 	io.Closer
 }
 
-type wire struct {
-	ID     json.RawMessage `json:"id"`
-	Method string          `json:"method"`
-	Params json.RawMessage `json:"params"`
-}
-
 func parseBody(q *Request, body []byte) {
 	trimmed := bytes.TrimSpace(body)
-	var msgs []wire
+	if !json.Valid(trimmed) {
+		q.Err = errNotJSON
+		return
+	}
+	msgs := []jsonscan.Span{{Start: 0, End: len(trimmed)}}
 	if len(trimmed) > 0 && trimmed[0] == '[' {
 		q.Batch = true
-		if json.Unmarshal(trimmed, &msgs) != nil || len(msgs) == 0 {
+		var ok bool
+		if msgs, ok = jsonscan.Elements(trimmed); !ok || len(msgs) == 0 {
 			q.Err = errNotJSON
 			return
 		}
-	} else {
-		var m wire
-		if json.Unmarshal(trimmed, &m) != nil {
-			q.Err = errNotJSON
-			return
-		}
-		msgs = []wire{m}
 	}
-	for _, m := range msgs {
-		msg := Message{Method: m.Method, ID: m.ID}
-		var p struct {
-			Name string `json:"name"`
-			URI  string `json:"uri"`
-			Meta struct {
-				Version string `json:"io.modelcontextprotocol/protocolVersion"`
-			} `json:"_meta"`
+	for _, sp := range msgs {
+		msg, version, ok := parseMessage(trimmed[sp.Start:sp.End])
+		if !ok {
+			q.Err, q.Messages = errAmbiguous, nil
+			return
 		}
-		if len(m.Params) > 0 && m.Params[0] == '{' {
-			_ = json.Unmarshal(m.Params, &p)
-		}
-		switch m.Method {
-		case "tools/call", "prompts/get":
-			msg.Name = p.Name
-		case "resources/read", "resources/subscribe", "resources/unsubscribe":
-			msg.Name = p.URI
-		}
-		if p.Meta.Version != "" && !q.Batch {
-			q.ProtocolVersion = p.Meta.Version
+		if version != "" && !q.Batch {
+			q.ProtocolVersion = version
 		}
 		q.Messages = append(q.Messages, msg)
 	}
+}
+
+// parseMessage reads one JSON-RPC message by scanning it once (no
+// reflection, no copies but the strings it returns). A member it reads
+// twice, or under an escaped or non-ASCII name, makes the message
+// ambiguous: parsers differ on which one counts, so no rule may trust it.
+func parseMessage(b []byte) (Message, string, bool) {
+	var msg Message
+	var method, id, params jsonscan.Span
+	bad := false
+	once := func(s *jsonscan.Span, start int) int {
+		if s.End != 0 {
+			bad = true
+		}
+		end := jsonscan.SkipValue(b, start)
+		*s = jsonscan.Span{Start: start, End: end}
+		return end
+	}
+	if jsonscan.WalkObject(b, 0, func(name []byte, start int) int {
+		switch string(name) {
+		case "method":
+			return once(&method, start)
+		case "id":
+			return once(&id, start)
+		case "params":
+			return once(&params, start)
+		}
+		return -1
+	}) < 0 || bad {
+		return Message{}, "", false
+	}
+	if method.End != 0 {
+		msg.Method, _ = jsonscan.String(b[method.Start:method.End])
+	}
+	if id.End != 0 {
+		msg.ID = json.RawMessage(b[id.Start:id.End])
+	}
+	if params.End == 0 || b[params.Start] != '{' {
+		return msg, "", true
+	}
+	key := ""
+	switch msg.Method {
+	case "tools/call", "prompts/get":
+		key = "name"
+	case "resources/read", "resources/subscribe", "resources/unsubscribe":
+		key = "uri"
+	}
+	var name, meta, version jsonscan.Span
+	if jsonscan.WalkObject(b, params.Start, func(n []byte, start int) int {
+		switch {
+		case key != "" && string(n) == key:
+			return once(&name, start)
+		case string(n) == "_meta":
+			if b[start] != '{' {
+				return -1
+			}
+			end := once(&meta, start)
+			return end
+		}
+		return -1
+	}) < 0 || bad {
+		return Message{}, "", false
+	}
+	if name.End != 0 {
+		msg.Name, _ = jsonscan.String(b[name.Start:name.End])
+	}
+	if meta.End != 0 {
+		if jsonscan.WalkObject(b, meta.Start, func(n []byte, start int) int {
+			if string(n) == "io.modelcontextprotocol/protocolVersion" {
+				return once(&version, start)
+			}
+			return -1
+		}) < 0 || bad {
+			return Message{}, "", false
+		}
+	}
+	v := ""
+	if version.End != 0 {
+		v, _ = jsonscan.String(b[version.Start:version.End])
+	}
+	return msg, v, true
 }
 
 // era: a session, an initialize or a batch is the 2025 era's; a request
@@ -233,7 +310,7 @@ func ProvidePlaceholders(r *http.Request, maxBytes int64) {
 // Glob reports whether s matches pattern, where * matches any run of
 // characters (slashes included: `file:///srv/*` covers the whole tree) and
 // every other character matches itself.
-func Glob(pattern, s string) bool {
+func Glob[S ~string | ~[]byte](pattern string, s S) bool {
 	star, mark := -1, 0
 	p, i := 0, 0
 	for i < len(s) {
