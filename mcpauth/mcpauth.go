@@ -22,6 +22,7 @@ package mcpauth
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -358,8 +359,16 @@ func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *c
 	if q.Err != nil && r.Method == http.MethodPost {
 		// a body the rules cannot read is one they cannot vouch for
 		h.logger.Info("request refused: its body is not an MCP message the rules can read", zap.Error(q.Err))
-		body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": nil, "error": map[string]any{
-			"code": -32600, "message": "Bad Request: " + q.Err.Error()}})
+		code := -32600
+		if errors.Is(q.Err, mcpreq.ErrMismatch) {
+			code = -32020 // HeaderMismatch (MCP 2026-07-28)
+		}
+		id := json.RawMessage("null")
+		if len(q.ID) > 0 {
+			id = q.ID
+		}
+		body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "error": map[string]any{
+			"code": code, "message": q.Err.Error()}})
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
 		_, _ = w.Write(body)

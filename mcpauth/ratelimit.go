@@ -15,6 +15,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -122,7 +123,7 @@ func (h *Handler) checkRates(w http.ResponseWriter, q *mcpreq.Request, principal
 			if ok {
 				continue
 			}
-			what := fmt.Sprintf("%d requests per %s", l.cfg.Requests, time.Duration(l.cfg.Window))
+			what := fmt.Sprintf("%d requests per %s", l.cfg.Requests, shortDuration(time.Duration(l.cfg.Window)))
 			if len(l.cfg.Tools) > 0 {
 				what += " for tool " + strconv.Quote(q.First().Name)
 			}
@@ -157,4 +158,16 @@ func writeRateLimited(w http.ResponseWriter, q *mcpreq.Request, what string, wai
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusTooManyRequests)
 	_, _ = w.Write(body)
+}
+
+// shortDuration renders 1m rather than 1m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }

@@ -39,8 +39,9 @@ type Message struct {
 type Request struct {
 	Messages        []Message // one, or a batch's
 	Batch           bool
-	ProtocolVersion string // _meta (2026-07-28) or the MCP-Protocol-Version header
-	Era             string // "2026" or "2025"
+	ID              json.RawMessage // the id of a single message (kept when Err is set, for the error's id)
+	ProtocolVersion string          // _meta (2026-07-28) or the MCP-Protocol-Version header
+	Era             string          // "2026" or "2025"
 	SessionID       string
 	// Err says why the body is not an MCP request (not POST, not JSON-RPC,
 	// too large, headers that contradict the body); then Messages is empty.
@@ -56,10 +57,12 @@ func (q *Request) First() Message {
 }
 
 var (
-	errNotPOST   = errors.New("not a POST")
-	errTooLarge  = errors.New("body larger than the bound")
-	errNotJSON   = errors.New("body is not a JSON-RPC message")
-	errMismatch  = errors.New("Mcp-Method or Mcp-Name header does not match the body")
+	errNotPOST  = errors.New("not a POST")
+	errTooLarge = errors.New("body larger than the bound")
+	errNotJSON  = errors.New("body is not a JSON-RPC message")
+	// ErrMismatch: a 2026-07-28 request's Mcp-Method or Mcp-Name header
+	// contradicts its body (answered with -32020 HeaderMismatch).
+	ErrMismatch  = errors.New("header mismatch: the Mcp-Method or Mcp-Name header does not match the body")
 	errAmbiguous = errors.New("a member appears twice or under an escaped name")
 	errReadError = errors.New("body could not be read")
 )
@@ -111,8 +114,11 @@ func parse(r *http.Request, maxBytes int64) *Request {
 		parseBody(q, body)
 	}
 	q.Era = era(q, body)
+	if !q.Batch {
+		q.ID = q.First().ID
+	}
 	if q.Err == nil && q.Era == "2026" && !headersMatch(r.Header, q.First()) {
-		q.Err = errMismatch
+		q.Err = ErrMismatch
 		q.Messages = nil
 	}
 	return q
