@@ -100,6 +100,10 @@ for route in stdio remote; do
 	done
 done
 
+step "Step-up: the TypeScript SDK 2.x client through a scope rule"
+cp .ci/tsstepup.mjs "$tools/tsstepup.mjs"
+node "$tools/tsstepup.mjs" "http://localhost:$CADDYMCP_PORT/stdio/mcp" "http://localhost:$CADDYMCP_AUTH_PORT" || { echo "step-up failed"; exit 1; }
+
 step "MCP Inspector web UI in headless Chromium"
 chromium=${CHROMIUM:-/usr/bin/chromium}
 if [ ! -x "$chromium" ]; then
