@@ -30,6 +30,14 @@ func toolServer(t *testing.T, tools []string) string {
 		}
 		_ = json.Unmarshal(b, &msg)
 		var result any = map[string]any{"content": []any{map[string]any{"type": "text", "text": "called"}}}
+		switch msg.Method {
+		case "prompts/list":
+			result = map[string]any{"prompts": []any{map[string]any{"name": "secret_plan"}, map[string]any{"name": "hello"}}}
+		case "resources/list":
+			result = map[string]any{"resources": []any{map[string]any{"uri": "file:///srv/a", "name": "a"}, map[string]any{"uri": "file:///pub/b", "name": "b"}}}
+		case "resources/templates/list":
+			result = map[string]any{"resourceTemplates": []any{map[string]any{"uriTemplate": "file:///srv/{x}", "name": "s"}, map[string]any{"uriTemplate": "file:///pub/{x}", "name": "p"}}, "cacheScope": "public"}
+		}
 		if msg.Method == "tools/list" {
 			list := make([]any, len(tools))
 			for i, n := range tools {
@@ -205,6 +213,48 @@ func TestScopeRules(t *testing.T) {
 				t.Fatalf("write_file with write:all: %d %v", status, m)
 			}
 		})
+	}
+}
+
+// Prompt and resource lists are filtered by their rules too, URIs and URI
+// templates alike, and a list the server called public becomes private.
+func TestScopeRulesFilterPromptsAndResources(t *testing.T) {
+	k := jwkstest.NewKey(t, "k", "RS256")
+	is := jwkstest.NewIssuer(t, k)
+	backend := toolServer(t, nil)
+	c := caddyrun.StartCaddyfile(t, "", ruleSite(is, "reverse_proxy "+strings.TrimPrefix(backend, "http://"),
+		"\t\t\tprompt secret_* scopes secrets\n\t\t\tresource file:///srv/* scopes files\n"))
+	e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
+	sess := map[string]string{"Mcp-Session-Id": "s", "Mcp-Protocol-Version": "2025-11-25"}
+	names := func(m map[string]any, member, key string) []string {
+		res, _ := m["result"].(map[string]any)
+		list, _ := res[member].([]any)
+		var out []string
+		for _, x := range list {
+			out = append(out, x.(map[string]any)[key].(string))
+		}
+		return out
+	}
+	for _, sse := range []string{"", "1"} {
+		sess["X-SSE"] = sse
+		read := e.token("read:all")
+		_, _, m := e.post(read, `{"jsonrpc":"2.0","id":1,"method":"prompts/list"}`, sess)
+		if got := names(m, "prompts", "name"); !slices.Equal(got, []string{"hello"}) {
+			t.Fatalf("prompts for read:all (sse=%q): %v", sse, got)
+		}
+		_, _, m = e.post(read, `{"jsonrpc":"2.0","id":2,"method":"resources/list"}`, sess)
+		if got := names(m, "resources", "uri"); !slices.Equal(got, []string{"file:///pub/b"}) {
+			t.Fatalf("resources for read:all: %v", got)
+		}
+		_, _, m = e.post(read, `{"jsonrpc":"2.0","id":3,"method":"resources/templates/list"}`, sess)
+		if got := names(m, "resourceTemplates", "uriTemplate"); !slices.Equal(got, []string{"file:///pub/{x}"}) || m["result"].(map[string]any)["cacheScope"] != "private" {
+			t.Fatalf("templates for read:all: %v %v", got, m)
+		}
+		all := e.token("read:all secrets files")
+		_, _, m = e.post(all, `{"jsonrpc":"2.0","id":4,"method":"resources/list"}`, sess)
+		if got := names(m, "resources", "uri"); len(got) != 2 {
+			t.Fatalf("resources for a token with every scope: %v", got)
+		}
 	}
 }
 
