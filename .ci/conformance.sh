@@ -151,6 +151,9 @@ start_bridge "$p" auto npx -y @modelcontextprotocol/server-everything
 run_suite bridge-ts "http://127.0.0.1:$p/mcp"
 compare native-ts bridge-ts || fail=1
 
+# the authorization-server scenarios against the example authorization server
+./.ci/authz-conformance.sh || fail=1
+
 # the per-scenario table
 {
 	echo "| scenario | go-sdk HTTP (native) | mcp_stdio, passed through | mcp_stdio, translated |"

@@ -62,6 +62,12 @@ type Options struct {
 	// CORSOrigins are the browser origins allowed to call the endpoints
 	// (the MCP Inspector's); no other origin gets CORS headers.
 	CORSOrigins []string
+	// AllowPrivateCIMD lets client metadata documents be fetched from
+	// loopback and private addresses (development and tests only).
+	AllowPrivateCIMD bool
+	// CIMDClient, if set, fetches client metadata documents instead of the
+	// guarded default (tests: one that trusts a test certificate).
+	CIMDClient *http.Client
 }
 
 // state is what StateFile holds.
@@ -84,6 +90,8 @@ type Server struct {
 	codes       map[string]*grant
 	refresh     map[string]*grant
 	usedRefresh map[string]string // rotated refresh token -> its family (reuse revokes the family)
+	cimd        map[string]*cimdEntry
+	cimdHTTP    *http.Client
 }
 
 type client struct {
@@ -91,6 +99,7 @@ type client struct {
 	Secret       string   `json:"client_secret,omitempty"`
 	RedirectURIs []string `json:"redirect_uris,omitempty"`
 	Name         string   `json:"client_name,omitempty"`
+	AppType      string   `json:"application_type,omitempty"`
 	AuthMethod   string   `json:"token_endpoint_auth_method"`
 	GrantTypes   []string `json:"grant_types"`
 	IssuedAt     int64    `json:"client_id_issued_at"`
@@ -123,7 +132,10 @@ func New(opts Options) (*Server, error) {
 		opts.Logf = func(string, ...any) {}
 	}
 	s := &Server{opts: opts, clients: map[string]*client{}, codes: map[string]*grant{}, refresh: map[string]*grant{},
-		usedRefresh: map[string]string{}}
+		usedRefresh: map[string]string{}, cimd: map[string]*cimdEntry{}, cimdHTTP: opts.CIMDClient}
+	if s.cimdHTTP == nil {
+		s.cimdHTTP = cimdHTTPClient(opts.AllowPrivateCIMD)
+	}
 	if err := s.loadState(); err != nil {
 		return nil, err
 	}
@@ -213,6 +225,7 @@ func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
 		"token_endpoint_auth_methods_supported":          []string{"none", "client_secret_post", "client_secret_basic"},
 		"code_challenge_methods_supported":               []string{"S256"},
 		"authorization_response_iss_parameter_supported": true,
+		"client_id_metadata_document_supported":          true,
 	})
 }
 
@@ -226,6 +239,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		RedirectURIs []string `json:"redirect_uris"`
 		Name         string   `json:"client_name"`
+		AppType      string   `json:"application_type"`
 		AuthMethod   string   `json:"token_endpoint_auth_method"`
 		GrantTypes   []string `json:"grant_types"`
 	}
@@ -242,6 +256,14 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 			oauthError(w, http.StatusBadRequest, "invalid_redirect_uri", "redirect URI "+u+" must be https, or http on a loopback host, without fragment")
 			return
 		}
+	}
+	switch req.AppType {
+	case "":
+		req.AppType = "web" // OpenID Connect Registration's default
+	case "web", "native":
+	default:
+		oauthError(w, http.StatusBadRequest, "invalid_client_metadata", "application_type must be web or native")
+		return
 	}
 	if req.AuthMethod == "" {
 		req.AuthMethod = "client_secret_basic"
@@ -261,7 +283,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	c := &client{ID: "client-" + rand.Text()[:16], RedirectURIs: req.RedirectURIs, Name: req.Name,
+	c := &client{ID: "client-" + rand.Text()[:16], RedirectURIs: req.RedirectURIs, Name: req.Name, AppType: req.AppType,
 		AuthMethod: req.AuthMethod, GrantTypes: req.GrantTypes, IssuedAt: time.Now().Unix()}
 	if c.AuthMethod != "none" {
 		c.Secret = rand.Text()
@@ -280,11 +302,9 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 // authorize approves every valid request at once (development only).
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	s.mu.Lock()
-	c := s.clients[q.Get("client_id")]
-	s.mu.Unlock()
-	if c == nil {
-		http.Error(w, "unknown client_id", http.StatusBadRequest)
+	c, err := s.lookupClient(r.Context(), q.Get("client_id"))
+	if err != nil {
+		http.Error(w, "client_id: "+err.Error(), http.StatusBadRequest)
 		return
 	}
 	redirectURI := q.Get("redirect_uri")
@@ -528,10 +548,8 @@ func (s *Server) authenticateClient(r *http.Request) (*client, bool) {
 	} else {
 		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
 	}
-	s.mu.Lock()
-	c := s.clients[id]
-	s.mu.Unlock()
-	if c == nil {
+	c, err := s.lookupClient(r.Context(), id)
+	if err != nil {
 		return nil, false
 	}
 	if c.Secret == "" {
