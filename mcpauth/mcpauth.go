@@ -378,6 +378,19 @@ func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *c
 	if len(h.limiters) > 0 && !h.checkRates(w, q, ratePrincipal(r, claims)) {
 		return nil
 	}
+	var batch *batchErrors
+	if q.Batch && len(h.Rules) > 0 {
+		// a batch's forbidden messages are answered one by one; a batch
+		// of nothing else gets the challenge below
+		if errs, taken, ok := h.splitBatch(r, q, granted); ok && taken {
+			batch = &batchErrors{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, errs: errs}
+			w = batch
+			defer batch.finish()
+			q = &mcpreq.Request{Messages: slices.DeleteFunc(slices.Clone(q.Messages), func(m mcpreq.Message) bool {
+				return len(h.missing(m, granted)) > 0
+			}), Batch: true}
+		}
+	}
 	if fail, scope := h.checkRules(q, granted); fail != nil {
 		if c := h.logger.Check(zap.DebugLevel, "request refused by a scope rule"); c != nil {
 			c.Write(zap.String("method", q.First().Method), zap.String("name", q.First().Name), zap.String("reason", fail.description))

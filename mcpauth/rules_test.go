@@ -258,16 +258,89 @@ func TestScopeRulesFilterPromptsAndResources(t *testing.T) {
 	}
 }
 
-// A 2025-03-26 batch with one call the token may not make is refused whole.
+// A 2025-03-26 batch: the calls the token may not make are taken out and
+// answered with a JSON-RPC error naming the scopes they need, the rest are
+// served; a batch of nothing but such calls gets the 403 challenge.
 func TestScopeRulesBatch(t *testing.T) {
 	k := jwkstest.NewKey(t, "k", "RS256")
 	is := jwkstest.NewIssuer(t, k)
-	backend := toolServer(t, []string{"read_file", "write_file"})
-	c := caddyrun.StartCaddyfile(t, "", ruleSite(is, "reverse_proxy "+strings.TrimPrefix(backend, "http://"), "\t\t\ttool write_* scopes write:all\n"))
+	c := caddyrun.StartCaddyfile(t, "", ruleSite(is, "mcp_stdio {\n\t\t\tcommand "+mcpserver.Self(t)+"\n\t\t\tenv "+mcpserver.FakeEnv+" mrtr\n\t\t}",
+		"\t\t\ttool write_* scopes write:all\n"))
 	e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
-	batch := `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file"}},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"write_file"}}]`
-	if status, chal, _ := e.post(e.token("read:all"), batch, map[string]string{"Mcp-Session-Id": "s", "Mcp-Protocol-Version": "2025-03-26"}); status != 403 || !strings.Contains(chal, `scope="read:all write:all"`) {
-		t.Fatalf("batch with a write: %d %s", status, chal)
+	tok := e.token("read:all")
+	req, _ := http.NewRequest("POST", e.url, strings.NewReader(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	sess := map[string]string{"Mcp-Session-Id": resp.Header.Get("Mcp-Session-Id"), "Mcp-Protocol-Version": "2025-03-26"}
+	// all the answers of a batch, from its SSE stream
+	answers := func(body string) (int, string, map[string]map[string]any) {
+		req, _ := http.NewRequest("POST", e.url, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		for k, v := range sess {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		byID := map[string]map[string]any{}
+		add := func(raw []byte) {
+			var list []map[string]any
+			if json.Unmarshal(raw, &list) != nil {
+				var one map[string]any
+				if json.Unmarshal(raw, &one) == nil {
+					list = append(list, one)
+				}
+			}
+			for _, m := range list {
+				byID[fmt.Sprint(m["id"])] = m
+			}
+		}
+		if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok && d != "" {
+					add([]byte(d))
+				}
+			}
+		} else {
+			b, _ := io.ReadAll(resp.Body)
+			add(b)
+		}
+		return resp.StatusCode, resp.Header.Get("WWW-Authenticate"), byID
+	}
+	status, _, got := answers(`[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file"}},` +
+		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"write_file"}},{"jsonrpc":"2.0","id":3,"method":"tools/list"}]`)
+	if status != 200 || got["1"]["result"] == nil || got["3"]["result"] == nil {
+		t.Fatalf("the allowed messages of the batch: %d %v", status, got)
+	}
+	errObj, _ := got["2"]["error"].(map[string]any)
+	data, _ := errObj["data"].(map[string]any)
+	if errObj == nil || data["error"] != "insufficient_scope" || data["scope"] != "read:all write:all" {
+		t.Fatalf("the forbidden call's answer: %v", got["2"])
+	}
+	if names := listed(got["3"]); slices.Contains(names, "write_file") || !slices.Contains(names, "read_file") {
+		t.Fatalf("the batch's tools/list was not filtered: %v", names)
+	}
+	// nothing but forbidden calls: the challenge
+	status, chal, _ := answers(`[{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"write_file"}}]`)
+	if status != 403 || !strings.Contains(chal, `scope="read:all write:all"`) {
+		t.Fatalf("a batch of forbidden calls: %d %s", status, chal)
+	}
+	// a forbidden call beside notifications only: its error is the answer
+	status, _, got = answers(`[{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"x","progress":1}},{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"write_file"}}]`)
+	if status != 200 || got["5"]["error"] == nil {
+		t.Fatalf("a forbidden call beside a notification: %d %v", status, got)
 	}
 }
 

@@ -340,3 +340,9 @@ func Glob[S ~string | ~[]byte](pattern string, s S) bool {
 	}
 	return p == len(pattern)
 }
+
+// Forget drops the kept parse of r (its body was rewritten): the next Get
+// parses again.
+func Forget(r *http.Request) {
+	caddyhttp.SetVar(r.Context(), varKey, nil)
+}
