@@ -45,6 +45,7 @@ fuzz:
 	go test ./stdiobridge -run '^$$' -fuzz '^FuzzTranslateFast$$' -fuzztime $(FUZZTIME)
 	go test ./stdiobridge -run '^$$' -fuzz '^FuzzRequestState$$' -fuzztime $(FUZZTIME)
 	go test ./internal/mcpreq -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	go test ./internal/jsonscan -run '^$$' -fuzz '^FuzzMembers$$' -fuzztime $(FUZZTIME)
 
 ## bench: the performance comparison (native, mcp_stdio, mcp_auth + mcp_stdio, supergateway), README "Performance"
 bench: caddy

@@ -111,6 +111,12 @@ func allowedName[S ~string | ~[]byte](h *Handler, kind string, name S, granted [
 // cover, with the scopes it needs (the route's and the rules', all of
 // them, in one challenge).
 func (h *Handler) checkRules(q *mcpreq.Request, granted []string) (*failure, string) {
+	if !slices.ContainsFunc(q.Messages, func(m mcpreq.Message) bool {
+		kind := kindOf(m.Method)
+		return kind != "" && !h.allowed(kind, m.Name, granted)
+	}) {
+		return nil, "" // the common case, without building the challenge
+	}
 	var need, missing []string
 	for _, m := range q.Messages {
 		kind := kindOf(m.Method)
