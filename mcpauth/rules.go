@@ -389,7 +389,7 @@ func (f *listFilter) filterMessage(m json.RawMessage) (json.RawMessage, bool) {
 
 // filterFast is filterMessage by splicing, in one pass over the message:
 // the kept entries' bytes as they came, each list replaced, cacheScope set.
-// fast is false where it cannot tell (escaped, non-ASCII or repeated member
+// fast is false where it cannot tell (escaped, invalid UTF-8 or repeated member
 // names): the caller decodes instead.
 func (f *listFilter) filterFast(m []byte) (out []byte, changed, fast bool) {
 	var edits []jsonscan.Edit

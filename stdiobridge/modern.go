@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddymcp/caddymcp/internal/jsonscan"
 )
 
 // modernVersion is the protocol revision served without sessions.
@@ -606,16 +608,17 @@ func (h *Handler) translateFast(result json.RawMessage, m *modernReq) ([]byte, b
 	if m.e.Method == "tools/list" {
 		return nil, false
 	}
-	mem, ok := objectMembers(result)
+	members, ok := jsonscan.Members(result)
 	if !ok {
 		return nil, false
 	}
-	if _, asks := mem["inputRequests"]; asks {
+	mem := func(name string) (jsonscan.Span, bool) { return jsonscan.Get(members, name) }
+	if _, asks := mem("inputRequests"); asks {
 		return nil, false
 	}
 	add := make([]byte, 0, 160)
-	if rt, has := mem["resultType"]; has {
-		if string(result[rt.start:rt.end]) != `"complete"` {
+	if rt, has := mem("resultType"); has {
+		if string(result[rt.Start:rt.End]) != `"complete"` {
 			return nil, false
 		}
 	} else {
@@ -623,12 +626,12 @@ func (h *Handler) translateFast(result json.RawMessage, m *modernReq) ([]byte, b
 	}
 	switch m.e.Method {
 	case "prompts/list", "resources/list", "resources/templates/list", "resources/read":
-		if _, has := mem["ttlMs"]; !has {
+		if _, has := mem("ttlMs"); !has {
 			add = append(add, `"ttlMs":`...)
 			add = strconv.AppendInt(add, h.cfg.cacheTTL.Milliseconds(), 10)
 			add = append(add, ',')
 		}
-		if _, has := mem["cacheScope"]; has && h.perRequest {
+		if _, has := mem("cacheScope"); has && h.perRequest {
 			return nil, false // a per-user child's answer must say private
 		} else if !has {
 			add = append(add, `"cacheScope":"`...)
@@ -636,8 +639,8 @@ func (h *Handler) translateFast(result json.RawMessage, m *modernReq) ([]byte, b
 			add = append(add, `",`...)
 		}
 	}
-	if meta, has := mem["_meta"]; has {
-		if !bytes.Contains(result[meta.start:meta.end], []byte(`"`+metaServer+`"`)) && h.table.serverInfo() != nil {
+	if meta, has := mem("_meta"); has {
+		if !bytes.Contains(result[meta.Start:meta.End], []byte(`"`+metaServer+`"`)) && h.table.serverInfo() != nil {
 			return nil, false
 		}
 	} else if si := h.table.serverInfo(); si != nil {

@@ -1,6 +1,10 @@
 package stdiobridge
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/caddymcp/caddymcp/internal/jsonscan"
+)
 
 // A zero-copy reader for the top level of a JSON-RPC message: it finds the
 // byte spans of the members the bridge routes by, so that ids can be
@@ -39,11 +43,11 @@ func foldsToMember(name string) bool {
 // value is not an object or a member name uses escapes (callers then take
 // the slow path through encoding/json).
 func scanTop(b []byte) (t topLevel, ok bool) {
-	i := skipSpace(b, 0)
+	i := jsonscan.SkipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return t, false
 	}
-	i = skipSpace(b, i+1)
+	i = jsonscan.SkipSpace(b, i+1)
 	if i < len(b) && b[i] == '}' {
 		return t, true
 	}
@@ -59,12 +63,12 @@ func scanTop(b []byte) (t topLevel, ok bool) {
 			}
 			keyEnd++
 		}
-		i = skipSpace(b, keyEnd+1)
+		i = jsonscan.SkipSpace(b, keyEnd+1)
 		if i >= len(b) || b[i] != ':' {
 			return t, false
 		}
-		i = skipSpace(b, i+1)
-		end := skipValue(b, i)
+		i = jsonscan.SkipSpace(b, i+1)
+		end := jsonscan.SkipValue(b, i)
 		if end <= i {
 			return t, false
 		}
@@ -94,7 +98,7 @@ func scanTop(b []byte) (t topLevel, ok bool) {
 			}
 			*f = v
 		}
-		i = skipSpace(b, end)
+		i = jsonscan.SkipSpace(b, end)
 		if i >= len(b) {
 			return t, false
 		}
@@ -104,67 +108,9 @@ func scanTop(b []byte) (t topLevel, ok bool) {
 		if b[i] != ',' {
 			return t, false
 		}
-		i = skipSpace(b, i+1)
+		i = jsonscan.SkipSpace(b, i+1)
 	}
 	return t, false
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipValue returns the index just past the JSON value starting at i.
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return i
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				i = skipString(b, i)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return i
-	default:
-		for i < len(b) {
-			switch b[i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				return i
-			}
-			i++
-		}
-		return i
-	}
-}
-
-// skipString returns the index just past the string starting at i.
-func skipString(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return i
 }
 
 // splice returns b with the bytes of s replaced by v, in a new slice.
@@ -173,58 +119,4 @@ func splice(b []byte, s span, v []byte) []byte {
 	out = append(out, b[:s.start]...)
 	out = append(out, v...)
 	return append(out, b[s.end:]...)
-}
-
-// objectMembers returns the spans of the members of a JSON object by name;
-// ok is false if b is not an object, a name uses escapes or appears twice
-// (callers then take the slow path through encoding/json).
-func objectMembers(b []byte) (members map[string]span, ok bool) {
-	members = map[string]span{}
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return nil, false
-	}
-	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		return members, true
-	}
-	for i < len(b) {
-		if b[i] != '"' {
-			return nil, false
-		}
-		keyStart := i + 1
-		keyEnd := keyStart
-		for keyEnd < len(b) && b[keyEnd] != '"' {
-			if b[keyEnd] == '\\' {
-				return nil, false
-			}
-			keyEnd++
-		}
-		i = skipSpace(b, keyEnd+1)
-		if i >= len(b) || b[i] != ':' {
-			return nil, false
-		}
-		i = skipSpace(b, i+1)
-		end := skipValue(b, i)
-		if end <= i {
-			return nil, false
-		}
-		key := string(b[keyStart:keyEnd])
-		if _, dup := members[key]; dup {
-			return nil, false
-		}
-		members[key] = span{i, end}
-		i = skipSpace(b, end)
-		if i >= len(b) {
-			return nil, false
-		}
-		if b[i] == '}' {
-			return members, true
-		}
-		if b[i] != ',' {
-			return nil, false
-		}
-		i = skipSpace(b, i+1)
-	}
-	return nil, false
 }

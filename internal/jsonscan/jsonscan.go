@@ -23,57 +23,21 @@ type Member struct {
 
 // Members returns the members of the object b, in order.
 func Members(b []byte) ([]Member, bool) {
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
+	out := []Member{}
+	dup := false
+	end := WalkObject(b, 0, func(name []byte, start int) int {
+		n := string(name)
+		if slices.ContainsFunc(out, func(m Member) bool { return m.Name == n }) {
+			dup = true
+		}
+		e := skipValue(b, start)
+		out = append(out, Member{n, Span{start, e}})
+		return e
+	})
+	if end < 0 || dup {
 		return nil, false
 	}
-	var out []Member
-	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		return out, true
-	}
-	for i < len(b) {
-		if b[i] != '"' {
-			return nil, false
-		}
-		keyStart := i + 1
-		keyEnd := keyStart
-		for keyEnd < len(b) && b[keyEnd] != '"' {
-			if b[keyEnd] == '\\' {
-				return nil, false
-			}
-			keyEnd++
-		}
-		i = skipSpace(b, keyEnd+1)
-		if i >= len(b) || b[i] != ':' {
-			return nil, false
-		}
-		i = skipSpace(b, i+1)
-		end := skipValue(b, i)
-		if end <= i {
-			return nil, false
-		}
-		if !utf8.Valid(b[keyStart:keyEnd]) {
-			return nil, false // encoding/json would read another name
-		}
-		name := string(b[keyStart:keyEnd])
-		if slices.ContainsFunc(out, func(m Member) bool { return m.Name == name }) {
-			return nil, false
-		}
-		out = append(out, Member{name, Span{i, end}})
-		i = skipSpace(b, end)
-		if i >= len(b) {
-			return nil, false
-		}
-		if b[i] == '}' {
-			return out, true
-		}
-		if b[i] != ',' {
-			return nil, false
-		}
-		i = skipSpace(b, i+1)
-	}
-	return nil, false
+	return out, true
 }
 
 // Get returns the value of the named member.
@@ -225,57 +189,22 @@ func skipString(b []byte, i int) int {
 // allocating; ok is false where Members would be (escapes, the name twice,
 // not an object), found whether the member is there.
 func Find(b []byte, name string) (v Span, found, ok bool) {
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
+	dup := false
+	end := WalkObject(b, 0, func(n []byte, start int) int {
+		if string(n) != name {
+			return -1
+		}
+		if found {
+			dup = true
+		}
+		e := skipValue(b, start)
+		v, found = Span{start, e}, true
+		return e
+	})
+	if end < 0 || dup {
 		return Span{}, false, false
 	}
-	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		return Span{}, false, true
-	}
-	for i < len(b) {
-		if b[i] != '"' {
-			return Span{}, false, false
-		}
-		keyStart := i + 1
-		keyEnd := keyStart
-		for keyEnd < len(b) && b[keyEnd] != '"' {
-			if b[keyEnd] == '\\' {
-				return Span{}, false, false
-			}
-			keyEnd++
-		}
-		i = skipSpace(b, keyEnd+1)
-		if i >= len(b) || b[i] != ':' {
-			return Span{}, false, false
-		}
-		i = skipSpace(b, i+1)
-		end := skipValue(b, i)
-		if end <= i {
-			return Span{}, false, false
-		}
-		if !utf8.Valid(b[keyStart:keyEnd]) {
-			return Span{}, false, false
-		}
-		if string(b[keyStart:keyEnd]) == name {
-			if found {
-				return Span{}, false, false
-			}
-			v, found = Span{i, end}, true
-		}
-		i = skipSpace(b, end)
-		if i >= len(b) {
-			return Span{}, false, false
-		}
-		if b[i] == '}' {
-			return v, found, true
-		}
-		if b[i] != ',' {
-			return Span{}, false, false
-		}
-		i = skipSpace(b, i+1)
-	}
-	return Span{}, false, false
+	return v, found, true
 }
 
 // WalkObject visits the members of the object starting at b[i] in one
@@ -300,10 +229,13 @@ func WalkObject(b []byte, i int, fn func(name []byte, start int) int) int {
 		keyStart := i + 1
 		keyEnd := keyStart
 		for keyEnd < len(b) && b[keyEnd] != '"' {
-			if b[keyEnd] == '\\' || b[keyEnd] >= 0x80 {
-				return -1 // escapes and non-ASCII names: the slow path decides
+			if b[keyEnd] == '\\' {
+				return -1 // an escaped name: the slow path decides
 			}
 			keyEnd++
+		}
+		if !utf8.Valid(b[keyStart:keyEnd]) {
+			return -1 // encoding/json would read another name
 		}
 		i = skipSpace(b, keyEnd+1)
 		if i >= len(b) || b[i] != ':' {
@@ -369,6 +301,9 @@ func WalkArray(b []byte, i int, fn func(start int) int) int {
 
 // SkipValue returns the index just past the JSON value starting at b[i].
 func SkipValue(b []byte, i int) int { return skipValue(b, i) }
+
+// SkipSpace returns the index of the first non-space byte at or after i.
+func SkipSpace(b []byte, i int) int { return skipSpace(b, i) }
 
 // PlainString returns the bytes of a JSON string without escapes, printable
 // ASCII only, as they are (no copy); ok is false for anything else.

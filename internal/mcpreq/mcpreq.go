@@ -159,7 +159,7 @@ func parseBody(q *Request, body []byte) {
 
 // parseMessage reads one JSON-RPC message by scanning it once (no
 // reflection, no copies but the strings it returns). A member it reads
-// twice, or under an escaped or non-ASCII name, makes the message
+// twice, or under an escaped or invalid UTF-8 name, makes the message
 // ambiguous: parsers differ on which one counts, so no rule may trust it.
 func parseMessage(b []byte) (Message, string, bool) {
 	var msg Message
