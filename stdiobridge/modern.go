@@ -212,6 +212,14 @@ func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, e *envelop
 	}
 }
 
+// paramsMap decodes params for a look at its members (nil if it is not an
+// object).
+func paramsMap(params json.RawMessage) map[string]json.RawMessage {
+	var p map[string]json.RawMessage
+	_ = json.Unmarshal(params, &p)
+	return p
+}
+
 // pool returns the pool that serves a request's principal: its own when
 // the process config depends on the request, else the route's shared one.
 func (h *Handler) pool(m *modernReq) *childPool {
@@ -405,6 +413,13 @@ func (h *Handler) modernCall(w http.ResponseWriter, r *http.Request, m *modernRe
 			modernError(w, m.e.ID, codeHeaderMismatch, err.Error())
 			return
 		}
+	}
+	if tc := traceContext(r.Context()); tc != nil {
+		annotateSpan(r, m.e.Method, m.name)
+		for k, v := range tc {
+			m.meta[k], _ = json.Marshal(v)
+		}
+		m.params["_meta"], _ = json.Marshal(m.meta)
 	}
 	c := h.child(w, r, m, p, asking, 0)
 	if c == nil {

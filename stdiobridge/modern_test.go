@@ -533,3 +533,62 @@ func TestModernListenOnLegacyServer(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// With Caddy's tracing on the route, the child gets the trace context of
+// the request's span in _meta (traceparent: same trace as the incoming
+// request, Caddy's span as parent), in both eras.
+func TestTraceContextReachesTheChild(t *testing.T) {
+	t.Setenv("OTEL_TRACES_EXPORTER", "none")
+	c := caddyrun.StartCaddyfile(t, "", `
+:{{PORT}} {
+	bind 127.0.0.1
+	tracing {
+		span mcp
+	}
+	mcp_stdio /mcp {
+		command `+self(t)+`
+		env CADDYMCP_FAKE_SERVER mrtr
+		child_era legacy
+		shutdown_timeout 500ms
+	}
+}
+`)
+	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	incoming := "00-" + traceID + "-00f067aa0ba902b7-01"
+	check := func(era, text string) {
+		t.Helper()
+		var meta map[string]any
+		if err := json.Unmarshal([]byte(strings.TrimPrefix(text, "meta=")), &meta); err != nil {
+			t.Fatalf("%s: the child's _meta: %q", era, text)
+		}
+		tp, _ := meta["traceparent"].(string)
+		parts := strings.Split(tp, "-")
+		if len(parts) != 4 || parts[1] != traceID || parts[2] == "00f067aa0ba902b7" {
+			t.Fatalf("%s: the child got traceparent %q; want trace %s under Caddy's span", era, tp, traceID)
+		}
+	}
+	// 2026-07-28
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"meta","arguments":{},` + modernMeta + `}}`
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	for k, v := range map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+		"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "meta", "traceparent": incoming} {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	resp.Body.Close()
+	check("2026-07-28", textOf(m))
+	// 2025 session
+	cl := newClient(t, url)
+	cl.header.Set("traceparent", incoming)
+	cl.initialize()
+	msgs := cl.call("2", "tools/call", `{"name":"meta","arguments":{}}`)
+	var ans map[string]any
+	_ = json.Unmarshal([]byte(msgs[len(msgs)-1]), &ans)
+	check("2025-11-25", textOf(ans))
+}

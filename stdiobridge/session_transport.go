@@ -40,6 +40,16 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, id json.RawMess
 
 // forward sends one non-initialize message of a live session to its child.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *Session, e *envelope) {
+	if tc := traceContext(r.Context()); tc != nil && e.isRequest() {
+		// only with tracing on: it costs a decode of the params
+		name, _ := nameOf(e.Method, paramsMap(e.Params))
+		annotateSpan(r, e.Method, name)
+		if params, ok := withTraceMeta(e.Params, tc); ok {
+			out := *e
+			out.Params, out.raw, out.idSpan = params, nil, span{}
+			e = &out
+		}
+	}
 	switch {
 	case e.isRequest():
 		s.mu.Lock()

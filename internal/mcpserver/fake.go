@@ -35,7 +35,7 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	hugelast tools/call answers with a 5 MiB text and the id last
 //	giant    tools/call answers with a 32 MiB text
 //	mrtr     tools by name: "echo" (the arguments and $CADDYMCP_FAKE_USER),
-//	         "whoami" (pid and $CADDYMCP_FAKE_USER), "ask" (asks its client
+//	         "whoami" (pid and $CADDYMCP_FAKE_USER), "meta" (the _meta it got), "ask" (asks its client
 //	         elicitation/create, then answers with what it got), "askhold"
 //	         (asks, then holds), "touch" (sends resources/updated for its
 //	         "uri" argument and tools/list_changed), "hold"
@@ -179,6 +179,12 @@ func RunFakeIfRequested() {
 			switch {
 			case has("mrtr") && call.Name == "echo":
 				text("echo=" + string(call.Arguments) + " user=" + os.Getenv("CADDYMCP_FAKE_USER"))
+			case has("mrtr") && call.Name == "meta":
+				var p struct {
+					Meta json.RawMessage `json:"_meta"`
+				}
+				_ = json.Unmarshal(msg.Params, &p)
+				text("meta=" + string(p.Meta))
 			case has("mrtr") && call.Name == "whoami":
 				text("pid=" + strconv.Itoa(os.Getpid()) + " user=" + os.Getenv("CADDYMCP_FAKE_USER"))
 			case has("mrtr") && (call.Name == "ask" || call.Name == "askhold"):
