@@ -141,6 +141,7 @@ type Handler struct {
 	keys      *keySource
 	cache     *tokenCache
 	limiters  []*limiter
+	audit     *zap.Logger
 	poolKey   string
 	parser    *jwt.Parser
 	audiences []string
@@ -162,6 +163,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // the issuer: keys are fetched on first use.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.audit = h.logger.Named("audit")
 	if h.Mode == "" {
 		h.Mode = "strict"
 	}
@@ -340,6 +342,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 				zap.String("reason", fail.description), zap.String("remote_ip", r.RemoteAddr),
 				zap.String("uri", wellknown.RedactURI(r.RequestURI)))
 		}
+		if r.Method == http.MethodPost {
+			h.auditRefused(r, nil, nil, nil, fail.Error())
+		}
 		writeChallenge(w, fail, h.metadataURL(r, repl), h.scope)
 		return nil
 	}
@@ -359,6 +364,8 @@ func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *c
 	if q.Err != nil && r.Method == http.MethodPost {
 		// a body the rules cannot read is one they cannot vouch for
 		h.logger.Info("request refused: its body is not an MCP message the rules can read", zap.Error(q.Err))
+		h.audit.Info("mcp request refused", zap.String("decision", "refused"), zap.String("reason", q.Err.Error()),
+			zap.String("route", r.Host+r.URL.Path), zap.ByteString("request_id", q.ID))
 		code := -32600
 		if errors.Is(q.Err, mcpreq.ErrMismatch) {
 			code = -32020 // HeaderMismatch (MCP 2026-07-28)
@@ -376,6 +383,7 @@ func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *c
 	}
 	granted := scopesOf(claims)
 	if len(h.limiters) > 0 && !h.checkRates(w, q, ratePrincipal(r, claims)) {
+		h.auditRefused(r, claims, q, nil, "rate limit exceeded")
 		return nil
 	}
 	var batch *batchErrors
@@ -383,6 +391,11 @@ func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *c
 		// a batch's forbidden messages are answered one by one; a batch
 		// of nothing else gets the challenge below
 		if errs, taken, ok := h.splitBatch(r, q, granted); ok && taken {
+			for _, m := range q.Messages {
+				if miss := h.missing(m, granted); len(miss) > 0 {
+					h.auditRefused(r, claims, q, &m, "insufficient_scope: lacks "+strings.Join(miss, " "))
+				}
+			}
 			batch = &batchErrors{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, errs: errs}
 			w = batch
 			defer batch.finish()
@@ -395,6 +408,7 @@ func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *c
 		if c := h.logger.Check(zap.DebugLevel, "request refused by a scope rule"); c != nil {
 			c.Write(zap.String("method", q.First().Method), zap.String("name", q.First().Name), zap.String("reason", fail.description))
 		}
+		h.auditRefused(r, claims, q, nil, fail.Error())
 		writeChallenge(w, fail, h.metadataURL(r, repl), scope)
 		return nil
 	}

@@ -8,11 +8,13 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/caddymcp/caddymcp/internal/caddyrun"
 	"github.com/caddymcp/caddymcp/internal/jwkstest"
@@ -486,5 +488,92 @@ func TestScopeRulesRefuseWhatTheyCannotRead(t *testing.T) {
 	}
 	if status, _, _ := e.post(tok, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_x"}}`, sess); status != 200 || reached.Load() != 1 {
 		t.Fatalf("a readable request: %d", status)
+	}
+}
+
+// The audit log: every tools/call of a 200-call run, served or refused,
+// appears exactly once, on the audit loggers (routed to a file of their
+// own); no token and no argument text unless asked, then their hash.
+func TestAuditLog(t *testing.T) {
+	k := jwkstest.NewKey(t, "k", "RS256")
+	is := jwkstest.NewIssuer(t, k)
+	for _, mode := range []string{"", "hash"} {
+		t.Run("arguments="+mode, func(t *testing.T) {
+			logPath := t.TempDir() + "/audit.log"
+			global := "\tlog audit {\n\t\toutput file " + logPath + "\n\t\tinclude http.handlers.mcp_stdio.audit http.handlers.mcp_auth.audit\n\t}\n"
+			extra := ""
+			if mode != "" {
+				extra = "\n\t\t\taudit_arguments " + mode
+			}
+			c := caddyrun.StartCaddyfile(t, global, ruleSite(is, "mcp_stdio {\n\t\t\tcommand "+mcpserver.Self(t)+"\n\t\t\tenv "+mcpserver.FakeEnv+" mrtr\n\t\t\tchild_era legacy"+extra+"\n\t\t}",
+				"\t\t\ttool write_* scopes write:all\n"))
+			e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
+			tok := e.token("read:all")
+			meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}`
+			want := map[string]string{}
+			for i := 0; i < 200; i++ {
+				id := "call-" + strconv.Itoa(i)
+				name, decision := "echo", "allowed"
+				if i%4 == 0 {
+					name, decision = "write_file", "refused"
+				}
+				body := `{"jsonrpc":"2.0","id":"` + id + `","method":"tools/call","params":{"name":"` + name + `","arguments":{"note":"ARGTEXT-` + strconv.Itoa(i) + `"},` + meta + `}}`
+				status, _, _ := e.post(tok, body, map[string]string{"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": name})
+				if (status == 200) != (decision == "allowed") {
+					t.Fatalf("%s: %d", id, status)
+				}
+				want[`"`+id+`"`] = decision
+			}
+			var entries []map[string]any
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				raw, _ := os.ReadFile(logPath)
+				entries = entries[:0]
+				for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+					var m map[string]any
+					if json.Unmarshal([]byte(line), &m) == nil {
+						entries = append(entries, m)
+					}
+				}
+				if len(entries) >= 200 || time.Now().After(deadline) {
+					if strings.Contains(string(raw), tok) || strings.Contains(string(raw), "eyJ") {
+						t.Fatal("a token in the audit log")
+					}
+					if strings.Contains(string(raw), "ARGTEXT") {
+						t.Fatal("argument text in the audit log")
+					}
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			seen := map[string]int{}
+			for _, m := range entries {
+				id, _ := m["request_id"].(string)
+				seen[id]++
+				if m["decision"] != want[id] {
+					t.Fatalf("entry %v: decision %v, want %s", id, m["decision"], want[id])
+				}
+				if m["sub"] != "sam" || m["method"] != "tools/call" {
+					t.Fatalf("entry %v: %v", id, m)
+				}
+				if m["decision"] == "allowed" {
+					if m["outcome"] != "result" || m["pid"] == nil || m["era"] != "2026" {
+						t.Fatalf("allowed entry %v: %v", id, m)
+					}
+					args, _ := m["arguments"].(string)
+					if (mode == "hash") != strings.HasPrefix(args, "sha256:") {
+						t.Fatalf("entry %v arguments %q with audit_arguments %q", id, args, mode)
+					}
+				}
+			}
+			for id := range want {
+				if seen[id] != 1 {
+					t.Fatalf("%s appears %d times in the audit log", id, seen[id])
+				}
+			}
+			if len(entries) != 200 {
+				t.Fatalf("%d audit entries for 200 calls", len(entries))
+			}
+		})
 	}
 }

@@ -76,6 +76,7 @@ func siteHosts(h httpcaddyfile.Helper) []string {
 //		input_timeout <duration>
 //		cache_ttl <duration>
 //		child_era auto|legacy|modern
+//		audit_arguments hash|full
 //	}
 func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -178,6 +179,10 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			m.MaxMessageSize = int(n)
 		case "child_era":
 			if !d.AllArgs(&m.ChildEra) {
+				return d.ArgErr()
+			}
+		case "audit_arguments":
+			if !d.AllArgs(&m.AuditArguments) {
 				return d.ArgErr()
 			}
 		case "prewarm":

@@ -428,12 +428,20 @@ func (h *Handler) modernCall(w http.ResponseWriter, r *http.Request, m *modernRe
 	if m.logLevel >= 0 && !c.modern {
 		c.setLogLevel(r.Context(), m.levelName)
 	}
+	rec := h.newAudit(r, "2026", m.e.Method, m.e.ID, m.e.Params)
 	cl, err := c.start(m.e.Method, m.params, asking, m.limit, m.logLevel)
 	if err != nil {
 		h.childUnavailable(w, m.e.ID, err)
+		if rec != nil {
+			rec.outcome, rec.errorCode = "error", codeInternalError
+			rec.write()
+		}
 		return
 	}
-	h.await(w, r, m, cl)
+	if rec != nil {
+		rec.pid = c.proc.pid()
+	}
+	h.await(w, r, m, cl, rec)
 }
 
 // replier answers one request: JSON unless something streams before the
@@ -467,8 +475,11 @@ func (rp *replier) finish(status int, body []byte) {
 // await serves a call until its answer, or until the child's questions
 // make a round (input_required), the client goes away (the call is
 // cancelled), or the route shuts down.
-func (h *Handler) await(w http.ResponseWriter, r *http.Request, m *modernReq, cl *call) {
+func (h *Handler) await(w http.ResponseWriter, r *http.Request, m *modernReq, cl *call, rec *auditRecord) {
 	rp := &replier{w: w}
+	if rec != nil {
+		defer rec.write()
+	}
 	var quiet, hard <-chan time.Time
 	var quietT *time.Timer
 	asked := false
@@ -477,10 +488,16 @@ func (h *Handler) await(w http.ResponseWriter, r *http.Request, m *modernReq, cl
 		case b := <-cl.final:
 			status, body := h.translate(b, m, cl)
 			rp.finish(status, body)
+			if rec != nil {
+				rec.settle(body)
+			}
 			return
 		case b := <-cl.events:
 			if rp.event(b) != nil {
 				cl.cancel("the client went away")
+				if rec != nil {
+					rec.outcome = "cancelled"
+				}
 				return
 			}
 		case b := <-cl.asks:
@@ -508,15 +525,27 @@ func (h *Handler) await(w http.ResponseWriter, r *http.Request, m *modernReq, cl
 			}
 		case <-quiet:
 			rp.finish(http.StatusOK, h.park(cl, m))
+			if rec != nil {
+				rec.outcome = "input_required"
+			}
 			return
 		case <-hard:
 			rp.finish(http.StatusOK, h.park(cl, m))
+			if rec != nil {
+				rec.outcome = "input_required"
+			}
 			return
 		case <-r.Context().Done():
 			cl.cancel("the client went away")
+			if rec != nil {
+				rec.outcome = "cancelled"
+			}
 			return
 		case <-h.shutdown:
 			cl.cancel("the route is reloading or stopping")
+			if rec != nil {
+				rec.outcome, rec.errorCode = "error", codeInternalError
+			}
 			h.logger.Info("request ended: the route is reloading or stopping", zap.String("method", m.e.Method))
 			rp.finish(http.StatusServiceUnavailable, encodeError(m.e.ID, &rpcError{Code: codeInternalError,
 				Message: "the route is reloading or stopping; retry the request"}))

@@ -182,11 +182,19 @@ func (h *Handler) resume(w http.ResponseWriter, r *http.Request, m *modernReq, p
 	for _, x := range answers {
 		cl.child.answer(x.a.id, x.v)
 	}
+	rec := h.newAudit(r, "2026", m.e.Method, m.e.ID, m.e.Params)
+	if rec != nil {
+		rec.pid = cl.child.proc.pid()
+	}
 	if remaining > 0 {
 		(&replier{w: w}).finish(http.StatusOK, h.park(cl, m))
+		if rec != nil {
+			rec.outcome = "input_required"
+			rec.write()
+		}
 		return
 	}
-	h.await(w, r, m, cl)
+	h.await(w, r, m, cl, rec)
 }
 
 // retry forwards the retry of a child's own input_required round, with
@@ -202,10 +210,18 @@ func (h *Handler) retry(w http.ResponseWriter, r *http.Request, m *modernReq, p 
 	if c == nil {
 		return
 	}
+	rec := h.newAudit(r, "2026", m.e.Method, m.e.ID, m.e.Params)
 	cl, err := c.start(m.e.Method, m.params, asking, m.limit, m.logLevel)
 	if err != nil {
 		h.childUnavailable(w, m.e.ID, err)
+		if rec != nil {
+			rec.outcome, rec.errorCode = "error", codeInternalError
+			rec.write()
+		}
 		return
 	}
-	h.await(w, r, m, cl)
+	if rec != nil {
+		rec.pid = c.proc.pid()
+	}
+	h.await(w, r, m, cl, rec)
 }

@@ -52,8 +52,9 @@ type Session struct {
 	closedCh        chan struct{}
 	closeReason     string
 	streamSeq       uint64
-	ending          *pendingSet // children being ended in the background; Caddy's stop waits for them
-	onExit          func()      // called once the child has exited after end (stateless slots)
+	ending          *pendingSet    // children being ended in the background; Caddy's stop waits for them
+	auditDone       []*auditRecord // settled, to be written once the lock is released
+	onExit          func()         // called once the child has exited after end (stateless slots)
 	exitOnce        sync.Once
 }
 
@@ -63,6 +64,7 @@ type pending struct {
 	stream        *stream
 	method        string
 	progressToken string
+	audit         *auditRecord // audited operations (audit.go)
 }
 
 // stream is the ordered, bounded log of messages for one SSE stream: the
@@ -248,6 +250,7 @@ func (s *Session) outgoing(e *envelope, st *stream) ([]byte, error) {
 
 // abandon forgets a request whose message could not be sent.
 func (s *Session) abandon(e *envelope) {
+	defer s.flushAudit() // after the lock is released
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if childID, ok := s.byClientID[idKey(e.ID)]; ok {
@@ -262,6 +265,12 @@ func (s *Session) finishLocked(childID uint64) *pending {
 		return nil
 	}
 	delete(s.pending, childID)
+	if p.audit != nil {
+		if p.audit.outcome == "" {
+			p.audit.outcome = "cancelled"
+		}
+		s.auditDone = append(s.auditDone, p.audit)
+	}
 	if s.byClientID[idKey(p.clientID)] == childID {
 		delete(s.byClientID, idKey(p.clientID))
 	}
@@ -341,6 +350,7 @@ func (s *Session) prune(now time.Time) {
 // rewriteCancel maps the requestId of a client's notifications/cancelled
 // to the id the child knows, and settles the request's stream.
 func (s *Session) rewriteCancel(e *envelope) []byte {
+	defer s.flushAudit() // after the lock is released
 	var params map[string]json.RawMessage
 	if json.Unmarshal(e.Params, &params) != nil || params["requestId"] == nil {
 		return nil
@@ -364,6 +374,7 @@ func (s *Session) rewriteCancel(e *envelope) []byte {
 // cancelStream tells the child that the requests of a stream whose client
 // went away are cancelled (MCP notifications/cancelled).
 func (s *Session) cancelStream(st *stream, reason string) {
+	defer s.flushAudit() // after the lock is released
 	s.mu.Lock()
 	var ids []uint64
 	for id, p := range s.pending {
@@ -391,6 +402,7 @@ func (s *Session) cancelStream(st *stream, reason string) {
 // childMessage routes one message from the child (messageSink). line is
 // valid JSON and only valid during the call.
 func (s *Session) childMessage(line []byte) {
+	defer s.flushAudit() // after the lock is released
 	e, err := parseEnvelope(line)
 	if err != nil {
 		s.logger.Warn("server process wrote invalid JSON-RPC; skipped", zap.Error(err))
@@ -413,6 +425,9 @@ func (s *Session) childMessage(line []byte) {
 			if json.Unmarshal(e.Result, &r) == nil {
 				s.protocolVersion = r.ProtocolVersion
 			}
+		}
+		if p.audit != nil {
+			p.audit.settle(line)
 		}
 		p.stream.append(e.withID(p.clientID)) // a new slice: line is not kept
 		s.finishLocked(childID)
@@ -450,6 +465,7 @@ func (s *Session) routeLocked(e *envelope) *stream {
 
 // childOversized answers the request whose response was too large.
 func (s *Session) childOversized(id []byte, size int) {
+	defer s.flushAudit() // after the lock is released
 	s.logger.Warn("server process wrote a message larger than max_message_size; dropped",
 		zap.Int("size", size), zap.Int("max_message_size", s.cfg.maxMessageSize))
 	if id == nil {
@@ -471,6 +487,7 @@ func (s *Session) childOversized(id []byte, size int) {
 
 // childExited settles every pending request and ends the session.
 func (s *Session) childExited(err error) {
+	defer s.flushAudit() // after the lock is released
 	desc := exitDescription(err)
 	s.mu.Lock()
 	expected := s.closed
@@ -490,6 +507,7 @@ func (s *Session) childExited(err error) {
 
 // failPending answers every pending request with a JSON-RPC error.
 func (s *Session) failPending(message string) {
+	defer s.flushAudit() // after the lock is released
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failPendingLocked(message)
@@ -497,6 +515,9 @@ func (s *Session) failPending(message string) {
 
 func (s *Session) failPendingLocked(message string) {
 	for id, p := range s.pending {
+		if p.audit != nil {
+			p.audit.outcome, p.audit.errorCode = "error", codeInternalError
+		}
 		p.stream.append(encodeError(p.clientID, &rpcError{Code: codeInternalError, Message: message}))
 		s.finishLocked(id)
 	}
@@ -575,4 +596,30 @@ func progressToken(params json.RawMessage) string {
 		return idKey(p.ProgressToken)
 	}
 	return ""
+}
+
+// setAudit attaches an audit record to a request just started.
+func (s *Session) setAudit(clientID json.RawMessage, a *auditRecord) {
+	if a == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if childID, ok := s.byClientID[idKey(clientID)]; ok {
+		if p := s.pending[childID]; p != nil {
+			p.audit = a
+		}
+	}
+}
+
+// flushAudit writes the audit entries settled under the lock (callers
+// hold no lock).
+func (s *Session) flushAudit() {
+	s.mu.Lock()
+	done := s.auditDone
+	s.auditDone = nil
+	s.mu.Unlock()
+	for _, a := range done {
+		a.write()
+	}
 }

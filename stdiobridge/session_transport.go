@@ -60,6 +60,10 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *Session, e 
 			sessionNotFound(w, e.ID)
 			return
 		}
+		if a := h.newAudit(r, "2025", e.Method, e.ID, e.Params); a != nil {
+			a.pid = s.proc.pid()
+			s.setAudit(e.ID, a)
+		}
 		if err := s.proc.send(msg, s.cfg.writeTimeout); err != nil {
 			s.abandon(e)
 			h.childUnavailable(w, e.ID, err)

@@ -138,7 +138,12 @@ type Handler struct {
 	// does the handshake and translates) skip the probe.
 	ChildEra string `json:"child_era,omitempty"`
 
+	// Arguments in the audit log (http.handlers.mcp_stdio.audit): "hash"
+	// (their SHA-256) or "full". Default: none.
+	AuditArguments string `json:"audit_arguments,omitempty"`
+
 	table        *table
+	audit        *zap.Logger
 	perRequest   bool // the process config depends on the request: one pool per principal
 	poolKey      string
 	gen          uint64 // this config's generation (table.publish)
@@ -172,6 +177,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // uses: the table takes this handler's settings once its config runs.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.audit = h.logger.Named("audit")
 	h.shutdown = make(chan struct{})
 	h.shutdownOnce = new(sync.Once)
 	if h.SessionIdleTimeout == 0 {
@@ -336,6 +342,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.Prewarm < 0 {
 		return fmt.Errorf("prewarm: must not be negative")
+	}
+	if h.AuditArguments != "" && h.AuditArguments != "hash" && h.AuditArguments != "full" {
+		return fmt.Errorf("audit_arguments: %q is not hash or full", h.AuditArguments)
 	}
 	if h.ChildEra != "" && h.ChildEra != "auto" && h.ChildEra != "legacy" && h.ChildEra != "modern" {
 		return fmt.Errorf("child_era: %q is not auto, legacy or modern", h.ChildEra)
