@@ -221,6 +221,15 @@ func (s *keySource) startFetchLocked(what string, fn func(ctx context.Context)) 
 			c.Write(zap.String("what", what), zap.String("issuer", s.issuer))
 		}
 		fn(ctx)
+		if authMetrics.fetches != nil {
+			s.mu.Lock()
+			result := "loaded"
+			if s.reason != "" {
+				result = "failed"
+			}
+			s.mu.Unlock()
+			authMetrics.fetches.WithLabelValues(what, result).Inc()
+		}
 	}()
 	return done
 }

@@ -10,6 +10,7 @@ package stdiobridge
 // lock and written after it is released (no lock across I/O).
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -79,31 +80,28 @@ func (h *Handler) newAudit(r *http.Request, era, method string, id, params json.
 // settle records how the operation ended, from the answer (a JSON-RPC
 // response in the child's or the client's form).
 func (a *auditRecord) settle(answer []byte) {
+	a.outcome, a.errorCode = outcomeOf(answer)
+}
+
+// outcomeOf reads how a JSON-RPC response ended: result, tool_error,
+// input_required, or error with its code.
+func outcomeOf(answer []byte) (string, int) {
 	e, err := parseEnvelope(answer)
 	switch {
 	case err != nil:
-		a.outcome = "error"
+		return "error", codeInternalError
 	case e.Error != nil:
 		var re struct {
 			Code int `json:"code"`
 		}
 		_ = json.Unmarshal(e.Error, &re)
-		a.outcome, a.errorCode = "error", re.Code
-	default:
-		var res struct {
-			IsError    bool   `json:"isError"`
-			ResultType string `json:"resultType"`
-		}
-		_ = json.Unmarshal(e.Result, &res)
-		switch {
-		case res.ResultType == "input_required":
-			a.outcome = "input_required"
-		case res.IsError:
-			a.outcome = "tool_error"
-		default:
-			a.outcome = "result"
-		}
+		return "error", re.Code
+	case bytes.Contains(e.Result, []byte(`"input_required"`)):
+		return "input_required", 0
+	case bytes.Contains(e.Result, []byte(`"isError":true`)):
+		return "tool_error", 0
 	}
+	return "result", 0
 }
 
 // write emits the entry (callers hold no lock).

@@ -77,6 +77,7 @@ func siteHosts(h httpcaddyfile.Helper) []string {
 //		cache_ttl <duration>
 //		child_era auto|legacy|modern
 //		audit_arguments hash|full
+//		metrics_max_tools <n>
 //	}
 func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -185,6 +186,16 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&m.AuditArguments) {
 				return d.ArgErr()
 			}
+		case "metrics_max_tools":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return d.Errf("metrics_max_tools: %q is not a positive number", v)
+			}
+			m.MetricsMaxTools = n
 		case "prewarm":
 			var v string
 			if !d.AllArgs(&v) {

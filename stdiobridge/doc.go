@@ -40,6 +40,7 @@
 //	table.pubMu → warmPool.mu
 //	childPool.mu → poolChild.mu
 //	call.mu, table.poolsMu, table.roundsMu, table.probeMu: alone
+//	toolLabels.mu: a leaf (taken under Session.mu or childPool.mu)
 //
 // No lock is held across I/O (process.writeMu serializes one child's stdin
 // writes, each under a deadline; table.probeMu is held while one probe runs,
@@ -67,5 +68,7 @@
 //		input_timeout <duration>
 //		cache_ttl <duration>
 //		child_era auto|legacy|modern
+//		audit_arguments hash|full
+//		metrics_max_tools <n>
 //	}
 package stdiobridge

@@ -222,3 +222,6 @@ func waitNoProcesses(t *testing.T, marker string, within time.Duration) {
 }
 
 func caddyJSON(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// selfBase is the metric label of this test binary as a command.
+func selfBase(t *testing.T) string { return filepath.Base(self(t)) }

@@ -94,6 +94,7 @@ type modernReq struct {
 	name      string // params.name or params.uri
 	principal string
 	limit     string
+	started   time.Time
 }
 
 // allows reports whether the client declared the capability a question of
@@ -146,7 +147,7 @@ func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, e *envelop
 			Data:    map[string]any{"supported": allVersions, "requested": hv}})
 		return
 	}
-	m := &modernReq{e: e, logLevel: -1}
+	m := &modernReq{e: e, logLevel: -1, started: time.Now()}
 	if len(e.Params) > 0 && json.Unmarshal(e.Params, &m.params) != nil {
 		modernError(w, e.ID, codeInvalidParams, "params must be an object")
 		return
@@ -444,6 +445,15 @@ func (h *Handler) modernCall(w http.ResponseWriter, r *http.Request, m *modernRe
 	h.await(w, r, m, cl, rec)
 }
 
+// parked accounts for a request answered with an input_required round.
+func (h *Handler) parked(m *modernReq, rec *auditRecord) {
+	if rec != nil {
+		rec.outcome = "input_required"
+	}
+	h.observe(m.e.Method, m.name, modernVersion, 0, false, m.started)
+	bridgeMetrics.rounds.WithLabelValues(h.cmdLabel).Inc()
+}
+
 // replier answers one request: JSON unless something streams before the
 // answer, then SSE.
 type replier struct {
@@ -488,8 +498,13 @@ func (h *Handler) await(w http.ResponseWriter, r *http.Request, m *modernReq, cl
 		case b := <-cl.final:
 			status, body := h.translate(b, m, cl)
 			rp.finish(status, body)
+			outcome, code := outcomeOf(body)
 			if rec != nil {
-				rec.settle(body)
+				rec.outcome, rec.errorCode = outcome, code
+			}
+			h.observe(m.e.Method, m.name, modernVersion, code, outcome == "tool_error", m.started)
+			if outcome == "input_required" {
+				bridgeMetrics.rounds.WithLabelValues(h.cmdLabel).Inc()
 			}
 			return
 		case b := <-cl.events:
@@ -525,15 +540,11 @@ func (h *Handler) await(w http.ResponseWriter, r *http.Request, m *modernReq, cl
 			}
 		case <-quiet:
 			rp.finish(http.StatusOK, h.park(cl, m))
-			if rec != nil {
-				rec.outcome = "input_required"
-			}
+			h.parked(m, rec)
 			return
 		case <-hard:
 			rp.finish(http.StatusOK, h.park(cl, m))
-			if rec != nil {
-				rec.outcome = "input_required"
-			}
+			h.parked(m, rec)
 			return
 		case <-r.Context().Done():
 			cl.cancel("the client went away")
@@ -725,6 +736,11 @@ func (p *childPool) learnTools(raw json.RawMessage, firstPage bool) {
 	if firstPage {
 		p.toolsKnown = true
 	}
+	names := make([]string, 0, len(tools))
+	for _, t := range tools {
+		names = append(names, t.Name)
+	}
+	p.t.tools.learn(names)
 }
 
 // toolBindings returns the x-mcp-header bindings of the called tool,

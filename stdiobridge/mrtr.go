@@ -188,10 +188,8 @@ func (h *Handler) resume(w http.ResponseWriter, r *http.Request, m *modernReq, p
 	}
 	if remaining > 0 {
 		(&replier{w: w}).finish(http.StatusOK, h.park(cl, m))
-		if rec != nil {
-			rec.outcome = "input_required"
-			rec.write()
-		}
+		h.parked(m, rec)
+		rec.write()
 		return
 	}
 	h.await(w, r, m, cl, rec)

@@ -555,6 +555,7 @@ func (c *poolChild) childExited(err error) {
 	} else {
 		c.logger.Warn("pool child exited", zap.String("status", desc))
 	}
+	countExit(c.pool.t.settings.Load(), expected)
 }
 
 // failCalls answers every call in flight with a JSON-RPC error.

@@ -52,9 +52,10 @@ type Session struct {
 	closedCh        chan struct{}
 	closeReason     string
 	streamSeq       uint64
-	ending          *pendingSet    // children being ended in the background; Caddy's stop waits for them
-	auditDone       []*auditRecord // settled, to be written once the lock is released
-	onExit          func()         // called once the child has exited after end (stateless slots)
+	ending          *pendingSet                                                                     // children being ended in the background; Caddy's stop waits for them
+	auditDone       []*auditRecord                                                                  // settled, to be written once the lock is released
+	observe         func(method, name, version string, code int, toolError bool, started time.Time) // metrics (metrics.go)
+	onExit          func()                                                                          // called once the child has exited after end (stateless slots)
 	exitOnce        sync.Once
 }
 
@@ -65,6 +66,7 @@ type pending struct {
 	method        string
 	progressToken string
 	audit         *auditRecord // audited operations (audit.go)
+	started       time.Time
 }
 
 // stream is the ordered, bounded log of messages for one SSE stream: the
@@ -222,7 +224,7 @@ func (s *Session) startRequest(e *envelope, st *stream) ([]byte, error) {
 	}
 	s.nextID++
 	childID := s.nextID
-	p := &pending{clientID: append(json.RawMessage(nil), e.ID...), stream: st, method: e.Method}
+	p := &pending{clientID: append(json.RawMessage(nil), e.ID...), stream: st, method: e.Method, started: time.Now()}
 	if tok := progressToken(e.Params); tok != "" {
 		p.progressToken = tok
 		s.progress[tok] = st
@@ -429,6 +431,35 @@ func (s *Session) childMessage(line []byte) {
 		if p.audit != nil {
 			p.audit.settle(line)
 		}
+		if s.observe != nil && p.method != "initialize" {
+			code := 0
+			if e.Error != nil {
+				var re struct {
+					Code int `json:"code"`
+				}
+				_ = json.Unmarshal(e.Error, &re)
+				code = re.Code
+			}
+			name := ""
+			if p.audit != nil {
+				name = p.audit.name
+			}
+			s.observe(p.method, name, s.protocolVersion, code, bytes.Contains(e.Result, []byte(`"isError":true`)), p.started)
+		}
+		if p.method == "tools/list" && e.Result != nil && s.table != nil {
+			var res struct {
+				Tools []struct {
+					Name string `json:"name"`
+				} `json:"tools"`
+			}
+			if json.Unmarshal(e.Result, &res) == nil {
+				names := make([]string, 0, len(res.Tools))
+				for _, t := range res.Tools {
+					names = append(names, t.Name)
+				}
+				s.table.tools.learn(names)
+			}
+		}
 		p.stream.append(e.withID(p.clientID)) // a new slice: line is not kept
 		s.finishLocked(childID)
 		return
@@ -503,6 +534,7 @@ func (s *Session) childExited(err error) {
 	} else {
 		s.logger.Warn("server process exited; session ended", zap.String("status", desc))
 	}
+	countExit(s.cfg, expected)
 }
 
 // failPending answers every pending request with a JSON-RPC error.

@@ -242,3 +242,23 @@ func TestRetentionIsBounded(t *testing.T) {
 		t.Fatal("an undelivered stream was dropped before its client could resume")
 	}
 }
+
+// A client sending 10 000 distinct tool names adds at most
+// metrics_max_tools + 1 label values: only listed names count, up to the
+// bound, and everything else is "other".
+func TestToolLabelsBounded(t *testing.T) {
+	l := &toolLabels{max: 100}
+	listed := make([]string, 150)
+	for i := range listed {
+		listed[i] = "tool_" + strconv.Itoa(i)
+	}
+	l.learn(listed)
+	values := map[string]bool{}
+	for i := 0; i < 10_000; i++ {
+		values[l.label("tool_"+strconv.Itoa(i))] = true
+		values[l.label("made_up_"+strconv.Itoa(i))] = true
+	}
+	if len(values) != 101 || !values["other"] || !values["tool_99"] || values["tool_100"] {
+		t.Fatalf("%d label values for 20 000 names (want 100 listed + other)", len(values))
+	}
+}

@@ -103,6 +103,7 @@ func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, e *envelope
 		table = nil
 	}
 	s := newSession(table, user, key, h.cfg, h.logger)
+	s.observe = h.observe
 	s.ending = &h.table.ending
 	prewarmed := false
 	if !h.Stateless {
@@ -179,6 +180,7 @@ func (h *Handler) serveStateless(w http.ResponseWriter, r *http.Request, e *enve
 		return
 	}
 	s := newSession(nil, user, key, h.cfg, h.logger)
+	s.observe = h.observe
 	s.ending = &h.table.ending
 	if err := h.spawn(r, s); err != nil {
 		h.table.release(key)

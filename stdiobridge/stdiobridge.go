@@ -142,7 +142,13 @@ type Handler struct {
 	// (their SHA-256) or "full". Default: none.
 	AuditArguments string `json:"audit_arguments,omitempty"`
 
+	// Tool names used as metric labels: the first this many that the
+	// server listed; calls of others count as "other", so no client can
+	// grow a metric's label set. Default: 100.
+	MetricsMaxTools int `json:"metrics_max_tools,omitempty"`
+
 	table        *table
+	cmdLabel     string
 	audit        *zap.Logger
 	perRequest   bool // the process config depends on the request: one pool per principal
 	poolKey      string
@@ -178,6 +184,11 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.audit = h.logger.Named("audit")
+	h.cmdLabel = commandLabel(h.Command)
+	if h.MetricsMaxTools == 0 {
+		h.MetricsMaxTools = 100
+	}
+	initBridgeMetrics(ctx.GetMetricsRegistry())
 	h.shutdown = make(chan struct{})
 	h.shutdownOnce = new(sync.Once)
 	if h.SessionIdleTimeout == 0 {
@@ -229,6 +240,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		prewarm:         h.Prewarm,
 		inputTimeout:    time.Duration(h.InputTimeout),
 		cacheTTL:        time.Duration(h.CacheTTL),
+		command:         commandLabel(h.Command),
 	}
 	h.gen = generations.Add(1)
 	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
@@ -240,6 +252,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.table = val.(*table)
+	liveTables.Store(h.table, h.cmdLabel)
+	h.table.tools.mu.Lock()
+	if h.table.tools.max == 0 {
+		h.table.tools.max = h.MetricsMaxTools
+	}
+	h.table.tools.mu.Unlock()
 
 	// Streams must not hold up a reload or stop: Caddy waits for active
 	// connections before a module's Cleanup runs.
@@ -611,6 +629,7 @@ func (h *Handler) startChild(r *http.Request, sink messageSink, logger *zap.Logg
 			env = append(env, name+"="+v)
 		}
 	}
+	countStart(h.cmdLabel, sink)
 	return startProcess(spawnConfig{
 		command: h.Command, args: h.Args, env: env, dir: h.Dir,
 		maxMessageSize: h.MaxMessageSize, writeTimeout: h.cfg.writeTimeout,

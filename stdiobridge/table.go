@@ -19,6 +19,7 @@ import (
 //	table.pubMu → warmPool.mu
 //	childPool.mu → poolChild.mu
 //	call.mu, table.poolsMu, table.roundsMu: taken alone
+//	toolLabels.mu: a leaf (taken under Session.mu or childPool.mu)
 //
 // table.mu is never held while taking a Session's or the pool's lock (the
 // reaper copies the session list, releases table.mu, then looks at each
@@ -47,6 +48,7 @@ type settings struct {
 	prewarm         int
 	inputTimeout    time.Duration // how long a parked MRTR round waits for the retry
 	cacheTTL        time.Duration // ttlMs on cacheable 2026-07-28 results
+	command         string        // the command's label in metrics
 }
 
 // table is the set of live sessions of one process configuration.
@@ -79,6 +81,7 @@ type table struct {
 	discover atomic.Pointer[json.RawMessage] // a modern child's DiscoverResult
 	era      atomic.Int32                    // eraUnknown until probed (probe.go)
 	probeMu  sync.Mutex                      // one probe at a time
+	tools    toolLabels                      // tool names for metric labels (metrics.go)
 }
 
 // pendingSet counts work in flight; unlike sync.WaitGroup, adding while
@@ -298,6 +301,7 @@ func (t *table) Destruct() error {
 	}
 	t.stopped = true
 	close(t.stop)
+	liveTables.Delete(t)
 	sessions := make([]*Session, 0, len(t.sessions))
 	for _, s := range t.sessions {
 		sessions = append(sessions, s)

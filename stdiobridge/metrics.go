@@ -1,0 +1,181 @@
+package stdiobridge
+
+// Metrics in Caddy's registry, named after the OpenTelemetry MCP semantic
+// conventions in Prometheus form. The collectors are the process's (their
+// values outlive a reload, like the tables do) and are registered into each
+// config's registry as it loads (ctx.GetMetricsRegistry), the way
+// reverse_proxy does. Label values come from bounded sets only: the
+// configured command, JSON-RPC methods, tool names the server listed (at
+// most metrics_max_tools of them, then "other"), error codes.
+
+import (
+	"errors"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+var bridgeMetrics struct {
+	once        sync.Once
+	operations  *prometheus.HistogramVec
+	childStarts *prometheus.CounterVec
+	childExits  *prometheus.CounterVec
+	rounds      *prometheus.CounterVec
+	live        *liveCollector
+}
+
+// liveCollector reports the live sessions and pool children of every
+// table, per command, when scraped.
+type liveCollector struct {
+	sessions, children *prometheus.Desc
+}
+
+var liveTables sync.Map // *table -> command
+
+func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.sessions
+	ch <- c.children
+}
+
+func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
+	sessions, children := map[string]int{}, map[string]int{}
+	liveTables.Range(func(k, v any) bool {
+		t, cmd := k.(*table), v.(string)
+		t.mu.Lock()
+		n := len(t.sessions)
+		t.mu.Unlock()
+		sessions[cmd] += n
+		for _, p := range t.poolList() {
+			children[cmd] += len(p.snapshot())
+		}
+		children[cmd] += n
+		return true
+	})
+	for cmd, n := range sessions {
+		ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(n), cmd)
+	}
+	for cmd, n := range children {
+		ch <- prometheus.MustNewConstMetric(c.children, prometheus.GaugeValue, float64(n), cmd)
+	}
+}
+
+func initBridgeMetrics(reg *prometheus.Registry) {
+	bridgeMetrics.once.Do(func() {
+		bridgeMetrics.operations = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "mcp_server_operation_duration_seconds",
+			Help:    "MCP requests served by mcp_stdio, by method, tool, error type and protocol version.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"command", "mcp_method_name", "gen_ai_tool_name", "error_type", "mcp_protocol_version"})
+		bridgeMetrics.childStarts = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcp_stdio_child_starts_total", Help: "Server processes started by mcp_stdio (sessions and pool children).",
+		}, []string{"command", "kind"})
+		bridgeMetrics.childExits = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcp_stdio_child_exits_total", Help: "Server processes that exited, by cause (ended by the bridge, or on their own).",
+		}, []string{"command", "cause"})
+		bridgeMetrics.rounds = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcp_stdio_input_required_rounds_total", Help: "input_required rounds answered to MCP 2026-07-28 clients.",
+		}, []string{"command"})
+		bridgeMetrics.live = &liveCollector{
+			sessions: prometheus.NewDesc("mcp_stdio_sessions", "Live 2025 sessions (and stateless children) per command.", []string{"command"}, nil),
+			children: prometheus.NewDesc("mcp_stdio_children", "Live server processes per command: sessions' and pool children.", []string{"command"}, nil),
+		}
+	})
+	for _, c := range []prometheus.Collector{bridgeMetrics.operations, bridgeMetrics.childStarts, bridgeMetrics.childExits,
+		bridgeMetrics.rounds, bridgeMetrics.live} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				panic(err)
+			}
+		}
+	}
+}
+
+// commandLabel is the command's base name, the route's label.
+func commandLabel(cmd string) string { return filepath.Base(cmd) }
+
+// toolLabels keeps the tool names a route's server listed, up to a bound.
+type toolLabels struct {
+	mu    sync.Mutex
+	names map[string]bool
+	max   int
+}
+
+func (l *toolLabels) learn(names []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.names == nil {
+		l.names = map[string]bool{}
+	}
+	for _, n := range names {
+		if len(l.names) >= l.max {
+			return
+		}
+		l.names[n] = true
+	}
+}
+
+// label is name if the server listed it (and the bound allows), else "other".
+func (l *toolLabels) label(name string) string {
+	if name == "" {
+		return ""
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.names[name] {
+		return name
+	}
+	return "other"
+}
+
+// observe records one served request.
+func (h *Handler) observe(method, name, version string, errCode int, toolError bool, started time.Time) {
+	if bridgeMetrics.operations == nil {
+		return
+	}
+	et := ""
+	switch {
+	case errCode != 0:
+		et = strconv.Itoa(errCode)
+	case toolError:
+		et = "tool_error"
+	}
+	tool := ""
+	if method == "tools/call" {
+		tool = h.table.tools.label(name)
+	}
+	bridgeMetrics.operations.WithLabelValues(h.cmdLabel, method, tool, et, version).Observe(time.Since(started).Seconds())
+}
+
+// countExit counts a server process that exited: ended by the bridge, or
+// on its own.
+func countExit(cfg *settings, expected bool) {
+	if bridgeMetrics.childExits == nil || cfg == nil {
+		return
+	}
+	cause := "exited"
+	if expected {
+		cause = "ended"
+	}
+	bridgeMetrics.childExits.WithLabelValues(cfg.command, cause).Inc()
+}
+
+// countStart counts a server process started for sink.
+func countStart(command string, sink messageSink) {
+	if bridgeMetrics.childStarts == nil {
+		return
+	}
+	kind := "session"
+	switch sink.(type) {
+	case *poolChild:
+		kind = "pool"
+	case *probeSink:
+		kind = "probe"
+	case *switchSink:
+		kind = "prewarm"
+	}
+	bridgeMetrics.childStarts.WithLabelValues(command, kind).Inc()
+}

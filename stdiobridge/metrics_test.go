@@ -1,0 +1,145 @@
+package stdiobridge_test
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/caddymcp/caddymcp/internal/caddyrun"
+	"github.com/caddymcp/caddymcp/internal/jwkstest"
+)
+
+// scrape reads Prometheus text from url into "name{labels}" -> value.
+func scrape(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
+}
+
+func metricsSite(t *testing.T, is *jwkstest.Issuer, extra string) string {
+	return `
+http://127.0.0.1:{{PORT}} {
+	bind 127.0.0.1
+	metrics /metrics
+	route /mcp {
+		mcp_auth {
+			issuer ` + is.URL() + `
+			jwks_url ` + is.JWKSURL() + `
+			audience http://127.0.0.1:{{PORT}}/mcp
+			tool write_* scopes write:all
+		}
+		mcp_stdio {
+			command ` + self(t) + `
+			env CADDYMCP_FAKE_SERVER mrtr
+			child_era legacy
+			shutdown_timeout 500ms
+			metrics_max_tools 10` + extra + `
+		}
+	}
+}
+`
+}
+
+// Metrics after scripted traffic, value by value: decisions, operations by
+// method, tool (only listed ones, at most metrics_max_tools, then other)
+// and version, live sessions and children, child starts, rounds; then 100
+// reloads with a session open: no registration error, gauges still right.
+func TestMetricsValues(t *testing.T) {
+	k := jwkstest.NewKey(t, "k", "RS256")
+	is := jwkstest.NewIssuer(t, k)
+	c := caddyrun.StartCaddyfile(t, "", metricsSite(t, is, ""))
+	base := "http://127.0.0.1:" + strconv.Itoa(c.Port)
+	url := base + "/mcp"
+	tok := jwkstest.Mint(t, k, is.Claims("sam", url, "read:all"), nil)
+	ctx := context.Background()
+	before := scrape(t, base+"/metrics")
+	for i := 0; i < 3; i++ {
+		modernPost(ctx, t, url, tok, i, "tools/call", `{"name":"echo","arguments":{}}`)
+	}
+	for i := 0; i < 2; i++ {
+		if status, _ := modernPost(ctx, t, url, tok, 10+i, "tools/call", `{"name":"write_file","arguments":{}}`); status != 403 {
+			t.Fatalf("write_file: %d", status)
+		}
+	}
+	modernPost(ctx, t, url, tok, 20, "tools/call", `{"name":"ask","arguments":{}}`) // an input_required round
+	for i := 0; i < 20; i++ {                                                       // names the server never listed: "other", however many
+		modernPost(ctx, t, url, tok, 30+i, "tools/call", `{"name":"made_up_`+strconv.Itoa(i)+`","arguments":{}}`)
+	}
+	noTok, _ := http.Post(url, "application/json", strings.NewReader(`{}`))
+	io.Copy(io.Discard, noTok.Body)
+	noTok.Body.Close()
+	cl := newClient(t, url)
+	cl.header.Set("Authorization", "Bearer "+tok)
+	cl.initialize()
+	cl.call("2", "tools/list", "")
+	cl.call("3", "tools/call", `{"name":"echo","arguments":{}}`)
+
+	m := scrape(t, base+"/metrics")
+	delta := func(key string) float64 { return m[key] - before[key] }
+	want := map[string]float64{
+		`mcp_auth_decisions_total{result="insufficient_scope"}`: 2,
+		`mcp_auth_decisions_total{result="no_token"}`:           1,
+		// 3 echo + ask + 20 made up (2026), initialize, initialized, tools/list, echo (2025)
+		`mcp_auth_decisions_total{result="ok"}`: 28,
+		`mcp_server_operation_duration_seconds_count{command="` + selfBase(t) + `",error_type="",gen_ai_tool_name="echo",mcp_method_name="tools/call",mcp_protocol_version="2026-07-28"}`: 3,
+		// ask and the made-up names were never listed
+		`mcp_server_operation_duration_seconds_count{command="` + selfBase(t) + `",error_type="",gen_ai_tool_name="other",mcp_method_name="tools/call",mcp_protocol_version="2026-07-28"}`: 21,
+		`mcp_server_operation_duration_seconds_count{command="` + selfBase(t) + `",error_type="",gen_ai_tool_name="echo",mcp_method_name="tools/call",mcp_protocol_version="2025-11-25"}`:  1,
+		`mcp_server_operation_duration_seconds_count{command="` + selfBase(t) + `",error_type="",gen_ai_tool_name="",mcp_method_name="tools/list",mcp_protocol_version="2025-11-25"}`:      1,
+		`mcp_stdio_input_required_rounds_total{command="` + selfBase(t) + `"}`: 1,
+	}
+	for key, v := range want {
+		if got := delta(key); got != v {
+			t.Errorf("%s: %v, want %v", key, got, v)
+		}
+	}
+	if got := m[`mcp_stdio_sessions{command="`+selfBase(t)+`"}`]; got != 1 {
+		t.Errorf("live sessions: %v, want 1", got)
+	}
+	if got := m[`mcp_stdio_children{command="`+selfBase(t)+`"}`]; got < 2 {
+		t.Errorf("live children: %v, want the session's and the pool's", got)
+	}
+	// the label sets this traffic added to: echo and other in 2026, echo in
+	// 2025 (other tests in this process add their own)
+	labels := 0
+	for key := range m {
+		if strings.HasPrefix(key, "mcp_server_operation_duration_seconds_count{") && strings.Contains(key, `mcp_method_name="tools/call"`) && delta(key) > 0 {
+			labels++
+		}
+	}
+	if labels != 3 {
+		t.Errorf("%d tools/call label sets, want 3", labels)
+	}
+	// 100 reloads with the session open
+	for i := 0; i < 100; i++ {
+		c.LoadCaddyfile("", metricsSite(t, is, "\n\t\t\tinput_timeout "+strconv.Itoa(60+i)+"s"))
+	}
+	http.DefaultClient.CloseIdleConnections()
+	m = scrape(t, base+"/metrics")
+	if got := m[`mcp_stdio_sessions{command="`+selfBase(t)+`"}`]; got != 1 {
+		t.Errorf("live sessions after 100 reloads: %v, want 1", got)
+	}
+	cl.call("4", "tools/call", `{"name":"echo","arguments":{}}`) // the session lives on
+}
