@@ -24,6 +24,7 @@ var bridgeMetrics struct {
 	childStarts *prometheus.CounterVec
 	childExits  *prometheus.CounterVec
 	rounds      *prometheus.CounterVec
+	startTime   *prometheus.HistogramVec
 	live        *liveCollector
 }
 
@@ -78,13 +79,18 @@ func initBridgeMetrics(reg *prometheus.Registry) {
 		bridgeMetrics.rounds = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcp_stdio_input_required_rounds_total", Help: "input_required rounds answered to MCP 2026-07-28 clients.",
 		}, []string{"command"})
+		bridgeMetrics.startTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "mcp_stdio_child_start_seconds",
+			Help:    "From starting a server process to its answer to initialize (or server/discover).",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"command"})
 		bridgeMetrics.live = &liveCollector{
 			sessions: prometheus.NewDesc("mcp_stdio_sessions", "Live 2025 sessions (and stateless children) per command.", []string{"command"}, nil),
 			children: prometheus.NewDesc("mcp_stdio_children", "Live server processes per command: sessions' and pool children.", []string{"command"}, nil),
 		}
 	})
 	for _, c := range []prometheus.Collector{bridgeMetrics.operations, bridgeMetrics.childStarts, bridgeMetrics.childExits,
-		bridgeMetrics.rounds, bridgeMetrics.live} {
+		bridgeMetrics.rounds, bridgeMetrics.startTime, bridgeMetrics.live} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -178,4 +184,12 @@ func countStart(command string, sink messageSink) {
 		kind = "prewarm"
 	}
 	bridgeMetrics.childStarts.WithLabelValues(command, kind).Inc()
+}
+
+// observeStart records how long a server process took to answer its first
+// request.
+func observeStart(command string, since time.Time) {
+	if bridgeMetrics.startTime != nil {
+		bridgeMetrics.startTime.WithLabelValues(command).Observe(time.Since(since).Seconds())
+	}
 }

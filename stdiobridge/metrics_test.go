@@ -118,6 +118,17 @@ func TestMetricsValues(t *testing.T) {
 	if got := m[`mcp_stdio_sessions{command="`+selfBase(t)+`"}`]; got != 1 {
 		t.Errorf("live sessions: %v, want 1", got)
 	}
+	// two pool children (the parked ask round holds the first one's asking
+	// slot) and the session's child started and answered
+	if got := delta(`mcp_stdio_child_start_seconds_count{command="` + selfBase(t) + `"}`); got != 3 {
+		t.Errorf("child start latencies: %v, want 3", got)
+	}
+	if got := delta(`mcp_stdio_child_starts_total{command="`+selfBase(t)+`",kind="pool"}`) + delta(`mcp_stdio_child_starts_total{command="`+selfBase(t)+`",kind="session"}`); got != 3 {
+		t.Errorf("child starts: %v, want 3", got)
+	}
+	if got := delta(`mcp_auth_jwks_fetches_total{result="loaded",what="load"}`); got != 1 {
+		t.Errorf("JWKS loads: %v, want 1", got)
+	}
 	if got := m[`mcp_stdio_children{command="`+selfBase(t)+`"}`]; got < 2 {
 		t.Errorf("live children: %v, want the session's and the pool's", got)
 	}

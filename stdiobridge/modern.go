@@ -286,6 +286,7 @@ func (h *Handler) startPoolChild(r *http.Request, p *childPool, requester string
 	c := &poolChild{pool: p, ready: make(chan struct{}), started: make(chan struct{}), calls: map[uint64]*call{}, tokens: map[string]*call{},
 		logLevel: -1, idleSince: time.Now(), serial: childSerials.Add(1), modern: h.era(r) == eraModern, limit: limit}
 	c.logger = h.logger.With(zap.String("pool", userForLog(strings.TrimPrefix(p.key, "u\x00"))))
+	began := time.Now()
 	prewarmed := false
 	if !h.perRequest {
 		if wc := h.table.pool.take(); wc != nil {
@@ -311,6 +312,7 @@ func (h *Handler) startPoolChild(r *http.Request, p *childPool, requester string
 		c.end("initialize failed")
 		return nil, admitted, err
 	}
+	observeStart(h.cmdLabel, began)
 	if c.modern {
 		h.table.discoveredModern(c.initResult)
 	} else {

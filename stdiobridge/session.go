@@ -420,6 +420,9 @@ func (s *Session) childMessage(line []byte) {
 				zap.ByteString("id", truncate(e.ID, 64)))
 			return
 		}
+		if p.method == "initialize" && e.Result != nil && s.cfg != nil {
+			observeStart(s.cfg.command, p.started)
+		}
 		if p.method == "initialize" && e.Result != nil {
 			var r struct {
 				ProtocolVersion string `json:"protocolVersion"`
