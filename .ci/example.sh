@@ -104,6 +104,17 @@ step "Step-up: the TypeScript SDK 2.x client through a scope rule"
 cp .ci/tsstepup.mjs "$tools/tsstepup.mjs"
 node "$tools/tsstepup.mjs" "http://localhost:$CADDYMCP_PORT/stdio/mcp" "http://localhost:$CADDYMCP_AUTH_PORT" || { echo "step-up failed"; exit 1; }
 
+step "Prometheus metrics on the admin endpoint (what examples/grafana-dashboard.json draws)"
+metrics=$(curl -s "localhost:$CADDYMCP_ADMIN_PORT/metrics")
+for series in mcp_server_operation_duration_seconds_count mcp_stdio_sessions mcp_stdio_children mcp_stdio_child_starts_total mcp_auth_decisions_total mcp_auth_jwks_fetches_total; do
+	grep -q "^$series" <<<"$metrics" || { echo "no $series on localhost:$CADDYMCP_ADMIN_PORT/metrics"; exit 1; }
+done
+# the metric names in the dashboard's queries (mcp_* words that are not label names)
+for expr in $(python3 -c 'import json,re; d=json.load(open("examples/grafana-dashboard.json")); print(" ".join(sorted({m for p in d["panels"] for t in p["targets"] for m in re.findall(r"\b(mcp_[a-z_]+)", t["expr"])} - {"mcp_method_name", "mcp_protocol_version"})))'); do
+	grep -q "^$expr" <<<"$metrics" || { echo "the dashboard draws $expr, which /metrics lacks"; exit 1; }
+done
+echo "metrics: every series the dashboard draws is on the admin endpoint"
+
 step "MCP Inspector web UI in headless Chromium"
 chromium=${CHROMIUM:-/usr/bin/chromium}
 if [ ! -x "$chromium" ]; then
