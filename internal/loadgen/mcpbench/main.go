@@ -36,6 +36,7 @@ var (
 	sessions16   = flag.Int("sessions", 16, "sessions for the concurrent run")
 	calls16      = flag.Int("calls16", 300, "calls per session for the concurrent run")
 	setups       = flag.Int("setups", 200, "session set-ups per set-up run")
+	auditFile    = flag.String("audit", "", "write the audit log (http.handlers.mcp_*.audit) to this file, to measure its cost")
 )
 
 // modernRow is the 2026-07-28 load: clients without sessions.
@@ -98,12 +99,16 @@ func main() {
 	waitPort(asPort)
 	// one principal opens sessions as fast as it can: the per-user limits
 	// that protect a shared gateway are lifted
+	auditLog := ""
+	if *auditFile != "" {
+		auditLog = "\n\tlog audit {\n\t\toutput file " + *auditFile + "\n\t\tinclude http.handlers.mcp_stdio.audit http.handlers.mcp_auth.audit\n\t}"
+	}
 	caddyfile := fmt.Sprintf(`{
 	admin off
 	auto_https off
 	log {
 		level WARN
-	}
+	}`+auditLog+`
 }
 (unlimited) {
 	max_sessions 10000
