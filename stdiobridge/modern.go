@@ -431,6 +431,11 @@ func (h *Handler) modernCall(w http.ResponseWriter, r *http.Request, m *modernRe
 	if m.logLevel >= 0 && !c.modern {
 		c.setLogLevel(r.Context(), m.levelName)
 	}
+	h.serveCall(w, r, m, c, asking)
+}
+
+// serveCall sends a request to a ready child and answers it, audited.
+func (h *Handler) serveCall(w http.ResponseWriter, r *http.Request, m *modernReq, c *poolChild, asking bool) {
 	rec := h.newAudit(r, "2026", m.e.Method, m.e.ID, m.e.Params)
 	cl, err := c.start(m.e.Method, m.params, asking, m.limit, m.logLevel)
 	if err != nil {

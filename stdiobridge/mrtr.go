@@ -208,18 +208,5 @@ func (h *Handler) retry(w http.ResponseWriter, r *http.Request, m *modernReq, p 
 	if c == nil {
 		return
 	}
-	rec := h.newAudit(r, "2026", m.e.Method, m.e.ID, m.e.Params)
-	cl, err := c.start(m.e.Method, m.params, asking, m.limit, m.logLevel)
-	if err != nil {
-		h.childUnavailable(w, m.e.ID, err)
-		if rec != nil {
-			rec.outcome, rec.errorCode = "error", codeInternalError
-			rec.write()
-		}
-		return
-	}
-	if rec != nil {
-		rec.pid = c.proc.pid()
-	}
-	h.await(w, r, m, cl, rec)
+	h.serveCall(w, r, m, c, asking)
 }
