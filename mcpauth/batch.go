@@ -102,10 +102,12 @@ func (h *Handler) splitBatch(r *http.Request, q *mcpreq.Request, granted []strin
 // batch's answer.
 type batchErrors struct {
 	*caddyhttp.ResponseWriterWrapper
+	h      *Handler
 	errs   [][]byte
 	mode   int // modeUndecided, modeJSON (held), modeSSE, modeOther; modeAccepted
 	status int
 	buf    bytes.Buffer
+	tooBig bool
 }
 
 const modeAccepted = 10
@@ -115,18 +117,12 @@ func (b *batchErrors) WriteHeader(status int) {
 		return
 	}
 	b.status = status
-	ct := b.Header().Get("Content-Type")
-	switch {
-	case status == http.StatusAccepted:
+	if status == http.StatusAccepted {
 		b.mode = modeAccepted // the rest were notifications: the answer is ours alone
-	case strings.HasPrefix(ct, "application/json"):
-		b.mode = modeJSON
-		b.Header().Del("Content-Length")
-	case strings.HasPrefix(ct, "text/event-stream"):
-		b.mode = modeSSE
-		b.ResponseWriterWrapper.WriteHeader(status)
-	default:
-		b.mode = modeOther
+		return
+	}
+	b.mode = rewriteMode(b.Header())
+	if b.mode != modeJSON {
 		b.ResponseWriterWrapper.WriteHeader(status)
 	}
 }
@@ -138,7 +134,8 @@ func (b *batchErrors) Write(p []byte) (int, error) {
 	switch b.mode {
 	case modeJSON:
 		if b.buf.Len()+len(p) > maxFiltered {
-			return 0, io.ErrShortWrite
+			b.tooBig = true
+			return len(p), nil
 		}
 		return b.buf.Write(p)
 	case modeAccepted:
@@ -161,6 +158,11 @@ func (b *batchErrors) finish() {
 			_, _ = b.ResponseWriterWrapper.Write(append(append([]byte("data: "), e...), "\n\n"...))
 		}
 	case modeJSON, modeAccepted, modeUndecided:
+		if b.tooBig {
+			b.h.logger.Error("a batch answer too large to add to was withheld; answered 502")
+			b.ResponseWriterWrapper.WriteHeader(http.StatusBadGateway)
+			return
+		}
 		var msgs []json.RawMessage
 		if b.mode == modeJSON {
 			trimmed := bytes.TrimSpace(b.buf.Bytes())

@@ -405,7 +405,7 @@ func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *c
 					h.auditRefused(r, claims, q, &m, "insufficient_scope: lacks "+strings.Join(miss, " "))
 				}
 			}
-			batch = &batchErrors{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, errs: errs}
+			batch = &batchErrors{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, h: h, errs: errs}
 			w = batch
 			defer batch.finish()
 			q = &mcpreq.Request{Messages: slices.DeleteFunc(slices.Clone(q.Messages), func(m mcpreq.Message) bool {

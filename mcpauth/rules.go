@@ -197,19 +197,27 @@ func (f *listFilter) WriteHeader(status int) {
 		return
 	}
 	f.status = status
-	ct := f.Header().Get("Content-Type")
-	switch {
-	case strings.HasPrefix(ct, "application/json"):
-		f.mode = modeJSON
-		f.Header().Del("Content-Length")
-	case strings.HasPrefix(ct, "text/event-stream"):
-		f.mode = modeSSE
-		f.Header().Del("Content-Length")
-		f.ResponseWriterWrapper.WriteHeader(status)
-	default:
-		f.mode = modeOther
+	f.mode = rewriteMode(f.Header())
+	if f.mode != modeJSON {
 		f.ResponseWriterWrapper.WriteHeader(status)
 	}
+}
+
+// rewriteMode says how a response that mcp_auth rewrites is carried: a
+// JSON body (held, rewritten whole), an SSE stream (rewritten event by
+// event), or something else (untouched). A rewritten body's length
+// changes, so Content-Length goes.
+func rewriteMode(h http.Header) int {
+	ct := h.Get("Content-Type")
+	switch {
+	case strings.HasPrefix(ct, "application/json"):
+		h.Del("Content-Length")
+		return modeJSON
+	case strings.HasPrefix(ct, "text/event-stream"):
+		h.Del("Content-Length")
+		return modeSSE
+	}
+	return modeOther
 }
 
 func (f *listFilter) Write(b []byte) (int, error) {

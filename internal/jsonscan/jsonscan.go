@@ -52,34 +52,16 @@ func Get(members []Member, name string) (Span, bool) {
 
 // Elements returns the elements of the array b.
 func Elements(b []byte) ([]Span, bool) {
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '[' {
+	out := []Span{}
+	end := WalkArray(b, 0, func(start int) int {
+		e := skipValue(b, start)
+		out = append(out, Span{start, e})
+		return e
+	})
+	if end < 0 {
 		return nil, false
 	}
-	var out []Span
-	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == ']' {
-		return out, true
-	}
-	for i < len(b) {
-		end := skipValue(b, i)
-		if end <= i {
-			return nil, false
-		}
-		out = append(out, Span{i, end})
-		i = skipSpace(b, end)
-		if i >= len(b) {
-			return nil, false
-		}
-		if b[i] == ']' {
-			return out, true
-		}
-		if b[i] != ',' {
-			return nil, false
-		}
-		i = skipSpace(b, i+1)
-	}
-	return nil, false
+	return out, true
 }
 
 // String decodes a JSON string value ("" and false if it is not one).
