@@ -80,8 +80,11 @@ func (s *stateSealer) seal(st *sealedState) string {
 
 // open verifies a requestState against the request that presents it.
 func (s *stateSealer) open(v, principal, method, name string, now time.Time) (*sealedState, error) {
+	if len(v) > 64<<10 { // before decoding: a client's megabytes are not worth it
+		return nil, errStateInvalid
+	}
 	raw, err := base64.RawURLEncoding.DecodeString(v)
-	if err != nil || len(raw) < s.aead.NonceSize()+s.aead.Overhead() || len(v) > 64<<10 {
+	if err != nil || len(raw) < s.aead.NonceSize()+s.aead.Overhead() {
 		return nil, errStateInvalid
 	}
 	plain, err := s.aead.Open(nil, raw[:s.aead.NonceSize()], raw[s.aead.NonceSize():], []byte(stateAAD))
