@@ -298,16 +298,30 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, body []byte
 	s.mu.Lock()
 	st := s.newStreamLocked(false)
 	s.mu.Unlock()
+	// every request is registered on the stream before any is sent: a
+	// child that answers the first at once must not find the stream owing
+	// nothing (it would end before the other answers)
 	requests := 0
-	for _, e := range envs {
+	msgs := make([][]byte, len(envs))
+	for i, e := range envs {
 		if e.isRequest() {
 			requests++
 		}
 		msg, err := s.outgoing(e, st)
-		if err == nil {
-			err = s.proc.send(msg, s.cfg.writeTimeout)
-		}
 		if err != nil {
+			for _, sent := range envs[:i] {
+				s.abandon(sent)
+			}
+			sessionNotFound(w, nil)
+			return
+		}
+		msgs[i] = msg
+	}
+	for i, msg := range msgs {
+		if err := s.proc.send(msg, s.cfg.writeTimeout); err != nil {
+			for _, e := range envs[i:] {
+				s.abandon(e)
+			}
 			h.childUnavailable(w, nil, err)
 			return
 		}
