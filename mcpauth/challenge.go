@@ -30,6 +30,38 @@ func invalidToken(desc string) *failure {
 	return &failure{status: http.StatusUnauthorized, code: "invalid_token", description: desc}
 }
 
+// invalidReason sorts an invalid_token description into the closed set of
+// reasons that label mcp_auth_decisions_total (descriptions may carry
+// details, such as why keys are unavailable; labels must not).
+func invalidReason(desc string) string {
+	for _, r := range invalidReasons {
+		if strings.Contains(desc, r.needle) {
+			return r.reason
+		}
+	}
+	return "other"
+}
+
+var invalidReasons = []struct{ needle, reason string }{
+	{"keys are not available", "keys_unavailable"}, // first: its detail may say anything
+	{"expired", "expired"},
+	{"not valid yet", "not_yet_valid"},
+	{"issued in the future", "not_yet_valid"},
+	{"signature is invalid", "bad_signature"},
+	{"algorithm", "algorithm"},
+	{"alg does not match", "algorithm"},
+	{"kid", "unknown_key"},
+	{"no key in the JWKS", "unknown_key"},
+	{"key cannot be used", "unknown_key"},
+	{"issuer", "issuer"},
+	{"aud", "audience"},
+	{"subject", "no_subject"},
+	{"no expiry", "no_expiry"},
+	{"larger than", "too_large"},
+	{"malformed", "malformed"},
+	{"claim", "claims"},
+}
+
 func invalidRequest(desc string) *failure {
 	return &failure{status: http.StatusBadRequest, code: "invalid_request", description: desc}
 }

@@ -346,11 +346,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if r.Method == http.MethodPost {
 			h.auditRefused(r, nil, nil, nil, fail.Error())
 		}
-		result := fail.code
-		if result == "" {
+		result, reason := fail.code, ""
+		switch result {
+		case "":
 			result = "no_token"
+		case "invalid_token":
+			reason = invalidReason(fail.description)
 		}
-		countDecision(result)
+		countDecision(result, reason)
 		writeChallenge(w, fail, h.metadataURL(r, repl), h.scope)
 		return nil
 	}
@@ -363,7 +366,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // serveWithRules applies the scope rules (if any) and calls next.
 func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, claims jwt.MapClaims, next caddyhttp.Handler) error {
 	if len(h.Rules) == 0 && len(h.limiters) == 0 {
-		countDecision("ok")
+		countDecision("ok", "")
 		return next.ServeHTTP(w, r)
 	}
 	// rules: what the token may call, and which lists it sees whole
@@ -371,7 +374,7 @@ func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *c
 	if q.Err != nil && r.Method == http.MethodPost {
 		// a body the rules cannot read is one they cannot vouch for
 		h.logger.Info("request refused: its body is not an MCP message the rules can read", zap.Error(q.Err))
-		countDecision("unreadable")
+		countDecision("unreadable", "")
 		h.audit.Info("mcp request refused", zap.String("decision", "refused"), zap.String("reason", q.Err.Error()),
 			zap.String("route", r.Host+r.URL.Path), zap.ByteString("request_id", q.ID))
 		code := -32600
@@ -392,7 +395,7 @@ func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *c
 	granted := scopesOf(claims)
 	if len(h.limiters) > 0 && !h.checkRates(w, q, ratePrincipal(r, claims)) {
 		h.auditRefused(r, claims, q, nil, "rate limit exceeded")
-		countDecision("rate_limited")
+		countDecision("rate_limited", "")
 		return nil
 	}
 	var batch *batchErrors
@@ -418,11 +421,11 @@ func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *c
 			c.Write(zap.String("method", q.First().Method), zap.String("name", q.First().Name), zap.String("reason", fail.description))
 		}
 		h.auditRefused(r, claims, q, nil, fail.Error())
-		countDecision("insufficient_scope")
+		countDecision("insufficient_scope", "")
 		writeChallenge(w, fail, h.metadataURL(r, repl), scope)
 		return nil
 	}
-	countDecision("ok")
+	countDecision("ok", "")
 	if !h.filtersFor(q, granted) {
 		return next.ServeHTTP(w, r)
 	}

@@ -20,8 +20,8 @@ func initAuthMetrics(reg *prometheus.Registry) {
 	authMetrics.once.Do(func() {
 		authMetrics.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcp_auth_decisions_total",
-			Help: "mcp_auth decisions: ok, no_token, invalid_token, invalid_request, insufficient_scope, rate_limited, unreadable.",
-		}, []string{"result"})
+			Help: "mcp_auth decisions: ok, no_token, invalid_token (by reason), invalid_request, insufficient_scope, rate_limited, unreadable.",
+		}, []string{"result", "reason"})
 		authMetrics.fetches = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcp_auth_jwks_fetches_total",
 			Help: "JWKS fetches by mcp_auth, by what started them and whether keys were loaded.",
@@ -37,8 +37,10 @@ func initAuthMetrics(reg *prometheus.Registry) {
 	}
 }
 
-func countDecision(result string) {
+// countDecision counts one decision; reason is set for invalid_token only
+// (invalidReason), "" otherwise.
+func countDecision(result, reason string) {
 	if authMetrics.decisions != nil {
-		authMetrics.decisions.WithLabelValues(result).Inc()
+		authMetrics.decisions.WithLabelValues(result, reason).Inc()
 	}
 }

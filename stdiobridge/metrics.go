@@ -29,12 +29,12 @@ var bridgeMetrics struct {
 }
 
 // liveCollector reports the live sessions and pool children of every
-// table, per command, when scraped.
+// table, per route, when scraped.
 type liveCollector struct {
 	sessions, children *prometheus.Desc
 }
 
-var liveTables sync.Map // *table -> command
+var liveTables sync.Map // *table -> route label
 
 func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.sessions
@@ -69,24 +69,24 @@ func initBridgeMetrics(reg *prometheus.Registry) {
 			Name:    "mcp_server_operation_duration_seconds",
 			Help:    "MCP requests served by mcp_stdio, by method, tool, error type and protocol version.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
-		}, []string{"command", "mcp_method_name", "gen_ai_tool_name", "error_type", "mcp_protocol_version"})
+		}, []string{"route", "mcp_method_name", "gen_ai_tool_name", "error_type", "mcp_protocol_version"})
 		bridgeMetrics.childStarts = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcp_stdio_child_starts_total", Help: "Server processes started by mcp_stdio (sessions and pool children).",
-		}, []string{"command", "kind"})
+		}, []string{"route", "kind"})
 		bridgeMetrics.childExits = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcp_stdio_child_exits_total", Help: "Server processes that exited, by cause (ended by the bridge, or on their own).",
-		}, []string{"command", "cause"})
+		}, []string{"route", "cause"})
 		bridgeMetrics.rounds = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcp_stdio_input_required_rounds_total", Help: "input_required rounds answered to MCP 2026-07-28 clients.",
-		}, []string{"command"})
+		}, []string{"route"})
 		bridgeMetrics.startTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "mcp_stdio_child_start_seconds",
 			Help:    "From starting a server process to its answer to initialize (or server/discover).",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, []string{"command"})
+		}, []string{"route"})
 		bridgeMetrics.live = &liveCollector{
-			sessions: prometheus.NewDesc("mcp_stdio_sessions", "Live 2025 sessions (and stateless children) per command.", []string{"command"}, nil),
-			children: prometheus.NewDesc("mcp_stdio_children", "Live server processes per command: sessions' and pool children.", []string{"command"}, nil),
+			sessions: prometheus.NewDesc("mcp_stdio_sessions", "Live 2025 sessions per route (mcp_stdio's name, default its command's base name).", []string{"route"}, nil),
+			children: prometheus.NewDesc("mcp_stdio_children", "Live server processes per route: sessions' and pool children.", []string{"route"}, nil),
 		}
 	})
 	for _, c := range []prometheus.Collector{bridgeMetrics.operations, bridgeMetrics.childStarts, bridgeMetrics.childExits,

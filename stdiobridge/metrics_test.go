@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddymcp/caddymcp/internal/caddyrun"
 	"github.com/caddymcp/caddymcp/internal/jwkstest"
@@ -87,6 +88,15 @@ func TestMetricsValues(t *testing.T) {
 	for i := 0; i < 20; i++ {                                                       // names the server never listed: "other", however many
 		modernPost(ctx, t, url, tok, 30+i, "tools/call", `{"name":"made_up_`+strconv.Itoa(i)+`","arguments":{}}`)
 	}
+	// invalid tokens, by reason: two expired, one for another audience
+	expired := is.Claims("sam", url, "read:all")
+	expired["exp"] = time.Now().Add(-time.Hour).Unix()
+	elsewhere := is.Claims("sam", "https://elsewhere.example/mcp", "read:all")
+	for i, bad := range []string{jwkstest.Mint(t, k, expired, nil), jwkstest.Mint(t, k, expired, nil), jwkstest.Mint(t, k, elsewhere, nil)} {
+		if status, _ := modernPost(ctx, t, url, bad, 60+i, "tools/call", `{"name":"echo","arguments":{}}`); status != 401 {
+			t.Fatalf("bad token %d: %d", i, status)
+		}
+	}
 	noTok, _ := http.Post(url, "application/json", strings.NewReader(`{}`))
 	io.Copy(io.Discard, noTok.Body)
 	noTok.Body.Close()
@@ -99,37 +109,39 @@ func TestMetricsValues(t *testing.T) {
 	m := scrape(t, base+"/metrics")
 	delta := func(key string) float64 { return m[key] - before[key] }
 	want := map[string]float64{
-		`mcp_auth_decisions_total{result="insufficient_scope"}`: 2,
-		`mcp_auth_decisions_total{result="no_token"}`:           1,
+		`mcp_auth_decisions_total{reason="",result="insufficient_scope"}`:    2,
+		`mcp_auth_decisions_total{reason="",result="no_token"}`:              1,
+		`mcp_auth_decisions_total{reason="expired",result="invalid_token"}`:  2,
+		`mcp_auth_decisions_total{reason="audience",result="invalid_token"}`: 1,
 		// 3 echo + ask + 20 made up (2026), initialize, initialized, tools/list, echo (2025)
-		`mcp_auth_decisions_total{result="ok"}`: 28,
-		`mcp_server_operation_duration_seconds_count{command="` + selfBase(t) + `",error_type="",gen_ai_tool_name="echo",mcp_method_name="tools/call",mcp_protocol_version="2026-07-28"}`: 3,
+		`mcp_auth_decisions_total{reason="",result="ok"}`: 28,
+		`mcp_server_operation_duration_seconds_count{error_type="",gen_ai_tool_name="echo",mcp_method_name="tools/call",mcp_protocol_version="2026-07-28",route="` + selfBase(t) + `"}`: 3,
 		// ask and the made-up names were never listed
-		`mcp_server_operation_duration_seconds_count{command="` + selfBase(t) + `",error_type="",gen_ai_tool_name="other",mcp_method_name="tools/call",mcp_protocol_version="2026-07-28"}`: 21,
-		`mcp_server_operation_duration_seconds_count{command="` + selfBase(t) + `",error_type="",gen_ai_tool_name="echo",mcp_method_name="tools/call",mcp_protocol_version="2025-11-25"}`:  1,
-		`mcp_server_operation_duration_seconds_count{command="` + selfBase(t) + `",error_type="",gen_ai_tool_name="",mcp_method_name="tools/list",mcp_protocol_version="2025-11-25"}`:      1,
-		`mcp_stdio_input_required_rounds_total{command="` + selfBase(t) + `"}`: 1,
+		`mcp_server_operation_duration_seconds_count{error_type="",gen_ai_tool_name="other",mcp_method_name="tools/call",mcp_protocol_version="2026-07-28",route="` + selfBase(t) + `"}`: 21,
+		`mcp_server_operation_duration_seconds_count{error_type="",gen_ai_tool_name="echo",mcp_method_name="tools/call",mcp_protocol_version="2025-11-25",route="` + selfBase(t) + `"}`:  1,
+		`mcp_server_operation_duration_seconds_count{error_type="",gen_ai_tool_name="",mcp_method_name="tools/list",mcp_protocol_version="2025-11-25",route="` + selfBase(t) + `"}`:      1,
+		`mcp_stdio_input_required_rounds_total{route="` + selfBase(t) + `"}`: 1,
 	}
 	for key, v := range want {
 		if got := delta(key); got != v {
 			t.Errorf("%s: %v, want %v", key, got, v)
 		}
 	}
-	if got := m[`mcp_stdio_sessions{command="`+selfBase(t)+`"}`]; got != 1 {
+	if got := m[`mcp_stdio_sessions{route="`+selfBase(t)+`"}`]; got != 1 {
 		t.Errorf("live sessions: %v, want 1", got)
 	}
 	// two pool children (the parked ask round holds the first one's asking
 	// slot) and the session's child started and answered
-	if got := delta(`mcp_stdio_child_start_seconds_count{command="` + selfBase(t) + `"}`); got != 3 {
+	if got := delta(`mcp_stdio_child_start_seconds_count{route="` + selfBase(t) + `"}`); got != 3 {
 		t.Errorf("child start latencies: %v, want 3", got)
 	}
-	if got := delta(`mcp_stdio_child_starts_total{command="`+selfBase(t)+`",kind="pool"}`) + delta(`mcp_stdio_child_starts_total{command="`+selfBase(t)+`",kind="session"}`); got != 3 {
+	if got := delta(`mcp_stdio_child_starts_total{kind="pool",route="`+selfBase(t)+`"}`) + delta(`mcp_stdio_child_starts_total{kind="session",route="`+selfBase(t)+`"}`); got != 3 {
 		t.Errorf("child starts: %v, want 3", got)
 	}
 	if got := delta(`mcp_auth_jwks_fetches_total{result="loaded",what="load"}`); got != 1 {
 		t.Errorf("JWKS loads: %v, want 1", got)
 	}
-	if got := m[`mcp_stdio_children{command="`+selfBase(t)+`"}`]; got < 2 {
+	if got := m[`mcp_stdio_children{route="`+selfBase(t)+`"}`]; got < 2 {
 		t.Errorf("live children: %v, want the session's and the pool's", got)
 	}
 	// the label sets this traffic added to: echo and other in 2026, echo in
@@ -149,7 +161,7 @@ func TestMetricsValues(t *testing.T) {
 	}
 	http.DefaultClient.CloseIdleConnections()
 	m = scrape(t, base+"/metrics")
-	if got := m[`mcp_stdio_sessions{command="`+selfBase(t)+`"}`]; got != 1 {
+	if got := m[`mcp_stdio_sessions{route="`+selfBase(t)+`"}`]; got != 1 {
 		t.Errorf("live sessions after 100 reloads: %v, want 1", got)
 	}
 	cl.call("4", "tools/call", `{"name":"echo","arguments":{}}`) // the session lives on

@@ -142,6 +142,11 @@ type Handler struct {
 	// (their SHA-256) or "full". Default: none.
 	AuditArguments string `json:"audit_arguments,omitempty"`
 
+	// This route's name in metrics (the `route` label) and in the audit
+	// log. Default: the command's base name (e.g. "npx"); set it where two
+	// routes run the same program with different arguments.
+	Name string `json:"name,omitempty"`
+
 	// Tool names used as metric labels: the first this many that the
 	// server listed; calls of others count as "other", so no client can
 	// grow a metric's label set. Default: 100.
@@ -184,7 +189,10 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.audit = h.logger.Named("audit")
-	h.cmdLabel = commandLabel(h.Command)
+	h.cmdLabel = h.Name
+	if h.cmdLabel == "" {
+		h.cmdLabel = commandLabel(h.Command)
+	}
 	if h.MetricsMaxTools == 0 {
 		h.MetricsMaxTools = 100
 	}
@@ -240,7 +248,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		prewarm:         h.Prewarm,
 		inputTimeout:    time.Duration(h.InputTimeout),
 		cacheTTL:        time.Duration(h.CacheTTL),
-		command:         commandLabel(h.Command),
+		command:         h.cmdLabel,
 	}
 	h.gen = generations.Add(1)
 	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
