@@ -8,7 +8,7 @@ XCADDY_VERSION ?= v0.4.5
 # fetching our unpublished module path from its VCS host.
 XCADDY_GOPROXY := $(shell go env GOPROXY | cut -d, -f1)|off
 
-.PHONY: build example test test-go conformance example-test fuzz bench hydra lint clean
+.PHONY: build example test test-go conformance example-test fuzz bench bench-overhead hydra lint clean
 
 ## build: a ./caddy binary with the plugin (xcaddy build --with github.com/caddymcp/caddymcp=.)
 build: caddy
@@ -50,6 +50,10 @@ fuzz:
 ## bench: the performance comparison (native, mcp_stdio, mcp_auth + mcp_stdio, supergateway), README "Performance"
 bench: caddy
 	./.ci/bench.sh
+
+## bench-overhead: what the audit log costs (two Caddys, alternating rounds)
+bench-overhead: caddy
+	./.ci/bench.sh -overhead 10
 
 ## hydra: mcp_auth against Ory Hydra v2.3.0 end to end (builds Hydra into bin/hydra once: minutes)
 hydra: caddy

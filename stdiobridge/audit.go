@@ -16,7 +16,10 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
+
+	"github.com/caddymcp/caddymcp/internal/jsonscan"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -57,51 +60,71 @@ func (h *Handler) newAudit(r *http.Request, era, method string, id, params json.
 		a.clientID, _ = repl.GetString("http.auth.user.client_id")
 	}
 	a.remote, _, _ = net.SplitHostPort(r.RemoteAddr)
-	var p struct {
-		Name      string          `json:"name"`
-		URI       string          `json:"uri"`
-		Arguments json.RawMessage `json:"arguments"`
-	}
-	_ = json.Unmarshal(params, &p)
-	a.name = p.Name
+	// the request was validated as JSON; members are read in place
+	key := "name"
 	if method == "resources/read" {
-		a.name = p.URI
+		key = "uri"
+	}
+	if v := member(params, key); v != nil {
+		a.name, _ = jsonscan.String(v)
 	}
 	switch h.AuditArguments {
 	case "hash":
-		sum := sha256.Sum256(p.Arguments)
+		sum := sha256.Sum256(member(params, "arguments"))
 		a.args = "sha256:" + hex.EncodeToString(sum[:])
 	case "full":
-		a.args = string(p.Arguments)
+		a.args = string(member(params, "arguments"))
 	}
 	return a
 }
 
-// settle records how the operation ended, from the answer (a JSON-RPC
-// response in the child's or the client's form).
-func (a *auditRecord) settle(answer []byte) {
-	a.outcome, a.errorCode = outcomeOf(answer)
+// settle records how the operation ended, from the child's answer.
+func (a *auditRecord) settle(e *envelope) {
+	a.outcome, a.errorCode = outcomeOfEnvelope(e.Result, e.Error)
 }
 
 // outcomeOf reads how a JSON-RPC response ended: result, tool_error,
 // input_required, or error with its code.
 func outcomeOf(answer []byte) (string, int) {
-	e, err := parseEnvelope(answer)
+	if v := member(answer, "result"); v != nil {
+		return outcomeOfEnvelope(v, nil)
+	}
+	if v := member(answer, "error"); v != nil {
+		return outcomeOfEnvelope(nil, v)
+	}
+	return "error", codeInternalError
+}
+
+// outcomeOfEnvelope is outcomeOf on a response's result or error member.
+func outcomeOfEnvelope(result, rpcErr []byte) (string, int) {
 	switch {
-	case err != nil:
+	case rpcErr != nil:
+		code, _ := strconv.Atoi(string(member(rpcErr, "code")))
+		return "error", code
+	case result == nil:
 		return "error", codeInternalError
-	case e.Error != nil:
-		var re struct {
-			Code int `json:"code"`
-		}
-		_ = json.Unmarshal(e.Error, &re)
-		return "error", re.Code
-	case bytes.Contains(e.Result, []byte(`"input_required"`)):
+	case bytes.Contains(result, []byte(`"input_required"`)):
 		return "input_required", 0
-	case bytes.Contains(e.Result, []byte(`"isError":true`)):
+	case bytes.Contains(result, []byte(`"isError":true`)):
 		return "tool_error", 0
 	}
 	return "result", 0
+}
+
+// member is the value of an object's member, nil where it is absent.
+func member(obj []byte, name string) []byte {
+	v, found, ok := jsonscan.Find(obj, name)
+	if !ok { // escaped names, a member twice: as encoding/json reads it
+		var m map[string]json.RawMessage
+		if json.Unmarshal(obj, &m) != nil {
+			return nil
+		}
+		return m[name]
+	}
+	if !found {
+		return nil
+	}
+	return obj[v.Start:v.End]
 }
 
 // write emits the entry (callers hold no lock).
@@ -109,13 +132,14 @@ func (a *auditRecord) write() {
 	if a == nil {
 		return
 	}
-	fields := []zap.Field{
+	fields := make([]zap.Field, 0, 15)
+	fields = append(fields,
 		zap.String("iss", a.iss), zap.String("sub", a.sub), zap.String("client_id", a.clientID),
 		zap.String("remote_ip", a.remote), zap.String("route", a.route), zap.String("era", a.era),
 		zap.String("method", a.method), zap.String("name", a.name), zap.ByteString("request_id", a.id),
 		zap.String("decision", "allowed"), zap.String("outcome", a.outcome),
 		zap.Duration("duration", time.Since(a.started)),
-	}
+	)
 	if a.errorCode != 0 {
 		fields = append(fields, zap.Int("error_code", a.errorCode))
 	}

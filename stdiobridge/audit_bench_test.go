@@ -2,6 +2,7 @@ package stdiobridge
 
 import (
 	"encoding/json"
+	"github.com/prometheus/client_golang/prometheus"
 	"os"
 	"path/filepath"
 	"testing"
@@ -26,5 +27,41 @@ func BenchmarkAuditEntry(b *testing.B) {
 			route: "localhost/mcp", era: "2025", method: "tools/call", name: "test_simple_text", id: json.RawMessage(`17`),
 			pid: 1234, started: time.Now(), outcome: "result"}
 		a.write()
+	}
+}
+
+// How an answer ended, read in place.
+func TestOutcomeOf(t *testing.T) {
+	for answer, want := range map[string]struct {
+		outcome string
+		code    int
+	}{
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`:                               {"result", 0},
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}`:                {"tool_error", 0},
+		`{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required"}}`:              {"input_required", 0},
+		`{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"x"}}`:                 {"error", -32602},
+		`{"jsonrpc":"2.0","id":1,"error":{"message":"x","code":  -32001 }}`:              {"error", -32001},
+		`{"jsonrpc":"2.0","id":1,"\u0065rror":{"code":-32600,"message":"escaped name"}}`: {"error", -32600},
+		`{"jsonrpc":"2.0","id":1}`:                                                       {"error", codeInternalError},
+		`not json`:                                                                       {"error", codeInternalError},
+	} {
+		outcome, code := outcomeOf([]byte(answer))
+		if outcome != want.outcome || code != want.code {
+			t.Errorf("%s: %s %d, want %s %d", answer, outcome, code, want.outcome, want.code)
+		}
+	}
+}
+
+// What the metrics cost a request: one histogram observation with its five
+// labels (tool label lookup included), as every served request makes.
+func BenchmarkObserve(b *testing.B) {
+	initBridgeMetrics(prometheus.NewRegistry())
+	h := &Handler{table: &table{}, cmdLabel: "everything-server"}
+	h.table.tools.max = 100
+	h.table.tools.learn([]string{"test_simple_text", "echo"})
+	started := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		h.observe("tools/call", "test_simple_text", "2025-11-25", 0, false, started)
 	}
 }

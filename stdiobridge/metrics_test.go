@@ -17,7 +17,13 @@ import (
 // scrape reads Prometheus text from url into "name{labels}" -> value.
 func scrape(t *testing.T, url string) map[string]float64 {
 	t.Helper()
+	// a connection accepted by the server a reload just replaced may end
+	// with EOF (the listener is handed over): ask again, a few times
 	resp, err := http.Get(url)
+	for i := 0; err != nil && i < 3; i++ {
+		http.DefaultClient.CloseIdleConnections()
+		resp, err = http.Get(url)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

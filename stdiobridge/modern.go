@@ -495,7 +495,12 @@ func (rp *replier) finish(status int, body []byte) {
 func (h *Handler) await(w http.ResponseWriter, r *http.Request, m *modernReq, cl *call, rec *auditRecord) {
 	rp := &replier{w: w}
 	if rec != nil {
-		defer rec.write()
+		defer func() {
+			// the answer goes out first: a client waits for it, not for
+			// the entry
+			_ = http.NewResponseController(w).Flush()
+			rec.write()
+		}()
 	}
 	var quiet, hard <-chan time.Time
 	var quietT *time.Timer
@@ -623,7 +628,7 @@ func (h *Handler) translate(b []byte, m *modernReq, cl *call) (int, []byte) {
 		if c := string(res["content"]); c == "[]" || c == "null" {
 			delete(res, "content")
 		}
-		res["requestState"], _ = json.Marshal(h.table.sealer.seal(&sealedState{Principal: principalDigest(m.principal),
+		res["requestState"], _ = json.Marshal(h.sealer.seal(&sealedState{Principal: principalDigest(m.principal),
 			Method: m.e.Method, Name: m.name, Expires: time.Now().Add(h.cfg.inputTimeout).Unix() + 1,
 			Inner: inner, HasInner: has, Child: cl.child.serial}))
 	} else if rt == "" {

@@ -12,40 +12,35 @@ package stdiobridge
 // parked call through the requestState, its answers go to the child, and
 // the call goes on: another round, or the result.
 //
-// requestState is sealed with AES-256-GCM under a key of the route's table
-// (it survives a reload that keeps the route's process config, as the
-// children do). The sealed payload names the parked round, the principal,
+// requestState is sealed with AES-256-GCM under a key of the shared ring
+// in Caddy's storage (internal/keyring, internal/instanceid): it survives
+// reloads and restarts, every instance of a deployment can verify it, and
+// it names the instance that holds the round, for the balancer. The sealed payload names the parked round, the principal,
 // the method and name of the request, and an expiry; any change to it, a
 // different principal or request, or a lapsed expiry is refused with
 // -32602 before anything reaches a child. A round is consumed by the first
 // retry that presents it (a second presentation finds nothing parked).
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
+	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/caddymcp/caddymcp/internal/instanceid"
+	"github.com/caddymcp/caddymcp/internal/keyring"
 	"go.uber.org/zap"
 )
 
-// stateSealer seals and opens requestState values.
+// stateSealer seals and opens requestState values with the shared key
+// ring (keyring: Caddy's storage), naming this instance, so that any
+// instance can verify any round and the balancer can route it.
 type stateSealer struct {
-	aead cipher.AEAD
-}
-
-func newStateSealer() *stateSealer {
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	block, _ := aes.NewCipher(key)
-	aead, _ := cipher.NewGCM(block)
-	return &stateSealer{aead: aead}
+	ring     *keyring.Ring
+	instance string
 }
 
 // sealedState is what a requestState carries, under the seal.
@@ -60,11 +55,10 @@ type sealedState struct {
 	Child     uint64 `json:"c,omitempty"` // the child that asked (pass-through)
 }
 
-const stateAAD = "caddymcp requestState v1"
-
 var errStateInvalid = errors.New("requestState failed verification")
 var errStateExpired = errors.New("requestState expired")
 var errStateForeign = errors.New("requestState belongs to another user or request")
+var errStateLost = errors.New("the instance that held this round is gone; send the request again without requestState")
 
 func principalDigest(p string) []byte {
 	d := sha256.Sum256([]byte("caddymcp principal\x00" + p))
@@ -73,21 +67,16 @@ func principalDigest(p string) []byte {
 
 func (s *stateSealer) seal(st *sealedState) string {
 	plain, _ := json.Marshal(st)
-	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plain)+s.aead.Overhead())
-	_, _ = rand.Read(nonce)
-	return base64.RawURLEncoding.EncodeToString(s.aead.Seal(nonce, nonce, plain, []byte(stateAAD)))
+	return instanceid.Seal(s.ring, s.instance, plain)
 }
 
-// open verifies a requestState against the request that presents it.
-func (s *stateSealer) open(v, principal, method, name string, now time.Time) (*sealedState, error) {
-	if len(v) > 64<<10 { // before decoding: a client's megabytes are not worth it
-		return nil, errStateInvalid
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(v)
-	if err != nil || len(raw) < s.aead.NonceSize()+s.aead.Overhead() {
-		return nil, errStateInvalid
-	}
-	plain, err := s.aead.Open(nil, raw[:s.aead.NonceSize()], raw[s.aead.NonceSize():], []byte(stateAAD))
+// open verifies a requestState against the request that presents it. A
+// round (a child waiting for answers) can be continued only by the
+// instance that holds it: another instance's round is lost (errStateLost).
+// A pass-through state carries all a child needs, so any instance serves
+// it (without the preference for the child that asked).
+func (s *stateSealer) open(ctx context.Context, v, principal, method, name string, now time.Time) (*sealedState, error) {
+	instance, plain, err := instanceid.Open(ctx, s.ring, v)
 	if err != nil {
 		return nil, errStateInvalid
 	}
@@ -100,6 +89,12 @@ func (s *stateSealer) open(v, principal, method, name string, now time.Time) (*s
 	}
 	if now.Unix() > st.Expires {
 		return nil, errStateExpired
+	}
+	if instance != s.instance {
+		if st.Round != "" {
+			return nil, errStateLost
+		}
+		st.Child = 0
 	}
 	return &st, nil
 }
@@ -131,7 +126,7 @@ func (h *Handler) park(cl *call, m *modernReq) []byte {
 	cl.timer = time.AfterFunc(timeout, func() { t.expireRound(round) })
 	cl.mu.Unlock()
 	t.parkRound(round, cl)
-	state := t.sealer.seal(&sealedState{Round: round, Principal: principalDigest(m.principal), Method: m.e.Method,
+	state := h.sealer.seal(&sealedState{Round: round, Principal: principalDigest(m.principal), Method: m.e.Method,
 		Name: m.name, Expires: time.Now().Add(timeout).Unix() + 1})
 	res := map[string]any{"resultType": "input_required", "inputRequests": inputs, "requestState": state}
 	if si := t.serverInfo(); si != nil {
@@ -148,7 +143,7 @@ func (h *Handler) resume(w http.ResponseWriter, r *http.Request, m *modernReq, p
 		modernError(w, m.e.ID, codeInvalidParams, "requestState must be a string")
 		return
 	}
-	st, err := h.table.sealer.open(rs, m.principal, m.e.Method, m.name, time.Now())
+	st, err := h.sealer.open(r.Context(), rs, m.principal, m.e.Method, m.name, time.Now())
 	if err != nil {
 		h.logger.Warn("requestState refused", zap.Error(err), zap.String("user", userForLog(m.principal)))
 		modernError(w, m.e.ID, codeInvalidParams, "invalid requestState: "+err.Error())

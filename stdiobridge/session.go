@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/json"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -169,7 +170,7 @@ func randomID(n int) string {
 
 func newSession(t *table, subject, limitKey string, cfg *settings, logger *zap.Logger) *Session {
 	s := &Session{
-		id:         randomID(20),
+		id:         cfg.sessionID(),
 		subject:    subject,
 		limitKey:   limitKey,
 		table:      t,
@@ -432,7 +433,7 @@ func (s *Session) childMessage(line []byte) {
 			}
 		}
 		if p.audit != nil {
-			p.audit.settle(line)
+			p.audit.settle(e)
 		}
 		if s.observe != nil && p.method != "initialize" {
 			code := 0
@@ -654,6 +655,12 @@ func (s *Session) flushAudit() {
 	done := s.auditDone
 	s.auditDone = nil
 	s.mu.Unlock()
+	if len(done) == 0 {
+		return
+	}
+	// the answers were just handed to their streams' writers: let them
+	// go out before the entries (a sequential client waits for them)
+	runtime.Gosched()
 	for _, a := range done {
 		a.write()
 	}

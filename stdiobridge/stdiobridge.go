@@ -21,6 +21,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddymcp/caddymcp/internal/instanceid"
+	"github.com/caddymcp/caddymcp/internal/keyring"
 	"github.com/caddymcp/caddymcp/internal/mcpreq"
 )
 
@@ -142,6 +144,14 @@ type Handler struct {
 	// (their SHA-256) or "full". Default: none.
 	AuditArguments string `json:"audit_arguments,omitempty"`
 
+	// This instance's id in the ids it hands out that must come back to it
+	// (2025 session ids, requestState), so that reverse_proxy's `mcp`
+	// selection policy can route them to it. Give every mcp_stdio of one
+	// Caddy the same id, and each Caddy of a deployment its own (a host
+	// name, or the address the balancer dials). Default: the first 12
+	// characters of Caddy's instance UUID (kept in its data directory).
+	InstanceID string `json:"instance_id,omitempty"`
+
 	// This route's name in metrics (the `route` label) and in the audit
 	// log. Default: the command's base name (e.g. "npx"); set it where two
 	// routes run the same program with different arguments.
@@ -153,6 +163,7 @@ type Handler struct {
 	MetricsMaxTools int `json:"metrics_max_tools,omitempty"`
 
 	table        *table
+	sealer       *stateSealer
 	cmdLabel     string
 	audit        *zap.Logger
 	perRequest   bool // the process config depends on the request: one pool per principal
@@ -197,6 +208,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.MetricsMaxTools = 100
 	}
 	initBridgeMetrics(ctx.GetMetricsRegistry())
+	if h.InstanceID == "" {
+		u, err := caddy.InstanceID()
+		if err != nil {
+			return fmt.Errorf("instance_id: none configured, and Caddy's instance id is not available: %v", err)
+		}
+		h.InstanceID = strings.ReplaceAll(u.String(), "-", "")[:12]
+	}
+	if err := instanceid.Valid(h.InstanceID); err != nil {
+		return fmt.Errorf("instance_id: %v", err)
+	}
+	ring, err := keyring.For(ctx, ctx.Storage(), h.logger)
+	if err != nil {
+		return fmt.Errorf("the shared key ring (Caddy storage): %v", err)
+	}
+	h.sealer = &stateSealer{ring: ring, instance: h.InstanceID}
 	h.shutdown = make(chan struct{})
 	h.shutdownOnce = new(sync.Once)
 	if h.SessionIdleTimeout == 0 {
@@ -249,6 +275,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		inputTimeout:    time.Duration(h.InputTimeout),
 		cacheTTL:        time.Duration(h.CacheTTL),
 		command:         h.cmdLabel,
+		newID:           func() string { return instanceid.NewSessionID(ring, h.InstanceID) },
 	}
 	h.gen = generations.Add(1)
 	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)

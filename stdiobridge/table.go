@@ -49,6 +49,15 @@ type settings struct {
 	inputTimeout    time.Duration // how long a parked MRTR round waits for the retry
 	cacheTTL        time.Duration // ttlMs on cacheable 2026-07-28 results
 	command         string        // the command's label in metrics
+	newID           func() string // a session id naming this instance (nil: random)
+}
+
+// sessionID is a new session's id.
+func (c *settings) sessionID() string {
+	if c != nil && c.newID != nil {
+		return c.newID()
+	}
+	return randomID(20)
 }
 
 // table is the set of live sessions of one process configuration.
@@ -72,7 +81,6 @@ type table struct {
 	ending   pendingSet // children of ended sessions still being terminated
 
 	// MCP 2026-07-28 (pool.go, mrtr.go)
-	sealer   *stateSealer // requestState keys: the table's, so a retry after a reload still opens
 	poolsMu  sync.Mutex
 	pools    map[string]*childPool
 	roundsMu sync.Mutex
@@ -119,7 +127,7 @@ func (p *pendingSet) Wait() {
 func newTable(logger *zap.Logger, gen uint64, cfg *settings, spawn spawnFunc) *table {
 	t := &table{logger: logger, sessions: map[string]*Session{}, perUser: map[string]int{},
 		rates: map[string]*rate.Limiter{}, stop: make(chan struct{}),
-		sealer: newStateSealer(), pools: map[string]*childPool{}, rounds: map[string]*call{}}
+		pools: map[string]*childPool{}, rounds: map[string]*call{}}
 	t.pool = &warmPool{t: t, logger: logger, limit: rate.NewLimiter(4, 4)}
 	t.publish(gen, cfg, spawn)
 	return t

@@ -1,7 +1,11 @@
 package stdiobridge
 
 import (
+	"context"
+
 	"encoding/json"
+	"github.com/caddymcp/caddymcp/internal/keyring"
+	"github.com/caddyserver/certmagic"
 	"strings"
 	"testing"
 	"time"
@@ -107,17 +111,27 @@ func FuzzTranslateFast(f *testing.F) {
 	})
 }
 
+// testSealer is a sealer of instance with a key ring of its own (a file
+// storage in a temporary directory).
+func testSealer(tb testing.TB, instance string) *stateSealer {
+	ring, err := keyring.For(context.Background(), &certmagic.FileStorage{Path: tb.TempDir()}, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &stateSealer{ring: ring, instance: instance}
+}
+
 // FuzzRequestState: nothing but a state the sealer made opens, and opening
 // never panics, whatever a client sends.
 func FuzzRequestState(f *testing.F) {
-	s := newStateSealer()
+	s := testSealer(f, "a")
 	good := s.seal(&sealedState{Round: "r", Principal: principalDigest("p"), Method: "tools/call", Name: "n", Expires: time.Now().Add(time.Hour).Unix()})
 	f.Add(good)
 	f.Add(good + "-TAMPERED")
 	f.Add("")
 	f.Add("AAAA")
 	f.Fuzz(func(t *testing.T, v string) {
-		st, err := s.open(v, "p", "tools/call", "n", time.Now())
+		st, err := s.open(context.Background(), v, "p", "tools/call", "n", time.Now())
 		if err == nil && v != good {
 			t.Fatalf("a state the sealer did not make opened: %q -> %+v", v, st)
 		}

@@ -33,6 +33,9 @@ type Message struct {
 	Method string
 	Name   string // params.name (tools/call, prompts/get) or params.uri (resources/read)
 	ID     json.RawMessage
+	// RequestState is params.requestState of a 2026-07-28 retry (the
+	// selection policy routes it to the instance that issued it).
+	RequestState string
 }
 
 // Request is what a request asks, as far as MCP is concerned.
@@ -202,11 +205,13 @@ func parseMessage(b []byte) (Message, string, bool) {
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":
 		key = "uri"
 	}
-	var name, meta, version jsonscan.Span
+	var name, meta, version, state jsonscan.Span
 	if jsonscan.WalkObject(b, params.Start, func(n []byte, start int) int {
 		switch {
 		case key != "" && string(n) == key:
 			return once(&name, start)
+		case string(n) == "requestState":
+			return once(&state, start)
 		case string(n) == "_meta":
 			if b[start] != '{' {
 				return -1
@@ -220,6 +225,9 @@ func parseMessage(b []byte) (Message, string, bool) {
 	}
 	if name.End != 0 {
 		msg.Name, _ = jsonscan.String(b[name.Start:name.End])
+	}
+	if state.End != 0 {
+		msg.RequestState, _ = jsonscan.String(b[state.Start:state.End])
 	}
 	if meta.End != 0 {
 		if jsonscan.WalkObject(b, meta.Start, func(n []byte, start int) int {

@@ -27,16 +27,17 @@ import (
 )
 
 var (
-	caddyBin     = flag.String("caddy", "./caddy", "Caddy built with the plugin")
-	serverBin    = flag.String("server", "bin/everything-server", "stdio MCP server (go-sdk everything-server)")
-	authBin      = flag.String("authserver", "bin/authserver", "example authorization server")
-	supergateway = flag.String("supergateway", "", "command that runs supergateway (empty: skipped)")
-	out          = flag.String("out", ".ci/artifacts/bench.md", "where to write the table")
-	calls1       = flag.Int("calls1", 2000, "calls for the 1-session run")
-	sessions16   = flag.Int("sessions", 16, "sessions for the concurrent run")
-	calls16      = flag.Int("calls16", 300, "calls per session for the concurrent run")
-	setups       = flag.Int("setups", 200, "session set-ups per set-up run")
-	auditFile    = flag.String("audit", "", "write the audit log (http.handlers.mcp_*.audit) to this file, to measure its cost")
+	caddyBin       = flag.String("caddy", "./caddy", "Caddy built with the plugin")
+	serverBin      = flag.String("server", "bin/everything-server", "stdio MCP server (go-sdk everything-server)")
+	authBin        = flag.String("authserver", "bin/authserver", "example authorization server")
+	supergateway   = flag.String("supergateway", "", "command that runs supergateway (empty: skipped)")
+	out            = flag.String("out", ".ci/artifacts/bench.md", "where to write the table")
+	calls1         = flag.Int("calls1", 2000, "calls for the 1-session run")
+	sessions16     = flag.Int("sessions", 16, "sessions for the concurrent run")
+	calls16        = flag.Int("calls16", 300, "calls per session for the concurrent run")
+	setups         = flag.Int("setups", 200, "session set-ups per set-up run")
+	overheadRounds = flag.Int("overhead", 0, "only measure what the audit log costs, in this many alternating rounds")
+	auditFile      = flag.String("audit", "", "write the audit log (http.handlers.mcp_*.audit) to this file, to measure its cost")
 )
 
 // modernRow is the 2026-07-28 load: clients without sessions.
@@ -97,6 +98,12 @@ func main() {
 	as := start(dir, "authserver", *authBin, "-addr", "127.0.0.1:"+strconv.Itoa(asPort), "-issuer", issuer, "-resources", "")
 	defer as.kill()
 	waitPort(asPort)
+	if *overheadRounds > 0 {
+		t := overhead(dir, server, issuer, *overheadRounds)
+		fmt.Print(t)
+		as.kill()
+		return
+	}
 	// one principal opens sessions as fast as it can: the per-user limits
 	// that protect a shared gateway are lifted
 	auditLog := ""

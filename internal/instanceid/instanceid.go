@@ -1,0 +1,147 @@
+// Package instanceid makes and reads the ids that mcp_stdio hands out and
+// that must come back to the instance that made them: 2025 session ids and
+// requestState values. Each names its instance in clear (so that the
+// `mcp` selection policy of reverse_proxy can route it) and is
+// authenticated with a key of the shared ring (keyring), so that neither
+// the instance nor the key it names can be forged:
+//
+//	session id:   <instance>~<key id>~<random, 32 base32>~<HMAC-SHA256, 16 base32>
+//	requestState: <instance>~<key id>~<base64url(nonce | AES-256-GCM(payload))>
+//
+// The MAC covers the instance, the key id and the random part; the seal's
+// additional data is the instance and the key id. '~' separates: it is
+// visible ASCII (as session ids must be) and in neither base32 nor
+// base64url, and instance ids may not contain it.
+package instanceid
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/caddymcp/caddymcp/internal/keyring"
+)
+
+// Sep separates the parts of an id.
+const Sep = "~"
+
+// MaxInstance bounds an instance id's length.
+const MaxInstance = 100
+
+var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+const (
+	purposeSession = "session id"
+	purposeState   = "requestState"
+	stateAAD       = "caddymcp requestState v2"
+)
+
+// Valid says whether s can be an instance id: 1 to 100 characters of
+// letters, digits, '.', '_', ':' and '-' (a host name, an address).
+func Valid(s string) error {
+	if s == "" || len(s) > MaxInstance {
+		return fmt.Errorf("instance id must have 1 to %d characters", MaxInstance)
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			return fmt.Errorf("instance id %q: only letters, digits, '.', '_', ':' and '-'", s)
+		}
+	}
+	return nil
+}
+
+func mac(key []byte, instance, kid, random string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(instance + Sep + kid + Sep + random))
+	return b32.EncodeToString(m.Sum(nil)[:10])
+}
+
+// NewSessionID makes a session id of instance with the ring's newest key.
+func NewSessionID(ring *keyring.Ring, instance string) string {
+	k := ring.Current()
+	b := make([]byte, 20)
+	_, _ = rand.Read(b)
+	random := b32.EncodeToString(b)
+	return instance + Sep + k.ID + Sep + random + Sep + mac(ring.DerivedFor(k, purposeSession), instance, k.ID, random)
+}
+
+// SessionOwner is the instance that made a session id, if the id is one
+// that a key of the ring authenticates.
+func SessionOwner(ctx context.Context, ring *keyring.Ring, id string) (string, bool) {
+	parts := strings.Split(id, Sep)
+	if len(parts) != 4 || Valid(parts[0]) != nil {
+		return "", false
+	}
+	k := ring.Lookup(ctx, parts[1])
+	if k == nil {
+		return "", false
+	}
+	want := mac(ring.DerivedFor(k, purposeSession), parts[0], parts[1], parts[2])
+	if !hmac.Equal([]byte(want), []byte(parts[3])) {
+		return "", false
+	}
+	return parts[0], true
+}
+
+// StateInstance is the instance a requestState names, unverified (cheap;
+// OpenState verifies).
+func StateInstance(v string) string {
+	inst, _, ok := strings.Cut(v, Sep)
+	if !ok || Valid(inst) != nil {
+		return ""
+	}
+	return inst
+}
+
+func aead(key []byte) cipher.AEAD {
+	block, _ := aes.NewCipher(key)
+	a, _ := cipher.NewGCM(block)
+	return a
+}
+
+// Seal makes a requestState of instance carrying payload.
+func Seal(ring *keyring.Ring, instance string, payload []byte) string {
+	k := ring.Current()
+	a := aead(ring.DerivedFor(k, purposeState))
+	nonce := make([]byte, a.NonceSize(), a.NonceSize()+len(payload)+a.Overhead())
+	_, _ = rand.Read(nonce)
+	sealed := a.Seal(nonce, nonce, payload, []byte(stateAAD+"\x00"+instance+"\x00"+k.ID))
+	return instance + Sep + k.ID + Sep + base64.RawURLEncoding.EncodeToString(sealed)
+}
+
+// ErrInvalid is a requestState that no key of the ring opens.
+var ErrInvalid = errors.New("requestState failed verification")
+
+// Open verifies a requestState and returns the instance that sealed it and
+// its payload.
+func Open(ctx context.Context, ring *keyring.Ring, v string) (instance string, payload []byte, err error) {
+	if len(v) > 64<<10 { // before decoding: a client's megabytes are not worth it
+		return "", nil, ErrInvalid
+	}
+	parts := strings.SplitN(v, Sep, 3)
+	if len(parts) != 3 || Valid(parts[0]) != nil {
+		return "", nil, ErrInvalid
+	}
+	k := ring.Lookup(ctx, parts[1])
+	if k == nil {
+		return "", nil, ErrInvalid
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[2])
+	a := aead(ring.DerivedFor(k, purposeState))
+	if err != nil || len(raw) < a.NonceSize()+a.Overhead() {
+		return "", nil, ErrInvalid
+	}
+	plain, err := a.Open(nil, raw[:a.NonceSize()], raw[a.NonceSize():], []byte(stateAAD+"\x00"+parts[0]+"\x00"+parts[1]))
+	if err != nil {
+		return "", nil, ErrInvalid
+	}
+	return parts[0], plain, nil
+}
