@@ -8,13 +8,16 @@
 //   - http.handlers.mcp_stdio (package stdiobridge): a stdio MCP server served
 //     as an MCP Streamable HTTP endpoint;
 //   - http.matchers.mcp (package mcpmatch): matches MCP requests by method
-//     and tool, prompt or resource name.
+//     and tool, prompt or resource name;
+//   - http.reverse_proxy.selection_policies.mcp (package mcplb): sends each
+//     request to the caddymcp instance that owns its session or round.
 //
 // Build Caddy with them: xcaddy build --with github.com/caddymcp/caddymcp
 package caddymcp
 
 import (
 	_ "github.com/caddymcp/caddymcp/mcpauth"
+	_ "github.com/caddymcp/caddymcp/mcplb"
 	_ "github.com/caddymcp/caddymcp/mcpmatch"
 	_ "github.com/caddymcp/caddymcp/metadata"
 	_ "github.com/caddymcp/caddymcp/stdiobridge"

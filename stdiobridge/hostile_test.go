@@ -39,7 +39,9 @@ func TestResponseForAnIDNeverSent(t *testing.T) {
 func TestSessionIDsAreUnguessable(t *testing.T) {
 	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "plain", ""))
 	seen := map[string]bool{}
-	format := regexp.MustCompile(`^[A-Z2-7]{32}$`) // 160 bits from crypto/rand, base32
+	// the instance, the key, 160 bits from crypto/rand (base32), and the
+	// MAC that authenticates the three (internal/instanceid)
+	format := regexp.MustCompile(`^[A-Za-z0-9._:-]{1,100}~[A-Z2-7]{8}~[A-Z2-7]{32}~[A-Z2-7]{16}$`)
 	for i := 0; i < 20; i++ {
 		cl := newClient(t, c.URL+"/mcp")
 		cl.initialize()

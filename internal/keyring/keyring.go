@@ -80,7 +80,7 @@ type Ring struct {
 
 	mu         sync.Mutex
 	storage    certmagic.Storage // the newest config's
-	keys       []*Key // newest first
+	keys       []*Key            // newest first
 	lastReload time.Time
 	derived    map[string][]byte // key id + purpose -> derived key
 

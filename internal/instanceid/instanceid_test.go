@@ -1,0 +1,104 @@
+package instanceid
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+
+	"github.com/caddymcp/caddymcp/internal/keyring"
+)
+
+func ring(t *testing.T, dir string) *keyring.Ring {
+	t.Helper()
+	r, err := keyring.For(context.Background(), &certmagic.FileStorage{Path: dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// Ids verify with the shared ring, name their instance, and cannot be
+// forged: another instance's name, a changed part, or a ring of another
+// storage does not verify.
+func TestIDs(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	r := ring(t, dir)
+	id := NewSessionID(r, "i1")
+	if inst, ok := SessionOwner(ctx, r, id); !ok || inst != "i1" {
+		t.Fatalf("%s: %q %v", id, inst, ok)
+	}
+	parts := strings.Split(id, Sep)
+	for _, forged := range []string{
+		"i2" + strings.TrimPrefix(id, "i1"), // another instance's name
+		strings.Join([]string{parts[0], parts[1], "A" + parts[2][1:], parts[3]}, Sep),
+		strings.Join([]string{parts[0], "AAAAAAAA", parts[2], parts[3]}, Sep),
+		id + Sep, "", "i1", "i1~~~",
+	} {
+		if _, ok := SessionOwner(ctx, r, forged); ok {
+			t.Errorf("forged id verified: %s", forged)
+		}
+	}
+	other := ring(t, t.TempDir())
+	if _, ok := SessionOwner(ctx, other, id); ok {
+		t.Error("a ring of another storage verified the id")
+	}
+
+	st := Seal(r, "i3", []byte(`{"r":"x"}`))
+	if StateInstance(st) != "i3" {
+		t.Fatal(st)
+	}
+	inst, payload, err := Open(ctx, r, st)
+	if err != nil || inst != "i3" || string(payload) != `{"r":"x"}` {
+		t.Fatalf("%q %s %v", inst, payload, err)
+	}
+	if _, _, err := Open(ctx, r, "i1"+strings.TrimPrefix(st, "i3")); err == nil {
+		t.Error("a requestState renamed to another instance opened")
+	}
+	if _, _, err := Open(ctx, other, st); err == nil {
+		t.Error("a ring of another storage opened the state")
+	}
+}
+
+// Rotation keeps ids made with older keys valid while the ring retains
+// them; another instance's new key is learned on first use.
+func TestRotation(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	r := ring(t, dir)
+	old := NewSessionID(r, "i1")
+	oldState := Seal(r, "i1", []byte("p"))
+
+	// another instance rotates: a new key, newest first, in storage
+	fs := &certmagic.FileStorage{Path: dir}
+	b, err := fs.Load(ctx, keyring.StorageKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ks []map[string]any
+	json.Unmarshal(b, &ks)
+	ks = append([]map[string]any{{"id": "NEWKEY22", "secret": make([]byte, 32), "created": time.Now()}}, ks...)
+	b, _ = json.Marshal(ks)
+	fs.Store(ctx, keyring.StorageKey, b)
+	// an id made with it (as the other instance would) verifies here once
+	// the ring is read again
+	saved := keyring.ReloadEvery
+	keyring.ReloadEvery = 0
+	defer func() { keyring.ReloadEvery = saved }()
+	if k := r.Lookup(ctx, "NEWKEY22"); k == nil {
+		t.Fatal("the new key was not learned")
+	}
+	if _, ok := SessionOwner(ctx, r, old); !ok {
+		t.Error("an id of the older key no longer verifies")
+	}
+	if _, _, err := Open(ctx, r, oldState); err != nil {
+		t.Error("a state of the older key no longer opens")
+	}
+	if k := r.Current(); k.ID != "NEWKEY22" {
+		t.Errorf("new ids use %s, want the newest key", k.ID)
+	}
+}

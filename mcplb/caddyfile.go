@@ -1,0 +1,78 @@
+package mcplb
+
+import (
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/dustin/go-humanize"
+)
+
+// UnmarshalCaddyfile sets up the policy from Caddyfile tokens:
+//
+//	lb_policy mcp {
+//		instance <id> <dial address>
+//		drain <id...>
+//		fallback <policy> [<args...>]
+//		max_size <size>
+//	}
+func (s *Selection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // policy name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "instance":
+			var id, dial string
+			if !d.AllArgs(&id, &dial) {
+				return d.ArgErr()
+			}
+			if s.Instances == nil {
+				s.Instances = map[string]string{}
+			}
+			if _, dup := s.Instances[id]; dup {
+				return d.Errf("instance %s: given twice", id)
+			}
+			s.Instances[id] = dial
+		case "drain":
+			ids := d.RemainingArgs()
+			if len(ids) == 0 {
+				return d.ArgErr()
+			}
+			s.Drain = append(s.Drain, ids...)
+		case "fallback":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if s.FallbackRaw != nil {
+				return d.Err("fallback selection policy already specified")
+			}
+			name := d.Val()
+			unm, err := caddyfile.UnmarshalModule(d, "http.reverse_proxy.selection_policies."+name)
+			if err != nil {
+				return err
+			}
+			sel, ok := unm.(reverseproxy.Selector)
+			if !ok {
+				return d.Errf("module %s is not a selection policy", name)
+			}
+			s.FallbackRaw = caddyconfig.JSONModuleObject(sel, "policy", name, nil)
+		case "max_size":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := humanize.ParseBytes(v)
+			if err != nil || n == 0 || n > 1<<30 {
+				return d.Errf("max_size: %q is not a size between 1 byte and 1GiB", v)
+			}
+			s.MaxSize = int64(n)
+		default:
+			return d.Errf("unrecognized mcp selection policy option %q", d.Val())
+		}
+	}
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Selection)(nil)
