@@ -8,7 +8,7 @@ XCADDY_VERSION ?= v0.4.5
 # fetching our unpublished module path from its VCS host.
 XCADDY_GOPROXY := $(shell go env GOPROXY | cut -d, -f1)|off
 
-.PHONY: build example test test-go conformance example-test fuzz bench bench-overhead hydra lint clean
+.PHONY: build example test test-go conformance example-test fuzz bench bench-overhead scale-demo hydra lint clean
 
 ## build: a ./caddy binary with the plugin (xcaddy build --with github.com/caddymcp/caddymcp=.)
 build: caddy
@@ -54,6 +54,13 @@ bench: caddy
 ## bench-overhead: what the audit log costs (two Caddys, alternating rounds)
 bench-overhead: caddy
 	./.ci/bench.sh -overhead 10
+
+## scale-demo: 3 caddymcp instances behind a Caddy balancer (lb_policy mcp), loaded, one killed (README "More than one machine")
+scale-demo: caddy
+	mkdir -p bin
+	go build -o bin/everything-server github.com/modelcontextprotocol/go-sdk/conformance/everything-server
+	go build -o bin/scaledemo ./internal/loadgen/scaledemo
+	bin/scaledemo $(SCALE_DEMO_FLAGS)
 
 ## hydra: mcp_auth against Ory Hydra v2.3.0 end to end (builds Hydra into bin/hydra once: minutes)
 hydra: caddy

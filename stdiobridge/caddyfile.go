@@ -182,6 +182,10 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&m.ChildEra) {
 				return d.ArgErr()
 			}
+		case "instance_id":
+			if !d.AllArgs(&m.InstanceID) {
+				return d.ArgErr()
+			}
 		case "name":
 			if !d.AllArgs(&m.Name) {
 				return d.ArgErr()
