@@ -25,6 +25,13 @@
 //     subscriptions/listen is in subscriptions.go, the Mcp-* header checks
 //     in headers.go.
 //
+// Ids that must come back to this instance (2025 session ids,
+// requestState) name it (instance_id) and are authenticated with the key
+// ring in Caddy's storage (internal/keyring, internal/instanceid), so that
+// reverse_proxy's `mcp` policy (package mcplb) can route them and any
+// instance can verify them; a round held by another instance is lost
+// (-32602), a session of another instance is not found (404).
+//
 // Children, sessions, pools and parked rounds live in a table per process
 // configuration (table.go), shared through a caddy.UsagePool so that a
 // reload that keeps a route's process config keeps them all. Limits

@@ -116,11 +116,11 @@ func main() {
 	fmt.Printf("# Scale-out demo: 3 instances behind a Caddy balancer (lb_policy mcp), %d CPUs\n\n", runtime.NumCPU())
 	steady()
 	drain(storage, lbPort)
-	if *killRun > 0 {
-		kill()
-	}
 	if *compare > 0 {
 		throughput()
+	}
+	if *killRun > 0 {
+		kill()
 	}
 	if failed.Load() {
 		fmt.Println("\nFAILED")
@@ -563,9 +563,8 @@ func kill() {
 	fmt.Println()
 }
 
-// throughput compares the same load through the balancer (the two
-// surviving instances, or three with -kill-clients 0) with one instance
-// alone.
+// throughput compares the same load through the balancer and its three
+// instances with one instance alone.
 func throughput() {
 	ctx := context.Background()
 	live := 0
