@@ -19,6 +19,12 @@ func Post(ctx context.Context, client *http.Client, url string, hdr http.Header,
 	}
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("Content-Type", "application/json")
+	if id != "" {
+		// lets Go's transport send the request again if a kept-alive
+		// connection turns out to have been closed by the server (a reload)
+		// before any answer: the JSON-RPC id makes it identifiable
+		req.Header.Set("Idempotency-Key", id)
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return 0, "", nil, err

@@ -372,6 +372,9 @@ func reload(storage string, port int, drain string) {
 		return
 	}
 	check(true, "balancer reloaded (drain %q)", drain)
+	// the old config's server closes its idle connections: a client learns
+	// that on its next request (EOF); this one knows of the reload
+	client.CloseIdleConnections()
 }
 
 // drain: sessions open on every instance; the balancer is reloaded with
