@@ -14,12 +14,22 @@ import (
 // token's exp, and every entry is dropped when the JWKS changes (a removed
 // key must stop working at once). Audience and scopes are checked on every
 // request. Off unless `token_cache` is set.
+//
+// The cache is split into shards by the first byte of the key, each with
+// its own lock (a leaf), so that requests on many cores do not queue on one
+// mutex; each shard holds at most max/shards entries.
 type tokenCache struct {
-	max int
+	shards [cacheShards]cacheShard
+}
 
+const cacheShards = 16
+
+type cacheShard struct {
+	max     int
 	mu      sync.Mutex
 	entries map[[32]byte]cacheEntry
 	order   [][32]byte // insertion order, for eviction
+	_       [64]byte   // keeps shards' locks off each other's cache lines
 }
 
 type cacheEntry struct {
@@ -33,12 +43,36 @@ const maxTokenCache = 1_000_000
 
 // newTokenCache makes an empty cache; it grows with use, so a large max
 // costs nothing until that many tokens are seen.
-func newTokenCache(max int) *tokenCache {
-	return &tokenCache{max: max, entries: map[[32]byte]cacheEntry{}}
+func newTokenCache(limit int) *tokenCache {
+	c := &tokenCache{}
+	for i := range c.shards {
+		c.shards[i] = cacheShard{max: max(1, (limit+cacheShards-1)/cacheShards), entries: map[[32]byte]cacheEntry{}}
+	}
+	return c
 }
 
 func (c *tokenCache) get(token string, version uint64, now time.Time) (jwt.MapClaims, bool) {
 	key := sha256.Sum256([]byte(token))
+	return c.shards[key[0]%cacheShards].get(key, version, now)
+}
+
+func (c *tokenCache) put(token string, claims jwt.MapClaims, expires time.Time, version uint64) {
+	key := sha256.Sum256([]byte(token))
+	c.shards[key[0]%cacheShards].put(key, claims, expires, version)
+}
+
+// len is the number of entries, all shards.
+func (c *tokenCache) len() int {
+	n := 0
+	for i := range c.shards {
+		c.shards[i].mu.Lock()
+		n += len(c.shards[i].entries)
+		c.shards[i].mu.Unlock()
+	}
+	return n
+}
+
+func (c *cacheShard) get(key [32]byte, version uint64, now time.Time) (jwt.MapClaims, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[key]
@@ -52,8 +86,7 @@ func (c *tokenCache) get(token string, version uint64, now time.Time) (jwt.MapCl
 	return e.claims, true
 }
 
-func (c *tokenCache) put(token string, claims jwt.MapClaims, expires time.Time, version uint64) {
-	key := sha256.Sum256([]byte(token))
+func (c *cacheShard) put(key [32]byte, claims jwt.MapClaims, expires time.Time, version uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.entries[key]; !ok {

@@ -134,8 +134,9 @@ type Handler struct {
 	// Remember up to this many verified tokens (by their SHA-256), so that
 	// a repeated token skips the signature check. An entry never outlives
 	// the token's exp and is dropped whenever the JWKS changes; audience
-	// and scopes are still checked on every request. At most 1000000.
-	// Default: 0 (off).
+	// and scopes are still checked on every request. At most 1000000. The
+	// cache is kept in 16 shards of n/16 (rounded up) entries each, evicted
+	// oldest first. Default: 0 (off).
 	TokenCache int `json:"token_cache,omitempty"`
 
 	keys      *keySource

@@ -641,7 +641,7 @@ func TestTokenCache(t *testing.T) {
 			t.Fatalf("request %d: %d", i, r.status)
 		}
 	}
-	if n := len(h.cache.entries); n != 1 {
+	if n := h.cache.len(); n != 1 {
 		t.Fatalf("%d cache entries, want 1", n)
 	}
 	// removing the key from the JWKS invalidates the cache at the next refresh

@@ -14,6 +14,7 @@ var authMetrics struct {
 	once      sync.Once
 	decisions *prometheus.CounterVec
 	fetches   *prometheus.CounterVec
+	ok        prometheus.Counter // decisions{result="ok"}, resolved once: the hot path
 }
 
 func initAuthMetrics(reg *prometheus.Registry) {
@@ -26,6 +27,7 @@ func initAuthMetrics(reg *prometheus.Registry) {
 			Name: "mcp_auth_jwks_fetches_total",
 			Help: "JWKS fetches by mcp_auth, by what started them and whether keys were loaded.",
 		}, []string{"what", "result"})
+		authMetrics.ok = authMetrics.decisions.WithLabelValues("ok", "")
 	})
 	for _, c := range []prometheus.Collector{authMetrics.decisions, authMetrics.fetches} {
 		if err := reg.Register(c); err != nil {
@@ -40,7 +42,11 @@ func initAuthMetrics(reg *prometheus.Registry) {
 // countDecision counts one decision; reason is set for invalid_token only
 // (invalidReason), "" otherwise.
 func countDecision(result, reason string) {
-	if authMetrics.decisions != nil {
+	switch {
+	case authMetrics.decisions == nil:
+	case result == "ok":
+		authMetrics.ok.Inc()
+	default:
 		authMetrics.decisions.WithLabelValues(result, reason).Inc()
 	}
 }

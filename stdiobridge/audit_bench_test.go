@@ -5,6 +5,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,7 +57,7 @@ func TestOutcomeOf(t *testing.T) {
 // labels (tool label lookup included), as every served request makes.
 func BenchmarkObserve(b *testing.B) {
 	initBridgeMetrics(prometheus.NewRegistry())
-	h := &Handler{table: &table{}, cmdLabel: "everything-server"}
+	h := &Handler{table: &table{}, cmdLabel: "everything-server", observers: new(sync.Map)}
 	h.table.tools.max = 100
 	h.table.tools.learn([]string{"test_simple_text", "echo"})
 	started := time.Now()
@@ -64,4 +65,19 @@ func BenchmarkObserve(b *testing.B) {
 	for b.Loop() {
 		h.observe("tools/call", "test_simple_text", "2025-11-25", 0, false, started)
 	}
+}
+
+// The same from every core at once: what a shared lock would cost.
+func BenchmarkObserveParallel(b *testing.B) {
+	initBridgeMetrics(prometheus.NewRegistry())
+	h := &Handler{table: &table{}, cmdLabel: "everything-server", observers: new(sync.Map)}
+	h.table.tools.max = 100
+	h.table.tools.learn([]string{"test_simple_text", "echo"})
+	started := time.Now()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			h.observe("tools/call", "test_simple_text", "2025-11-25", 0, false, started)
+		}
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -104,23 +105,36 @@ func initBridgeMetrics(reg *prometheus.Registry) {
 func commandLabel(cmd string) string { return filepath.Base(cmd) }
 
 // toolLabels keeps the tool names a route's server listed, up to a bound.
+// Readers (every request) load an immutable set without a lock; learn
+// (a tools/list answer) copies it under mu.
 type toolLabels struct {
-	mu    sync.Mutex
-	names map[string]bool
+	mu    sync.Mutex // serializes learn and setting max
+	names atomic.Pointer[map[string]bool]
 	max   int
 }
 
 func (l *toolLabels) learn(names []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.names == nil {
-		l.names = map[string]bool{}
-	}
-	for _, n := range names {
-		if len(l.names) >= l.max {
-			return
+	old := l.names.Load()
+	next := map[string]bool{}
+	if old != nil {
+		for n := range *old {
+			next[n] = true
 		}
-		l.names[n] = true
+	}
+	added := false
+	for _, n := range names {
+		if len(next) >= l.max {
+			break
+		}
+		if !next[n] {
+			next[n] = true
+			added = true
+		}
+	}
+	if added || old == nil {
+		l.names.Store(&next)
 	}
 }
 
@@ -129,13 +143,14 @@ func (l *toolLabels) label(name string) string {
 	if name == "" {
 		return ""
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.names[name] {
+	if m := l.names.Load(); m != nil && (*m)[name] {
 		return name
 	}
 	return "other"
 }
+
+// opKey is one label set of the operations histogram (but the route's).
+type opKey struct{ method, tool, errorType, version string }
 
 // observe records one served request.
 func (h *Handler) observe(method, name, version string, errCode int, toolError bool, started time.Time) {
@@ -153,7 +168,18 @@ func (h *Handler) observe(method, name, version string, errCode int, toolError b
 	if method == "tools/call" {
 		tool = h.table.tools.label(name)
 	}
-	bridgeMetrics.operations.WithLabelValues(h.cmdLabel, method, tool, et, version).Observe(time.Since(started).Seconds())
+	// the observer of a label set is looked up once per handler: the vec's
+	// own lookup hashes the labels under a lock shared by every request
+	if h.observers == nil { // a handler made in a test, not provisioned
+		bridgeMetrics.operations.WithLabelValues(h.cmdLabel, method, tool, et, version).Observe(time.Since(started).Seconds())
+		return
+	}
+	k := opKey{method, tool, et, version}
+	o, ok := h.observers.Load(k)
+	if !ok {
+		o, _ = h.observers.LoadOrStore(k, bridgeMetrics.operations.WithLabelValues(h.cmdLabel, method, tool, et, version))
+	}
+	o.(prometheus.Observer).Observe(time.Since(started).Seconds())
 }
 
 // countExit counts a server process that exited: ended by the bridge, or

@@ -164,6 +164,7 @@ type Handler struct {
 
 	table        *table
 	sealer       *stateSealer
+	observers    *sync.Map // opKey -> prometheus.Observer (metrics.go)
 	cmdLabel     string
 	audit        *zap.Logger
 	perRequest   bool // the process config depends on the request: one pool per principal
@@ -208,6 +209,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.MetricsMaxTools = 100
 	}
 	initBridgeMetrics(ctx.GetMetricsRegistry())
+	h.observers = new(sync.Map)
 	if h.InstanceID == "" {
 		u, err := caddy.InstanceID()
 		if err != nil {
