@@ -15,4 +15,14 @@ if . .ci/node-tools.sh 2>/dev/null && npm install --prefix .ci/node --no-audit -
 else
 	echo "supergateway could not be installed (npm unavailable?): skipped"
 fi
+# With 8 or more cores, servers (and their children) get the first half and
+# the load generator the second (taskset), so that neither steals the
+# other's CPU; BENCH_SESSIONS chooses the by-concurrency levels (1,16,64).
+n=$(nproc)
+if [ "$n" -ge 8 ] && command -v taskset > /dev/null; then
+	half=$((n / 2))
+	export BENCH_SERVER_CPUS="0-$((half - 1))"
+	echo "servers on CPUs $BENCH_SERVER_CPUS, load generator on $half-$((n - 1))"
+	exec taskset -c "$half-$((n - 1))" bin/mcpbench -supergateway "$sg" "$@"
+fi
 bin/mcpbench -supergateway "$sg" "$@"

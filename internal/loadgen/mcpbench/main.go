@@ -36,6 +36,7 @@ var (
 	sessions16     = flag.Int("sessions", 16, "sessions for the concurrent run")
 	calls16        = flag.Int("calls16", 300, "calls per session for the concurrent run")
 	setups         = flag.Int("setups", 200, "session set-ups per set-up run")
+	levelsFlag     = flag.String("levels", envOr("BENCH_SESSIONS", "1,16,64"), "session counts of the by-concurrency table (BENCH_SESSIONS)")
 	overheadRounds = flag.Int("overhead", 0, "only measure what the audit log costs, in this many alternating rounds")
 	auditFile      = flag.String("audit", "", "write the audit log (http.handlers.mcp_*.audit) to this file, to measure its cost")
 )
@@ -67,6 +68,89 @@ type row struct {
 	rssBase, rssOpen   int64   // KiB of the server process
 	rssAfter           int64   // KiB after the sessions ended
 	note               string
+	levels             map[int]loadgen.Result // by-concurrency runs
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// levels are the session counts of the by-concurrency table.
+func levels() []int {
+	var out []int
+	for _, f := range strings.Split(*levelsFlag, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// measureLevels runs L sessions at once for each level, about 4 800 calls
+// in all (at least 20 per session).
+func measureLevels(name, url string, hdr http.Header) map[int]loadgen.Result {
+	out := map[int]loadgen.Result{}
+	for _, l := range levels() {
+		calls := max(20, 4800/l)
+		r := loadgen.Run(context.Background(), loadgen.Config{URL: url, Sessions: l, Calls: calls, Header: hdr, Parallel: l})
+		check(fmt.Sprintf("%s, %d sessions", name, l), r)
+		out[l] = r
+	}
+	return out
+}
+
+// levelsTable is calls/s and p99 per setup and level, with the ratios the
+// targets are stated in.
+func levelsTable(rows []row) string {
+	var b strings.Builder
+	ls := levels()
+	b.WriteString("By concurrency (about 4 800 calls per cell, every session at once):\n\n| setup |")
+	for _, l := range ls {
+		fmt.Fprintf(&b, " %d sessions |", l)
+	}
+	b.WriteString("\n|---|" + strings.Repeat("---|", len(ls)) + "\n")
+	for _, r := range rows {
+		if r.levels == nil {
+			continue
+		}
+		fmt.Fprintf(&b, "| %s |", r.name)
+		for _, l := range ls {
+			x := r.levels[l]
+			fmt.Fprintf(&b, " %.0f calls/s, p99 %.1f ms |", x.CallsPerSec, loadgen.Ms(x.P99))
+		}
+		b.WriteString("\n")
+	}
+	find := func(prefix string) *row {
+		for i := range rows {
+			if strings.HasPrefix(rows[i].name, prefix) && rows[i].levels != nil {
+				return &rows[i]
+			}
+		}
+		return nil
+	}
+	native, bridge, auth, cached := find("server's own"), find("mcp_stdio"), find("mcp_auth + "), find("mcp_auth with token_cache")
+	ratio := func(name string, a, c *row, min float64) {
+		if a == nil || c == nil {
+			return
+		}
+		fmt.Fprintf(&b, "| %s (target ≥ %.2g) |", name, min)
+		for _, l := range ls {
+			v := a.levels[l].CallsPerSec / c.levels[l].CallsPerSec
+			met := ""
+			if v < min {
+				met = " **no**"
+			}
+			fmt.Fprintf(&b, " %.2f×%s |", v, met)
+		}
+		b.WriteString("\n")
+	}
+	ratio("bridge / native", bridge, native, 0.8)
+	ratio("mcp_auth + bridge / bridge", auth, bridge, 0.9)
+	ratio("mcp_auth (token_cache) + bridge / bridge", cached, bridge, 0.97)
+	return b.String()
 }
 
 func main() {
@@ -221,7 +305,7 @@ func main() {
 		fail("direct set-up: %v %v", err1, err2)
 	}
 
-	md := table(rows, dseqRate, dseqP50, dparRate, prewarm) + modernTable(modern, rows)
+	md := table(rows, dseqRate, dseqP50, dparRate, prewarm) + "\n" + levelsTable(rows) + "\n" + modernTable(modern, rows)
 	fmt.Print(md)
 	os.MkdirAll(filepath.Dir(*out), 0o755)
 	os.WriteFile(*out, []byte(md), 0o644)
@@ -255,6 +339,7 @@ func measure(name, url string, hdr http.Header, pid int) row {
 	check(name, r.one)
 	r.many = loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: *sessions16, Calls: *calls16, Header: hdr})
 	check(name, r.many)
+	r.levels = measureLevels(name, url, hdr)
 	r.setupSeq = loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: *setups, Parallel: 1, Header: hdr})
 	check(name, r.setupSeq)
 	r.setupPar = loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: *setups, Parallel: 8, Header: hdr})
@@ -456,6 +541,11 @@ var started []proc
 
 func start(dir, name, bin string, args ...string) proc {
 	cmd := exec.Command(bin, args...)
+	if cpus := os.Getenv("BENCH_SERVER_CPUS"); cpus != "" {
+		// servers (and their children) on their own cores, apart from the
+		// load generator (bench.sh pins this process to the others)
+		cmd = exec.Command("taskset", append([]string{"-c", cpus, bin}, args...)...)
+	}
 	log, _ := os.Create(filepath.Join(dir, name+".log"))
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
