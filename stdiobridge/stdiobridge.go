@@ -211,18 +211,23 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	initBridgeMetrics(ctx.GetMetricsRegistry())
 	h.observers = new(sync.Map)
 	if h.InstanceID == "" {
-		u, err := caddy.InstanceID()
-		if err != nil {
-			return fmt.Errorf("instance_id: none configured, and Caddy's instance id is not available: %v", err)
+		if u, err := caddy.InstanceID(); err == nil {
+			h.InstanceID = strings.ReplaceAll(u.String(), "-", "")[:12]
+		} else {
+			h.InstanceID = strings.ToLower(randomID(5))
+			h.logger.Warn("no instance_id configured and Caddy's instance UUID is not available; using one of this process",
+				zap.String("instance_id", h.InstanceID), zap.Error(err))
 		}
-		h.InstanceID = strings.ReplaceAll(u.String(), "-", "")[:12]
 	}
 	if err := instanceid.Valid(h.InstanceID); err != nil {
 		return fmt.Errorf("instance_id: %v", err)
 	}
 	ring, err := keyring.For(ctx, ctx.Storage(), h.logger)
 	if err != nil {
-		return fmt.Errorf("the shared key ring (Caddy storage): %v", err)
+		// one instance still works; ids just verify nowhere else
+		h.logger.Error("the shared key ring could not be read or created in Caddy's storage; using a key of this process only (its session ids and requestState verify on no other instance, and not after a restart)",
+			zap.Error(err))
+		ring = keyring.Local()
 	}
 	h.sealer = &stateSealer{ring: ring, instance: h.InstanceID}
 	h.shutdown = make(chan struct{})

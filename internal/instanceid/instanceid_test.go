@@ -102,3 +102,15 @@ func TestRotation(t *testing.T) {
 		t.Errorf("new ids use %s, want the newest key", k.ID)
 	}
 }
+
+// Without storage, a process-local ring still makes and verifies ids.
+func TestLocalRing(t *testing.T) {
+	r := keyring.Local()
+	id := NewSessionID(r, "solo")
+	if inst, ok := SessionOwner(context.Background(), r, id); !ok || inst != "solo" {
+		t.Fatalf("%s: %q %v", id, inst, ok)
+	}
+	if _, ok := SessionOwner(context.Background(), keyring.Local(), id); ok {
+		t.Error("another process's ring verified the id")
+	}
+}

@@ -120,6 +120,18 @@ func For(ctx context.Context, storage certmagic.Storage, logger *zap.Logger) (*R
 	return v.(*Ring), nil
 }
 
+// Local is a ring of one key that only this process knows: what an
+// instance uses when storage cannot hold the shared ring (its ids then
+// verify nowhere else, and not after a restart).
+func Local() *Ring {
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	idb := make([]byte, 5)
+	_, _ = rand.Read(idb)
+	return &Ring{derived: map[string][]byte{},
+		keys: []*Key{{ID: idEncoding.EncodeToString(idb), created: time.Now(), secret: secret}}}
+}
+
 func (r *Ring) store() certmagic.Storage {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -206,6 +218,9 @@ func (r *Ring) rotate(ctx context.Context) error {
 // read more than ReloadEvery ago, and rotates it when its newest key is
 // older than Rotation.
 func (r *Ring) maybeRefresh() {
+	if r.store() == nil {
+		return
+	}
 	r.mu.Lock()
 	due := time.Since(r.lastReload) > ReloadEvery
 	if due {
@@ -245,7 +260,7 @@ func (r *Ring) Current() *Key {
 // the ring again, at most once per ReloadEvery (callers may do I/O: it is
 // a storage read).
 func (r *Ring) Lookup(ctx context.Context, id string) *Key {
-	if k := r.find(id); k != nil {
+	if k := r.find(id); k != nil || r.store() == nil {
 		return k
 	}
 	r.mu.Lock()
