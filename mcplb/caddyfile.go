@@ -4,7 +4,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
-	"github.com/dustin/go-humanize"
+
+	"github.com/caddymcp/caddymcp/internal/mcpreq"
 )
 
 // UnmarshalCaddyfile sets up the policy from Caddyfile tokens:
@@ -62,11 +63,11 @@ func (s *Selection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
 			}
-			n, err := humanize.ParseBytes(v)
-			if err != nil || n == 0 || n > 1<<30 {
-				return d.Errf("max_size: %q is not a size between 1 byte and 1GiB", v)
+			n, err := mcpreq.ParseMaxSize(v)
+			if err != nil {
+				return d.Err(err.Error())
 			}
-			s.MaxSize = int64(n)
+			s.MaxSize = n
 		default:
 			return d.Errf("unrecognized mcp selection policy option %q", d.Val())
 		}

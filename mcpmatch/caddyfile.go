@@ -4,7 +4,8 @@ import (
 	"reflect"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/dustin/go-humanize"
+
+	"github.com/caddymcp/caddymcp/internal/mcpreq"
 )
 
 var stringSlice = reflect.TypeOf([]string{})
@@ -28,11 +29,11 @@ func (m *MatchMCP) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
 			}
-			n, err := humanize.ParseBytes(v)
-			if err != nil || n == 0 || n > 1<<30 {
-				return d.Errf("max_size: %q is not a size between 1 byte and 1GiB", v)
+			n, err := mcpreq.ParseMaxSize(v)
+			if err != nil {
+				return d.Err(err.Error())
 			}
-			m.MaxSize = int64(n)
+			m.MaxSize = n
 		default:
 			return d.Errf("unrecognized mcp matcher option %q", d.Val())
 		}

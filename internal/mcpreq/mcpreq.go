@@ -15,6 +15,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddymcp/caddymcp/internal/jsonscan"
+	"github.com/dustin/go-humanize"
 )
 
 // DefaultMaxBytes bounds how much of a body is read to find the method.
@@ -353,4 +355,14 @@ func Glob[S ~string | ~[]byte](pattern string, s S) bool {
 // parses again.
 func Forget(r *http.Request) {
 	caddyhttp.SetVar(r.Context(), varKey, nil)
+}
+
+// ParseMaxSize reads a `max_size` Caddyfile argument: a size between 1
+// byte and 1GiB (humanized: 512KiB, 4MB).
+func ParseMaxSize(v string) (int64, error) {
+	n, err := humanize.ParseBytes(v)
+	if err != nil || n == 0 || n > 1<<30 {
+		return 0, fmt.Errorf("max_size: %q is not a size between 1 byte and 1GiB", v)
+	}
+	return int64(n), nil
 }
