@@ -8,7 +8,7 @@ XCADDY_VERSION ?= v0.4.5
 # fetching our unpublished module path from its VCS host.
 XCADDY_GOPROXY := $(shell go env GOPROXY | cut -d, -f1)|off
 
-.PHONY: build example test test-go conformance example-test fuzz bench bench-overhead scale-demo hydra lint clean
+.PHONY: build example test test-go conformance example-test fuzz bench bench-overhead bench-idle scale-demo hydra lint clean
 
 ## build: a ./caddy binary with the plugin (xcaddy build --with github.com/caddymcp/caddymcp=.)
 build: caddy
@@ -54,6 +54,14 @@ bench: caddy
 ## bench-overhead: what the audit log costs (two Caddys, alternating rounds)
 bench-overhead: caddy
 	./.ci/bench.sh -overhead 10
+
+## bench-idle: Caddy's memory with IDLE_SESSIONS (default 6000) idle sessions of a small C server (needs cc)
+IDLE_SESSIONS ?= 6000
+bench-idle: caddy
+	mkdir -p bin
+	cc -O2 -o bin/tiny internal/loadgen/tiny/tiny.c
+	go build -o bin/mcpbench ./internal/loadgen/mcpbench
+	bin/mcpbench -idle $(IDLE_SESSIONS)
 
 ## scale-demo: 3 caddymcp instances behind a Caddy balancer (lb_policy mcp), loaded, one killed (README "More than one machine")
 scale-demo: caddy

@@ -36,6 +36,9 @@ var (
 	sessions16     = flag.Int("sessions", 16, "sessions for the concurrent run")
 	calls16        = flag.Int("calls16", 300, "calls per session for the concurrent run")
 	setups         = flag.Int("setups", 200, "session set-ups per set-up run")
+	idleSessions   = flag.Int("idle", 0, "only measure Caddy's memory with this many idle sessions of -tiny")
+	tinyBin        = flag.String("tiny", "bin/tiny", "a small stdio MCP server (internal/loadgen/tiny) for -idle")
+	rounds         = flag.Int("rounds", 3, "alternating rounds of the by-concurrency table")
 	levelsFlag     = flag.String("levels", envOr("BENCH_SESSIONS", "1,16,64"), "session counts of the by-concurrency table (BENCH_SESSIONS)")
 	overheadRounds = flag.Int("overhead", 0, "only measure what the audit log costs, in this many alternating rounds")
 	auditFile      = flag.String("audit", "", "write the audit log (http.handlers.mcp_*.audit) to this file, to measure its cost")
@@ -68,7 +71,6 @@ type row struct {
 	rssBase, rssOpen   int64   // KiB of the server process
 	rssAfter           int64   // KiB after the sessions ended
 	note               string
-	levels             map[int]loadgen.Result // by-concurrency runs
 }
 
 func envOr(name, def string) string {
@@ -87,228 +89,6 @@ func levels() []int {
 		}
 	}
 	return out
-}
-
-// measureLevels runs L sessions at once for each level, about 4 800 calls
-// in all (at least 20 per session).
-func measureLevels(name, url string, hdr http.Header) map[int]loadgen.Result {
-	out := map[int]loadgen.Result{}
-	for _, l := range levels() {
-		calls := max(20, 4800/l)
-		r := loadgen.Run(context.Background(), loadgen.Config{URL: url, Sessions: l, Calls: calls, Header: hdr, Parallel: l})
-		check(fmt.Sprintf("%s, %d sessions", name, l), r)
-		out[l] = r
-	}
-	return out
-}
-
-// levelsTable is calls/s and p99 per setup and level, with the ratios the
-// targets are stated in.
-func levelsTable(rows []row) string {
-	var b strings.Builder
-	ls := levels()
-	b.WriteString("By concurrency (about 4 800 calls per cell, every session at once):\n\n| setup |")
-	for _, l := range ls {
-		fmt.Fprintf(&b, " %d sessions |", l)
-	}
-	b.WriteString("\n|---|" + strings.Repeat("---|", len(ls)) + "\n")
-	for _, r := range rows {
-		if r.levels == nil {
-			continue
-		}
-		fmt.Fprintf(&b, "| %s |", r.name)
-		for _, l := range ls {
-			x := r.levels[l]
-			fmt.Fprintf(&b, " %.0f calls/s, p99 %.1f ms |", x.CallsPerSec, loadgen.Ms(x.P99))
-		}
-		b.WriteString("\n")
-	}
-	find := func(prefix string) *row {
-		for i := range rows {
-			if strings.HasPrefix(rows[i].name, prefix) && rows[i].levels != nil {
-				return &rows[i]
-			}
-		}
-		return nil
-	}
-	native, bridge, auth, cached := find("server's own"), find("mcp_stdio"), find("mcp_auth + "), find("mcp_auth with token_cache")
-	ratio := func(name string, a, c *row, min float64) {
-		if a == nil || c == nil {
-			return
-		}
-		fmt.Fprintf(&b, "| %s (target ≥ %.2g) |", name, min)
-		for _, l := range ls {
-			v := a.levels[l].CallsPerSec / c.levels[l].CallsPerSec
-			met := ""
-			if v < min {
-				met = " **no**"
-			}
-			fmt.Fprintf(&b, " %.2f×%s |", v, met)
-		}
-		b.WriteString("\n")
-	}
-	ratio("bridge / native", bridge, native, 0.8)
-	ratio("mcp_auth + bridge / bridge", auth, bridge, 0.9)
-	ratio("mcp_auth (token_cache) + bridge / bridge", cached, bridge, 0.97)
-	return b.String()
-}
-
-func main() {
-	flag.Parse()
-	dir, _ := os.MkdirTemp("", "mcpbench-")
-	defer os.RemoveAll(dir)
-	server, _ := filepath.Abs(*serverBin)
-	var rows []row
-	var modern []modernRow
-
-	// native, 2026-07-28: go-sdk serves it in its stateless mode
-	port0 := freePort()
-	stop0 := start(dir, "native-stateless", server, "-http", "127.0.0.1:"+strconv.Itoa(port0))
-	waitPort(port0)
-	modern = append(modern, measureModern("server's own HTTP mode (native, stateless)", fmt.Sprintf("http://127.0.0.1:%d/mcp", port0), nil))
-	stop0.kill()
-
-	// native: the server's own HTTP mode
-	port := freePort()
-	stop := start(dir, "native", server, "-http", "127.0.0.1:"+strconv.Itoa(port), "-stateless=false")
-	waitPort(port)
-	rows = append(rows, measure("server's own HTTP mode (native)", fmt.Sprintf("http://127.0.0.1:%d/mcp", port), nil, stop.pid))
-	stop.kill()
-
-	// the bridge, alone, behind mcp_auth, and with prewarm
-	bport, aport, pport, cport, lport := freePort(), freePort(), freePort(), freePort(), freePort()
-	asPort := freePort()
-	issuer := fmt.Sprintf("http://127.0.0.1:%d", asPort)
-	as := start(dir, "authserver", *authBin, "-addr", "127.0.0.1:"+strconv.Itoa(asPort), "-issuer", issuer, "-resources", "")
-	defer as.kill()
-	waitPort(asPort)
-	if *overheadRounds > 0 {
-		t := overhead(dir, server, issuer, *overheadRounds)
-		fmt.Print(t)
-		as.kill()
-		return
-	}
-	// one principal opens sessions as fast as it can: the per-user limits
-	// that protect a shared gateway are lifted
-	auditLog := ""
-	if *auditFile != "" {
-		auditLog = "\n\tlog audit {\n\t\toutput file " + *auditFile + "\n\t\tinclude http.handlers.mcp_stdio.audit http.handlers.mcp_auth.audit\n\t}"
-	}
-	caddyfile := fmt.Sprintf(`{
-	admin off
-	auto_https off
-	log {
-		level WARN
-	}`+auditLog+`
-}
-(unlimited) {
-	max_sessions 10000
-	max_sessions_per_user 10000
-	initialize_rate 1000000
-}
-:%d {
-	bind 127.0.0.1
-	mcp_stdio /mcp {
-		command %s
-		import unlimited
-	}
-}
-:%d {
-	bind 127.0.0.1
-	route /mcp {
-		mcp_auth {
-			issuer %s
-			audience http://127.0.0.1:%d/mcp
-		}
-		mcp_stdio {
-			command %s
-			env ROUTE auth
-			import unlimited
-		}
-	}
-}
-:%d {
-	bind 127.0.0.1
-	mcp_stdio /mcp {
-		command %s
-		env ROUTE prewarm
-		prewarm 4
-		import unlimited
-	}
-}
-:%d {
-	bind 127.0.0.1
-	route /mcp {
-		mcp_auth {
-			issuer %s
-			audience http://127.0.0.1:%d/mcp
-			token_cache 10000
-		}
-		mcp_stdio {
-			command %s
-			env ROUTE auth-cache
-			import unlimited
-		}
-	}
-}
-:%d {
-	bind 127.0.0.1
-	mcp_stdio /mcp {
-		command %s
-		env ROUTE translated
-		child_era legacy
-		import unlimited
-	}
-}
-`, bport, server, aport, issuer, aport, server, pport, server, cport, issuer, cport, server, lport, server)
-	cf := filepath.Join(dir, "Caddyfile")
-	os.WriteFile(cf, []byte(caddyfile), 0o644)
-	cd := start(dir, "caddy", *caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
-	defer cd.kill()
-	waitPort(bport)
-	waitPort(aport)
-	waitPort(pport)
-	waitPort(cport)
-	waitPort(lport)
-	rows = append(rows, measure("mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", bport), nil, cd.pid))
-	modern = append(modern, measureModern("mcp_stdio (server answers server/discover: passed through)", fmt.Sprintf("http://127.0.0.1:%d/mcp", bport), nil))
-	modern = append(modern, measureModern("mcp_stdio, `child_era legacy` (2025 child, translated)", fmt.Sprintf("http://127.0.0.1:%d/mcp", lport), nil))
-	tok := token(issuer, fmt.Sprintf("http://127.0.0.1:%d/mcp", aport))
-	rows = append(rows, measure("mcp_auth + mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", aport),
-		http.Header{"Authorization": {"Bearer " + tok}}, cd.pid))
-	ctok := token(issuer, fmt.Sprintf("http://127.0.0.1:%d/mcp", cport))
-	rows = append(rows, measure("mcp_auth with token_cache + mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", cport),
-		http.Header{"Authorization": {"Bearer " + ctok}}, cd.pid))
-	prewarm := loadgen.Run(context.Background(), loadgen.Config{URL: fmt.Sprintf("http://127.0.0.1:%d/mcp", pport), Sessions: *setups, Parallel: 1})
-	check("prewarm", prewarm)
-	cd.kill()
-
-	// supergateway
-	if *supergateway != "" {
-		sport := freePort()
-		args := append(strings.Fields(*supergateway), "--stdio", server, "--outputTransport", "streamableHttp", "--stateful",
-			"--port", strconv.Itoa(sport), "--logLevel", "none")
-		sg := start(dir, "supergateway", args[0], args[1:]...)
-		if waitPortErr(sport, 30*time.Second) == nil {
-			rows = append(rows, measure("supergateway 4.0.0 (stateful)", fmt.Sprintf("http://127.0.0.1:%d/mcp", sport), nil, sg.pid))
-		} else {
-			fmt.Fprintln(os.Stderr, "supergateway did not start; skipped")
-		}
-		sg.kill()
-	} else {
-		fmt.Fprintln(os.Stderr, "supergateway not installed; skipped")
-	}
-
-	dseqRate, dseqP50, err1 := loadgen.Direct(server, *setups, 1)
-	dparRate, _, err2 := loadgen.Direct(server, *setups, 8)
-	if err1 != nil || err2 != nil {
-		fail("direct set-up: %v %v", err1, err2)
-	}
-
-	md := table(rows, dseqRate, dseqP50, dparRate, prewarm) + "\n" + levelsTable(rows) + "\n" + modernTable(modern, rows)
-	fmt.Print(md)
-	os.MkdirAll(filepath.Dir(*out), 0o755)
-	os.WriteFile(*out, []byte(md), 0o644)
 }
 
 func measure(name, url string, hdr http.Header, pid int) row {
@@ -339,7 +119,6 @@ func measure(name, url string, hdr http.Header, pid int) row {
 	check(name, r.one)
 	r.many = loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: *sessions16, Calls: *calls16, Header: hdr})
 	check(name, r.many)
-	r.levels = measureLevels(name, url, hdr)
 	r.setupSeq = loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: *setups, Parallel: 1, Header: hdr})
 	check(name, r.setupSeq)
 	r.setupPar = loadgen.Run(ctx, loadgen.Config{URL: url, Sessions: *setups, Parallel: 8, Header: hdr})

@@ -1,0 +1,109 @@
+package main
+
+// The by-concurrency table: every setup at every level of BENCH_SESSIONS,
+// measured in alternating rounds (each round runs every setup once, in an
+// order rotated from round to round) so that a machine's drift falls on all
+// of them alike; a cell is the median of its rounds, a ratio the median of
+// the rounds' ratios (each taken between runs minutes apart at most).
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddymcp/caddymcp/internal/loadgen"
+)
+
+type setup struct {
+	name   string
+	url    string
+	hdr    http.Header
+	modern bool
+}
+
+func median(x []float64) float64 {
+	x = slices.Clone(x)
+	slices.Sort(x)
+	if len(x) == 0 {
+		return 0
+	}
+	return x[len(x)/2]
+}
+
+func byConcurrency(setups []setup) string {
+	ls := levels()
+	ctx := context.Background()
+	type cell struct{ rate, p99 []float64 }
+	cells := map[string]map[int]*cell{}
+	for _, su := range setups {
+		cells[su.name] = map[int]*cell{}
+		for _, l := range ls {
+			cells[su.name][l] = &cell{}
+		}
+		check(su.name+" warm-up", loadgen.Run(ctx, loadgen.Config{URL: su.url, Sessions: 4, Calls: 25, Header: su.hdr, Modern: su.modern}))
+	}
+	for _, l := range ls {
+		calls := max(20, 2400/l)
+		for r := 0; r < *rounds; r++ {
+			fmt.Fprintf(os.Stderr, "by concurrency: %d sessions, round %d/%d\n", l, r+1, *rounds)
+			for i := range setups {
+				su := setups[(i+r)%len(setups)]
+				res := loadgen.Run(ctx, loadgen.Config{URL: su.url, Sessions: l, Calls: calls, Header: su.hdr, Parallel: l, Modern: su.modern})
+				check(fmt.Sprintf("%s, %d sessions", su.name, l), res)
+				c := cells[su.name][l]
+				c.rate = append(c.rate, res.CallsPerSec)
+				c.p99 = append(c.p99, loadgen.Ms(res.P99))
+			}
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "By concurrency (%s): every session at once, about 2 400 calls per run, %d alternating rounds; a cell is the median of its rounds:\n\n| setup |", time.Now().UTC().Format("2006-01-02"), *rounds)
+	for _, l := range ls {
+		fmt.Fprintf(&b, " %d sessions |", l)
+	}
+	b.WriteString("\n|---|" + strings.Repeat("---|", len(ls)) + "\n")
+	for _, su := range setups {
+		fmt.Fprintf(&b, "| %s |", su.name)
+		for _, l := range ls {
+			c := cells[su.name][l]
+			fmt.Fprintf(&b, " %.0f calls/s, p99 %.1f ms |", median(c.rate), median(c.p99))
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n| ratio (median of the rounds' ratios) |")
+	for _, l := range ls {
+		fmt.Fprintf(&b, " %d sessions |", l)
+	}
+	b.WriteString("\n|---|" + strings.Repeat("---|", len(ls)) + "\n")
+	ratio := func(what, a, c string, target float64) {
+		if cells[a] == nil || cells[c] == nil {
+			return
+		}
+		fmt.Fprintf(&b, "| %s (target ≥ %.2g) |", what, target)
+		for _, l := range ls {
+			x, y := cells[a][l].rate, cells[c][l].rate
+			rs := make([]float64, min(len(x), len(y)))
+			for i := range rs {
+				rs[i] = x[i] / y[i]
+			}
+			v := median(rs)
+			met := ""
+			if v < target {
+				met = " **no**"
+			}
+			fmt.Fprintf(&b, " %.2f×%s |", v, met)
+		}
+		b.WriteString("\n")
+	}
+	ratio("mcp_stdio / native", "mcp_stdio", "server's own HTTP mode (native)", 0.8)
+	ratio("mcp_auth + mcp_stdio / mcp_stdio", "mcp_auth + mcp_stdio", "mcp_stdio", 0.9)
+	ratio("mcp_auth (token_cache) + mcp_stdio / mcp_stdio", "mcp_auth with token_cache + mcp_stdio", "mcp_stdio", 0.97)
+	ratio("2026 path / 2025 path, passed through", "2026-07-28: mcp_stdio (passed through)", "mcp_stdio", 1)
+	ratio("2026 path / 2025 path, child_era legacy", "2026-07-28: mcp_stdio, child_era legacy", "mcp_stdio", 1)
+	ratio("2026 mcp_stdio (legacy child) / 2026 native", "2026-07-28: mcp_stdio, child_era legacy", "2026-07-28: native (stateless)", 1)
+	return b.String()
+}
