@@ -91,6 +91,188 @@ func levels() []int {
 	return out
 }
 
+func main() {
+	flag.Parse()
+	dir, _ := os.MkdirTemp("", "mcpbench-")
+	defer os.RemoveAll(dir)
+	server, _ := filepath.Abs(*serverBin)
+	var rows []row
+	var modern []modernRow
+	if *idleSessions > 0 {
+		tiny, _ := filepath.Abs(*tinyBin)
+		fmt.Print(idle(dir, tiny, *idleSessions))
+		return
+	}
+
+	// native, 2026-07-28: go-sdk serves it in its stateless mode
+	port0 := freePort()
+	stop0 := start(dir, "native-stateless", server, "-http", "127.0.0.1:"+strconv.Itoa(port0))
+	waitPort(port0)
+	modern = append(modern, measureModern("server's own HTTP mode (native, stateless)", fmt.Sprintf("http://127.0.0.1:%d/mcp", port0), nil))
+	stop0.kill()
+
+	// native: the server's own HTTP mode
+	port := freePort()
+	stop := start(dir, "native", server, "-http", "127.0.0.1:"+strconv.Itoa(port), "-stateless=false")
+	waitPort(port)
+	rows = append(rows, measure("server's own HTTP mode (native)", fmt.Sprintf("http://127.0.0.1:%d/mcp", port), nil, stop.pid))
+	stop.kill()
+
+	// the bridge, alone, behind mcp_auth, and with prewarm
+	bport, aport, pport, cport, lport := freePort(), freePort(), freePort(), freePort(), freePort()
+	asPort := freePort()
+	issuer := fmt.Sprintf("http://127.0.0.1:%d", asPort)
+	as := start(dir, "authserver", *authBin, "-addr", "127.0.0.1:"+strconv.Itoa(asPort), "-issuer", issuer, "-resources", "")
+	defer as.kill()
+	waitPort(asPort)
+	if *overheadRounds > 0 {
+		t := overhead(dir, server, issuer, *overheadRounds)
+		fmt.Print(t)
+		as.kill()
+		return
+	}
+	// one principal opens sessions as fast as it can: the per-user limits
+	// that protect a shared gateway are lifted
+	auditLog := ""
+	if *auditFile != "" {
+		auditLog = "\n\tlog audit {\n\t\toutput file " + *auditFile + "\n\t\tinclude http.handlers.mcp_stdio.audit http.handlers.mcp_auth.audit\n\t}"
+	}
+	caddyfile := fmt.Sprintf(`{
+	admin off
+	auto_https off
+	log {
+		level WARN
+	}`+auditLog+`
+}
+(unlimited) {
+	max_sessions 10000
+	max_sessions_per_user 10000
+	initialize_rate 1000000
+}
+:%d {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command %s
+		import unlimited
+	}
+}
+:%d {
+	bind 127.0.0.1
+	route /mcp {
+		mcp_auth {
+			issuer %s
+			audience http://127.0.0.1:%d/mcp
+		}
+		mcp_stdio {
+			command %s
+			env ROUTE auth
+			import unlimited
+		}
+	}
+}
+:%d {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command %s
+		env ROUTE prewarm
+		prewarm 4
+		import unlimited
+	}
+}
+:%d {
+	bind 127.0.0.1
+	route /mcp {
+		mcp_auth {
+			issuer %s
+			audience http://127.0.0.1:%d/mcp
+			token_cache 10000
+		}
+		mcp_stdio {
+			command %s
+			env ROUTE auth-cache
+			import unlimited
+		}
+	}
+}
+:%d {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command %s
+		env ROUTE translated
+		child_era legacy
+		import unlimited
+	}
+}
+`, bport, server, aport, issuer, aport, server, pport, server, cport, issuer, cport, server, lport, server)
+	cf := filepath.Join(dir, "Caddyfile")
+	os.WriteFile(cf, []byte(caddyfile), 0o644)
+	cd := start(dir, "caddy", *caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
+	defer cd.kill()
+	waitPort(bport)
+	waitPort(aport)
+	waitPort(pport)
+	waitPort(cport)
+	waitPort(lport)
+	rows = append(rows, measure("mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", bport), nil, cd.pid))
+	modern = append(modern, measureModern("mcp_stdio (server answers server/discover: passed through)", fmt.Sprintf("http://127.0.0.1:%d/mcp", bport), nil))
+	modern = append(modern, measureModern("mcp_stdio, `child_era legacy` (2025 child, translated)", fmt.Sprintf("http://127.0.0.1:%d/mcp", lport), nil))
+	tok := token(issuer, fmt.Sprintf("http://127.0.0.1:%d/mcp", aport))
+	rows = append(rows, measure("mcp_auth + mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", aport),
+		http.Header{"Authorization": {"Bearer " + tok}}, cd.pid))
+	ctok := token(issuer, fmt.Sprintf("http://127.0.0.1:%d/mcp", cport))
+	rows = append(rows, measure("mcp_auth with token_cache + mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", cport),
+		http.Header{"Authorization": {"Bearer " + ctok}}, cd.pid))
+
+	// by concurrency: every setup at every level, in alternating rounds,
+	// with the native servers running beside Caddy
+	nport, nsport := freePort(), freePort()
+	nat := start(dir, "native-levels", server, "-http", "127.0.0.1:"+strconv.Itoa(nport), "-stateless=false")
+	nats := start(dir, "native-stateless-levels", server, "-http", "127.0.0.1:"+strconv.Itoa(nsport))
+	waitPort(nport)
+	waitPort(nsport)
+	levelsMD := byConcurrency([]setup{
+		{name: "server's own HTTP mode (native)", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", nport)},
+		{name: "mcp_stdio", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", bport)},
+		{name: "mcp_auth + mcp_stdio", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", aport), hdr: http.Header{"Authorization": {"Bearer " + tok}}},
+		{name: "mcp_auth with token_cache + mcp_stdio", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", cport), hdr: http.Header{"Authorization": {"Bearer " + ctok}}},
+		{name: "2026-07-28: native (stateless)", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", nsport), modern: true},
+		{name: "2026-07-28: mcp_stdio (passed through)", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", bport), modern: true},
+		{name: "2026-07-28: mcp_stdio, child_era legacy", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", lport), modern: true},
+	})
+	nat.kill()
+	nats.kill()
+	prewarm := loadgen.Run(context.Background(), loadgen.Config{URL: fmt.Sprintf("http://127.0.0.1:%d/mcp", pport), Sessions: *setups, Parallel: 1})
+	check("prewarm", prewarm)
+	cd.kill()
+
+	// supergateway
+	if *supergateway != "" {
+		sport := freePort()
+		args := append(strings.Fields(*supergateway), "--stdio", server, "--outputTransport", "streamableHttp", "--stateful",
+			"--port", strconv.Itoa(sport), "--logLevel", "none")
+		sg := start(dir, "supergateway", args[0], args[1:]...)
+		if waitPortErr(sport, 30*time.Second) == nil {
+			rows = append(rows, measure("supergateway 4.0.0 (stateful)", fmt.Sprintf("http://127.0.0.1:%d/mcp", sport), nil, sg.pid))
+		} else {
+			fmt.Fprintln(os.Stderr, "supergateway did not start; skipped")
+		}
+		sg.kill()
+	} else {
+		fmt.Fprintln(os.Stderr, "supergateway not installed; skipped")
+	}
+
+	dseqRate, dseqP50, err1 := loadgen.Direct(server, *setups, 1)
+	dparRate, _, err2 := loadgen.Direct(server, *setups, 8)
+	if err1 != nil || err2 != nil {
+		fail("direct set-up: %v %v", err1, err2)
+	}
+
+	md := table(rows, dseqRate, dseqP50, dparRate, prewarm) + "\n" + levelsMD + "\n" + modernTable(modern, rows)
+	fmt.Print(md)
+	os.MkdirAll(filepath.Dir(*out), 0o755)
+	os.WriteFile(*out, []byte(md), 0o644)
+}
+
 func measure(name, url string, hdr http.Header, pid int) row {
 	fmt.Fprintf(os.Stderr, "measuring %s\n", name)
 	ctx := context.Background()
