@@ -5,6 +5,7 @@ package stdiobridge_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -755,4 +756,106 @@ http://` + host + `:{{PORT}} {
 	if status, _ := two.status("POST", `{"jsonrpc":"2.0","id":1,"method":"ping"}`, nil); status != 404 {
 		t.Fatalf("another issuer's sam used sam's session: %d", status)
 	}
+}
+
+// A Caddy out of file descriptors (each session holds its child's pipes)
+// answers initialize 503 with Retry-After, logs why, and serves again once
+// sessions end: the limit of the machine is not the command's fault (500).
+// Runs the built binary under a lowered descriptor limit.
+func TestOutOfDescriptorsIs503(t *testing.T) {
+	bin := os.Getenv("CADDYMCP_CADDY_BIN")
+	if bin == "" {
+		t.Skip("CADDYMCP_CADDY_BIN not set; `make test` builds Caddy and sets it")
+	}
+	port := caddyrun.FreePort(t)
+	dir := t.TempDir()
+	cf := dir + "/Caddyfile"
+	if err := os.WriteFile(cf, []byte(`{
+	admin off
+	auto_https off
+	storage file_system `+dir+`/storage
+}
+:`+strconv.Itoa(port)+` {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command `+self(t)+`
+		env CADDYMCP_FAKE_SERVER plain
+		instance_id fd-test
+		max_sessions 1000
+		max_sessions_per_user 1000
+		initialize_rate 1000000
+		shutdown_timeout 500ms
+	}
+}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// soft and hard (sh sets both): Go raises the soft limit to the hard one
+	cmd := exec.Command("sh", "-c", `ulimit -n 96 && exec "$0" run --config "$1" --adapter caddyfile`, bin, cf)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("caddy did not listen:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	url := "http://127.0.0.1:" + strconv.Itoa(port) + "/mcp"
+	var open []*mcpClient
+	refused := false
+	for i := 0; i < 60 && !refused; i++ {
+		cl := newClient(t, url)
+		resp := cl.do("POST", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`, nil)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case 200:
+			cl.session = resp.Header.Get("Mcp-Session-Id")
+			open = append(open, cl)
+		case 503:
+			if resp.Header.Get("Retry-After") == "" || !strings.Contains(string(b), `-32000`) {
+				t.Fatalf("503 without Retry-After or -32000: %s", b)
+			}
+			refused = true
+		default:
+			t.Fatalf("initialize %d: %d %s", i, resp.StatusCode, b)
+		}
+	}
+	if !refused || len(open) == 0 {
+		t.Fatalf("%d sessions opened, refused: %v", len(open), refused)
+	}
+	if !strings.Contains(logs.String(), "out of descriptors") {
+		t.Errorf("the log does not say why:\n%s", logs.String())
+	}
+	// sessions end: descriptors come back, a new session starts
+	for _, cl := range open[:len(open)/2] {
+		resp := cl.do("DELETE", "", nil)
+		resp.Body.Close()
+	}
+	var status int
+	for time.Now().Before(deadline) {
+		resp := newClient(t, url).do("POST", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`, nil)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if status = resp.StatusCode; status == 200 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // a child's end is asynchronous: its pipes close as it exits
+	}
+	if status != 200 {
+		t.Fatalf("after sessions ended, initialize: %d", status)
+	}
+	t.Logf("%d sessions under a limit of 96 descriptors, then 503", len(open))
 }

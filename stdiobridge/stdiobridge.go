@@ -3,6 +3,7 @@ package stdiobridge
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -701,7 +703,16 @@ func (h *Handler) refuse(w http.ResponseWriter, id json.RawMessage, why refusal,
 
 // spawnFailed answers a request whose child could not be started: the
 // cause goes to the log, never to the client.
+// Out of descriptors or processes (the machine's limits, not the
+// command's fault) is a 503 with Retry-After: the client may try again.
 func (h *Handler) spawnFailed(w http.ResponseWriter, id json.RawMessage, err error) {
+	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ENOMEM) {
+		h.logger.Error("could not start MCP server process: out of descriptors, processes or memory (raise the limit or lower max_sessions); answered 503",
+			zap.String("command", h.Command), zap.Error(err))
+		w.Header().Set("Retry-After", "5")
+		writeRPCError(w, http.StatusServiceUnavailable, id, &rpcError{Code: codeServerBusy, Message: "Service Unavailable: the server is out of resources, try again later"})
+		return
+	}
 	h.logger.Error("could not start MCP server process; answered 500", zap.String("command", h.Command), zap.Error(err))
 	writeRPCError(w, http.StatusInternalServerError, id, &rpcError{Code: codeInternalError, Message: "could not start the MCP server process"})
 }
