@@ -5,7 +5,6 @@ package stdiobridge_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -792,8 +791,12 @@ func TestOutOfDescriptorsIs503(t *testing.T) {
 	}
 	// soft and hard (sh sets both): Go raises the soft limit to the hard one
 	cmd := exec.Command("sh", "-c", `ulimit -n 96 && exec "$0" run --config "$1" --adapter caddyfile`, bin, cf)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	logFile, err := os.Create(dir + "/caddy.log") // a file: written by Caddy itself, read here
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -801,6 +804,7 @@ func TestOutOfDescriptorsIs503(t *testing.T) {
 		_ = cmd.Process.Signal(os.Interrupt)
 		_ = cmd.Wait()
 	}()
+	logs := func() string { b, _ := os.ReadFile(dir + "/caddy.log"); return string(b) }
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
@@ -808,7 +812,7 @@ func TestOutOfDescriptorsIs503(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("caddy did not listen:\n%s", logs.String())
+			t.Fatalf("caddy did not listen:\n%s", logs())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -836,8 +840,8 @@ func TestOutOfDescriptorsIs503(t *testing.T) {
 	if !refused || len(open) == 0 {
 		t.Fatalf("%d sessions opened, refused: %v", len(open), refused)
 	}
-	if !strings.Contains(logs.String(), "out of descriptors") {
-		t.Errorf("the log does not say why:\n%s", logs.String())
+	if !strings.Contains(logs(), "out of descriptors") {
+		t.Errorf("the log does not say why:\n%s", logs())
 	}
 	// sessions end: descriptors come back, a new session starts
 	for _, cl := range open[:len(open)/2] {
