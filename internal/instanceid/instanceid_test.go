@@ -82,6 +82,9 @@ func TestRotation(t *testing.T) {
 	var ks []map[string]any
 	json.Unmarshal(b, &ks)
 	ks = append([]map[string]any{{"id": "NEWKEY22", "secret": make([]byte, 32), "created": time.Now()}}, ks...)
+	// and, a minute ago, one more: the newest key older than the grace
+	// period is the one new ids use
+	ks = append(ks[:1], append([]map[string]any{{"id": "OLDERKEY", "secret": make([]byte, 32), "created": time.Now().Add(-time.Minute)}}, ks[1:]...)...)
 	b, _ = json.Marshal(ks)
 	fs.Store(ctx, keyring.StorageKey, b)
 	// an id made with it (as the other instance would) verifies here once
@@ -98,8 +101,8 @@ func TestRotation(t *testing.T) {
 	if _, _, err := Open(ctx, r, oldState); err != nil {
 		t.Error("a state of the older key no longer opens")
 	}
-	if k := r.Current(); k.ID != "NEWKEY22" {
-		t.Errorf("new ids use %s, want the newest key", k.ID)
+	if k := r.Current(); k.ID != "OLDERKEY" {
+		t.Errorf("new ids use %s, want the newest key older than the grace period (not the one just added)", k.ID)
 	}
 }
 

@@ -4,8 +4,9 @@
 // authenticate instance-aware ids (2025 session ids) and seal requestState.
 //
 // The ring lives in storage as caddymcp/keys.json: a list of keys, the
-// newest first. New ids are made with the newest key; an id names the key
-// that made it, so every key still in the ring verifies. When the newest
+// newest first. New ids are made with the newest key older than Grace (so
+// that every process has read it before ids made with it arrive); an id
+// names the key that made it, so every key still in the ring verifies. When the newest
 // key is older than Rotation, the instance that notices adds a new one
 // (under a storage lock, so that instances starting together agree) and
 // drops keys beyond Retain: rotation never invalidates an id made within
@@ -46,6 +47,11 @@ var (
 	// ReloadEvery bounds how often an unknown key id makes the ring be read
 	// again, and how often it is read in any case.
 	ReloadEvery = 5 * time.Second
+	// Grace is how old a key must be before new ids are made with it: long
+	// enough for every process of the deployment to have read it (they read
+	// the ring every ReloadEvery while they serve), so that no id is made
+	// with a key that another instance or the balancer does not know yet.
+	Grace = 30 * time.Second
 )
 
 var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
@@ -246,20 +252,27 @@ func (r *Ring) maybeRefresh() {
 	}()
 }
 
-// Current is the newest key, with which new ids are made.
+// Current is the key new ids are made with: the newest one older than
+// Grace (the oldest if none is; the only one on a new ring).
 func (r *Ring) Current() *Key {
 	r.maybeRefresh()
 	keys := r.current()
 	if len(keys) == 0 {
 		return nil
 	}
-	return keys[0]
+	for _, k := range keys {
+		if time.Since(k.created) >= Grace {
+			return k
+		}
+	}
+	return keys[len(keys)-1]
 }
 
 // Lookup finds a key by id; an id this process has not seen makes it read
 // the ring again, at most once per ReloadEvery (callers may do I/O: it is
 // a storage read).
 func (r *Ring) Lookup(ctx context.Context, id string) *Key {
+	r.maybeRefresh() // a process that only verifies (the balancer) reads new keys too
 	if k := r.find(id); k != nil || r.store() == nil {
 		return k
 	}
