@@ -99,7 +99,7 @@ func byConcurrency(setups []setup) string {
 			if v < target {
 				met = " **no**"
 			}
-			fmt.Fprintf(&b, " %.2f×%s |", v, met)
+			fmt.Fprintf(&b, " %.3f×%s |", v, met)
 		}
 		b.WriteString("\n")
 	}
