@@ -13,7 +13,8 @@ import (
 // same token again skips the signature check. An entry never outlives the
 // token's exp, and every entry is dropped when the JWKS changes (a removed
 // key must stop working at once). Audience and scopes are checked on every
-// request. Off unless `token_cache` is set.
+// request. On by default (defaultTokenCache entries); `token_cache off`
+// turns it off.
 //
 // The cache is split into shards by the first byte of the key, each with
 // its own lock (a leaf), so that requests on many cores do not queue on one
@@ -40,6 +41,10 @@ type cacheEntry struct {
 
 // maxTokenCache bounds token_cache: a token costs about 1 KiB here.
 const maxTokenCache = 1_000_000
+
+// defaultTokenCache is token_cache when none is configured: 4096 tokens,
+// about 4 MiB at most.
+const defaultTokenCache = 4096
 
 // newTokenCache makes an empty cache; it grows with use, so a large max
 // costs nothing until that many tokens are seen.

@@ -37,7 +37,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		mode strict|optional|permissive
 //		resource_metadata <url>
 //		pass_token
-//		token_cache <entries>
+//		token_cache <entries>|off
 //	}
 func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -99,9 +99,13 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
 			}
+			if v == "off" {
+				m.TokenCache = -1
+				break
+			}
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > maxTokenCache {
-				return d.Errf("token_cache: %q is not a number of entries between 1 and %d", v, maxTokenCache)
+				return d.Errf("token_cache: %q is not off or a number of entries between 1 and %d", v, maxTokenCache)
 			}
 			m.TokenCache = n
 		case "pass_token":

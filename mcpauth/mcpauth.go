@@ -132,11 +132,13 @@ type Handler struct {
 	Rates []RateLimit `json:"rates,omitempty"`
 
 	// Remember up to this many verified tokens (by their SHA-256), so that
-	// a repeated token skips the signature check. An entry never outlives
-	// the token's exp and is dropped whenever the JWKS changes; audience
-	// and scopes are still checked on every request. At most 1000000. The
-	// cache is kept in 16 shards of n/16 (rounded up) entries each, evicted
-	// oldest first. Default: 0 (off).
+	// a repeated token skips the signature check, as Caddy's basic_auth
+	// remembers verified passwords. An entry never outlives the token's exp
+	// and every entry is dropped whenever the JWKS changes (a removed key
+	// stops working at once); audience and scopes are still checked on
+	// every request. Kept in 16 shards of n/16 (rounded up) entries each,
+	// evicted oldest first; a token costs about 1 KiB. At most 1000000.
+	// Default: 4096; -1 turns it off (every request verifies its token).
 	TokenCache int `json:"token_cache,omitempty"`
 
 	keys      *keySource
@@ -191,6 +193,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.scope = strings.Join(h.Scopes, " ")
 	for _, rl := range h.Rates {
 		h.limiters = append(h.limiters, newLimiter(rl))
+	}
+	if h.TokenCache == 0 {
+		h.TokenCache = defaultTokenCache
 	}
 	if h.TokenCache > 0 {
 		h.cache = newTokenCache(h.TokenCache)
@@ -293,8 +298,8 @@ func (h *Handler) Validate() error {
 	if h.Leeway < 0 {
 		return fmt.Errorf("leeway: must not be negative")
 	}
-	if h.TokenCache < 0 || h.TokenCache > maxTokenCache {
-		return fmt.Errorf("token_cache: must be between 0 and %d entries", maxTokenCache)
+	if h.TokenCache < -1 || h.TokenCache > maxTokenCache {
+		return fmt.Errorf("token_cache: must be between 1 and %d entries, or -1 (off)", maxTokenCache)
 	}
 	if h.JWKSRefreshInterval < 0 || h.JWKSRefreshMinInterval < 0 {
 		return fmt.Errorf("jwks_refresh_interval, jwks_refresh_min_interval: must not be negative")

@@ -104,8 +104,8 @@ func byConcurrency(setups []setup) string {
 		b.WriteString("\n")
 	}
 	ratio("mcp_stdio / native", "mcp_stdio", "server's own HTTP mode (native)", 0.8)
-	ratio("mcp_auth + mcp_stdio / mcp_stdio", "mcp_auth + mcp_stdio", "mcp_stdio", 0.9)
-	ratio("mcp_auth (token_cache) + mcp_stdio / mcp_stdio", "mcp_auth with token_cache + mcp_stdio", "mcp_stdio", 0.97)
+	ratio("mcp_auth (default) + mcp_stdio / mcp_stdio", "mcp_auth (default: token_cache 4096) + mcp_stdio", "mcp_stdio", 0.9)
+	ratio("mcp_auth (token_cache off) + mcp_stdio / mcp_stdio", "mcp_auth (token_cache off) + mcp_stdio", "mcp_stdio", 0.9)
 	ratio("2026 path / 2025 path, passed through", "2026-07-28: mcp_stdio (passed through)", "mcp_stdio", 1)
 	ratio("2026 path / 2025 path, child_era legacy", "2026-07-28: mcp_stdio, child_era legacy", "mcp_stdio", 1)
 	ratio("2026 mcp_stdio (legacy child) / 2026 native", "2026-07-28: mcp_stdio, child_era legacy", "2026-07-28: native (stateless)", 1)

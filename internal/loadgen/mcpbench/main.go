@@ -162,6 +162,7 @@ func main() {
 		mcp_auth {
 			issuer %s
 			audience http://127.0.0.1:%d/mcp
+			token_cache off
 		}
 		mcp_stdio {
 			command %s
@@ -185,7 +186,6 @@ func main() {
 		mcp_auth {
 			issuer %s
 			audience http://127.0.0.1:%d/mcp
-			token_cache 10000
 		}
 		mcp_stdio {
 			command %s
@@ -217,10 +217,10 @@ func main() {
 	modern = append(modern, measureModern("mcp_stdio (server answers server/discover: passed through)", fmt.Sprintf("http://127.0.0.1:%d/mcp", bport), nil))
 	modern = append(modern, measureModern("mcp_stdio, `child_era legacy` (2025 child, translated)", fmt.Sprintf("http://127.0.0.1:%d/mcp", lport), nil))
 	tok := token(issuer, fmt.Sprintf("http://127.0.0.1:%d/mcp", aport))
-	rows = append(rows, measure("mcp_auth + mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", aport),
+	rows = append(rows, measure("mcp_auth (token_cache off) + mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", aport),
 		http.Header{"Authorization": {"Bearer " + tok}}, cd.pid))
 	ctok := token(issuer, fmt.Sprintf("http://127.0.0.1:%d/mcp", cport))
-	rows = append(rows, measure("mcp_auth with token_cache + mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", cport),
+	rows = append(rows, measure("mcp_auth (default: token_cache 4096) + mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", cport),
 		http.Header{"Authorization": {"Bearer " + ctok}}, cd.pid))
 
 	// by concurrency: every setup at every level, in alternating rounds,
@@ -233,8 +233,8 @@ func main() {
 	levelsMD := byConcurrency([]setup{
 		{name: "server's own HTTP mode (native)", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", nport)},
 		{name: "mcp_stdio", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", bport)},
-		{name: "mcp_auth + mcp_stdio", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", aport), hdr: http.Header{"Authorization": {"Bearer " + tok}}},
-		{name: "mcp_auth with token_cache + mcp_stdio", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", cport), hdr: http.Header{"Authorization": {"Bearer " + ctok}}},
+		{name: "mcp_auth (token_cache off) + mcp_stdio", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", aport), hdr: http.Header{"Authorization": {"Bearer " + tok}}},
+		{name: "mcp_auth (default: token_cache 4096) + mcp_stdio", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", cport), hdr: http.Header{"Authorization": {"Bearer " + ctok}}},
 		{name: "2026-07-28: native (stateless)", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", nsport), modern: true},
 		{name: "2026-07-28: mcp_stdio (passed through)", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", bport), modern: true},
 		{name: "2026-07-28: mcp_stdio, child_era legacy", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", lport), modern: true},
@@ -338,8 +338,8 @@ func table(rows []row, dseq float64, dseqP50 time.Duration, dpar float64, prewar
 		}
 		return nil
 	}
-	native, bridge, auth, sg := find("server's own"), find("mcp_stdio"), find("mcp_auth + "), find("supergateway")
-	cached := find("mcp_auth with token_cache")
+	native, bridge, auth, sg := find("server's own"), find("mcp_stdio"), find("mcp_auth (token_cache off)"), find("supergateway")
+	cached := find("mcp_auth (default")
 	b.WriteString("| target | measured | met |\n|---|---|---|\n")
 	target := func(what string, value float64, min float64, unit string) {
 		met := "yes"
@@ -372,12 +372,12 @@ func table(rows []row, dseq float64, dseqP50 time.Duration, dpar float64, prewar
 		b.WriteString("| bridge / supergateway | supergateway not installed: skipped | |\n")
 	}
 	if auth != nil && bridge != nil {
-		target("mcp_auth + bridge / bridge, 1 session", auth.one.CallsPerSec/bridge.one.CallsPerSec, 0.9, "×")
-		target("mcp_auth + bridge / bridge, 16 sessions", auth.many.CallsPerSec/bridge.many.CallsPerSec, 0.9, "×")
+		target("mcp_auth (token_cache off) + bridge / bridge, 1 session", auth.one.CallsPerSec/bridge.one.CallsPerSec, 0.9, "×")
+		target("mcp_auth (token_cache off) + bridge / bridge, 16 sessions", auth.many.CallsPerSec/bridge.many.CallsPerSec, 0.9, "×")
 	}
 	if cached != nil && bridge != nil {
-		target("mcp_auth (token_cache) + bridge / bridge, 1 session", cached.one.CallsPerSec/bridge.one.CallsPerSec, 0.9, "×")
-		target("mcp_auth (token_cache) + bridge / bridge, 16 sessions", cached.many.CallsPerSec/bridge.many.CallsPerSec, 0.9, "×")
+		target("mcp_auth (default) + bridge / bridge, 1 session", cached.one.CallsPerSec/bridge.one.CallsPerSec, 0.9, "×")
+		target("mcp_auth (default) + bridge / bridge, 16 sessions", cached.many.CallsPerSec/bridge.many.CallsPerSec, 0.9, "×")
 	}
 	if bridge != nil {
 		fmt.Fprintf(&b, "| initialize p50, sequential: without prewarm → with `prewarm 4` | %.2f ms → %.2f ms | |\n",
