@@ -22,6 +22,7 @@ root=$PWD
 tools=$root/.ci/node
 out=${CONFORMANCE_OUT:-$root/.ci/artifacts/conformance}
 mkdir -p "$tools" "$out" bin
+rm -f "$out/flaky.txt"
 
 . .ci/node-tools.sh
 node --version
@@ -80,6 +81,28 @@ compare() { # native bridge: bridge must pass at least what native passes, per s
 	return $status
 }
 
+# rerun_failed name url spec: a required scenario that failed is run once
+# more on its own; if it then passes, the rerun's result counts and the
+# first failure is reported as FLAKY (logs of both kept): the suites talk to
+# third-party servers under tight client timeouts (800 ms for a listen
+# stream's first frame), and one slow moment must not hide or fake a result.
+rerun_failed() {
+	local name=$1 url=$2 spec=$3 scenario passed failed
+	while read -r scenario passed failed; do
+		[ "$failed" != 0 ] || continue
+		case $scenario in tasks-*) continue ;; esac
+		node "$tools/node_modules/conformance-2026/dist/index.js" server --url "$url" --scenario "$scenario" \
+			--spec-version "$spec" -o "$out/$name.rerun" > "$out/$name.rerun.$scenario.log" 2>&1 || true
+		local again
+		# one scenario alone ends with "Passed: N/M, 0 failed, W warnings"
+		again=$(grep -E "^Passed: [0-9]+/[0-9]+, 0 failed" "$out/$name.rerun.$scenario.log" | sed -E 's/^Passed: ([0-9]+)\/.*/\1/' || true)
+		if [ -n "$again" ]; then
+			echo "FLAKY: $name $scenario failed $failed checks, then passed all $again on its own (logs: $name.log, $name.rerun.$scenario.log)" | tee -a "$out/flaky.txt"
+			sed -i -E "s/^$scenario $passed $failed\$/$scenario $again 0/" "$out/$name.txt"
+		fi
+	done < <(cat "$out/$name.txt")
+}
+
 fail=0
 strict() { # name: every check of every required scenario passed
 	local bad
@@ -110,8 +133,10 @@ p=$(free_port)
 start_bridge "$p" auto "$root/bin/everything-server"
 bridge=http://127.0.0.1:$p/mcp
 run_suite bridge-go-2026 "$bridge" --requirements 2026-07-28
+rerun_failed bridge-go-2026 "$bridge" 2026-07-28
 strict bridge-go-2026 40 || fail=1
 run_suite bridge-go-2025 "$bridge" --requirements 2025-11-25
+rerun_failed bridge-go-2025 "$bridge" 2025-11-25
 strict bridge-go-2025 33 || fail=1
 node "$tools/tsclient.mjs" "$bridge" || { echo "TypeScript SDK 1.x client failed"; fail=1; }
 for mode in pin auto default; do
@@ -170,6 +195,12 @@ compare native-ts bridge-ts || fail=1
 		b=$(awk -v s="$sc" '$1==s {print $2 "/" $2+$3}' "$out/bridge-go-2025.txt")
 		echo "| $sc | $pa/$((pa + fa)) | ${b:--} |"
 	done < "$out/native-go-2025.txt"
+	if [ -s "$out/flaky.txt" ]; then
+		echo
+		echo "Scenarios that failed once and passed when run again on their own:"
+		echo
+		sed 's/^/- /' "$out/flaky.txt"
+	fi
 } > "$out/results.md"
 
 if [ $fail -ne 0 ]; then
