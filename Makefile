@@ -37,15 +37,7 @@ example-test: caddy
 ## fuzz: each fuzz target for FUZZTIME (default 15s), starting from the committed seed corpora
 FUZZTIME ?= 15s
 fuzz:
-	go test ./mcpauth -run '^$$' -fuzz '^FuzzAuthorizationHeader$$' -fuzztime $(FUZZTIME)
-	go test ./mcpauth -run '^$$' -fuzz '^FuzzToken$$' -fuzztime $(FUZZTIME)
-	go test ./metadata -run '^$$' -fuzz '^FuzzCaddyfile$$' -fuzztime $(FUZZTIME)
-	go test ./stdiobridge -run '^$$' -fuzz '^FuzzScanTop$$' -fuzztime $(FUZZTIME)
-	go test ./stdiobridge -run '^$$' -fuzz '^FuzzLastEventID$$' -fuzztime $(FUZZTIME)
-	go test ./stdiobridge -run '^$$' -fuzz '^FuzzTranslateFast$$' -fuzztime $(FUZZTIME)
-	go test ./stdiobridge -run '^$$' -fuzz '^FuzzRequestState$$' -fuzztime $(FUZZTIME)
-	go test ./internal/mcpreq -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
-	go test ./internal/jsonscan -run '^$$' -fuzz '^FuzzMembers$$' -fuzztime $(FUZZTIME)
+	FUZZTIME=$(FUZZTIME) ./.ci/fuzz.sh
 
 ## bench: the performance comparison (native, mcp_stdio, mcp_auth + mcp_stdio, supergateway), README "Performance"
 bench: caddy
