@@ -76,19 +76,8 @@ func idle(dir, tiny string, n int) string {
 	self, kids := rss(cd.pid)
 	// the children's private memory: RssAnon, summed
 	var anon, count int64
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(stat)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		if pp, _ := strconv.Atoi(f[1]); pp == cd.pid {
+	for p, pp := range parents() {
+		if pp == cd.pid {
 			anon += statusKiB(p, "RssAnon")
 			count++
 		}

@@ -422,12 +422,10 @@ func modernTable(modern []modernRow, rows []row) string {
 	return b.String()
 }
 
-// rss returns the resident memory of pid and of its descendants, in KiB.
-func rss(pid int) (self, children int64) {
-	self = vmRSS(pid)
-	kids := map[int]bool{pid: true}
-	entries, _ := os.ReadDir("/proc")
+// parents maps every process to its parent (from /proc/<pid>/stat).
+func parents() map[int]int {
 	ppids := map[int]int{}
+	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		p, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -439,13 +437,19 @@ func rss(pid int) (self, children int64) {
 		}
 		s := string(stat)
 		if i := strings.LastIndexByte(s, ')'); i > 0 {
-			f := strings.Fields(s[i+1:])
-			if len(f) > 1 {
-				pp, _ := strconv.Atoi(f[1])
-				ppids[p] = pp
+			if f := strings.Fields(s[i+1:]); len(f) > 1 {
+				ppids[p], _ = strconv.Atoi(f[1])
 			}
 		}
 	}
+	return ppids
+}
+
+// rss returns the resident memory of pid and of its descendants, in KiB.
+func rss(pid int) (self, children int64) {
+	self = vmRSS(pid)
+	kids := map[int]bool{pid: true}
+	ppids := parents()
 	for changed := true; changed; {
 		changed = false
 		for p, pp := range ppids {
