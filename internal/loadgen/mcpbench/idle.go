@@ -76,7 +76,7 @@ func idle(dir, tiny string, n int) string {
 	self, kids := rss(cd.pid)
 	// the children's private memory: RssAnon, summed
 	var anon, count int64
-	for p, pp := range parents() {
+	for p, pp := range loadgen.Parents() {
 		if pp == cd.pid {
 			anon += statusKiB(p, "RssAnon")
 			count++

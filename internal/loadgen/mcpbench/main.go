@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -251,7 +250,7 @@ func main() {
 		args := append(strings.Fields(*supergateway), "--stdio", server, "--outputTransport", "streamableHttp", "--stateful",
 			"--port", strconv.Itoa(sport), "--logLevel", "none")
 		sg := start(dir, "supergateway", args[0], args[1:]...)
-		if waitPortErr(sport, 30*time.Second) == nil {
+		if loadgen.WaitPort(sport, 30*time.Second) == nil {
 			rows = append(rows, measure("supergateway 4.0.0 (stateful)", fmt.Sprintf("http://127.0.0.1:%d/mcp", sport), nil, sg.pid))
 		} else {
 			fmt.Fprintln(os.Stderr, "supergateway did not start; skipped")
@@ -422,34 +421,11 @@ func modernTable(modern []modernRow, rows []row) string {
 	return b.String()
 }
 
-// parents maps every process to its parent (from /proc/<pid>/stat).
-func parents() map[int]int {
-	ppids := map[int]int{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(stat)
-		if i := strings.LastIndexByte(s, ')'); i > 0 {
-			if f := strings.Fields(s[i+1:]); len(f) > 1 {
-				ppids[p], _ = strconv.Atoi(f[1])
-			}
-		}
-	}
-	return ppids
-}
-
 // rss returns the resident memory of pid and of its descendants, in KiB.
 func rss(pid int) (self, children int64) {
 	self = vmRSS(pid)
 	kids := map[int]bool{pid: true}
-	ppids := parents()
+	ppids := loadgen.Parents()
 	for changed := true; changed; {
 		changed = false
 		for p, pp := range ppids {
@@ -537,30 +513,17 @@ func token(issuer, resource string) string {
 }
 
 func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := loadgen.FreePort()
 	if err != nil {
 		fail("%v", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 func waitPort(p int) {
-	if err := waitPortErr(p, 20*time.Second); err != nil {
+	if err := loadgen.WaitPort(p, 20*time.Second); err != nil {
 		fail("%v", err)
 	}
-}
-
-func waitPortErr(p int, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(p), 100*time.Millisecond); err == nil {
-			c.Close()
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("port %d never opened", p)
 }
 
 func fail(format string, args ...any) {

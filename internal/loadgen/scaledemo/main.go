@@ -17,7 +17,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -426,19 +425,8 @@ func drain(storage string, port int) {
 // children lists the processes whose parent is pid.
 func children(pid int) []int {
 	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		if pp, _ := strconv.Atoi(f[1]); pp == pid {
+	for p, pp := range loadgen.Parents() {
+		if pp == pid {
 			out = append(out, p)
 		}
 	}
@@ -628,24 +616,17 @@ func stopAll() {
 }
 
 func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := loadgen.FreePort()
 	if err != nil {
 		panic(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 func waitPort(p int) {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(p), 100*time.Millisecond); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := loadgen.WaitPort(p, 30*time.Second); err != nil {
+		fmt.Fprintf(os.Stderr, "scaledemo: %v (logs in %s)\n", err, dir)
+		stopAll()
+		os.Exit(1)
 	}
-	fmt.Fprintf(os.Stderr, "scaledemo: port %d never opened (logs in %s)\n", p, dir)
-	stopAll()
-	os.Exit(1)
 }
