@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -225,3 +226,32 @@ func caddyJSON(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 // selfBase is the metric label of this test binary as a command.
 func selfBase(t *testing.T) string { return filepath.Base(self(t)) }
+
+// builtCaddy is the Caddy binary that `make test` built
+// (CADDYMCP_CADDY_BIN), for tests that need a process of its own; without
+// it the test is skipped.
+func builtCaddy(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("CADDYMCP_CADDY_BIN")
+	if bin == "" {
+		t.Skip("CADDYMCP_CADDY_BIN not set; `make test` builds Caddy and sets it")
+	}
+	return bin
+}
+
+// awaitListen waits (at most 30 s) until something listens on port; logs
+// says why not, when it fails.
+func awaitListen(t *testing.T, port int, logs func() string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("caddy did not listen:\n%s", logs())
+		}
+		time.Sleep(20 * time.Millisecond) // polling a port another process opens
+	}
+}

@@ -272,10 +272,7 @@ func TestBatchLength(t *testing.T) {
 // exits, so this runs the built binary (make test sets CADDYMCP_CADDY_BIN)
 // and stops it with SIGINT.
 func TestNonReadingClientDoesNotHoldUpStop(t *testing.T) {
-	bin := os.Getenv("CADDYMCP_CADDY_BIN")
-	if bin == "" {
-		t.Skip("CADDYMCP_CADDY_BIN not set; `make test` builds Caddy and sets it")
-	}
+	bin := builtCaddy(t)
 	port := caddyrun.FreePort(t)
 	dir := t.TempDir()
 	cf := dir + "/Caddyfile"
@@ -306,17 +303,7 @@ func TestNonReadingClientDoesNotHoldUpStop(t *testing.T) {
 		_ = cmd.Process.Kill()
 	}()
 	url := "http://127.0.0.1:" + strconv.Itoa(port) + "/mcp"
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("caddy did not listen")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	awaitListen(t, port, func() string { return "" })
 	cl := newClient(t, url)
 	cl.initialize()
 	conn, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
@@ -762,10 +749,7 @@ http://` + host + `:{{PORT}} {
 // sessions end: the limit of the machine is not the command's fault (500).
 // Runs the built binary under a lowered descriptor limit.
 func TestOutOfDescriptorsIs503(t *testing.T) {
-	bin := os.Getenv("CADDYMCP_CADDY_BIN")
-	if bin == "" {
-		t.Skip("CADDYMCP_CADDY_BIN not set; `make test` builds Caddy and sets it")
-	}
+	bin := builtCaddy(t)
 	port := caddyrun.FreePort(t)
 	dir := t.TempDir()
 	cf := dir + "/Caddyfile"
@@ -805,17 +789,8 @@ func TestOutOfDescriptorsIs503(t *testing.T) {
 		_ = cmd.Wait()
 	}()
 	logs := func() string { b, _ := os.ReadFile(dir + "/caddy.log"); return string(b) }
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("caddy did not listen:\n%s", logs())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	deadline := time.Now().Add(30 * time.Second) // listening, and sessions again later
+	awaitListen(t, port, logs)
 	url := "http://127.0.0.1:" + strconv.Itoa(port) + "/mcp"
 	var open []*mcpClient
 	refused := false
