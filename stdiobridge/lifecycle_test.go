@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -180,6 +183,7 @@ func TestNoProcessLeftBehind(t *testing.T) {
 	}
 }
 `)
+	threadsBefore := threads(t)
 	clients := make([]*mcpClient, sessions)
 	var wg sync.WaitGroup
 	errs := make(chan string, sessions)
@@ -208,6 +212,16 @@ func TestNoProcessLeftBehind(t *testing.T) {
 	if n := processesMatching(marker); n != sessions {
 		t.Fatalf("%d grandchildren running, want %d", n, sessions)
 	}
+	// a live child holds no OS thread (it is reaped through its pidfd, in
+	// the netpoller): os/exec's Wait held one per child, so Go's limit of
+	// 10 000 threads would have ended Caddy near 10 000 children
+	if runtime.GOOS == "linux" {
+		if grew := threads(t) - threadsBefore; grew >= sessions/2 {
+			t.Fatalf("%d sessions added %d OS threads", sessions, grew)
+		} else {
+			t.Logf("%d sessions added %d OS threads", sessions, grew)
+		}
+	}
 	// half end by DELETE, the rest when Caddy stops
 	for _, cl := range clients[:sessions/2] {
 		if status, _ := cl.status("DELETE", "", nil); status != 204 {
@@ -217,4 +231,20 @@ func TestNoProcessLeftBehind(t *testing.T) {
 	c.Stop()
 	waitNoProcesses(t, marker, 10*time.Second)
 	waitNoProcesses(t, self(t), 10*time.Second)
+}
+
+// threads is this process's OS thread count (/proc/self/status).
+func threads(t *testing.T) int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	t.Fatal("no Threads line in /proc/self/status")
+	return 0
 }

@@ -32,7 +32,7 @@ const markerVar = "CADDYMCP_CHILD"
 
 // process is one stdio MCP server child in its own process group.
 type process struct {
-	cmd    *exec.Cmd
+	child  *child
 	stdin  *os.File
 	logger *zap.Logger
 
@@ -63,7 +63,6 @@ func startProcess(cfg spawnConfig, sink messageSink, logger *zap.Logger) (*proce
 	marker := markerVar + "=" + randomID(10)
 	cmd.Env = append(cfg.env[:len(cfg.env):len(cfg.env)], marker)
 	cmd.Dir = cfg.dir
-	setProcessGroup(cmd)
 	markInheritableFDs()
 
 	stdinR, stdinW, err := os.Pipe()
@@ -84,8 +83,8 @@ func startProcess(cfg spawnConfig, sink messageSink, logger *zap.Logger) (*proce
 		stdoutW.Close()
 		return nil, err
 	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdinR, stdoutW, stderrW
-	if err := cmd.Start(); err != nil {
+	c, err := startChild(cmd, stdinR, stdoutW, stderrW)
+	if err != nil {
 		for _, f := range []*os.File{stdinR, stdinW, stdoutR, stdoutW, stderrR, stderrW} {
 			f.Close()
 		}
@@ -96,7 +95,7 @@ func startProcess(cfg spawnConfig, sink messageSink, logger *zap.Logger) (*proce
 	stdoutW.Close()
 	stderrW.Close()
 
-	p := &process{cmd: cmd, stdin: stdinW, logger: logger.With(zap.Int("pid", cmd.Process.Pid)), exited: make(chan struct{})}
+	p := &process{child: c, stdin: stdinW, logger: logger.With(zap.Int("pid", c.pid)), exited: make(chan struct{})}
 	stdoutDone := make(chan struct{})
 	stderrDone := make(chan struct{})
 	go func() {
@@ -108,10 +107,10 @@ func startProcess(cfg spawnConfig, sink messageSink, logger *zap.Logger) (*proce
 		p.readStderr(stderrR)
 	}()
 	go func() {
-		err := cmd.Wait()
+		err := c.wait()
 		// the group may live on (a grandchild holding stdout); end it,
 		// and any descendant that left the group
-		killGroup(cmd, true)
+		killGroup(c, true)
 		if n := sweepDescendants(marker); n > 0 {
 			p.logger.Info("ended descendants that outlived the server process", zap.Int("processes", n))
 		}
@@ -127,7 +126,7 @@ func startProcess(cfg spawnConfig, sink messageSink, logger *zap.Logger) (*proce
 	return p, nil
 }
 
-func (p *process) pid() int { return p.cmd.Process.Pid }
+func (p *process) pid() int { return p.child.pid }
 
 // send writes one message line to the child's stdin.
 func (p *process) send(msg []byte, timeout time.Duration) error {
@@ -161,14 +160,14 @@ func (p *process) terminate(grace time.Duration) {
 		case <-time.After(grace):
 		}
 		p.logger.Debug("server process did not exit after stdin closed; sending SIGTERM")
-		killGroup(p.cmd, false)
+		killGroup(p.child, false)
 		select {
 		case <-p.exited:
 			return
 		case <-time.After(grace):
 		}
 		p.logger.Warn("server process ignored SIGTERM; sending SIGKILL")
-		killGroup(p.cmd, true)
+		killGroup(p.child, true)
 	})
 	<-p.exited
 }
@@ -265,6 +264,28 @@ func truncate(b []byte, n int) []byte {
 		return b
 	}
 	return b[:n]
+}
+
+// child is a started server process, however the platform started it.
+type child struct {
+	pid int
+	// wait blocks until the process has exited and been reaped; nil for
+	// exit status 0, else an error worded as os.ProcessState words it.
+	wait func() error
+	// cmd is set where os/exec started the process (everywhere but
+	// Linux with pidfds); nil on the pidfd path.
+	cmd *exec.Cmd
+}
+
+// startWithExec starts cmd through os/exec, in its own process group. Its
+// Wait holds an OS thread in waitid while the child lives.
+func startWithExec(cmd *exec.Cmd, stdin, stdout, stderr *os.File) (*child, error) {
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
+	setProcessGroup(cmd)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return &child{pid: cmd.Process.Pid, wait: cmd.Wait, cmd: cmd}, nil
 }
 
 // exitDescription renders how a child ended, for clients and logs.

@@ -2,7 +2,16 @@
 
 package stdiobridge
 
-import "syscall"
+import (
+	"os"
+	"os/exec"
+	"syscall"
+)
+
+// startChild starts the server process through os/exec.
+func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File) (*child, error) {
+	return startWithExec(cmd, stdin, stdout, stderr)
+}
 
 func setParentDeathSignal(*syscall.SysProcAttr) {}
 

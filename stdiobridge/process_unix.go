@@ -17,15 +17,12 @@ func setProcessGroup(cmd *exec.Cmd) {
 }
 
 // killGroup signals the child's whole process group.
-func killGroup(cmd *exec.Cmd, hard bool) {
-	if cmd.Process == nil {
-		return
-	}
+func killGroup(c *child, hard bool) {
 	sig := syscall.SIGTERM
 	if hard {
 		sig = syscall.SIGKILL
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, sig)
+	_ = syscall.Kill(-c.pid, sig)
 }
 
 // markFDsIn sets close-on-exec on the descriptors above stderr listed in

@@ -2,14 +2,22 @@
 
 package stdiobridge
 
-import "os/exec"
+import (
+	"os"
+	"os/exec"
+)
 
 func setProcessGroup(*exec.Cmd) {}
 
-func killGroup(cmd *exec.Cmd, _ bool) {
-	if cmd.Process != nil {
-		_ = cmd.Process.Kill()
+func killGroup(c *child, _ bool) {
+	if c.cmd != nil && c.cmd.Process != nil {
+		_ = c.cmd.Process.Kill()
 	}
+}
+
+// startChild starts the server process through os/exec.
+func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File) (*child, error) {
+	return startWithExec(cmd, stdin, stdout, stderr)
 }
 
 // markInheritableFDs: Windows children inherit only handles marked

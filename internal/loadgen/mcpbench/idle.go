@@ -36,6 +36,12 @@ func statusKiB(pid int, name string) int64 {
 	return 0
 }
 
+// countFDs counts the descriptors pid holds.
+func countFDs(pid int) int {
+	e, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	return len(e)
+}
+
 func idle(dir, tiny string, n int) string {
 	var lim syscall.Rlimit
 	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
@@ -88,6 +94,7 @@ func idle(dir, tiny string, n int) string {
 	b.WriteString("| | value |\n|---|---|\n")
 	fmt.Fprintf(&b, "| Caddy RSS before → with the sessions open | %.1f → %.1f MiB |\n", float64(base)/1024, float64(self)/1024)
 	fmt.Fprintf(&b, "| Caddy RSS per idle session | %.1f KiB |\n", float64(self-base)/float64(max(res.SessionsOK, 1)))
+	fmt.Fprintf(&b, "| Caddy's threads, descriptors | %d, %d |\n", statusKiB(cd.pid, "Threads"), countFDs(cd.pid))
 	fmt.Fprintf(&b, "| children | %d processes: RSS %.0f MiB in all (%.0f KiB each, shared pages counted in each), private %.0f KiB each |\n",
 		count, float64(kids)/1024, float64(kids)/float64(max(count, 1)), float64(anon)/float64(max(count, 1)))
 	loadgen.Delete(context.Background(), loadgen.Config{URL: url}, res.SessionIDs)
