@@ -47,8 +47,8 @@ bench: caddy
 bench-overhead: caddy
 	./.ci/bench.sh -overhead 10
 
-## bench-idle: Caddy's memory with IDLE_SESSIONS (default 6000) idle sessions of a small C server (needs cc)
-IDLE_SESSIONS ?= 6000
+## bench-idle: Caddy's memory with IDLE_SESSIONS (default 10000, or what the descriptor limit allows) idle sessions of a small C server (needs cc)
+IDLE_SESSIONS ?= 10000
 bench-idle: caddy
 	mkdir -p bin
 	cc -O2 -o bin/tiny internal/loadgen/tiny/tiny.c

@@ -38,6 +38,11 @@
 // (max_sessions, max_sessions_per_user, initialize_rate) count sessions and
 // pool children alike.
 //
+// A child costs Caddy four descriptors (three pipes and a pidfd) and three
+// goroutines parked in the netpoller (stdout, stderr, exit), no OS thread:
+// on Linux it is reaped through its pidfd (process_linux.go), so idle
+// sessions are bounded by the descriptor limit, not by Go's 10 000 threads.
+//
 // # Locks
 //
 // Locks are taken in this order, never the reverse:
