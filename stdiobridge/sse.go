@@ -39,11 +39,14 @@ func parseEventID(s string) (streamID string, seq uint64, ok bool) {
 // cannot hold up a reload or stop. A variable so tests can shorten it.
 var streamWriteTimeout = 10 * time.Second
 
-// sseWriter writes Server-Sent Events and flushes after each batch.
+// sseWriter writes Server-Sent Events and flushes after each batch. The
+// status line and headers go out with the first flush (or finish), so an
+// answer at hand by then leaves in one write.
 type sseWriter struct {
-	w   http.ResponseWriter
-	rc  *http.ResponseController
-	buf bytes.Buffer
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	buf     bytes.Buffer
+	started bool // the headers were written
 }
 
 func newSSEWriter(w http.ResponseWriter, sessionID string) *sseWriter {
@@ -57,7 +60,6 @@ func newSSEWriter(w http.ResponseWriter, sessionID string) *sseWriter {
 	// a stream outlives the server's write timeout; each write has its own
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
-	w.WriteHeader(http.StatusOK)
 	return &sseWriter{w: w, rc: rc}
 }
 
@@ -83,6 +85,10 @@ func (s *sseWriter) comment(text string) {
 // flush writes what is queued, within streamWriteTimeout.
 func (s *sseWriter) flush() error {
 	_ = s.rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+	if !s.started {
+		s.started = true
+		s.w.WriteHeader(http.StatusOK)
+	}
 	if s.buf.Len() > 0 {
 		if _, err := s.w.Write(s.buf.Bytes()); err != nil {
 			return err
@@ -91,6 +97,23 @@ func (s *sseWriter) flush() error {
 	}
 	return s.rc.Flush()
 }
+
+// finish writes what is queued as the whole stream: when nothing was
+// written yet, with a Content-Length, so that status line, headers and
+// events leave in one write and no chunk framing follows.
+func (s *sseWriter) finish() error {
+	if !s.started {
+		s.w.Header().Set("Content-Length", strconv.Itoa(s.buf.Len()))
+	}
+	return s.flush()
+}
+
+// firstEventWait is how long a POST's stream waits for its first events
+// before sending its headers (and priming event) alone: a child that
+// answers within it has its answer sent with the headers in one write,
+// while a client of a long call still sees the stream open at once, well
+// within any client's header timeout.
+const firstEventWait = 50 * time.Millisecond
 
 // writeStream sends a stream's events after seq `after` as SSE until the
 // stream is complete, the client goes away, another writer takes the
@@ -105,7 +128,14 @@ func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, s *Session
 		// lets the client resume from here if the stream breaks (SEP-1699)
 		sw.add(eventID(st.id, after), nil)
 	}
-	if err := sw.flush(); err != nil {
+	// a POST's stream waits briefly for its answer before sending headers
+	// (see firstEventWait); a GET's opens at once
+	var firstWait <-chan time.Time
+	if r.Method == http.MethodPost {
+		t := time.NewTimer(firstEventWait)
+		defer t.Stop()
+		firstWait = t.C
+	} else if err := sw.flush(); err != nil {
 		return
 	}
 	var expired <-chan time.Time
@@ -129,6 +159,15 @@ func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, s *Session
 			sw.add(eventID(st.id, ev.seq), ev.data)
 			after = ev.seq
 		}
+		if !sw.started && (done || closed || shuttingDown) {
+			// the whole stream is at hand: one write
+			if err := sw.finish(); err != nil {
+				h.detached(s, st)
+				return
+			}
+			s.delivered(st, after)
+			return
+		}
 		if len(batch) > 0 {
 			if err := sw.flush(); err != nil {
 				h.detached(s, st)
@@ -140,6 +179,12 @@ func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, s *Session
 			return
 		}
 		select {
+		case <-firstWait:
+			firstWait = nil
+			if err := sw.flush(); err != nil { // headers and the priming event
+				h.detached(s, st)
+				return
+			}
 		case <-st.notify:
 		case <-s.closedCh:
 		case <-kick:
