@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/caddymcp/caddymcp/internal/jsonscan"
 )
 
 const (
@@ -70,10 +72,7 @@ func nameOf(method string, params map[string]json.RawMessage) (string, bool) {
 	default:
 		return "", false
 	}
-	var v string
-	if json.Unmarshal(params[key], &v) != nil {
-		return "", true
-	}
+	v, _ := jsonscan.String(params[key]) // "" unless a string
 	return v, true
 }
 

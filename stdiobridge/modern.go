@@ -65,10 +65,9 @@ func (h *Handler) isModern(r *http.Request, e *envelope) bool {
 	if r.Header.Get("Mcp-Session-Id") != "" {
 		return false
 	}
-	v := r.Header.Get("Mcp-Protocol-Version")
-	marked := (v != "" && !versionSupported(v)) || hasMetaVersion(e.Params)
 	if e.Method == "initialize" || h.Stateless {
-		return marked
+		v := r.Header.Get("Mcp-Protocol-Version")
+		return (v != "" && !versionSupported(v)) || hasMetaVersion(e.Params)
 	}
 	return true
 }
@@ -148,19 +147,22 @@ func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, e *envelop
 		return
 	}
 	m := &modernReq{e: e, logLevel: -1, started: time.Now()}
-	if len(e.Params) > 0 && json.Unmarshal(e.Params, &m.params) != nil {
-		modernError(w, e.ID, codeInvalidParams, "params must be an object")
-		return
+	var err error
+	if len(e.Params) > 0 {
+		if m.params, err = objectMembers(e.Params); err != nil {
+			modernError(w, e.ID, codeInvalidParams, "params must be an object")
+			return
+		}
 	}
 	if m.params == nil {
 		m.params = map[string]json.RawMessage{}
 	}
-	if json.Unmarshal(m.params["_meta"], &m.meta) != nil || m.meta == nil {
+	if m.meta, err = objectMembers(m.params["_meta"]); err != nil || m.meta == nil {
 		modernError(w, e.ID, codeInvalidParams, "missing _meta: a 2026-07-28 request carries "+metaVersion+" and "+metaCaps)
 		return
 	}
-	var version string
-	if json.Unmarshal(m.meta[metaVersion], &version) != nil || version == "" {
+	version, _ := jsonscan.String(m.meta[metaVersion])
+	if version == "" {
 		modernError(w, e.ID, codeInvalidParams, "missing or invalid _meta field "+metaVersion)
 		return
 	}
@@ -213,6 +215,24 @@ func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, e *envelop
 	}
 }
 
+// objectMembers decodes the members of a JSON object that the bridge has
+// validated already (the request body passed json.Valid) without a second
+// validation pass or reflection; the values share b. Anything jsonscan
+// leaves to encoding/json (an escaped or repeated name, not an object)
+// goes through json.Unmarshal, as before.
+func objectMembers(b []byte) (map[string]json.RawMessage, error) {
+	if ms, ok := jsonscan.Members(b); ok {
+		m := make(map[string]json.RawMessage, len(ms))
+		for _, x := range ms {
+			m[x.Name] = json.RawMessage(b[x.Value.Start:x.Value.End:x.Value.End])
+		}
+		return m, nil
+	}
+	var m map[string]json.RawMessage
+	err := json.Unmarshal(b, &m)
+	return m, err
+}
+
 // paramsMap decodes params for a look at its members (nil if it is not an
 // object).
 func paramsMap(params json.RawMessage) map[string]json.RawMessage {
@@ -242,16 +262,9 @@ func (h *Handler) cacheScope(m *modernReq) string {
 // child returns a ready pool child for a call, starting one if needed; on
 // failure it has answered the client.
 func (h *Handler) child(w http.ResponseWriter, r *http.Request, m *modernReq, p *childPool, asking bool, prefer uint64) *poolChild {
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	go func() {
-		select {
-		case <-h.shutdown:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	c, why, err := p.acquire(ctx, asking, m.limit, prefer, func() (*poolChild, refusal, error) {
+	// a wait ends when the client goes away or the route shuts down (no
+	// goroutine per request to watch both)
+	c, why, err := p.acquire(r.Context(), h.shutdown, asking, m.limit, prefer, func() (*poolChild, refusal, error) {
 		return h.startPoolChild(r, p, m.limit)
 	})
 	switch {

@@ -25,6 +25,7 @@ package stdiobridge
 // while holding its own.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -148,8 +149,8 @@ func (p *childPool) signalLocked() {
 // acquire returns a ready child for a call: for an asking call, one whose
 // asker slot is free (it is taken for the caller: start must follow);
 // otherwise the least busy child. It starts a child when none fits and the
-// limits allow, and otherwise waits while ctx lives.
-func (p *childPool) acquire(ctx context.Context, asking bool, holder string, prefer uint64, start func() (*poolChild, refusal, error)) (*poolChild, refusal, error) {
+// limits allow, and otherwise waits while ctx lives and stop is open.
+func (p *childPool) acquire(ctx context.Context, stop <-chan struct{}, asking bool, holder string, prefer uint64, start func() (*poolChild, refusal, error)) (*poolChild, refusal, error) {
 	for {
 		p.mu.Lock()
 		cfg := p.t.settings.Load()
@@ -161,6 +162,8 @@ func (p *childPool) acquire(ctx context.Context, asking bool, holder string, pre
 				continue
 			case <-ctx.Done():
 				return nil, refusedPerUser, ctx.Err()
+			case <-stop:
+				return nil, refusedPerUser, context.Canceled
 			}
 		}
 		var best *poolChild
@@ -210,6 +213,8 @@ func (p *childPool) acquire(ctx context.Context, asking bool, holder string, pre
 		case <-ch:
 		case <-ctx.Done():
 			return nil, why, ctx.Err()
+		case <-stop:
+			return nil, why, context.Canceled
 		}
 	}
 }
@@ -263,8 +268,11 @@ func (p *childPool) freed() {
 // by one of its own.
 func (c *poolChild) start(method string, params map[string]json.RawMessage, asking bool, holder string, logLevel int) (*call, error) {
 	cl := &call{child: c, method: method, logLevel: logLevel, holder: holder,
-		events: make(chan []byte, 256), asks: make(chan []byte, 32), final: make(chan []byte, 1),
-		open: map[string]ask{}}
+		events: make(chan []byte, eventsBuffer(method)), final: make(chan []byte, 1)}
+	if asking {
+		// only the asker's channel receives the child's questions
+		cl.asks, cl.open = make(chan []byte, 32), map[string]ask{}
+	}
 	c.mu.Lock()
 	if c.closed {
 		if asking && c.asker != nil && c.asker.child == nil {
@@ -285,11 +293,13 @@ func (c *poolChild) start(method string, params map[string]json.RawMessage, aski
 	} else {
 		cl.holder = ""
 	}
-	var meta map[string]json.RawMessage
-	if params != nil {
-		_ = json.Unmarshal(params["_meta"], &meta)
+	var tok json.RawMessage
+	if params != nil && params["_meta"] != nil {
+		tok = member(params["_meta"], "progressToken") // read in place: most calls have none
 	}
-	if tok := meta["progressToken"]; tok != nil {
+	if tok != nil {
+		var meta map[string]json.RawMessage
+		_ = json.Unmarshal(params["_meta"], &meta)
 		cl.clientToken = append(json.RawMessage(nil), tok...)
 		cl.bridgeToken = "caddymcp-" + strconv.FormatUint(cl.id, 10)
 		c.tokens[cl.bridgeToken] = cl
@@ -297,16 +307,80 @@ func (c *poolChild) start(method string, params map[string]json.RawMessage, aski
 		params["_meta"], _ = json.Marshal(meta)
 	}
 	c.mu.Unlock()
-	msg := map[string]any{"jsonrpc": "2.0", "id": cl.id, "method": method}
-	if params != nil {
-		msg["params"] = params
-	}
-	b, _ := json.Marshal(msg)
-	if err := c.send(b); err != nil {
+	if err := c.send(encodeRequest(cl.id, method, params)); err != nil {
 		c.finish(cl.id)
 		return nil, err
 	}
 	return cl, nil
+}
+
+// eventsBuffer is how many notifications a call holds for a client that
+// has not read them yet: a listen stream's change notifications come in
+// bursts; a call's progress and log messages are read as they come (and
+// are hints: past the buffer they are dropped).
+func eventsBuffer(method string) int {
+	if method == "subscriptions/listen" {
+		return 256
+	}
+	return 16
+}
+
+// encodeRequest renders a request line for a child without going through
+// a map and reflection: params' values are kept as they are (valid JSON,
+// as decoded or encoded by the bridge), compacted only where they hold a
+// line break, which a JSON line must not.
+func encodeRequest(id uint64, method string, params map[string]json.RawMessage) []byte {
+	b := make([]byte, 0, 64+len(method)+paramsSize(params))
+	b = append(b, `{"jsonrpc":"2.0","id":`...)
+	b = strconv.AppendUint(b, id, 10)
+	b = append(b, `,"method":`...)
+	b = appendJSONString(b, method)
+	if params != nil {
+		b = append(b, `,"params":{`...)
+		first := true
+		for k, v := range params {
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			if bytes.ContainsAny(v, "\r\n") {
+				var c bytes.Buffer
+				if json.Compact(&c, v) == nil {
+					v = c.Bytes()
+				}
+			}
+			if len(v) == 0 {
+				v = json.RawMessage("null")
+			}
+			b = append(b, v...)
+		}
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
+func paramsSize(params map[string]json.RawMessage) int {
+	n := 0
+	for k, v := range params {
+		n += len(k) + len(v) + 4
+	}
+	return n
+}
+
+// appendJSONString appends s as a JSON string: as it is when it needs no
+// escaping, else as encoding/json writes it.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // finish forgets a call (its response came, or it could not be sent).

@@ -3,6 +3,7 @@ package stdiobridge
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 )
 
@@ -67,4 +68,36 @@ func FuzzScanTop(f *testing.F) {
 		check("result", top.result)
 		check("error", top.err)
 	})
+}
+
+// encodeRequest writes what encoding/json would, as one line, without a map.
+func TestEncodeRequest(t *testing.T) {
+	params := map[string]json.RawMessage{
+		"name":           json.RawMessage(`"echo"`),
+		"arguments":      json.RawMessage("{\n  \"text\": \"a\\nb <&>\",\r\n  \"n\": [1, 2]\n}"),
+		"_meta":          json.RawMessage(`{"progressToken":"caddymcp-3"}`),
+		"we\"ird\n<key>": json.RawMessage(`null`),
+	}
+	for _, tc := range []struct {
+		method string
+		params map[string]json.RawMessage
+	}{{"tools/call", params}, {"ping", nil}, {"x\"\u2028y", map[string]json.RawMessage{}}} {
+		got := encodeRequest(42, tc.method, tc.params)
+		if bytes.ContainsAny(got, "\r\n") {
+			t.Fatalf("line break in %s", got)
+		}
+		msg := map[string]any{"jsonrpc": "2.0", "id": 42, "method": tc.method}
+		if tc.params != nil {
+			msg["params"] = tc.params
+		}
+		want, _ := json.Marshal(msg)
+		var a, b any
+		if err := json.Unmarshal(got, &a); err != nil {
+			t.Fatalf("%s: %v", got, err)
+		}
+		json.Unmarshal(want, &b)
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("encodeRequest = %s\nencoding/json = %s", got, want)
+		}
+	}
 }

@@ -31,6 +31,7 @@ func main() {
 	header := flag.String("header", "", "extra header, e.g. 'Authorization: Bearer …'")
 	direct := flag.String("direct", "", "spawn this stdio server and initialize it instead of using -url")
 	keep := flag.Bool("keep", false, "leave the sessions open (no DELETE)")
+	modern := flag.Bool("modern", false, "MCP 2026-07-28 clients (no sessions) instead of 2025-11-25 sessions")
 	flag.Parse()
 
 	if *direct != "" {
@@ -43,7 +44,7 @@ func main() {
 		h.Set(strings.TrimSpace(name), strings.TrimSpace(value))
 	}
 	res := loadgen.Run(context.Background(), loadgen.Config{
-		URL: *url, Sessions: *sessions, Calls: *calls, Parallel: *parallel, Tool: *tool, Header: h, SkipDelete: *keep,
+		URL: *url, Sessions: *sessions, Calls: *calls, Parallel: *parallel, Tool: *tool, Header: h, SkipDelete: *keep, Modern: *modern,
 	})
 	var err error
 	if res.Failures > 0 {
