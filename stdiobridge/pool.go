@@ -336,27 +336,33 @@ func encodeRequest(id uint64, method string, params map[string]json.RawMessage) 
 	b = append(b, `,"method":`...)
 	b = appendJSONString(b, method)
 	if params != nil {
-		b = append(b, `,"params":{`...)
-		first := true
-		for k, v := range params {
-			if !first {
-				b = append(b, ',')
-			}
-			first = false
-			b = appendJSONString(b, k)
-			b = append(b, ':')
-			if bytes.ContainsAny(v, "\r\n") {
-				var c bytes.Buffer
-				if json.Compact(&c, v) == nil {
-					v = c.Bytes()
-				}
-			}
-			if len(v) == 0 {
-				v = json.RawMessage("null")
-			}
-			b = append(b, v...)
+		b = append(b, `,"params":`...)
+		b = appendObject(b, params)
+	}
+	return append(b, '}')
+}
+
+// appendObject appends members as a JSON object (see encodeRequest).
+func appendObject(b []byte, members map[string]json.RawMessage) []byte {
+	b = append(b, '{')
+	first := true
+	for k, v := range members {
+		if !first {
+			b = append(b, ',')
 		}
-		b = append(b, '}')
+		first = false
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		if bytes.ContainsAny(v, "\r\n") {
+			var c bytes.Buffer
+			if json.Compact(&c, v) == nil {
+				v = c.Bytes()
+			}
+		}
+		if len(v) == 0 {
+			v = json.RawMessage("null")
+		}
+		b = append(b, v...)
 	}
 	return append(b, '}')
 }

@@ -51,7 +51,7 @@ func byConcurrency(setups []setup) string {
 		// at least 100 calls per session: a 2025 session's start (a
 		// process spawned and initialized) is then a small part of a run,
 		// as it is of a real session
-		calls := max(100, 2400/l)
+		calls := max(100, 4800/l)
 		for r := 0; r < *rounds; r++ {
 			fmt.Fprintf(os.Stderr, "by concurrency: %d sessions, round %d/%d\n", l, r+1, *rounds)
 			for i := range setups {
@@ -65,7 +65,7 @@ func byConcurrency(setups []setup) string {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "By concurrency (%s): every session at once, max(100, 2 400 / sessions) calls per session, %d alternating rounds; a cell is the median of its rounds:\n\n| setup |", time.Now().UTC().Format("2006-01-02"), *rounds)
+	fmt.Fprintf(&b, "By concurrency (%s): every session at once, max(100, 4 800 / sessions) calls per session, %d alternating rounds; a cell is the median of its rounds:\n\n| setup |", time.Now().UTC().Format("2006-01-02"), *rounds)
 	for _, l := range ls {
 		fmt.Fprintf(&b, " %d sessions |", l)
 	}
