@@ -54,7 +54,6 @@ const (
 	metaVersion  = "io.modelcontextprotocol/protocolVersion"
 	metaCaps     = "io.modelcontextprotocol/clientCapabilities"
 	metaLogLevel = "io.modelcontextprotocol/logLevel"
-	metaClient   = "io.modelcontextprotocol/clientInfo"
 	metaServer   = "io.modelcontextprotocol/serverInfo"
 	metaSubID    = "io.modelcontextprotocol/subscriptionId"
 )
@@ -451,11 +450,7 @@ func (h *Handler) modernCall(w http.ResponseWriter, r *http.Request, m *modernRe
 // serveCall sends a request to a ready child and answers it, audited.
 func (h *Handler) serveCall(w http.ResponseWriter, r *http.Request, m *modernReq, c *poolChild, asking bool) {
 	rec := h.newAudit(r, "2026", m.e.Method, m.e.ID, m.e.Params)
-	params := m.params
-	if !c.modern {
-		params = withoutEnvelope(m.params, m.meta)
-	}
-	cl, err := c.start(m.e.Method, params, asking, m.limit, m.logLevel)
+	cl, err := c.start(m.e.Method, m.params, asking, m.limit, m.logLevel)
 	if err != nil {
 		h.childUnavailable(w, m.e.ID, err)
 		if rec != nil {
@@ -468,33 +463,6 @@ func (h *Handler) serveCall(w http.ResponseWriter, r *http.Request, m *modernReq
 		rec.pid = c.proc.pid()
 	}
 	h.await(w, r, m, cl, rec)
-}
-
-// withoutEnvelope returns params for a legacy child: the 2026-07-28
-// envelope's members of _meta (protocol version, client capabilities and
-// info, log level) are the bridge's to read, not the child's, which is in
-// a 2025 session the bridge initialized (a child that speaks both eras
-// would take the request for a 2026 one, and answer and cost as one). Other
-// _meta members (progressToken, trace context, the client's own) stay.
-func withoutEnvelope(params, meta map[string]json.RawMessage) map[string]json.RawMessage {
-	out := make(map[string]json.RawMessage, len(params))
-	for k, v := range params {
-		if k != "_meta" {
-			out[k] = v
-		}
-	}
-	rest := make(map[string]json.RawMessage, len(meta))
-	for k, v := range meta {
-		switch k {
-		case metaVersion, metaCaps, metaClient, metaLogLevel:
-		default:
-			rest[k] = v
-		}
-	}
-	if len(rest) > 0 {
-		out["_meta"] = appendObject(nil, rest)
-	}
-	return out
 }
 
 // parked accounts for a request answered with an input_required round.
