@@ -248,3 +248,22 @@ func threads(t *testing.T) int {
 	t.Fatal("no Threads line in /proc/self/status")
 	return 0
 }
+
+// A POST's stream waits briefly (firstEventWait) for its answer so that a
+// quick answer leaves with the headers in one write; a slow answer must not
+// keep the client waiting without headers: its stream opens first (chunked,
+// with the priming event), and the answer follows.
+func TestSlowAnswerOpensTheStreamFirst(t *testing.T) {
+	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "slow", ""))
+	cl := newClient(t, c.URL+"/mcp")
+	cl.initialize()
+	resp := cl.do("POST", `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"t","arguments":{}}}`, nil)
+	if resp.StatusCode != 200 || resp.ContentLength != -1 {
+		t.Fatalf("a call answered after 500 ms: status %d, Content-Length %d; want 200 and a stream opened before the answer",
+			resp.StatusCode, resp.ContentLength)
+	}
+	evs := readEvents(t, resp)
+	if len(evs) != 2 || evs[0].id == "" || evs[0].data != "" || !strings.Contains(evs[1].data, `"result"`) {
+		t.Fatalf("events %+v; want the priming event, then the answer", evs)
+	}
+}
