@@ -16,7 +16,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/caddymcp/caddymcp/internal/loadgen"
@@ -44,12 +43,11 @@ func countFDs(pid int) int {
 }
 
 func idle(dir, tiny string, n int) string {
-	var lim syscall.Rlimit
-	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	limit := descriptorLimit()
 	// Caddy inherits this process's limit; a session holds four
 	// descriptors there, and Caddy needs a few hundred of its own
 	asked, capped := n, ""
-	if most := (int(lim.Cur) - 400) / 4; n > most {
+	if most := (limit - 400) / 4; limit > 0 && n > most {
 		n = most / 100 * 100
 		capped = fmt.Sprintf(" (asked for %d; the descriptor limit allows about %d)", asked, most)
 	}
@@ -98,7 +96,7 @@ func idle(dir, tiny string, n int) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Idle 2025 sessions (%s, %d CPUs, descriptor limit %d): %d sessions%s of a small C stdio server opened in %s (%.0f/s)\n\n",
-		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), lim.Cur, res.SessionsOK, capped, opened.Round(time.Millisecond), float64(res.SessionsOK)/opened.Seconds())
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), limit, res.SessionsOK, capped, opened.Round(time.Millisecond), float64(res.SessionsOK)/opened.Seconds())
 	b.WriteString("| | value |\n|---|---|\n")
 	fmt.Fprintf(&b, "| Caddy RSS before → with the sessions open | %.1f → %.1f MiB |\n", float64(base)/1024, float64(self)/1024)
 	fmt.Fprintf(&b, "| Caddy RSS per idle session | %.1f KiB |\n", float64(self-base)/float64(max(res.SessionsOK, 1)))
