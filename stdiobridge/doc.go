@@ -51,7 +51,7 @@
 //	warmPool.mu → table.mu
 //	table.pubMu → warmPool.mu
 //	childPool.mu → poolChild.mu
-//	call.mu, table.poolsMu, table.roundsMu, table.probeMu: alone
+//	call.mu, table.poolsMu, table.roundsMu, table.probeMu, sweeper.mu: alone
 //	toolLabels.mu: a leaf (taken under Session.mu or childPool.mu)
 //
 // No lock is held across I/O (process.writeMu serializes one child's stdin

@@ -359,6 +359,26 @@ func TestSetsidGrandchildEndsWithSession(t *testing.T) {
 	waitNoProcesses(t, "sleep 6124", 30*time.Second)
 }
 
+// Sessions that end together (here: Caddy stops) are swept in a batch, one
+// read of every process's environment per pass for all of them: every
+// session's setsid grandchild is still found and ended.
+func TestSetsidGrandchildrenEndWhenManySessionsEndTogether(t *testing.T) {
+	const sessions = 12
+	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "setsid", "\n\t\tmax_sessions 50\n\t\tmax_sessions_per_user 50\n\t\tinitialize_rate 1000"))
+	for range sessions {
+		newClient(t, c.URL+"/mcp").initialize()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for processesMatching("sleep 6124") < sessions {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d grandchildren started", processesMatching("sleep 6124"), sessions)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.Stop()
+	waitNoProcesses(t, "sleep 6124", 30*time.Second)
+}
+
 // Items 17 and 20: prewarm can be switched off by a reload, and a reload
 // that Caddy rejects changes nothing of the running route.
 func TestReloadPublishesSettingsOnlyWhenTheConfigRuns(t *testing.T) {
