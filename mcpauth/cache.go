@@ -18,7 +18,9 @@ import (
 //
 // The cache is split into shards by the first byte of the key, each with
 // its own lock (a leaf), so that requests on many cores do not queue on one
-// mutex; each shard holds at most max/shards entries.
+// mutex; each shard holds at most max/shards entries. A hit takes its
+// shard's lock for reading only: the clients of one shared token (a team's
+// service token) read the same entry at once without queueing.
 type tokenCache struct {
 	shards [cacheShards]cacheShard
 }
@@ -27,7 +29,7 @@ const cacheShards = 16
 
 type cacheShard struct {
 	max     int
-	mu      sync.Mutex
+	mu      sync.RWMutex
 	entries map[[32]byte]cacheEntry
 	order   [][32]byte // insertion order, for eviction
 	_       [64]byte   // keeps shards' locks off each other's cache lines
@@ -78,14 +80,19 @@ func (c *tokenCache) len() int {
 }
 
 func (c *cacheShard) get(key [32]byte, version uint64, now time.Time) (jwt.MapClaims, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
 	e, ok := c.entries[key]
+	c.mu.RUnlock()
 	if !ok {
 		return nil, false
 	}
 	if e.version != version || !now.Before(e.expires) {
-		delete(c.entries, key)
+		c.mu.Lock()
+		// another request may have put a fresh entry since
+		if cur, ok := c.entries[key]; ok && (cur.version != version || !now.Before(cur.expires)) {
+			delete(c.entries, key)
+		}
+		c.mu.Unlock()
 		return nil, false
 	}
 	return e.claims, true
