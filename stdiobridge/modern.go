@@ -236,8 +236,7 @@ func objectMembers(b []byte) (map[string]json.RawMessage, error) {
 // paramsMap decodes params for a look at its members (nil if it is not an
 // object).
 func paramsMap(params json.RawMessage) map[string]json.RawMessage {
-	var p map[string]json.RawMessage
-	_ = json.Unmarshal(params, &p)
+	p, _ := objectMembers(params)
 	return p
 }
 

@@ -25,7 +25,6 @@ package stdiobridge
 // while holding its own.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -353,12 +352,7 @@ func appendObject(b []byte, members map[string]json.RawMessage) []byte {
 		first = false
 		b = appendJSONString(b, k)
 		b = append(b, ':')
-		if bytes.ContainsAny(v, "\r\n") {
-			var c bytes.Buffer
-			if json.Compact(&c, v) == nil {
-				v = c.Bytes()
-			}
-		}
+		v = oneLine(v)
 		if len(v) == 0 {
 			v = json.RawMessage("null")
 		}

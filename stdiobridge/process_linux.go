@@ -173,14 +173,15 @@ func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File) (*child, error) {
 	if cmd.Err != nil { // the command was not found (exec.Command's LookPath)
 		return nil, cmd.Err
 	}
+	setProcessGroup(cmd) // the attributes os/exec would start it with
 	pidfd := -1
-	sys := &syscall.SysProcAttr{Setpgid: true, PidFD: &pidfd}
-	setParentDeathSignal(sys)
+	sys := *cmd.SysProcAttr
+	sys.PidFD = &pidfd
 	pid, _, err := syscall.StartProcess(cmd.Path, cmd.Args, &syscall.ProcAttr{
 		Dir:   cmd.Dir,
 		Env:   cmd.Environ(),
 		Files: []uintptr{stdin.Fd(), stdout.Fd(), stderr.Fd()},
-		Sys:   sys,
+		Sys:   &sys,
 	})
 	if err != nil {
 		return nil, &os.PathError{Op: "fork/exec", Path: cmd.Path, Err: err}
