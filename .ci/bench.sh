@@ -17,12 +17,17 @@ else
 fi
 # With 8 or more cores, servers (and their children) get the first half and
 # the load generator the second (taskset), so that neither steals the
-# other's CPU; BENCH_SESSIONS chooses the by-concurrency levels (1,16,64).
+# other's CPU; BENCH_SESSIONS chooses the by-concurrency levels (1,16,64,
+# and 256 with 8 or more cores).
+# BENCH_LEVELS_ONLY=1: only the by-concurrency table (minutes less).
+only=()
+if [ -n "${BENCH_LEVELS_ONLY:-}" ]; then only=(-levels-only); fi
 n=$(nproc)
 if [ "$n" -ge 8 ] && command -v taskset > /dev/null; then
+	export BENCH_SESSIONS="${BENCH_SESSIONS:-1,16,64,256}"
 	half=$((n / 2))
 	export BENCH_SERVER_CPUS="0-$((half - 1))"
 	echo "servers on CPUs $BENCH_SERVER_CPUS, load generator on $half-$((n - 1))"
-	exec taskset -c "$half-$((n - 1))" bin/mcpbench -supergateway "$sg" "$@"
+	exec taskset -c "$half-$((n - 1))" bin/mcpbench -supergateway "$sg" "${only[@]}" "$@"
 fi
-bin/mcpbench -supergateway "$sg" "$@"
+bin/mcpbench -supergateway "$sg" "${only[@]}" "$@"

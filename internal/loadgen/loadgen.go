@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,6 +47,11 @@ type Config struct {
 	// each call carries the _meta envelope and the Mcp-Method/Mcp-Name
 	// headers. A "session" is then one client making its calls in turn.
 	Modern bool
+	// Start starts a DirectCalls child (default: cmd.Start); the bench
+	// uses it to put the children on the servers' CPUs.
+	Start func(*exec.Cmd) error
+	// Timeout bounds one DirectCalls session (default 5 minutes).
+	Timeout time.Duration
 }
 
 // Result summarizes a run.

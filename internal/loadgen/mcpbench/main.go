@@ -41,6 +41,7 @@ var (
 	levelsFlag     = flag.String("levels", envOr("BENCH_SESSIONS", "1,16,64"), "session counts of the by-concurrency table (BENCH_SESSIONS)")
 	overheadRounds = flag.Int("overhead", 0, "only measure what the audit log costs, in this many alternating rounds")
 	auditFile      = flag.String("audit", "", "write the audit log (http.handlers.mcp_*.audit) to this file, to measure its cost")
+	levelsOnly     = flag.Bool("levels-only", false, "only the by-concurrency table (BENCH_LEVELS_ONLY=1 in make bench)")
 )
 
 // modernRow is the 2026-07-28 load: clients without sessions.
@@ -103,19 +104,21 @@ func main() {
 		return
 	}
 
-	// native, 2026-07-28: go-sdk serves it in its stateless mode
-	port0 := freePort()
-	stop0 := start(dir, "native-stateless", server, "-http", "127.0.0.1:"+strconv.Itoa(port0))
-	waitPort(port0)
-	modern = append(modern, measureModern("server's own HTTP mode (native, stateless)", fmt.Sprintf("http://127.0.0.1:%d/mcp", port0), nil))
-	stop0.kill()
+	if !*levelsOnly {
+		// native, 2026-07-28: go-sdk serves it in its stateless mode
+		port0 := freePort()
+		stop0 := start(dir, "native-stateless", server, "-http", "127.0.0.1:"+strconv.Itoa(port0))
+		waitPort(port0)
+		modern = append(modern, measureModern("server's own HTTP mode (native, stateless)", fmt.Sprintf("http://127.0.0.1:%d/mcp", port0), nil))
+		stop0.kill()
 
-	// native: the server's own HTTP mode
-	port := freePort()
-	stop := start(dir, "native", server, "-http", "127.0.0.1:"+strconv.Itoa(port), "-stateless=false")
-	waitPort(port)
-	rows = append(rows, measure("server's own HTTP mode (native)", fmt.Sprintf("http://127.0.0.1:%d/mcp", port), nil, stop.pid))
-	stop.kill()
+		// native: the server's own HTTP mode
+		port := freePort()
+		stop := start(dir, "native", server, "-http", "127.0.0.1:"+strconv.Itoa(port), "-stateless=false")
+		waitPort(port)
+		rows = append(rows, measure("server's own HTTP mode (native)", fmt.Sprintf("http://127.0.0.1:%d/mcp", port), nil, stop.pid))
+		stop.kill()
+	}
 
 	// the bridge, alone, behind mcp_auth, and with prewarm
 	bport, aport, pport, cport, lport := freePort(), freePort(), freePort(), freePort(), freePort()
@@ -212,15 +215,17 @@ func main() {
 	waitPort(pport)
 	waitPort(cport)
 	waitPort(lport)
-	rows = append(rows, measure("mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", bport), nil, cd.pid))
-	modern = append(modern, measureModern("mcp_stdio (server answers server/discover: passed through)", fmt.Sprintf("http://127.0.0.1:%d/mcp", bport), nil))
-	modern = append(modern, measureModern("mcp_stdio, `child_era legacy` (2025 child, translated)", fmt.Sprintf("http://127.0.0.1:%d/mcp", lport), nil))
 	tok := token(issuer, fmt.Sprintf("http://127.0.0.1:%d/mcp", aport))
-	rows = append(rows, measure("mcp_auth (token_cache off) + mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", aport),
-		http.Header{"Authorization": {"Bearer " + tok}}, cd.pid))
 	ctok := token(issuer, fmt.Sprintf("http://127.0.0.1:%d/mcp", cport))
-	rows = append(rows, measure("mcp_auth (default: token_cache 4096) + mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", cport),
-		http.Header{"Authorization": {"Bearer " + ctok}}, cd.pid))
+	if !*levelsOnly {
+		rows = append(rows, measure("mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", bport), nil, cd.pid))
+		modern = append(modern, measureModern("mcp_stdio (server answers server/discover: passed through)", fmt.Sprintf("http://127.0.0.1:%d/mcp", bport), nil))
+		modern = append(modern, measureModern("mcp_stdio, `child_era legacy` (2025 child, translated)", fmt.Sprintf("http://127.0.0.1:%d/mcp", lport), nil))
+		rows = append(rows, measure("mcp_auth (token_cache off) + mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", aport),
+			http.Header{"Authorization": {"Bearer " + tok}}, cd.pid))
+		rows = append(rows, measure("mcp_auth (default: token_cache 4096) + mcp_stdio", fmt.Sprintf("http://127.0.0.1:%d/mcp", cport),
+			http.Header{"Authorization": {"Bearer " + ctok}}, cd.pid))
+	}
 
 	// by concurrency: every setup at every level, in alternating rounds,
 	// with the native servers running beside Caddy
@@ -229,8 +234,13 @@ func main() {
 	nats := start(dir, "native-stateless-levels", server, "-http", "127.0.0.1:"+strconv.Itoa(nsport))
 	waitPort(nport)
 	waitPort(nsport)
+	pin, err := serverStart(os.Getenv("BENCH_SERVER_CPUS"))
+	if err != nil {
+		fail("%v", err)
+	}
 	levelsMD := byConcurrency([]setup{
 		{name: "server's own HTTP mode (native)", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", nport)},
+		{name: directName, direct: server, start: pin},
 		{name: "mcp_stdio", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", bport)},
 		{name: "mcp_auth (token_cache off) + mcp_stdio", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", aport), hdr: http.Header{"Authorization": {"Bearer " + tok}}},
 		{name: "mcp_auth (default: token_cache 4096) + mcp_stdio", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", cport), hdr: http.Header{"Authorization": {"Bearer " + ctok}}},
@@ -240,6 +250,13 @@ func main() {
 	})
 	nat.kill()
 	nats.kill()
+	if *levelsOnly {
+		cd.kill()
+		fmt.Print(levelsMD)
+		os.MkdirAll(filepath.Dir(*out), 0o755)
+		os.WriteFile(*out, []byte(levelsMD), 0o644)
+		return
+	}
 	prewarm := loadgen.Run(context.Background(), loadgen.Config{URL: fmt.Sprintf("http://127.0.0.1:%d/mcp", pport), Sessions: *setups, Parallel: 1})
 	check("prewarm", prewarm)
 	cd.kill()
