@@ -43,7 +43,7 @@ func (su setup) run(ctx context.Context, cfg loadgen.Config) loadgen.Result {
 }
 
 // directName is the by-concurrency row of loadgen.DirectCalls.
-const directName = "direct stdio (no HTTP: a raw client spawns and drives the server itself)"
+const directName = "direct stdio (no HTTP: go-sdk's client spawns and drives the server itself)"
 
 func median(x []float64) float64 {
 	x = slices.Clone(x)
