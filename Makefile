@@ -39,7 +39,8 @@ FUZZTIME ?= 15s
 fuzz:
 	FUZZTIME=$(FUZZTIME) ./.ci/fuzz.sh
 
-## bench: the performance comparison (native, mcp_stdio, mcp_auth + mcp_stdio, supergateway), README "Performance"
+## bench: the performance comparison (native, direct stdio, mcp_stdio, mcp_auth + mcp_stdio, supergateway), README "Performance";
+## BENCH_SESSIONS=1,16,64,256 chooses the by-concurrency levels, BENCH_LEVELS_ONLY=1 runs that table alone
 bench: caddy
 	./.ci/bench.sh
 
