@@ -87,6 +87,7 @@ type table struct {
 	rounds   map[string]*call                // parked MRTR rounds by round id
 	init     atomic.Pointer[json.RawMessage] // a child's InitializeResult (server/discover)
 	discover atomic.Pointer[json.RawMessage] // a modern child's DiscoverResult
+	info     atomic.Pointer[json.RawMessage] // serverInfo read from init (set once, as init is)
 	era      atomic.Int32                    // eraUnknown until probed (probe.go)
 	probeMu  sync.Mutex                      // one probe at a time
 	tools    toolLabels                      // tool names for metric labels (metrics.go)
@@ -362,12 +363,19 @@ func (t *table) discoveredModern(res json.RawMessage) {
 	}
 }
 
-// serverInfo is the children's serverInfo, for result _meta.
+// serverInfo is the children's serverInfo, for result _meta. What it reads
+// from the first InitializeResult is kept: init is set once and wins over a
+// discover result, so that answer never changes (it was decoded on every
+// translated call).
 func (t *table) serverInfo() json.RawMessage {
+	if p := t.info.Load(); p != nil {
+		return *p
+	}
 	var ir struct {
 		ServerInfo json.RawMessage `json:"serverInfo"`
 	}
 	if init := t.initResult(); init != nil && json.Unmarshal(init, &ir) == nil {
+		t.info.CompareAndSwap(nil, &ir.ServerInfo)
 		return ir.ServerInfo
 	}
 	var dr struct {

@@ -137,3 +137,31 @@ func FuzzRequestState(f *testing.F) {
 		}
 	})
 }
+
+// serverInfo comes from the first InitializeResult (kept, not decoded per
+// call), else from a modern child's discover result.
+func TestServerInfoSources(t *testing.T) {
+	tb := newTable(zap.NewNop(), 1, &settings{}, nil)
+	if si := tb.serverInfo(); si != nil {
+		t.Fatalf("no child yet: %s", si)
+	}
+	tb.discoveredModern(json.RawMessage(`{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"modern"}}}`))
+	if si := string(tb.serverInfo()); si != `{"name":"modern"}` {
+		t.Fatalf("from discover: %s", si)
+	}
+	tb.discovered(json.RawMessage(`{"serverInfo":{"name":"first"}}`))
+	tb.discovered(json.RawMessage(`{"serverInfo":{"name":"second"}}`))
+	for range 2 {
+		if si := string(tb.serverInfo()); si != `{"name":"first"}` {
+			t.Fatalf("from the first initialize result: %s", si)
+		}
+	}
+	bare := newTable(zap.NewNop(), 1, &settings{}, nil)
+	bare.discovered(json.RawMessage(`{"capabilities":{}}`))
+	bare.discoveredModern(json.RawMessage(`{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"modern"}}}`))
+	for range 2 {
+		if si := bare.serverInfo(); si != nil {
+			t.Fatalf("an initialize result without serverInfo: %s", si)
+		}
+	}
+}
