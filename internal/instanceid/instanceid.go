@@ -92,7 +92,7 @@ func SessionOwner(ctx context.Context, ring *keyring.Ring, id string) (string, b
 }
 
 // StateInstance is the instance a requestState names, unverified (cheap;
-// OpenState verifies).
+// Open verifies).
 func StateInstance(v string) string {
 	inst, _, ok := strings.Cut(v, Sep)
 	if !ok || Valid(inst) != nil {
@@ -134,7 +134,9 @@ func Open(ctx context.Context, ring *keyring.Ring, v string) (instance string, p
 	if k == nil {
 		return "", nil, ErrInvalid
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(parts[2])
+	// strict: one spelling per state (unused trailing bits set are refused,
+	// not read as the state they would otherwise decode to)
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(parts[2])
 	a := aead(ring.DerivedFor(k, purposeState))
 	if err != nil || len(raw) < a.NonceSize()+a.Overhead() {
 		return "", nil, ErrInvalid
