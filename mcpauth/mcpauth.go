@@ -201,6 +201,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.cache = newTokenCache(h.TokenCache)
 	}
 	h.parser = jwt.NewParser(
+		// one spelling per token: base64url with unused trailing bits set
+		// is refused, not read as the token it would decode to (else each
+		// respelling of one token is a new token_cache entry, verified
+		// again)
+		jwt.WithStrictDecoding(),
 		jwt.WithValidMethods(h.Algorithms),
 		jwt.WithIssuer(h.Issuer),
 		jwt.WithExpirationRequired(),

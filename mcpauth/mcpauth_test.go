@@ -213,6 +213,7 @@ func TestChallengesAndVerification(t *testing.T) {
 		{"truncated", bearer(parts[0] + "." + parts[1]), "", 401, invalid("token is malformed")},
 		{"extra segment", bearer(good + ".AAAA"), "", 401, invalid("token is malformed")},
 		{"not base64url", bearer("eyJ+" + good[4:]), "", 401, invalid("token is malformed")},
+		{"signature respelled: an unused trailing bit set", bearer(respell(good)), "", 401, invalid("token is malformed")},
 		{"claims not JSON", bearer(parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte("[[[[")) + "." + parts[2]), "", 401, invalid("token is malformed")},
 		{"oversized token (16 KiB + 1)", bearer(strings.Repeat("a", maxTokenLength+1)), "", 401, invalid("token is larger than 16384 bytes")},
 		{"16 KiB of garbage", bearer(strings.Repeat("a", maxTokenLength)), "", 401, invalid("token is malformed")},
@@ -662,4 +663,13 @@ func TestTokenCache(t *testing.T) {
 	if r := serve(t, h, "POST", "http://e/mcp", bearer(tok)); r.status != 401 || !strings.Contains(r.challenge, "token is expired") {
 		t.Fatalf("cached token after exp: %d %s", r.status, r.challenge)
 	}
+}
+
+// respell sets an unused bit of a token's last base64url character (an
+// RS256 signature, 256 bytes, ends in a character with 2 bits used of 6): a
+// lenient decoder reads the same signature.
+func respell(tok string) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, tok[len(tok)-1])
+	return tok[:len(tok)-1] + string(alphabet[last^1])
 }
