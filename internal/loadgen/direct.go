@@ -84,31 +84,7 @@ func DirectCalls(bin string, cfg Config) Result {
 		cfg.Tool = "test_simple_text"
 	}
 	r := &runner{cfg: cfg}
-	parallel := cfg.Parallel
-	if parallel <= 0 {
-		parallel = cfg.Sessions
-	}
-	sem := make(chan struct{}, parallel)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := 0; i < cfg.Sessions; i++ {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(n int) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := r.direct(bin, n); err != nil {
-				r.failure(fmt.Sprintf("session %d: %v", n, err))
-			}
-		}(i)
-	}
-	wg.Wait()
-	res := Result{Calls: r.calls.Load(), Failures: r.fail.Load(), Duration: time.Since(start),
-		SessionsOK: r.ok.Load(), Errors: r.errs}
-	res.CallsPerSec = float64(res.Calls) / res.Duration.Seconds()
-	slices.Sort(r.lat)
-	res.P50, res.P90, res.P99 = pct(r.lat, 50), pct(r.lat, 90), pct(r.lat, 99)
-	return res
+	return r.result(r.sessions(func(n int) error { return r.direct(bin, n) }))
 }
 
 // direct runs one session of DirectCalls.

@@ -110,40 +110,54 @@ func Run(ctx context.Context, cfg Config) Result {
 			MaxIdleConns: cfg.Sessions * 2, MaxIdleConnsPerHost: cfg.Sessions * 2, IdleConnTimeout: time.Minute,
 		}}
 	}
-	start := time.Now()
-	var wg sync.WaitGroup
-	parallel := cfg.Parallel
+	d := r.sessions(func(n int) error { return r.session(ctx, n) })
+	if cfg.Client == nil {
+		r.client.CloseIdleConnections()
+	}
+	res := r.result(d)
+	if cfg.Calls == 0 {
+		res.SetupsPerSec = float64(res.SessionsOK) / res.Duration.Seconds()
+	}
+	slices.Sort(r.setup)
+	slices.Sort(r.inits)
+	res.InitP50 = pct(r.inits, 50)
+	res.SetupP50 = pct(r.setup, 50)
+	return res
+}
+
+// sessions runs session for cfg.Sessions sessions, at most cfg.Parallel
+// at once (default: all), an error being that session's failure, and
+// returns how long they took together.
+func (r *runner) sessions(session func(n int) error) time.Duration {
+	parallel := r.cfg.Parallel
 	if parallel <= 0 {
-		parallel = cfg.Sessions
+		parallel = r.cfg.Sessions
 	}
 	sem := make(chan struct{}, parallel)
-	for i := 0; i < cfg.Sessions; i++ {
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < r.cfg.Sessions; i++ {
 		wg.Add(1)
 		sem <- struct{}{}
-		go func(i int) {
+		go func(n int) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := r.session(ctx, i); err != nil {
-				r.failure(fmt.Sprintf("session %d: %v", i, err))
+			if err := session(n); err != nil {
+				r.failure(fmt.Sprintf("session %d: %v", n, err))
 			}
 		}(i)
 	}
 	wg.Wait()
-	if cfg.Client == nil {
-		r.client.CloseIdleConnections()
-	}
+	return time.Since(start)
+}
+
+// result is what every run reports of its sessions, which took d.
+func (r *runner) result(d time.Duration) Result {
 	res := Result{Calls: r.calls.Load(), Failures: r.fail.Load(), Resumed: r.resumed.Load(),
-		Duration: time.Since(start), SessionsOK: r.ok.Load(), Errors: r.errs, SessionIDs: r.open}
+		Duration: d, SessionsOK: r.ok.Load(), Errors: r.errs, SessionIDs: r.open}
 	res.CallsPerSec = float64(res.Calls) / res.Duration.Seconds()
-	if cfg.Calls == 0 {
-		res.SetupsPerSec = float64(res.SessionsOK) / res.Duration.Seconds()
-	}
 	slices.Sort(r.lat)
-	slices.Sort(r.setup)
-	slices.Sort(r.inits)
-	res.InitP50 = pct(r.inits, 50)
 	res.P50, res.P90, res.P99 = pct(r.lat, 50), pct(r.lat, 90), pct(r.lat, 99)
-	res.SetupP50 = pct(r.setup, 50)
 	return res
 }
 

@@ -102,17 +102,17 @@ func byConcurrency(setups []setup) string {
 		fmt.Fprintf(&b, " %d sessions |", l)
 	}
 	b.WriteString("\n|---|" + strings.Repeat("---|", len(ls)) + "\n")
-	// ratio writes a row of a/c, calls/s (at least target) or, with p99,
+	// ratioOf writes a row of a/c, calls/s (at least target) or, with p99,
 	// the 99th percentiles (at most target)
 	ratioOf := func(what, a, c string, target float64, p99 bool) {
 		if cells[a] == nil || cells[c] == nil {
 			return
 		}
+		bound := "≥"
 		if p99 {
-			fmt.Fprintf(&b, "| %s (target ≤ %.2g) |", what, target)
-		} else {
-			fmt.Fprintf(&b, "| %s (target ≥ %.2g) |", what, target)
+			bound = "≤"
 		}
+		fmt.Fprintf(&b, "| %s (target %s %.2g) |", what, bound, target)
 		for _, l := range ls {
 			x, y := cells[a][l].rate, cells[c][l].rate
 			if p99 {

@@ -252,9 +252,7 @@ func main() {
 	nats.kill()
 	if *levelsOnly {
 		cd.kill()
-		fmt.Print(levelsMD)
-		os.MkdirAll(filepath.Dir(*out), 0o755)
-		os.WriteFile(*out, []byte(levelsMD), 0o644)
+		emit(levelsMD)
 		return
 	}
 	prewarm := loadgen.Run(context.Background(), loadgen.Config{URL: fmt.Sprintf("http://127.0.0.1:%d/mcp", pport), Sessions: *setups, Parallel: 1})
@@ -283,7 +281,11 @@ func main() {
 		fail("direct set-up: %v %v", err1, err2)
 	}
 
-	md := table(rows, dseqRate, dseqP50, dparRate, prewarm) + "\n" + levelsMD + "\n" + modernTable(modern, rows)
+	emit(table(rows, dseqRate, dseqP50, dparRate, prewarm) + "\n" + levelsMD + "\n" + modernTable(modern, rows))
+}
+
+// emit prints the tables and writes them to -out.
+func emit(md string) {
 	fmt.Print(md)
 	os.MkdirAll(filepath.Dir(*out), 0o755)
 	os.WriteFile(*out, []byte(md), 0o644)
