@@ -34,6 +34,7 @@ done <<'TARGETS'
 ./stdiobridge FuzzTranslateFast
 ./stdiobridge FuzzRequestState
 ./internal/mcpreq FuzzParse
+./internal/mcpreq FuzzDifferential
 ./internal/jsonscan FuzzMembers
 TARGETS
 exit $status

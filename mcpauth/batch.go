@@ -23,12 +23,8 @@ import (
 
 // missing returns the scopes a message needs that granted lacks.
 func (h *Handler) missing(m mcpreq.Message, granted []string) []string {
-	kind := kindOf(m.Method)
-	if kind == "" {
-		return nil
-	}
 	var out []string
-	for _, s := range h.needs(kind, m.Name) {
+	for _, s := range h.needsOf(m) {
 		if !slices.Contains(granted, s) {
 			out = append(out, s)
 		}
@@ -83,7 +79,7 @@ func (h *Handler) splitBatch(r *http.Request, q *mcpreq.Request, granted []strin
 		}
 		miss := h.missing(m, granted)
 		need := slices.Clone(h.Scopes)
-		for _, s := range h.needs(kindOf(m.Method), m.Name) {
+		for _, s := range h.needsOf(m) {
 			if !slices.Contains(need, s) {
 				need = append(need, s)
 			}
@@ -91,7 +87,7 @@ func (h *Handler) splitBatch(r *http.Request, q *mcpreq.Request, granted []strin
 		e, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.ID, "error": map[string]any{
 			"code":    -32000,
 			"message": "Forbidden (insufficient_scope): the token lacks scope " + strings.Join(miss, " ") + " for " + m.Method + " " + m.Name,
-			"data":    map[string]any{"error": "insufficient_scope", "scope": strings.Join(need, " ")},
+			"data":    map[string]any{"error": "insufficient_scope", "scope": challengeScope(need)},
 		}})
 		errs = append(errs, e)
 	}

@@ -38,6 +38,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		resource_metadata <url>
 //		pass_token
 //		token_cache <entries>|off
+//		scope_implies <scope> <implied-scope...>
+//		tool <glob...> scopes <scope...>
+//		prompt <glob...> scopes <scope...>
+//		resource <uri-glob...> scopes <scope...>
+//		rate <n>/<window> [tool <glob...>]
 //	}
 func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -132,6 +137,18 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				rl.Tools = args[2:]
 			}
 			m.Rates = append(m.Rates, rl)
+		case "scope_implies":
+			args := d.RemainingArgs()
+			if len(args) < 2 {
+				return d.Errf("scope_implies <scope> <implied-scope...>")
+			}
+			if _, dup := m.ScopeImplies[args[0]]; dup {
+				return d.Errf("scope_implies %s: already specified", args[0])
+			}
+			if m.ScopeImplies == nil {
+				m.ScopeImplies = map[string][]string{}
+			}
+			m.ScopeImplies[args[0]] = args[1:]
 		case "tool", "prompt", "resource":
 			args := d.RemainingArgs()
 			i := slices.Index(args, "scopes")

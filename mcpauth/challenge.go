@@ -3,6 +3,7 @@ package mcpauth
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -132,4 +133,18 @@ func param(b *strings.Builder, name, value string) {
 		}
 	}
 	b.WriteByte('"')
+}
+
+// offlineAccess is the OpenID scope for refresh tokens: MCP servers SHOULD
+// NOT name it in challenges or scopes_supported (it is the client's to ask
+// for, not the resource's to need).
+const offlineAccess = "offline_access"
+
+// challengeScope renders the scopes a challenge names, offline_access left
+// out.
+func challengeScope(scopes []string) string {
+	if !slices.Contains(scopes, offlineAccess) {
+		return strings.Join(scopes, " ")
+	}
+	return strings.Join(slices.DeleteFunc(slices.Clone(scopes), func(s string) bool { return s == offlineAccess }), " ")
 }

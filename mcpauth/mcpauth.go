@@ -118,6 +118,14 @@ type Handler struct {
 	// the header is removed.
 	PassToken bool `json:"pass_token,omitempty"`
 
+	// Scope hierarchies: each granted scope named here implies the scopes
+	// it lists, transitively (Caddyfile: `scope_implies admin read:all
+	// write:all`), wherever a scope is required: the route's `scopes`, the
+	// rules, list filtering and batch errors (MCP basic/authorization:
+	// servers MUST account for scope hierarchies). The token and
+	// {http.auth.user.scope} keep the scopes it was granted.
+	ScopeImplies map[string][]string `json:"scope_implies,omitempty"`
+
 	// Per-operation scope rules (`tool|prompt|resource <glob...> scopes
 	// <scope...>`): calls on what a rule matches need its scopes too (403
 	// insufficient_scope naming all the scopes needed), and list results
@@ -149,6 +157,7 @@ type Handler struct {
 	parser    *jwt.Parser
 	audiences []string
 	scope     string
+	implied   map[string][]string // ScopeImplies, closed transitively
 	logger    *zap.Logger
 }
 
@@ -190,7 +199,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	for i, a := range h.Audience {
 		h.audiences[i] = canonicalURI(a)
 	}
-	h.scope = strings.Join(h.Scopes, " ")
+	h.scope = challengeScope(h.Scopes)
+	if slices.Contains(h.Scopes, offlineAccess) {
+		h.logger.Warn("scopes: offline_access is required of tokens but not named in challenges (MCP: it SHOULD NOT be; a client asks for it only if it wants refresh tokens)")
+	}
+	h.implied = closeImplies(h.ScopeImplies)
 	for _, rl := range h.Rates {
 		h.limiters = append(h.limiters, newLimiter(rl))
 	}
@@ -255,6 +268,16 @@ func (h *Handler) Validate() error {
 		for _, sc := range rule.Scopes {
 			if sc == "" || strings.ContainsAny(sc, "\" \t\r\n\\") {
 				return fmt.Errorf("rules: %q is not a scope token (RFC 6749 section 3.3)", sc)
+			}
+		}
+	}
+	for broad, narrow := range h.ScopeImplies {
+		if !wellknown.ValidScope(broad) || len(narrow) == 0 {
+			return fmt.Errorf("scope_implies: %q must be a scope token implying at least one scope", broad)
+		}
+		for _, s := range narrow {
+			if !wellknown.ValidScope(s) {
+				return fmt.Errorf("scope_implies %s: %q is not a valid scope token", broad, s)
 			}
 		}
 	}
@@ -384,26 +407,14 @@ func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *c
 	q := mcpreq.Get(r, mcpreq.DefaultMaxBytes)
 	if q.Err != nil && r.Method == http.MethodPost {
 		// a body the rules cannot read is one they cannot vouch for
-		h.logger.Info("request refused: its body is not an MCP message the rules can read", zap.Error(q.Err))
-		countDecision("unreadable", "")
-		h.audit.Info("mcp request refused", zap.String("decision", "refused"), zap.String("reason", q.Err.Error()),
-			zap.String("route", r.Host+r.URL.Path), zap.ByteString("request_id", q.ID))
-		code := -32600
-		if errors.Is(q.Err, mcpreq.ErrMismatch) {
-			code = -32020 // HeaderMismatch (MCP 2026-07-28)
-		}
-		id := json.RawMessage("null")
-		if len(q.ID) > 0 {
-			id = q.ID
-		}
-		body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "error": map[string]any{
-			"code": code, "message": q.Err.Error()}})
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		_, _ = w.Write(body)
+		h.refuseUnreadable(w, r, q, q.Err)
 		return nil
 	}
-	granted := scopesOf(claims)
+	if why := h.ambiguousName(q); why != "" {
+		h.refuseUnreadable(w, r, q, fmt.Errorf("%w: %s", mcpreq.ErrAmbiguous, why))
+		return nil
+	}
+	granted := h.granted(claims)
 	if len(h.limiters) > 0 && !h.checkRates(w, q, ratePrincipal(r, claims)) {
 		h.auditRefused(r, claims, q, nil, "rate limit exceeded")
 		countDecision("rate_limited", "")
@@ -444,6 +455,31 @@ func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *c
 	err := next.ServeHTTP(f, r)
 	f.finish()
 	return err
+}
+
+// refuseUnreadable answers a request the rules cannot decide on (its body
+// is no MCP message, or one that servers could read otherwise) with 400
+// and a JSON-RPC error that says why.
+func (h *Handler) refuseUnreadable(w http.ResponseWriter, r *http.Request, q *mcpreq.Request, why error) {
+	if c := h.logger.Check(zap.DebugLevel, "request refused: its body is not an MCP message the rules can read unambiguously"); c != nil {
+		c.Write(zap.Error(why))
+	}
+	countDecision("unreadable", "")
+	h.audit.Info("mcp request refused", zap.String("decision", "refused"), zap.String("reason", why.Error()),
+		zap.String("route", r.Host+r.URL.Path), zap.ByteString("request_id", q.ID))
+	code := -32600
+	if errors.Is(why, mcpreq.ErrMismatch) {
+		code = -32020 // HeaderMismatch (MCP 2026-07-28)
+	}
+	id := json.RawMessage("null")
+	if len(q.ID) > 0 {
+		id = q.ID
+	}
+	body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "error": map[string]any{
+		"code": code, "message": why.Error()}})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusBadRequest)
+	_, _ = w.Write(body)
 }
 
 // ratePrincipal is whom a request counts against: the token's issuer and
@@ -511,7 +547,7 @@ func (h *Handler) authenticate(ctx context.Context, r *http.Request) (jwt.MapCla
 		}
 	}
 	if len(h.Scopes) > 0 {
-		granted := scopesOf(claims)
+		granted := h.granted(claims)
 		var missing []string
 		for _, s := range h.Scopes {
 			if !slices.Contains(granted, s) {

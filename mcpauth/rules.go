@@ -13,6 +13,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -39,19 +40,6 @@ type ScopeRule struct {
 
 	// Scopes the token must all grant for them.
 	Scopes []string `json:"scopes,omitempty"`
-}
-
-// kindOf is the rule kind a method addresses, "" for none.
-func kindOf(method string) string {
-	switch method {
-	case "tools/call":
-		return "tool"
-	case "prompts/get":
-		return "prompt"
-	case "resources/read", "resources/subscribe":
-		return "resource"
-	}
-	return ""
 }
 
 // needs returns the scopes an operation on (kind, name) needs beyond the
@@ -107,23 +95,75 @@ func allowedName[S ~string | ~[]byte](h *Handler, kind string, name S, granted [
 	return true
 }
 
+// needsOf returns the scopes a message's operations need beyond the
+// route's: those of every name it addresses (subscriptions/listen may name
+// many resources).
+func (h *Handler) needsOf(m mcpreq.Message) []string {
+	if m.Kind == "" {
+		return nil
+	}
+	if len(m.Names) == 0 {
+		return h.needs(m.Kind, "")
+	}
+	var out []string
+	for _, name := range m.Names {
+		for _, s := range h.needs(m.Kind, name) {
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// allowedMessage reports whether granted covers every name m addresses.
+func (h *Handler) allowedMessage(m mcpreq.Message, granted []string) bool {
+	if m.Kind == "" {
+		return true
+	}
+	if len(m.Names) == 0 {
+		return h.allowed(m.Kind, "", granted)
+	}
+	for _, name := range m.Names {
+		if !h.allowed(m.Kind, name, granted) {
+			return false
+		}
+	}
+	return true
+}
+
+// ambiguousName returns, for a request whose rules a server could decide
+// otherwise, what a server could read otherwise: a resource URI whose
+// readings (as sent, RFC 3986 normalized, resolved as a path) need
+// different scopes.
+func (h *Handler) ambiguousName(q *mcpreq.Request) string {
+	for _, m := range q.Messages {
+		if m.Kind != "resource" {
+			continue
+		}
+		for _, name := range m.Names {
+			rs := mcpreq.Readings(name)
+			want := strings.Join(h.needs(m.Kind, rs[0]), " ")
+			for _, r := range rs[1:] {
+				if strings.Join(h.needs(m.Kind, r), " ") != want {
+					return fmt.Sprintf("resource URI %q reads as %q too, which the rules decide otherwise", name, r)
+				}
+			}
+		}
+	}
+	return ""
+}
+
 // checkRules refuses a request whose operations the token's scopes do not
 // cover, with the scopes it needs (the route's and the rules', all of
 // them, in one challenge).
 func (h *Handler) checkRules(q *mcpreq.Request, granted []string) (*failure, string) {
-	if !slices.ContainsFunc(q.Messages, func(m mcpreq.Message) bool {
-		kind := kindOf(m.Method)
-		return kind != "" && !h.allowed(kind, m.Name, granted)
-	}) {
+	if !slices.ContainsFunc(q.Messages, func(m mcpreq.Message) bool { return !h.allowedMessage(m, granted) }) {
 		return nil, "" // the common case, without building the challenge
 	}
 	var need, missing []string
 	for _, m := range q.Messages {
-		kind := kindOf(m.Method)
-		if kind == "" {
-			continue
-		}
-		for _, s := range h.needs(kind, m.Name) {
+		for _, s := range h.needsOf(m) {
 			if !slices.Contains(need, s) {
 				need = append(need, s)
 			}
@@ -142,7 +182,7 @@ func (h *Handler) checkRules(q *mcpreq.Request, granted []string) (*failure, str
 		}
 	}
 	return insufficientScope("token lacks scope " + strings.Join(missing, " ") + " for " + q.First().Method + " " + q.First().Name),
-		strings.Join(scope, " ")
+		challengeScope(scope)
 }
 
 // isList reports whether a method's result is one the rules filter.

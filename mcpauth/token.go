@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -165,5 +166,55 @@ func scopesOf(claims jwt.MapClaims) []string {
 	}
 	add(claims["scope"])
 	add(claims["scp"])
+	return out
+}
+
+// granted returns the scopes a token grants, with those they imply
+// (scope_implies).
+func (h *Handler) granted(claims jwt.MapClaims) []string {
+	return h.expand(scopesOf(claims))
+}
+
+// expand adds to granted every scope a scope of it implies.
+func (h *Handler) expand(granted []string) []string {
+	if len(h.implied) == 0 {
+		return granted
+	}
+	out := granted
+	for _, g := range granted {
+		for _, s := range h.implied[g] {
+			if !slices.Contains(out, s) {
+				if len(out) == len(granted) {
+					out = slices.Clone(granted)
+				}
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// closeImplies closes scope_implies transitively: admin -> write:all ->
+// write:files makes admin imply write:files too. Cycles end where every
+// scope of the cycle implies the others.
+func closeImplies(direct map[string][]string) map[string][]string {
+	if len(direct) == 0 {
+		return nil
+	}
+	out := make(map[string][]string, len(direct))
+	for broad := range direct {
+		seen := []string{}
+		stack := slices.Clone(direct[broad])
+		for len(stack) > 0 {
+			s := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			if s == broad || slices.Contains(seen, s) {
+				continue
+			}
+			seen = append(seen, s)
+			stack = append(stack, direct[s]...)
+		}
+		out[broad] = seen
+	}
 	return out
 }

@@ -15,15 +15,23 @@ var stringSlice = reflect.TypeOf([]string{})
 //	mcp <method> [<name-glob...>] {
 //		max_size <size>
 //	}
+//	mcp {
+//		unreadable
+//		max_size <size>
+//	}
 func (m *MatchMCP) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // matcher name
 	args := d.RemainingArgs()
-	if len(args) == 0 {
-		return d.ArgErr()
+	if len(args) > 0 {
+		m.Method, m.Names = args[0], args[1:]
 	}
-	m.Method, m.Names = args[0], args[1:]
 	for d.NextBlock(0) {
 		switch d.Val() {
+		case "unreadable":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			m.Unreadable = true
 		case "max_size":
 			var v string
 			if !d.AllArgs(&v) {
@@ -37,6 +45,9 @@ func (m *MatchMCP) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unrecognized mcp matcher option %q", d.Val())
 		}
+	}
+	if (m.Method == "") == !m.Unreadable {
+		return d.Err("mcp <method> [<name-glob...>], or mcp { unreadable }")
 	}
 	return nil
 }

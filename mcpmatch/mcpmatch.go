@@ -19,6 +19,7 @@ package mcpmatch
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 
 	"cel.dev/cel-go/cel"
@@ -44,6 +45,14 @@ type MatchMCP struct {
 	// any name, and requests without one.
 	Names []string `json:"names,omitempty"`
 
+	// Match the POSTs whose body is no MCP message that a rule could
+	// decide on: not JSON-RPC, larger than max_size, read two ways by
+	// servers, or contradicted by its Mcp-Method / Mcp-Name headers (the
+	// reason is {http.mcp.error}). Method and names are then not needed.
+	// Deny with it: `@unreadable mcp { unreadable }` and `respond
+	// @unreadable 400`.
+	Unreadable bool `json:"unreadable,omitempty"`
+
 	// The most of a body read to find the method, in bytes; a larger body
 	// matches nothing. Default: 4 MiB.
 	MaxSize int64 `json:"max_size,omitempty"`
@@ -67,7 +76,7 @@ func (m *MatchMCP) Provision(caddy.Context) error {
 
 // Validate checks the configuration.
 func (m *MatchMCP) Validate() error {
-	if m.Method == "" {
+	if m.Method == "" && !m.Unreadable {
 		return errors.New("mcp matcher: a method is required")
 	}
 	if m.MaxSize < 0 {
@@ -82,34 +91,64 @@ func (m MatchMCP) Match(r *http.Request) bool {
 	return ok
 }
 
-// MatchWithError reports whether r is an MCP request that m matches.
+// MatchWithError reports whether r is an MCP request that m matches. A
+// POST it cannot read is an error, whatever the matcher guards, so that
+// it is refused, never passed on (fail closed): a message that servers
+// could read in more than one way (a member twice, escaped or in another
+// case; a resource URI whose spellings the globs decide differently), one
+// whose 2026-07-28 headers contradict it, and a JSON body that is invalid
+// or beyond max_size (400, 413; handle_errors sees them).
 func (m MatchMCP) MatchWithError(r *http.Request) (bool, error) {
 	mcpreq.ProvidePlaceholders(r, m.MaxSize)
 	q := mcpreq.Get(r, m.MaxSize)
+	if m.Unreadable {
+		return q.Unreadable() != "", nil
+	}
 	if q.Err != nil {
+		if q.FailsClosed(r) {
+			status := http.StatusBadRequest
+			if mcpreq.IsTooLarge(q.Err) {
+				status = http.StatusRequestEntityTooLarge
+			}
+			return false, caddyhttp.Error(status, fmt.Errorf("mcp matcher: %w", q.Err))
+		}
 		return false, nil
 	}
+	matched := false
 	for _, msg := range q.Messages {
-		if m.matches(msg) {
+		ok, err := m.matches(msg)
+		if err != nil {
+			return false, caddyhttp.Error(http.StatusBadRequest, err)
+		}
+		matched = matched || ok
+	}
+	return matched, nil
+}
+
+func (m MatchMCP) matches(msg mcpreq.Message) (bool, error) {
+	if !mcpreq.Glob(m.Method, msg.Method) {
+		return false, nil
+	}
+	if len(m.Names) == 0 {
+		return true, nil
+	}
+	anyGlob := func(name string) bool {
+		for _, g := range m.Names {
+			if mcpreq.Glob(g, name) {
+				return true
+			}
+		}
+		return false
+	}
+	if !mcpreq.Agree(msg.Kind, msg.Names, anyGlob) {
+		return false, fmt.Errorf("%w: a resource URI of %s reads otherwise once normalized, and the mcp matcher decides differently on it", mcpreq.ErrAmbiguous, msg.Method)
+	}
+	for _, name := range msg.Names {
+		if name != "" && anyGlob(name) {
 			return true, nil
 		}
 	}
 	return false, nil
-}
-
-func (m MatchMCP) matches(msg mcpreq.Message) bool {
-	if !mcpreq.Glob(m.Method, msg.Method) {
-		return false
-	}
-	if len(m.Names) == 0 {
-		return true
-	}
-	for _, g := range m.Names {
-		if msg.Name != "" && mcpreq.Glob(g, msg.Name) {
-			return true
-		}
-	}
-	return false
 }
 
 // CELLibrary makes the matcher available in CEL expressions:

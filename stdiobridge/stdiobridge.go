@@ -580,10 +580,28 @@ func (h *Handler) servePOST(w http.ResponseWriter, r *http.Request) {
 		writeRPCError(w, http.StatusNotAcceptable, nil, &rpcError{Code: codeInvalidRequest, Message: "Not Acceptable: Accept must include application/json and text/event-stream"})
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, int64(h.MaxMessageSize)+1))
-	if err != nil {
-		badRequest(w, nil, "reading body: "+err.Error())
+	// the body as mcpreq read it, once for every module of the request:
+	// what mcp_auth's rules and the mcp matcher decided on is what is
+	// served, and what they would call ambiguous is never served
+	q := mcpreq.Get(r, int64(h.MaxMessageSize))
+	if mcpreq.IsAmbiguous(q.Err) {
+		if c := h.logger.Check(zap.DebugLevel, "request refused: servers could read it in more than one way"); c != nil {
+			c.Write(zap.Error(q.Err))
+		}
+		var id json.RawMessage
+		if validID(q.ID) {
+			id = q.ID
+		}
+		writeRPCError(w, http.StatusBadRequest, id, &rpcError{Code: codeInvalidRequest, Message: "invalid request: " + q.Err.Error()})
 		return
+	}
+	body := q.Body()
+	if body == nil {
+		var err error
+		if body, err = io.ReadAll(io.LimitReader(r.Body, int64(h.MaxMessageSize)+1)); err != nil {
+			badRequest(w, nil, "reading body: "+err.Error())
+			return
+		}
 	}
 	if len(body) > h.MaxMessageSize {
 		writeRPCError(w, http.StatusRequestEntityTooLarge, nil, &rpcError{Code: codeInvalidRequest,

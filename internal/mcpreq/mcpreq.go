@@ -18,7 +18,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -33,11 +35,26 @@ const DefaultMaxBytes = 4 << 20
 // Message is one JSON-RPC message of a request.
 type Message struct {
 	Method string
-	Name   string // params.name (tools/call, prompts/get) or params.uri (resources/read)
-	ID     json.RawMessage
+	// Kind is what the message addresses, for rules and matchers: "tool"
+	// (tools/call), "prompt" (prompts/get; completion/complete of a
+	// ref/prompt), "resource" (resources/read, resources/subscribe,
+	// resources/unsubscribe, subscriptions/listen's resourceSubscriptions;
+	// completion/complete of a ref/resource, by URI template) or "".
+	Kind string
+	// Name is the first of Names (the only one but for
+	// subscriptions/listen).
+	Name string
+	// Names are the tool or prompt names or the resource URIs the message
+	// addresses, exactly as sent.
+	Names []string
+	ID    json.RawMessage
 	// RequestState is params.requestState of a 2026-07-28 retry (the
 	// selection policy routes it to the instance that issued it).
 	RequestState string
+	// headerName is what a 2026-07-28 Mcp-Name header mirrors:
+	// params.name of tools/call and prompts/get, params.uri of
+	// resources/read, resources/subscribe and resources/unsubscribe.
+	headerName string
 }
 
 // Request is what a request asks, as far as MCP is concerned.
@@ -49,9 +66,18 @@ type Request struct {
 	Era             string          // "2026" or "2025"
 	SessionID       string
 	// Err says why the body is not an MCP request (not POST, not JSON-RPC,
-	// too large, headers that contradict the body); then Messages is empty.
+	// too large, ambiguous, headers that contradict the body); then
+	// Messages is empty.
 	Err error
+
+	bound int64  // the bound it was read within
+	body  []byte // the body as read (nil beyond the bound or on a read error)
 }
+
+// Body returns the body as it was read and parsed (nil if it was beyond
+// the bound or could not be read), so that a module serving the request
+// reads exactly what the rules read, and reads it once.
+func (q *Request) Body() []byte { return q.body }
 
 // First is the first message (the only one outside a batch).
 func (q *Request) First() Message {
@@ -61,23 +87,74 @@ func (q *Request) First() Message {
 	return q.Messages[0]
 }
 
+// Unreadable reports why a POST is not a message that rules can decide
+// on ("" if it is one, or the request is no POST): the {http.mcp.error}
+// placeholder.
+func (q *Request) Unreadable() string {
+	if q.Err == nil || q.Err == errNotPOST {
+		return ""
+	}
+	return q.Err.Error()
+}
+
 var (
 	errNotPOST  = errors.New("not a POST")
 	errTooLarge = errors.New("body larger than the bound")
 	errNotJSON  = errors.New("body is not a JSON-RPC message")
+	errBadJSON  = errors.New("body is not valid JSON (in UTF-8)")
 	// ErrMismatch: a 2026-07-28 request's Mcp-Method or Mcp-Name header
 	// contradicts its body (answered with -32020 HeaderMismatch).
-	ErrMismatch  = errors.New("header mismatch: the Mcp-Method or Mcp-Name header does not match the body")
-	errAmbiguous = errors.New("a member appears twice or under an escaped name")
+	ErrMismatch = errors.New("header mismatch: the Mcp-Method or Mcp-Name header does not match the body")
+	// ErrAmbiguous: servers could read the message in more than one way (a
+	// member twice, under an escaped name or in another case, a name that
+	// is not a string, a string that decodes differently in different
+	// parsers). It is refused wherever anything decides on it.
+	ErrAmbiguous = errors.New("ambiguous message")
 	errReadError = errors.New("body could not be read")
 )
 
+// ambiguous makes an ErrAmbiguous that says why.
+func ambiguous(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrAmbiguous}, args...)...)
+}
+
+// IsAmbiguous reports whether err says the message can be read two ways.
+func IsAmbiguous(err error) bool { return errors.Is(err, ErrAmbiguous) }
+
+// FailsClosed reports whether a POST that q cannot read must be refused by
+// whatever decides on MCP messages, rather than let pass as something
+// else: it is ambiguous, contradicts its headers, or, sent as JSON (a
+// Content-Type naming json, or none), is too large, not valid UTF-8 JSON
+// (UTF-16, say, which some servers decode) or could not be read. Valid
+// JSON that is no JSON-RPC message is some other API's and passes.
+func (q *Request) FailsClosed(r *http.Request) bool {
+	switch {
+	case q.Err == nil || q.Err == errNotPOST || q.Err == errNotJSON:
+		return false
+	case IsAmbiguous(q.Err) || q.Err == ErrMismatch:
+		return true
+	}
+	ct := r.Header.Get("Content-Type")
+	return ct == "" || strings.Contains(strings.ToLower(ct), "json")
+}
+
+// IsTooLarge reports whether err says the body was beyond the bound.
+func IsTooLarge(err error) bool { return errors.Is(err, errTooLarge) }
+
 const varKey = "caddymcp.mcp_request"
 
-// Get returns the parse of r, parsing it (once) if no module did yet.
+// Get returns the parse of r, parsing it (once) if no module did yet. A
+// parse that found the body beyond a smaller bound than maxBytes is made
+// again within maxBytes (a module with a larger bound must read what it
+// serves itself).
 func Get(r *http.Request, maxBytes int64) *Request {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxBytes
+	}
 	if q, ok := caddyhttp.GetVar(r.Context(), varKey).(*Request); ok && q != nil {
-		return q
+		if q.Err != errTooLarge || q.bound >= maxBytes {
+			return q
+		}
 	}
 	q := parse(r, maxBytes)
 	caddyhttp.SetVar(r.Context(), varKey, q)
@@ -85,14 +162,11 @@ func Get(r *http.Request, maxBytes int64) *Request {
 }
 
 func parse(r *http.Request, maxBytes int64) *Request {
-	q := &Request{SessionID: r.Header.Get("Mcp-Session-Id"), ProtocolVersion: r.Header.Get("Mcp-Protocol-Version")}
+	q := &Request{SessionID: r.Header.Get("Mcp-Session-Id"), ProtocolVersion: r.Header.Get("Mcp-Protocol-Version"), bound: maxBytes}
 	if r.Method != http.MethodPost || r.Body == nil {
 		q.Err = errNotPOST
 		q.Era = era(q, nil)
 		return q
-	}
-	if maxBytes <= 0 {
-		maxBytes = DefaultMaxBytes
 	}
 	var body []byte
 	var err error
@@ -116,6 +190,7 @@ func parse(r *http.Request, maxBytes int64) *Request {
 	case int64(len(body)) > maxBytes:
 		q.Err = errTooLarge
 	default:
+		q.body = body
 		parseBody(q, body)
 	}
 	q.Era = era(q, body)
@@ -137,7 +212,7 @@ type readCloser struct {
 func parseBody(q *Request, body []byte) {
 	trimmed := bytes.TrimSpace(body)
 	if !json.Valid(trimmed) {
-		q.Err = errNotJSON
+		q.Err = errBadJSON
 		return
 	}
 	msgs := []jsonscan.Span{{Start: 0, End: len(trimmed)}}
@@ -150,9 +225,12 @@ func parseBody(q *Request, body []byte) {
 		}
 	}
 	for _, sp := range msgs {
-		msg, version, ok := parseMessage(trimmed[sp.Start:sp.End])
-		if !ok {
-			q.Err, q.Messages = errAmbiguous, nil
+		msg, version, err := parseMessage(trimmed[sp.Start:sp.End])
+		if err != nil {
+			if !q.Batch {
+				q.ID = msg.ID
+			}
+			q.Err, q.Messages = err, nil
 			return
 		}
 		if version != "" && !q.Batch {
@@ -162,90 +240,280 @@ func parseBody(q *Request, body []byte) {
 	}
 }
 
-// parseMessage reads one JSON-RPC message by scanning it once (no
-// reflection, no copies but the strings it returns). A member it reads
-// twice, or under an escaped or invalid UTF-8 name, makes the message
-// ambiguous: parsers differ on which one counts, so no rule may trust it.
-func parseMessage(b []byte) (Message, string, bool) {
-	var msg Message
-	var method, id, params jsonscan.Span
-	bad := false
-	once := func(s *jsonscan.Span, start int) int {
-		if s.End != 0 {
-			bad = true
-		}
-		end := jsonscan.SkipValue(b, start)
-		*s = jsonscan.Span{Start: start, End: end}
-		return end
+// The members each level of a message is read by. Every server reads the
+// same members, however it parses: a member of these names twice, or one
+// whose name equals one of them only when unescaped or case-folded (Go's
+// encoding/json matches struct fields by Unicode simple folding), makes
+// the message ambiguous.
+var (
+	topMembers    = []string{"jsonrpc", "id", "method", "params", "result", "error"}
+	paramsMembers = []string{"name", "uri", "ref", "requestState", "_meta", "notifications", "arguments"}
+	refMembers    = []string{"type", "name", "uri"}
+	notifyMembers = []string{"resourceSubscriptions", "toolsListChanged", "promptsListChanged", "resourcesListChanged"}
+	metaMembers   = []string{
+		"io.modelcontextprotocol/protocolVersion", "io.modelcontextprotocol/clientCapabilities",
+		"io.modelcontextprotocol/clientInfo", "io.modelcontextprotocol/logLevel", "progressToken",
 	}
-	if jsonscan.WalkObject(b, 0, func(name []byte, start int) int {
-		switch string(name) {
-		case "method":
-			return once(&method, start)
-		case "id":
-			return once(&id, start)
-		case "params":
-			return once(&params, start)
+)
+
+// Indexes into the lists above.
+const (
+	topJSONRPC, topID, topMethod, topParams = 0, 1, 2, 3
+	parName, parURI, parRef, parState       = 0, 1, 2, 3
+	parMeta, parNotifications               = 4, 5
+	refType, refName, refURI                = 0, 1, 2
+	notifyURIs                              = 0
+	metaVersion                             = 0
+)
+
+// members reads the object at b[start:] for the members of names: their
+// spans, by index (End 0: absent). It fails on anything a server could read
+// otherwise: not an object, a name escaped or invalid UTF-8, one of names
+// twice, or a member whose name folds to one of names without being it.
+func members(b []byte, start int, where string, names []string) ([]jsonscan.Span, error) {
+	spans := make([]jsonscan.Span, len(names))
+	var err error
+	if jsonscan.SkipSpace(b, start) >= len(b) || b[jsonscan.SkipSpace(b, start)] != '{' {
+		return nil, ambiguous("%s is not an object", where)
+	}
+	end := jsonscan.WalkObject(b, start, func(n []byte, vs int) int {
+		if err != nil {
+			return -1
+		}
+		for i, name := range names {
+			if string(n) == name {
+				if spans[i].End != 0 {
+					err = ambiguous("%s has %q twice", where, name)
+					return -1
+				}
+				e := jsonscan.SkipValue(b, vs)
+				spans[i] = jsonscan.Span{Start: vs, End: e}
+				return e
+			}
+		}
+		if folds(n, names) {
+			err = ambiguous("%s has %q, which a case-insensitive server reads as one of %q", where, n, names)
 		}
 		return -1
-	}) < 0 || bad {
-		return Message{}, "", false
+	})
+	if err != nil {
+		return nil, err
 	}
-	if method.End != 0 {
-		msg.Method, _ = jsonscan.String(b[method.Start:method.End])
+	if end < 0 {
+		return nil, ambiguous("%s has a member name that is escaped or not UTF-8", where)
 	}
-	if id.End != 0 {
-		msg.ID = json.RawMessage(b[id.Start:id.End])
+	return spans, nil
+}
+
+// folds reports whether n equals one of names under Unicode simple case
+// folding (strings.EqualFold, as encoding/json matches field names).
+func folds(n []byte, names []string) bool {
+	ascii := true
+	for _, c := range n {
+		if c >= 0x80 {
+			ascii = false
+			break
+		}
 	}
+	for _, name := range names {
+		if ascii && len(n) != len(name) {
+			continue // ASCII folds only to ASCII of the same length (K and s aside, which are not ASCII)
+		}
+		if strings.EqualFold(string(n), name) {
+			return true
+		}
+	}
+	return false
+}
+
+// str reads a string member that something decides on: absent is "", a
+// value that is not a string, or that parsers decode differently (invalid
+// UTF-8, a lone surrogate), is ambiguous.
+func str(b []byte, s jsonscan.Span, what string) (string, error) {
+	if s.End == 0 {
+		return "", nil
+	}
+	v := b[s.Start:s.End]
+	out, ok := jsonscan.String(v)
+	if !ok {
+		return "", ambiguous("%s is not a string", what)
+	}
+	if strings.ContainsRune(out, utf8.RuneError) && !literalReplacement(v) {
+		return "", ambiguous("%s has invalid UTF-8 or a lone surrogate, which parsers decode differently", what)
+	}
+	return out, nil
+}
+
+// literalReplacement reports whether a JSON string holds U+FFFD as such
+// (UTF-8 or \ufffd) rather than as a decoder's replacement. It errs
+// towards false: a string with a real U+FFFD and a lone surrogate too is
+// refused, which no client sends.
+func literalReplacement(v []byte) bool {
+	if !utf8.Valid(v) {
+		return false
+	}
+	for i := 0; i+1 < len(v); i++ {
+		if v[i] == '\\' {
+			if v[i+1] == 'u' && i+5 < len(v) {
+				hex := strings.ToLower(string(v[i+2 : i+6]))
+				if hex >= "d800" && hex <= "dfff" {
+					return false // surrogates: a decoder may replace an unpaired one
+				}
+			}
+			i++
+		}
+	}
+	return true
+}
+
+// parseMessage reads one JSON-RPC message by scanning the members that
+// anything decides on (no reflection, no copies but the strings it
+// returns), and refuses it where a server could read them otherwise.
+func parseMessage(b []byte) (Message, string, error) {
+	var msg Message
+	if jsonscan.SkipSpace(b, 0) >= len(b) || b[jsonscan.SkipSpace(b, 0)] != '{' {
+		return msg, "", errNotJSON
+	}
+	top, err := members(b, 0, "the message", topMembers)
+	if err != nil {
+		if !rpcShaped(b) {
+			return msg, "", errNotJSON // some other JSON: no MCP module decides on it
+		}
+		return msg, "", err
+	}
+	if s := top[topID]; s.End != 0 {
+		msg.ID = json.RawMessage(b[s.Start:s.End])
+	}
+	if msg.Method, err = str(b, top[topMethod], "method"); err != nil {
+		return msg, "", err
+	}
+	params := top[topParams]
 	if params.End == 0 || b[params.Start] != '{' {
-		return msg, "", true
+		return msg, "", nil
 	}
-	key := ""
+	p, err := members(b, params.Start, "params", paramsMembers)
+	if err != nil {
+		return msg, "", err
+	}
+	if msg.RequestState, err = str(b, p[parState], "params.requestState"); err != nil {
+		return msg, "", err
+	}
+	name := func(s jsonscan.Span, what string) error {
+		if s.End == 0 {
+			return nil
+		}
+		n, err := str(b, s, what)
+		if err == nil {
+			msg.Names = append(msg.Names, n)
+		}
+		return err
+	}
 	switch msg.Method {
 	case "tools/call", "prompts/get":
-		key = "name"
+		msg.Kind = "tool"
+		if msg.Method == "prompts/get" {
+			msg.Kind = "prompt"
+		}
+		err = name(p[parName], "params.name")
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":
-		key = "uri"
+		msg.Kind = "resource"
+		err = name(p[parURI], "params.uri")
+	case "completion/complete":
+		err = readRef(b, p[parRef], &msg, name)
+	case "subscriptions/listen":
+		err = readSubscriptions(b, p[parNotifications], &msg, name)
 	}
-	var name, meta, version, state jsonscan.Span
-	if jsonscan.WalkObject(b, params.Start, func(n []byte, start int) int {
-		switch {
-		case key != "" && string(n) == key:
-			return once(&name, start)
-		case string(n) == "requestState":
-			return once(&state, start)
-		case string(n) == "_meta":
-			if b[start] != '{' {
-				return -1
-			}
-			end := once(&meta, start)
-			return end
-		}
-		return -1
-	}) < 0 || bad {
-		return Message{}, "", false
+	if err != nil {
+		return msg, "", err
 	}
-	if name.End != 0 {
-		msg.Name, _ = jsonscan.String(b[name.Start:name.End])
-	}
-	if state.End != 0 {
-		msg.RequestState, _ = jsonscan.String(b[state.Start:state.End])
-	}
-	if meta.End != 0 {
-		if jsonscan.WalkObject(b, meta.Start, func(n []byte, start int) int {
-			if string(n) == "io.modelcontextprotocol/protocolVersion" {
-				return once(&version, start)
-			}
-			return -1
-		}) < 0 || bad {
-			return Message{}, "", false
+	if len(msg.Names) > 0 {
+		msg.Name = msg.Names[0]
+		if msg.Method != "completion/complete" && msg.Method != "subscriptions/listen" {
+			msg.headerName = msg.Name
 		}
 	}
-	v := ""
-	if version.End != 0 {
-		v, _ = jsonscan.String(b[version.Start:version.End])
+	version := ""
+	if meta := p[parMeta]; meta.End != 0 {
+		m, err := members(b, meta.Start, "params._meta", metaMembers)
+		if err != nil {
+			return msg, "", err
+		}
+		if m[metaVersion].End != 0 {
+			version, _ = jsonscan.String(b[m[metaVersion].Start:m[metaVersion].End])
+		}
 	}
-	return msg, v, true
+	return msg, version, nil
+}
+
+// rpcShaped reports whether a JSON object that members refused is meant
+// as a JSON-RPC message: a server could read a jsonrpc or method member in
+// it (its names unescaped and case-folded).
+func rpcShaped(b []byte) bool {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(b, &m) != nil {
+		return false
+	}
+	for k := range m {
+		if strings.EqualFold(k, "jsonrpc") || strings.EqualFold(k, "method") {
+			return true
+		}
+	}
+	return false
+}
+
+// readRef reads completion/complete's params.ref: a prompt by name or a
+// resource template by URI.
+func readRef(b []byte, s jsonscan.Span, msg *Message, name func(jsonscan.Span, string) error) error {
+	if s.End == 0 {
+		return nil
+	}
+	ref, err := members(b, s.Start, "params.ref", refMembers)
+	if err != nil {
+		return err
+	}
+	typ, err := str(b, ref[refType], "params.ref.type")
+	if err != nil {
+		return err
+	}
+	switch typ {
+	case "ref/prompt":
+		msg.Kind = "prompt"
+		return name(ref[refName], "params.ref.name")
+	case "ref/resource":
+		msg.Kind = "resource"
+		return name(ref[refURI], "params.ref.uri")
+	}
+	return nil
+}
+
+// readSubscriptions reads subscriptions/listen's
+// params.notifications.resourceSubscriptions (MCP 2026-07-28).
+func readSubscriptions(b []byte, s jsonscan.Span, msg *Message, name func(jsonscan.Span, string) error) error {
+	if s.End == 0 {
+		return nil
+	}
+	n, err := members(b, s.Start, "params.notifications", notifyMembers)
+	if err != nil {
+		return err
+	}
+	uris := n[notifyURIs]
+	if uris.End == 0 {
+		return nil
+	}
+	msg.Kind = "resource"
+	if b[uris.Start] != '[' {
+		return ambiguous("params.notifications.resourceSubscriptions is not an array")
+	}
+	if jsonscan.WalkArray(b, uris.Start, func(start int) int {
+		end := jsonscan.SkipValue(b, start)
+		if err == nil {
+			err = name(jsonscan.Span{Start: start, End: end}, "a resourceSubscriptions entry")
+		}
+		return end
+	}) < 0 && err == nil {
+		err = ambiguous("params.notifications.resourceSubscriptions is not an array")
+	}
+	return err
 }
 
 // era: a session, an initialize or a batch is the 2025 era's; a request
@@ -282,7 +550,7 @@ func headersMatch(h http.Header, m Message) bool {
 				v = string(b)
 			}
 		}
-		if v != m.Name {
+		if v != m.headerName {
 			return false
 		}
 	}
@@ -290,8 +558,13 @@ func headersMatch(h http.Header, m Message) bool {
 }
 
 // ProvidePlaceholders makes {http.mcp.method}, {http.mcp.name},
-// {http.mcp.protocol_version}, {http.mcp.era} and {http.mcp.session_id}
-// available on r's replacer; the body is parsed when one is first used.
+// {http.mcp.protocol_version}, {http.mcp.era}, {http.mcp.session_id},
+// {http.mcp.batch} and {http.mcp.error} available on r's replacer; the
+// body is parsed when one is first used. A batch's method and name are
+// those of each of its messages, comma-separated, never the first alone;
+// {http.mcp.batch} is its number of messages ("" outside a batch);
+// {http.mcp.error} says why a POST is not a message rules can decide on
+// ("" when it is one).
 func ProvidePlaceholders(r *http.Request, maxBytes int64) {
 	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if !ok {
@@ -309,18 +582,37 @@ func ProvidePlaceholders(r *http.Request, maxBytes int64) {
 		q := Get(r, maxBytes)
 		switch name {
 		case "method":
-			return q.First().Method, true
+			return q.each(func(m Message) string { return m.Method }), true
 		case "name":
-			return q.First().Name, true
+			return q.each(func(m Message) string { return strings.Join(m.Names, ",") }), true
 		case "protocol_version":
 			return q.ProtocolVersion, true
 		case "era":
 			return q.Era, true
 		case "session_id":
 			return q.SessionID, true
+		case "batch":
+			if !q.Batch {
+				return "", true
+			}
+			return strconv.Itoa(len(q.Messages)), true
+		case "error":
+			return q.Unreadable(), true
 		}
 		return nil, false
 	})
+}
+
+// each joins what of every message says (one message: its own).
+func (q *Request) each(what func(Message) string) string {
+	if !q.Batch {
+		return what(q.First())
+	}
+	parts := make([]string, len(q.Messages))
+	for i, m := range q.Messages {
+		parts[i] = what(m)
+	}
+	return strings.Join(parts, ",")
 }
 
 // Glob reports whether s matches pattern, where * matches any run of
