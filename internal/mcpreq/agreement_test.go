@@ -55,7 +55,7 @@ func TestAmbiguousMessages(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name, body, kind string
-		names           []string
+		names            []string
 	}{
 		{"a real U+FFFD", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a\ufffdb"}}`, "tool", []string{"a\ufffdb"}},
 		{"an escaped value", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"secret\u005ftool"}}`, "tool", []string{"secret_tool"}},
