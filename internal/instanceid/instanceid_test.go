@@ -190,3 +190,17 @@ func TestRingSurvivesStorageLoss(t *testing.T) {
 		})
 	}
 }
+
+// A Ring that was never given a key (its zero value) still makes ids that
+// it verifies: Current is never nil.
+func TestZeroRing(t *testing.T) {
+	r := new(keyring.Ring)
+	id := NewSessionID(r, "z")
+	if inst, ok := SessionOwner(context.Background(), r, id); !ok || inst != "z" {
+		t.Fatalf("%s: %q %v", id, inst, ok)
+	}
+	st := Seal(r, "z", []byte("p"))
+	if inst, payload, err := Open(context.Background(), r, st); err != nil || inst != "z" || string(payload) != "p" {
+		t.Fatalf("%q %q %v", inst, payload, err)
+	}
+}
