@@ -195,6 +195,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
+	if h.PassToken {
+		h.logger.Warn("pass_token keeps the client's access token for the next handler: the MCP authorization spec forbids token passthrough " +
+			"(an MCP server MUST NOT pass through the token it received from the MCP client; the security best practices call it an anti-pattern); " +
+			"use it only where the next handler is the token's own audience, never to forward the token to another service")
+	}
 	h.audiences = make([]string, len(h.Audience))
 	for i, a := range h.Audience {
 		h.audiences[i] = canonicalURI(a)

@@ -44,6 +44,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	}
 //
 // List options may be repeated; their values accumulate.
+//
+// What the gateway cannot honour is refused at load: a document without
+// authorization_servers (MCP clients find the authorization server only
+// here), bearer_methods_supported body or query (MCP clients send the token
+// in the Authorization header, the only place mcp_auth reads it; MCP forbids
+// it in the query string), and dpop_bound_access_tokens_required (nothing in
+// caddymcp verifies DPoP). tls_client_certificate_bound_access_tokens and
+// dpop_signing_alg_values_supported load with a warning: mcp_auth does not
+// verify those bindings, a resource behind it may.
 func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {

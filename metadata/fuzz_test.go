@@ -17,13 +17,16 @@ import (
 func FuzzCaddyfile(f *testing.F) {
 	f.Add("resource https://x/mcp\nauthorization_servers https://a https://b")
 	f.Add("field resource_name#de `\"Beispiel\"`\nfield x {\"a\":1}")
-	f.Add("bearer_methods_supported header body query\ncors https://app\nmax_age 5m")
+	f.Add("bearer_methods_supported header\ncors https://app\nmax_age 5m")
+	f.Add("bearer_methods_supported header body query")
 	f.Add("dpop_signing_alg_values_supported none")
 	f.Add("field resource `1`")
 	f.Add("resource {http.request.host}\nscopes_supported a b")
 	f.Fuzz(func(t *testing.T, body string) {
 		var h Handler
-		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("oauth_protected_resource {\n" + body + "\n}")); err != nil {
+		// with an authorization server (required), so that what follows is
+		// what decides
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("oauth_protected_resource {\nauthorization_servers https://as.example\n" + body + "\n}")); err != nil {
 			return
 		}
 		if err := h.Validate(); err != nil {

@@ -2,12 +2,17 @@ package metadata
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddymcp/caddymcp/internal/caddyrun"
 )
@@ -38,12 +43,16 @@ func expect(t *testing.T, resp *http.Response, status int, headers map[string]st
 	}
 }
 
+// referenceSite serves the reference's document, but for
+// bearer_methods_supported: the reference advertises header, body and query
+// and reads only the header; body and query are refused here (MCP clients
+// send the token in the Authorization header, the only place mcp_auth reads it).
 const referenceSite = `
 http://localhost:{{PORT}}, http://127.0.0.1:{{PORT}} {
 	oauth_protected_resource /.well-known/oauth-protected-resource/stdio/mcp {
 		resource http://localhost:3000/stdio/mcp
 		authorization_servers http://localhost:9000
-		bearer_methods_supported header body query
+		bearer_methods_supported header
 		resource_documentation http://localhost:3000/stdio/docs
 		resource_policy_uri http://localhost:3000/stdio/policies
 	}
@@ -58,7 +67,7 @@ http://localhost:{{PORT}}, http://127.0.0.1:{{PORT}} {
 `
 
 const referenceDoc = `{"resource":"http://localhost:3000/stdio/mcp","authorization_servers":["http://localhost:9000"],` +
-	`"bearer_methods_supported":["header","body","query"],"resource_documentation":"http://localhost:3000/stdio/docs",` +
+	`"bearer_methods_supported":["header"],"resource_documentation":"http://localhost:3000/stdio/docs",` +
 	`"resource_policy_uri":"http://localhost:3000/stdio/policies"}`
 
 func TestThroughCaddy(t *testing.T) {
@@ -242,7 +251,7 @@ func TestJSONConfig(t *testing.T) {
 			"authorization_servers": ["https://auth.example.com"],
 			"resource_name": "Example",
 			"field": {"resource_name#de": "Beispiel", "x_extra": {"b": 1, "a": [true]}},
-			"dpop_bound_access_tokens_required": true,
+			"tls_client_certificate_bound_access_tokens": true,
 			"max_age": -1
 		}]}]
 	}}}}
@@ -250,7 +259,7 @@ func TestJSONConfig(t *testing.T) {
 	resp := c.Do("GET", "/.well-known/oauth-protected-resource/anything", nil)
 	expect(t, resp, 200, map[string]string{"Cache-Control": "no-store"},
 		`{"resource":"http://127.0.0.1/api/mcp","authorization_servers":["https://auth.example.com"],"resource_name":"Example",`+
-			`"dpop_bound_access_tokens_required":true,"resource_name#de":"Beispiel","x_extra":{"a":[true],"b":1}}`)
+			`"tls_client_certificate_bound_access_tokens":true,"resource_name#de":"Beispiel","x_extra":{"a":[true],"b":1}}`)
 }
 
 func TestProvisionErrorThroughCaddy(t *testing.T) {
@@ -265,4 +274,109 @@ func TestProvisionErrorThroughCaddy(t *testing.T) {
 	if err == nil || !contains(err.Error(), "authorization_servers[0]") {
 		t.Fatalf("load error = %v, want it to name authorization_servers[0]", err)
 	}
+}
+
+// Metadata that no MCP client could use, or that claims what mcp_auth
+// does not do, is refused at load, with an error naming the field, from a
+// Caddyfile and from JSON; `field` is no way around it.
+func TestRefusesWhatTheGatewayCannotHonour(t *testing.T) {
+	c := caddyrun.StartCaddyfile(t, "", `http://127.0.0.1:{{PORT}} {
+	respond ok
+}`)
+	const (
+		noServer = "authorization_servers: at least one authorization server is required (RFC 9728 section 2; MCP clients find the authorization server only here)"
+		query    = `bearer_methods_supported: "query": MCP forbids access tokens in the query string, and mcp_auth reads only the Authorization header`
+		bodyTok  = `bearer_methods_supported: "body": MCP clients must send the token in the Authorization header, the only place mcp_auth reads it`
+		dpop     = "dpop_bound_access_tokens_required: nothing in caddymcp verifies DPoP proofs (mcp_auth accepts Bearer tokens only)"
+	)
+	for _, tt := range []struct {
+		name, options string
+		want          string // the end of the load error
+	}{
+		{"no authorization_servers", "resource_name x", noServer},
+		{"authorization_servers only through field", "field authorization_servers `[\"https://auth.example.com\"]`",
+			`field authorization_servers: duplicates the named member "authorization_servers"; set it with its own option`},
+		{"query", "authorization_servers https://auth.example.com\n\t\tbearer_methods_supported header query", query},
+		{"body", "authorization_servers https://auth.example.com\n\t\tbearer_methods_supported body", bodyTok},
+		{"the reference's three", "authorization_servers https://auth.example.com\n\t\tbearer_methods_supported header body query", bodyTok},
+		{"bearer methods through field", "authorization_servers https://auth.example.com\n\t\tfield bearer_methods_supported `[\"query\"]`",
+			`field bearer_methods_supported: duplicates the named member "bearer_methods_supported"; set it with its own option`},
+		{"dpop required", "authorization_servers https://auth.example.com\n\t\tdpop_bound_access_tokens_required", dpop},
+		{"dpop required through field", "authorization_servers https://auth.example.com\n\t\tfield dpop_bound_access_tokens_required true",
+			`field dpop_bound_access_tokens_required: duplicates the named member "dpop_bound_access_tokens_required"; set it with its own option`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := c.TryLoadCaddyfile("", "http://127.0.0.1:{{PORT}} {\n\toauth_protected_resource {\n\t\t"+tt.options+"\n\t}\n}")
+			if err == nil || !strings.HasSuffix(err.Error(), ": "+tt.want) {
+				t.Fatalf("load error = %v\nwant it to end with %q", err, tt.want)
+			}
+		})
+	}
+	for _, tt := range []struct{ name, members, want string }{
+		{"JSON empty authorization_servers", `"authorization_servers": []`, noServer},
+		{"JSON query", `"authorization_servers": ["https://auth.example.com"], "bearer_methods_supported": ["query"]`, query},
+		{"JSON dpop required", `"authorization_servers": ["https://auth.example.com"], "dpop_bound_access_tokens_required": true`, dpop},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := `{"admin": {"disabled": true}, "apps": {"http": {"servers": {"srv0": {
+				"listen": ["127.0.0.1:` + itoa(c.Port) + `"],
+				"routes": [{"handle": [{"handler": "oauth_protected_resource", ` + tt.members + `}]}]}}}}}`
+			err := caddy.Load([]byte(cfg), true)
+			if err == nil || !strings.HasSuffix(err.Error(), ": "+tt.want) {
+				t.Fatalf("load error = %v\nwant it to end with %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// Options that advertise what mcp_auth does not verify load, with a
+// warning at provision naming the option (the resource behind may verify
+// it); the configs that ship (Caddyfile.example's blocks) warn nothing.
+func TestWarnsWhatMCPAuthDoesNotVerify(t *testing.T) {
+	const (
+		dpopAlgs = "dpop_signing_alg_values_supported advertises DPoP, but mcp_auth accepts Bearer tokens only and verifies no DPoP proof; keep it only if the resource behind verifies DPoP"
+		mtls     = "tls_client_certificate_bound_access_tokens advertises certificate-bound tokens, but mcp_auth does not check a token's binding (cnf x5t#S256) to the client certificate; keep it only if the resource behind checks it"
+	)
+	for _, tt := range []struct {
+		name, options string
+		want          []string // messages of the handler's Warn entries
+	}{
+		{"Caddyfile.example", "authorization_servers http://localhost:9000\n\t\tscopes_supported read:all\n\t\tbearer_methods_supported header", nil},
+		{"dpop algorithms", "authorization_servers https://auth.example.com\n\t\tdpop_signing_alg_values_supported ES256", []string{dpopAlgs}},
+		{"certificate-bound tokens", "authorization_servers https://auth.example.com\n\t\ttls_client_certificate_bound_access_tokens", []string{mtls}},
+		{"both", "authorization_servers https://auth.example.com\n\t\ttls_client_certificate_bound_access_tokens\n\t\tdpop_signing_alg_values_supported ES256 EdDSA",
+			[]string{mtls, dpopAlgs}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			logFile := t.TempDir() + "/caddy.log"
+			c := caddyrun.StartCaddyfile(t, "log {\n\t\toutput file "+logFile+"\n\t\tformat json\n\t}",
+				"http://127.0.0.1:{{PORT}} {\n\toauth_protected_resource {\n\t\t"+tt.options+"\n\t}\n}")
+			resp := c.Do("GET", "/.well-known/oauth-protected-resource/mcp", nil)
+			expect(t, resp, 200, nil, "-")
+			c.Stop()
+			if got := warnEntries(t, logFile, "http.handlers.oauth_protected_resource"); !slices.Equal(got, tt.want) {
+				t.Errorf("warnings = %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// warnEntries are the messages of a logger's Warn entries in a JSON log.
+func warnEntries(t *testing.T, file, logger string) []string {
+	t.Helper()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var e struct{ Level, Logger, Msg string }
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if e.Level == "warn" && e.Logger == logger {
+			out = append(out, e.Msg)
+		}
+	}
+	return out
 }

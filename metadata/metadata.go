@@ -23,6 +23,15 @@
 //		cors [<origin...>]
 //		max_age <duration>
 //	}
+//
+// What the gateway cannot honour is refused at load: a document without
+// authorization_servers (MCP clients find the authorization server only
+// here), bearer_methods_supported body or query (MCP clients send the token
+// in the Authorization header, the only place mcp_auth reads it; MCP forbids
+// it in the query string), and dpop_bound_access_tokens_required (nothing in
+// caddymcp verifies DPoP). tls_client_certificate_bound_access_tokens and
+// dpop_signing_alg_values_supported load with a warning: mcp_auth does not
+// verify those bindings, a resource behind it may.
 package metadata
 
 import (
@@ -68,6 +77,8 @@ type Handler struct {
 
 	// Issuer identifiers of the OAuth authorization servers that can issue
 	// tokens for this resource. Each must be an absolute http(s) URL.
+	// Required: at least one (MCP clients find the authorization server
+	// only here).
 	AuthorizationServers []string `json:"authorization_servers,omitempty"`
 
 	// URL of the resource's own JSON Web Key Set, if it signs responses.
@@ -76,8 +87,9 @@ type Handler struct {
 	// Scope values that are used in authorization requests for this resource.
 	ScopesSupported []string `json:"scopes_supported,omitempty"`
 
-	// Ways a bearer token may be presented: any of `header`, `body` and
-	// `query` (RFC 6750). Omitted when empty.
+	// Ways a bearer token may be presented (RFC 6750): only `header`, the
+	// one way MCP allows and mcp_auth reads (`query` and `body` are
+	// refused). Omitted when empty.
 	BearerMethodsSupported []string `json:"bearer_methods_supported,omitempty"`
 
 	// JWS algorithms the resource uses to sign responses. `none` is refused.
@@ -96,17 +108,21 @@ type Handler struct {
 	ResourceTOSURI string `json:"resource_tos_uri,omitempty"`
 
 	// Whether the resource supports mutual-TLS client certificate-bound
-	// access tokens (RFC 8705). Omitted when false.
+	// access tokens (RFC 8705). Omitted when false. mcp_auth does not check
+	// the binding: a warning at provision says so.
 	TLSClientCertificateBoundAccessTokens bool `json:"tls_client_certificate_bound_access_tokens,omitempty"`
 
 	// Rich authorization request types supported (RFC 9396).
 	AuthorizationDetailsTypesSupported []string `json:"authorization_details_types_supported,omitempty"`
 
-	// JWS algorithms supported for DPoP proofs (RFC 9449). `none` is refused.
+	// JWS algorithms supported for DPoP proofs (RFC 9449). `none` is
+	// refused. mcp_auth verifies no DPoP proof: a warning at provision says
+	// so.
 	DPoPSigningAlgValuesSupported []string `json:"dpop_signing_alg_values_supported,omitempty"`
 
 	// Whether the resource always requires DPoP-bound access tokens.
-	// Omitted when false.
+	// Refused: nothing in caddymcp verifies DPoP proofs, so no route here
+	// can require them.
 	DPoPBoundAccessTokensRequired bool `json:"dpop_bound_access_tokens_required,omitempty"`
 
 	// Any other members, by name, as raw JSON values: language-tagged
@@ -137,9 +153,16 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets defaults.
+// Provision sets defaults, and warns about advertised token bindings that
+// mcp_auth does not verify.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	if h.TLSClientCertificateBoundAccessTokens {
+		h.logger.Warn("tls_client_certificate_bound_access_tokens advertises certificate-bound tokens, but mcp_auth does not check a token's binding (cnf x5t#S256) to the client certificate; keep it only if the resource behind checks it")
+	}
+	if len(h.DPoPSigningAlgValuesSupported) > 0 {
+		h.logger.Warn("dpop_signing_alg_values_supported advertises DPoP, but mcp_auth accepts Bearer tokens only and verifies no DPoP proof; keep it only if the resource behind verifies DPoP")
+	}
 	if len(h.CORS) == 0 {
 		h.CORS = []string{"*"}
 	}
@@ -185,9 +208,18 @@ func (h *Handler) Validate() error {
 		}
 	}
 	for _, m := range h.BearerMethodsSupported {
-		if m != "header" && m != "body" && m != "query" {
+		switch m {
+		case "header":
+		case "query":
+			return fmt.Errorf("bearer_methods_supported: %q: MCP forbids access tokens in the query string, and mcp_auth reads only the Authorization header", m)
+		case "body":
+			return fmt.Errorf("bearer_methods_supported: %q: MCP clients must send the token in the Authorization header, the only place mcp_auth reads it", m)
+		default:
 			return fmt.Errorf("bearer_methods_supported: %q is not one of header, body, query", m)
 		}
+	}
+	if h.DPoPBoundAccessTokensRequired {
+		return fmt.Errorf("dpop_bound_access_tokens_required: nothing in caddymcp verifies DPoP proofs (mcp_auth accepts Bearer tokens only)")
 	}
 	for _, s := range h.ScopesSupported {
 		if !wellknown.ValidScope(s) {
@@ -221,6 +253,10 @@ func (h *Handler) Validate() error {
 				return fmt.Errorf("cors: origin %q: %w", o, err)
 			}
 		}
+	}
+	// last, so that a malformed value is named before a missing one
+	if len(h.AuthorizationServers) == 0 {
+		return fmt.Errorf("authorization_servers: at least one authorization server is required (RFC 9728 section 2; MCP clients find the authorization server only here)")
 	}
 	return nil
 }

@@ -33,6 +33,17 @@ func TestValidateErrorsNameTheField(t *testing.T) {
 		{"field duplicates member", Handler{Fields: map[string]json.RawMessage{"resource_name": json.RawMessage(`"x"`)}}, `field resource_name: duplicates the named member`},
 		{"field empty name", Handler{Fields: map[string]json.RawMessage{"": json.RawMessage(`1`)}}, "field: empty member name"},
 		{"cors origin", Handler{CORS: []string{"app.example.com"}}, "cors:"},
+		// what the gateway cannot honour
+		{"no authorization server", Handler{}, "authorization_servers: at least one authorization server is required"},
+		{"no authorization server, empty list", Handler{AuthorizationServers: []string{}}, "authorization_servers: at least one"},
+		{"bearer method query", Handler{AuthorizationServers: []string{"https://a"}, BearerMethodsSupported: []string{"header", "query"}},
+			`bearer_methods_supported: "query": MCP forbids access tokens in the query string`},
+		{"bearer method body", Handler{AuthorizationServers: []string{"https://a"}, BearerMethodsSupported: []string{"body", "header"}},
+			`bearer_methods_supported: "body": MCP clients must send the token in the Authorization header`},
+		{"dpop required", Handler{AuthorizationServers: []string{"https://a"}, DPoPBoundAccessTokensRequired: true},
+			"dpop_bound_access_tokens_required: nothing in caddymcp verifies DPoP proofs"},
+		{"bearer methods through field", Handler{AuthorizationServers: []string{"https://a"},
+			Fields: map[string]json.RawMessage{"bearer_methods_supported": json.RawMessage(`["query"]`)}}, "field bearer_methods_supported: duplicates the named member"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -51,7 +62,7 @@ func TestValidateAccepts(t *testing.T) {
 	h := Handler{
 		Resource:                          "https://mcp.example.com/mcp",
 		AuthorizationServers:              []string{"https://auth.example.com", "http://localhost:9000"},
-		BearerMethodsSupported:            []string{"header", "body", "query"},
+		BearerMethodsSupported:            []string{"header"},
 		ResourceSigningAlgValuesSupported: []string{"RS256"},
 		ResourceDocumentation:             "{http.request.scheme}://{http.request.host}/docs",
 		Fields:                            map[string]json.RawMessage{"resource_name#de": json.RawMessage(`"Beispiel"`)},

@@ -142,3 +142,65 @@ func TestLocalRing(t *testing.T) {
 		t.Error("another process's ring verified the id")
 	}
 }
+
+// Ids made before storage lost the ring (deleted, emptied, or overwritten
+// with keys that are not keys) still verify once the ring has read it
+// again, and new ids are still made (a ring without a key panicked).
+func TestRingSurvivesStorageLoss(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name    string
+		content string // "": the file is deleted
+	}{
+		{"deleted", ""},
+		{"empty", " "},
+		{"empty list", "[]"},
+		{"short secrets", `[{"id":"SHORTKEY","secret":"AAAAAAAAAAAAAAAAAAAAAA==","created":"2026-01-01T00:00:00Z"}]`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			r := ring(t, dir)
+			id := NewSessionID(r, "i1")
+			st := Seal(r, "i1", []byte("p"))
+			fs := &certmagic.FileStorage{Path: dir}
+			if c.content == "" {
+				if err := fs.Delete(ctx, keyring.StorageKey); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := fs.Store(ctx, keyring.StorageKey, []byte(c.content)); err != nil {
+				t.Fatal(err)
+			}
+			savedEvery, savedWait := keyring.ReloadEvery, keyring.LookupWait
+			keyring.ReloadEvery, keyring.LookupWait = 0, time.Minute
+			if k := r.Lookup(ctx, "UNKNOWN2"); k != nil { // reads the ring again, and waits for it
+				t.Fatalf("unknown key found: %s", k.ID)
+			}
+			keyring.ReloadEvery, keyring.LookupWait = savedEvery, savedWait
+
+			if inst, ok := SessionOwner(ctx, r, id); !ok || inst != "i1" {
+				t.Errorf("an id made before no longer verifies: %q %v", inst, ok)
+			}
+			if _, payload, err := Open(ctx, r, st); err != nil || string(payload) != "p" {
+				t.Errorf("a state sealed before no longer opens: %q %v", payload, err)
+			}
+			id2 := NewSessionID(r, "i1")
+			if inst, ok := SessionOwner(ctx, r, id2); !ok || inst != "i1" {
+				t.Errorf("a new id does not verify: %q %v", inst, ok)
+			}
+		})
+	}
+}
+
+// A Ring that was never given a key (its zero value) still makes ids that
+// it verifies: Current is never nil.
+func TestZeroRing(t *testing.T) {
+	r := new(keyring.Ring)
+	id := NewSessionID(r, "z")
+	if inst, ok := SessionOwner(context.Background(), r, id); !ok || inst != "z" {
+		t.Fatalf("%s: %q %v", id, inst, ok)
+	}
+	st := Seal(r, "z", []byte("p"))
+	if inst, payload, err := Open(context.Background(), r, st); err != nil || inst != "z" || string(payload) != "p" {
+		t.Fatalf("%q %q %v", inst, payload, err)
+	}
+}

@@ -13,9 +13,21 @@
 // Retain × Rotation. An id naming a key this process has not seen makes it
 // read the ring again (at most once per ReloadEvery): a key another
 // instance added is learned on first use.
+//
+// Storage is not trusted to keep the ring. What a process reads is merged
+// with the keys it knows (newest first, Retain of them), so a ring that
+// reads as missing, empty or smaller never makes it forget a key, and every
+// write (a rotation, or writing back the keys that storage lacks) is a
+// read-merge-write under the storage lock that never writes over content it
+// could not read. Keys that are not keys (a short secret, a malformed id,
+// no creation time) are ignored with a warning. Requests never wait on
+// storage for a key the process knows; a lookup of an unknown key waits for
+// the read it causes at most LookupWait (and no longer than its context).
 package keyring
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -25,8 +37,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -52,9 +65,22 @@ var (
 	// the ring every ReloadEvery while they serve), so that no id is made
 	// with a key that another instance or the balancer does not know yet.
 	Grace = 30 * time.Second
+	// LookupWait bounds how long a lookup of a key id this process does not
+	// know waits for the storage read it causes (a storage that hangs holds
+	// up such a request this long, and no other request at all).
+	LookupWait = 2 * time.Second
 )
 
-var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+// minSecret is the shortest secret a key may have (HMAC-SHA256's block of
+// entropy); maxID the longest key id (ids this package makes have 8).
+const (
+	minSecret = 32
+	maxID     = 32
+)
+
+const idAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding) // of idAlphabet
 
 type storedKey struct {
 	ID      string    `json:"id"`
@@ -80,23 +106,26 @@ func (k *Key) Derive(purpose string) []byte {
 
 // Ring is the shared key ring of one storage.
 //
-// Lock order: mu is a leaf; no storage I/O happens under it.
+// Lock order: the storage lock (lockName, taken only by write) before mu;
+// mu is a leaf, and no storage I/O happens under it.
 type Ring struct {
 	logger *zap.Logger
 
 	mu         sync.Mutex
 	storage    certmagic.Storage // the newest config's
-	keys       []*Key            // newest first
+	keys       []*Key            // newest first; never fewer once it has one
 	lastReload time.Time
+	refreshing chan struct{}     // closed when the refresh in flight ends; nil: none
+	missing    bool              // storage had no ring at the last read (warned once)
 	derived    map[string][]byte // key id + purpose -> derived key
-
-	rotating atomic.Bool
 }
 
 var rings sync.Map // storage identity -> *Ring
 
 // For returns the ring of storage, reading it (and creating its first key
-// if there is none) on first use in this process.
+// if there is none) on first use in this process. It fails when storage
+// cannot be read (or holds something that is not a key ring: it is never
+// overwritten) or the first key cannot be stored.
 func For(ctx context.Context, storage certmagic.Storage, logger *zap.Logger) (*Ring, error) {
 	// one ring per storage: a process has one configured storage, and a
 	// config load makes a new storage value, so the ring is found by the
@@ -113,14 +142,12 @@ func For(ctx context.Context, storage certmagic.Storage, logger *zap.Logger) (*R
 		r.maybeRefresh()
 		return r, nil
 	}
-	r := &Ring{storage: storage, logger: logger, derived: map[string][]byte{}}
-	if err := r.reload(ctx); err != nil {
+	r := &Ring{storage: storage, logger: logger, derived: map[string][]byte{}, lastReload: time.Now()}
+	if err := r.sync(ctx); err != nil {
 		return nil, err
 	}
-	if len(r.current()) == 0 || r.stale() {
-		if err := r.rotate(ctx); err != nil {
-			return nil, err
-		}
+	if len(r.current()) == 0 { // sync stores a first key or fails; defensive
+		return nil, errors.New("the shared key ring has no key")
 	}
 	v, _ := rings.LoadOrStore(id, r)
 	return v.(*Ring), nil
@@ -130,12 +157,17 @@ func For(ctx context.Context, storage certmagic.Storage, logger *zap.Logger) (*R
 // instance uses when storage cannot hold the shared ring (its ids then
 // verify nowhere else, and not after a restart).
 func Local() *Ring {
-	secret := make([]byte, 32)
+	r := &Ring{derived: map[string][]byte{}}
+	r.keys = []*Key{newKey()}
+	return r
+}
+
+func newKey() *Key {
+	secret := make([]byte, minSecret)
 	_, _ = rand.Read(secret)
 	idb := make([]byte, 5)
 	_, _ = rand.Read(idb)
-	return &Ring{derived: map[string][]byte{},
-		keys: []*Key{{ID: idEncoding.EncodeToString(idb), created: time.Now(), secret: secret}}}
+	return &Key{ID: idEncoding.EncodeToString(idb), created: time.Now().UTC().Round(0), secret: secret}
 }
 
 func (r *Ring) store() certmagic.Storage {
@@ -150,115 +182,261 @@ func (r *Ring) current() []*Key {
 	return r.keys
 }
 
-func (r *Ring) stale() bool {
-	keys := r.current()
+func stale(keys []*Key) bool {
 	return len(keys) == 0 || time.Since(keys[0].created) > Rotation
 }
 
-// load reads the ring from storage (nil, nil where there is none yet).
-func (r *Ring) load(ctx context.Context) ([]storedKey, error) {
-	b, err := r.store().Load(ctx, StorageKey)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+func (r *Ring) warn(msg string, fields ...zap.Field) {
+	if r.logger != nil {
+		r.logger.Warn(msg, fields...)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("reading %s from storage: %w", StorageKey, err)
-	}
-	var ks []storedKey
-	if err := json.Unmarshal(b, &ks); err != nil {
-		return nil, fmt.Errorf("%s in storage is not a key ring: %w", StorageKey, err)
-	}
-	return ks, nil
 }
 
-func (r *Ring) reload(ctx context.Context) error {
-	ks, err := r.load(ctx)
+// malformed says what is wrong with a stored key ("" if nothing).
+func malformed(k storedKey) string {
+	switch {
+	case k.ID == "" || len(k.ID) > maxID || strings.Trim(k.ID, idAlphabet) != "":
+		return fmt.Sprintf("id must be 1 to %d characters of %s", maxID, idAlphabet)
+	case len(k.Secret) < minSecret:
+		return fmt.Sprintf("secret has %d bytes, fewer than %d", len(k.Secret), minSecret)
+	case k.Created.IsZero():
+		return "no creation time"
+	}
+	return ""
+}
+
+// parse reads the stored ring: no content (or null) is a ring without keys;
+// content that is not a JSON list is an error (so that it is never written
+// over); entries that are not keys are skipped (refused counts them) and,
+// with warn, logged.
+func (r *Ring) parse(b []byte, warn bool) (ks []storedKey, refused int, err error) {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return nil, 0, nil
+	}
+	var entries []json.RawMessage
+	if err := json.Unmarshal(b, &entries); err != nil {
+		return nil, 0, fmt.Errorf("%s in storage is not a key ring: %w", StorageKey, err)
+	}
+	for i, e := range entries {
+		var k storedKey
+		why := ""
+		if err := json.Unmarshal(e, &k); err != nil {
+			why = "not a key: " + err.Error()
+		} else if why = malformed(k); why == "" && slices.ContainsFunc(ks, func(o storedKey) bool { return o.ID == k.ID }) {
+			why = "id repeated"
+		}
+		if why != "" {
+			refused++
+			if warn {
+				r.warn("ignored a malformed key of the shared key ring", zap.Int("index", i),
+					zap.String("id", truncate(k.ID, maxID)), zap.String("reason", why))
+			}
+			continue
+		}
+		ks = append(ks, k)
+	}
+	return ks, refused, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// read loads and parses the stored ring (no keys, !exists where there is
+// none).
+func (r *Ring) read(ctx context.Context, st certmagic.Storage, warn bool) (ks []storedKey, refused int, exists bool, err error) {
+	b, err := st.Load(ctx, StorageKey)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, false, nil
+	}
+	if err != nil {
+		return nil, 0, true, fmt.Errorf("reading %s from storage: %w", StorageKey, err)
+	}
+	ks, refused, err = r.parse(b, warn)
+	return ks, refused, true, err
+}
+
+// merge is the keys of known and stored, newest first, Retain of them; a
+// key id both hold keeps the known secret (ids made with it must verify).
+func merge(known []*Key, stored []storedKey) (keys []*Key, conflicts []string) {
+	keys = slices.Clone(known)
+	for _, s := range stored {
+		if i := slices.IndexFunc(keys, func(k *Key) bool { return k.ID == s.ID }); i >= 0 {
+			if !hmac.Equal(keys[i].secret, s.Secret) {
+				conflicts = append(conflicts, s.ID)
+			}
+			continue
+		}
+		keys = append(keys, &Key{ID: s.ID, created: s.Created, secret: s.Secret})
+	}
+	slices.SortStableFunc(keys, func(a, b *Key) int {
+		if c := b.created.Compare(a.created); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+	if n := max(Retain, 1); len(keys) > n {
+		keys = keys[:n]
+	}
+	return keys, conflicts
+}
+
+// adopt merges stored into the keys of the ring and returns them.
+func (r *Ring) adopt(stored []storedKey, warn bool) []*Key {
+	r.mu.Lock()
+	keys, conflicts := merge(r.keys, stored)
+	r.keys = keys
+	for name := range r.derived {
+		id, _, _ := strings.Cut(name, "\x00")
+		if !slices.ContainsFunc(keys, func(k *Key) bool { return k.ID == id }) {
+			delete(r.derived, name)
+		}
+	}
+	r.mu.Unlock()
+	if warn && len(conflicts) > 0 {
+		r.warn("keys in storage have other secrets than the keys of the same id this process knows; keeping the known ones",
+			zap.Strings("keys", conflicts))
+	}
+	return keys
+}
+
+// lacks says whether stored lacks a key of keys.
+func lacks(stored []storedKey, keys []*Key) bool {
+	for _, k := range keys {
+		if !slices.ContainsFunc(stored, func(s storedKey) bool { return s.ID == k.ID && hmac.Equal(s.Secret, k.secret) }) {
+			return true
+		}
+	}
+	return false
+}
+
+// sync reads the ring from storage into the keys this process knows, and
+// writes the ring when it is due for rotation, or storage holds a ring that
+// lacks some of the keys or has entries that are not keys. A ring missing
+// from storage is written by the next rotation or the next process that
+// starts without keys, not at once (it may have been deleted on purpose,
+// with every process to be restarted).
+func (r *Ring) sync(ctx context.Context) error {
+	st := r.store()
+	stored, refused, exists, err := r.read(ctx, st, true)
 	if err != nil {
 		return err
 	}
-	keys := make([]*Key, 0, len(ks))
-	for _, k := range ks {
-		if k.ID != "" && len(k.Secret) >= 32 {
-			keys = append(keys, &Key{ID: k.ID, created: k.Created, secret: k.Secret})
-		}
-	}
+	keys := r.adopt(stored, true)
 	r.mu.Lock()
-	r.keys = keys
-	r.lastReload = time.Now()
+	warn := !exists && !r.missing && len(keys) > 0
+	r.missing = !exists
 	r.mu.Unlock()
+	switch {
+	case stale(keys):
+		return r.write(ctx, st)
+	case !exists:
+		if warn {
+			r.warn("the shared key ring is missing from storage; keeping the keys known (the next rotation writes them back)",
+				zap.Int("keys", len(keys)))
+		}
+	case refused > 0 || lacks(stored, keys):
+		return r.write(ctx, st)
+	}
 	return nil
 }
 
-// rotate adds a new key under the storage lock, unless another instance
-// just did, and drops keys beyond Retain.
-func (r *Ring) rotate(ctx context.Context) error {
-	if err := r.store().Lock(ctx, lockName); err != nil {
+// write reads the ring again under the storage lock, merges it with the
+// keys this process knows, adds a key when the newest is older than
+// Rotation, and stores the result if it differs from what storage holds.
+// It never writes over content it could not read, and never stores a ring
+// without a key that this process or storage had (but those beyond Retain).
+func (r *Ring) write(ctx context.Context, st certmagic.Storage) error {
+	if err := st.Lock(ctx, lockName); err != nil {
 		return fmt.Errorf("locking the key ring in storage: %w", err)
 	}
-	defer func() { _ = r.store().Unlock(context.WithoutCancel(ctx), lockName) }()
-	ks, err := r.load(ctx)
+	defer func() { _ = st.Unlock(context.WithoutCancel(ctx), lockName) }()
+	stored, refused, _, err := r.read(ctx, st, false) // warned about by the read before
 	if err != nil {
 		return err
 	}
-	if len(ks) == 0 || time.Since(ks[0].Created) > Rotation {
-		secret := make([]byte, 32)
-		_, _ = rand.Read(secret)
-		idb := make([]byte, 5)
-		_, _ = rand.Read(idb)
-		ks = append([]storedKey{{ID: idEncoding.EncodeToString(idb), Secret: secret, Created: time.Now().UTC()}}, ks...)
-		if len(ks) > Retain {
-			ks = ks[:Retain]
-		}
-		b, _ := json.Marshal(ks)
-		if err := r.store().Store(ctx, StorageKey, b); err != nil {
-			return fmt.Errorf("storing the key ring: %w", err)
-		}
-		if r.logger != nil {
-			r.logger.Info("added a key to the shared key ring", zap.String("key", ks[0].ID), zap.Int("keys", len(ks)))
-		}
+	keys, _ := merge(r.current(), stored)
+	lost := lacks(stored, keys) // keys this process knows and storage does not
+	var added *Key
+	if stale(keys) {
+		added = newKey()
+		keys, _ = merge(append([]*Key{added}, keys...), nil)
 	}
-	return r.reload(ctx)
+	if added == nil && refused == 0 && !lost {
+		r.adopt(stored, false)
+		return nil
+	}
+	if lost {
+		r.warn("the shared key ring in storage lacks keys this process knows; writing them back",
+			zap.Int("stored", len(stored)), zap.Int("keys", len(keys)))
+	}
+	out := make([]storedKey, len(keys))
+	for i, k := range keys {
+		out[i] = storedKey{ID: k.ID, Secret: k.secret, Created: k.created}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
+	if err := st.Store(ctx, StorageKey, b); err != nil {
+		return fmt.Errorf("storing the key ring: %w", err)
+	}
+	// only what is stored is used: a new key that no other process can
+	// read never makes ids
+	r.adopt(out, false)
+	if added != nil && r.logger != nil {
+		r.logger.Info("added a key to the shared key ring", zap.String("key", added.ID), zap.Int("keys", len(out)))
+	}
+	return nil
 }
 
-// maybeRefresh reads the ring again in the background when it was last
-// read more than ReloadEvery ago, and rotates it when its newest key is
-// older than Rotation.
-func (r *Ring) maybeRefresh() {
-	if r.store() == nil {
-		return
-	}
+// maybeRefresh starts a refresh (sync) in the background when the ring was
+// last read more than ReloadEvery ago, and returns the channel that is
+// closed when the refresh in flight ends (nil: none is).
+func (r *Ring) maybeRefresh() <-chan struct{} {
 	r.mu.Lock()
-	due := time.Since(r.lastReload) > ReloadEvery
-	if due {
-		r.lastReload = time.Now() // one refresh at a time
+	defer r.mu.Unlock()
+	if r.refreshing != nil {
+		return r.refreshing
 	}
-	r.mu.Unlock()
-	if !due || !r.rotating.CompareAndSwap(false, true) {
-		return
+	if r.storage == nil || time.Since(r.lastReload) <= ReloadEvery {
+		return nil
 	}
+	done := make(chan struct{})
+	r.refreshing, r.lastReload = done, time.Now()
 	go func() {
-		defer r.rotating.Store(false)
+		defer func() {
+			r.mu.Lock()
+			r.refreshing = nil
+			r.mu.Unlock()
+			close(done)
+		}()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		var err error
-		if r.stale() {
-			err = r.rotate(ctx)
-		} else {
-			err = r.reload(ctx)
-		}
-		if err != nil && r.logger != nil {
-			r.logger.Error("could not refresh the shared key ring; keeping the keys known", zap.Error(err))
+		if err := r.sync(ctx); err != nil {
+			r.warn("could not read the shared key ring; keeping the keys known", zap.Error(err))
 		}
 	}()
+	return done
 }
 
 // Current is the key new ids are made with: the newest one older than
-// Grace (the oldest if none is; the only one on a new ring).
+// Grace (the oldest if none is; the only one on a new ring). It is never
+// nil: a ring holds a key from For or Local on, and keeps one.
 func (r *Ring) Current() *Key {
 	r.maybeRefresh()
 	keys := r.current()
-	if len(keys) == 0 {
-		return nil
+	if len(keys) == 0 { // a Ring not made by For or Local: one key of its own
+		r.mu.Lock()
+		if len(r.keys) == 0 {
+			r.keys = []*Key{newKey()}
+		}
+		keys = r.keys
+		r.mu.Unlock()
 	}
 	for _, k := range keys {
 		if time.Since(k.created) >= Grace {
@@ -268,25 +446,20 @@ func (r *Ring) Current() *Key {
 	return keys[len(keys)-1]
 }
 
-// Lookup finds a key by id; an id this process has not seen makes it read
-// the ring again, at most once per ReloadEvery (callers may do I/O: it is
-// a storage read).
+// Lookup finds a key by id. An id this process has not seen makes it read
+// the ring again, at most once per ReloadEvery, and waits for that read at
+// most LookupWait and while ctx lasts; a known id never waits.
 func (r *Ring) Lookup(ctx context.Context, id string) *Key {
-	r.maybeRefresh() // a process that only verifies (the balancer) reads new keys too
-	if k := r.find(id); k != nil || r.store() == nil {
+	done := r.maybeRefresh() // a process that only verifies (the balancer) reads new keys too
+	if k := r.find(id); k != nil || done == nil {
 		return k
 	}
-	r.mu.Lock()
-	due := time.Since(r.lastReload) > ReloadEvery
-	if due {
-		r.lastReload = time.Now()
-	}
-	r.mu.Unlock()
-	if !due {
-		return nil
-	}
-	if err := r.reload(ctx); err != nil && r.logger != nil {
-		r.logger.Error("could not read the shared key ring", zap.Error(err))
+	t := time.NewTimer(LookupWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	case <-t.C:
 	}
 	return r.find(id)
 }
@@ -313,6 +486,9 @@ func (r *Ring) DerivedFor(k *Key, purpose string) []byte {
 	}
 	d = k.Derive(purpose)
 	r.mu.Lock()
+	if r.derived == nil {
+		r.derived = map[string][]byte{}
+	}
 	r.derived[name] = d
 	r.mu.Unlock()
 	return d
