@@ -135,8 +135,10 @@ type Handler struct {
 	// Rate limits per principal (`rate <n>/<window>`), or per principal and
 	// tool (`rate <n>/<window> tool <glob...>`): beyond them, 429 with
 	// Retry-After and a JSON-RPC error. The principal is the token's iss and
-	// sub (the client IP for requests that pass unauthenticated). Counts
-	// start afresh when the config is reloaded.
+	// sub (the client IP for requests that pass unauthenticated). Each
+	// message of a batch counts; a request is charged all or nothing, and
+	// only for what the scope rules let through. Counts start afresh when
+	// the config is reloaded.
 	Rates []RateLimit `json:"rates,omitempty"`
 
 	// Remember up to this many verified tokens (by their SHA-256), so that
@@ -420,11 +422,6 @@ func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *c
 		return nil
 	}
 	granted := h.granted(claims)
-	if len(h.limiters) > 0 && !h.checkRates(w, q, ratePrincipal(r, claims)) {
-		h.auditRefused(r, claims, q, nil, "rate limit exceeded")
-		countDecision("rate_limited", "")
-		return nil
-	}
 	var batch *batchErrors
 	if q.Batch && len(h.Rules) > 0 {
 		// a batch's forbidden messages are answered one by one; a batch
@@ -450,6 +447,12 @@ func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *c
 		h.auditRefused(r, claims, q, nil, fail.Error())
 		countDecision("insufficient_scope", "")
 		writeChallenge(w, fail, h.metadataURL(r, repl), scope)
+		return nil
+	}
+	// rates last: a request the rules refuse spends no tokens
+	if len(h.limiters) > 0 && !h.checkRates(w, q, ratePrincipal(r, claims)) {
+		h.auditRefused(r, claims, q, nil, "rate limit exceeded")
+		countDecision("rate_limited", "")
 		return nil
 	}
 	countDecision("ok", "")

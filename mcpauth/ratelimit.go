@@ -2,11 +2,26 @@ package mcpauth
 
 // Rate limits per principal, and per principal and tool: `rate <n>/<window>
 // [tool <glob...>]`. Each (principal[, tool]) has a token bucket that holds
-// n requests and refills n per window (golang.org/x/time/rate). The buckets
-// of one limit live in a table bounded by maxRateKeys: when it is full, the
-// least recently used bucket is dropped if it has refilled (a full bucket
-// carries no state), else the new principal is refused (429) rather than
-// anyone's bucket reset. Lock: limiter.mu, taken alone, never across I/O.
+// n requests and refills n per window (golang.org/x/time/rate).
+//
+// What a request spends: every JSON-RPC message counts as it would sent
+// alone (a batch of 50 spends 50; a GET or DELETE spends 1), and each
+// tools/call of a per-tool limit spends from its tool's bucket. A request
+// spends from every limit at once or from none: one that some limit
+// refuses takes nothing from the others, and mcp_auth charges only what
+// its scope rules let through.
+//
+// Bounds: the buckets of one limit live in a table of maxRateKeys. In a
+// per-tool limit one principal holds at most maxToolKeys buckets of named
+// tools; its calls of any further name share one "other" bucket of its
+// own, so no principal can take more than maxToolKeys+1 of the table, and
+// invented names cost their inventor only. A full table drops its least
+// recently used bucket to make room (it is reset: generous to one
+// principal, never a refusal of another; the table fills only from
+// thousands of principals, each of whom already has a budget of its own).
+//
+// Lock: limiter.mu, never across I/O; checkRates holds a handler's
+// limiters' locks together, taken in config order.
 
 import (
 	"container/list"
@@ -42,100 +57,206 @@ type RateLimit struct {
 // maxRateKeys bounds the buckets one limit keeps.
 const maxRateKeys = 100_000
 
+// maxToolKeys bounds the named tool buckets one principal holds in a
+// per-tool limit; its calls of further names share its "other" bucket.
+const maxToolKeys = 32
+
 // limiter is one RateLimit's buckets.
 type limiter struct {
 	cfg     RateLimit
 	maxKeys int
 
-	mu      sync.Mutex
-	buckets map[string]*list.Element // key -> element of lru (value *bucket)
-	lru     *list.List               // front: most recently used
+	mu       sync.Mutex
+	buckets  map[bucketKey]*list.Element // -> element of lru (value *bucket)
+	lru      *list.List                  // front: most recently used
+	named    map[string]int              // principal -> its named tool buckets in the table
+	resets   int                         // active buckets dropped for room since the last warning
+	warnedAt time.Time
+}
+
+// bucketKey names a bucket: a principal's (tool ""), a principal's for one
+// tool, or a principal's shared bucket for tools beyond maxToolKeys.
+type bucketKey struct {
+	principal string
+	tool      string
+	other     bool
 }
 
 type bucket struct {
-	key string
+	key bucketKey
 	lim *rate.Limiter
 }
 
+// charge is what a request spends of one bucket.
+type charge struct {
+	key bucketKey
+	n   int
+}
+
 func newLimiter(cfg RateLimit) *limiter {
-	return &limiter{cfg: cfg, maxKeys: maxRateKeys, buckets: map[string]*list.Element{}, lru: list.New()}
+	return &limiter{cfg: cfg, maxKeys: maxRateKeys, buckets: map[bucketKey]*list.Element{}, lru: list.New(), named: map[string]int{}}
 }
 
-// take spends one request of key's bucket; when it cannot, wait says how
-// long until it could (0 and full: the table is full of active buckets).
-func (l *limiter) take(key string, now time.Time) (ok bool, wait time.Duration, full bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	el := l.buckets[key]
-	if el == nil {
-		if l.lru.Len() >= l.maxKeys {
-			oldest := l.lru.Back()
-			b := oldest.Value.(*bucket)
-			if b.lim.TokensAt(now) < float64(l.cfg.Requests) {
-				return false, time.Duration(l.cfg.Window), true
+// plan is what q spends of l's buckets (nothing: l does not count q).
+// Called with l.mu held.
+func (l *limiter) plan(q *mcpreq.Request, principal string) []charge {
+	if len(l.cfg.Tools) == 0 {
+		return []charge{{bucketKey{principal: principal}, max(1, len(q.Messages))}}
+	}
+	// at most maxToolKeys+1 distinct keys: found by looking through out
+	var out []charge
+	find := func(k bucketKey) int {
+		for i := range out {
+			if out[i].key == k {
+				return i
 			}
-			l.lru.Remove(oldest)
-			delete(l.buckets, b.key)
 		}
-		every := time.Duration(l.cfg.Window) / time.Duration(l.cfg.Requests)
-		el = l.lru.PushFront(&bucket{key: key, lim: rate.NewLimiter(rate.Every(every), l.cfg.Requests)})
-		l.buckets[key] = el
-	} else {
-		l.lru.MoveToFront(el)
+		return -1
 	}
-	lim := el.Value.(*bucket).lim
-	r := lim.ReserveN(now, 1)
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return false, d, false
+	fresh := 0 // named buckets this plan would add
+	for _, m := range q.Messages {
+		if m.Method != "tools/call" || !l.counts(m.Name) {
+			continue
+		}
+		key := bucketKey{principal: principal, tool: m.Name}
+		i := find(key)
+		if _, held := l.buckets[key]; !held && i < 0 {
+			if l.named[principal]+fresh >= maxToolKeys {
+				key = bucketKey{principal: principal, other: true}
+				i = find(key)
+			} else {
+				fresh++
+			}
+		}
+		if i >= 0 {
+			out[i].n++
+			continue
+		}
+		out = append(out, charge{key, 1})
 	}
-	return true, 0, false
+	return out
 }
 
-func (l *limiter) size() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.lru.Len()
+func (l *limiter) counts(name string) bool {
+	for _, g := range l.cfg.Tools {
+		if mcpreq.Glob(g, name) {
+			return true
+		}
+	}
+	return false
 }
 
-// checkRates spends the request against every limit that counts it; the
-// first that refuses answers 429.
+// fits reports whether every charge can be spent now; if not, the first
+// that cannot and how long until it could (the window, if it never can:
+// more than the bucket holds). Called with l.mu held; changes nothing.
+func (l *limiter) fits(plan []charge, now time.Time) (ok bool, refused charge, wait time.Duration) {
+	every := time.Duration(l.cfg.Window) / time.Duration(l.cfg.Requests)
+	for _, c := range plan {
+		if c.n > l.cfg.Requests {
+			return false, c, time.Duration(l.cfg.Window)
+		}
+		avail := float64(l.cfg.Requests)
+		if el := l.buckets[c.key]; el != nil {
+			avail = el.Value.(*bucket).lim.TokensAt(now)
+		}
+		if short := float64(c.n) - avail; short > 0 {
+			return false, c, time.Duration(math.Ceil(short * float64(every)))
+		}
+	}
+	return true, charge{}, 0
+}
+
+// spend takes what fits said fits. Called with l.mu held.
+func (l *limiter) spend(plan []charge, now time.Time) {
+	for _, c := range plan {
+		el := l.buckets[c.key]
+		if el == nil {
+			el = l.add(c.key, now)
+		} else {
+			l.lru.MoveToFront(el)
+		}
+		el.Value.(*bucket).lim.AllowN(now, c.n)
+	}
+}
+
+// add makes key's bucket, dropping the least recently used one if the
+// table is full.
+func (l *limiter) add(key bucketKey, now time.Time) *list.Element {
+	if l.lru.Len() >= l.maxKeys {
+		oldest := l.lru.Back()
+		b := oldest.Value.(*bucket)
+		if b.lim.TokensAt(now) < float64(l.cfg.Requests) {
+			l.resets++ // it carried state: its principal gets a fresh bucket
+		}
+		l.lru.Remove(oldest)
+		delete(l.buckets, b.key)
+		if len(l.cfg.Tools) > 0 && !b.key.other {
+			if l.named[b.key.principal]--; l.named[b.key.principal] <= 0 {
+				delete(l.named, b.key.principal)
+			}
+		}
+	}
+	if len(l.cfg.Tools) > 0 && !key.other {
+		l.named[key.principal]++
+	}
+	every := time.Duration(l.cfg.Window) / time.Duration(l.cfg.Requests)
+	el := l.lru.PushFront(&bucket{key: key, lim: rate.NewLimiter(rate.Every(every), l.cfg.Requests)})
+	l.buckets[key] = el
+	return el
+}
+
+// checkRates spends q against every limit that counts it, all or nothing;
+// when one refuses, it answers 429 and nothing is spent.
 func (h *Handler) checkRates(w http.ResponseWriter, q *mcpreq.Request, principal string) bool {
-	now := time.Now()
 	for _, l := range h.limiters {
-		keys := []string{principal}
-		if len(l.cfg.Tools) > 0 {
-			keys = keys[:0]
-			for _, m := range q.Messages {
-				if m.Method != "tools/call" {
-					continue
-				}
-				for _, g := range l.cfg.Tools {
-					if mcpreq.Glob(g, m.Name) {
-						keys = append(keys, principal+"\x00"+m.Name)
-						break
-					}
-				}
-			}
-		}
-		for _, key := range keys {
-			ok, wait, full := l.take(key, now)
-			if ok {
-				continue
-			}
-			what := fmt.Sprintf("%d requests per %s", l.cfg.Requests, shortDuration(time.Duration(l.cfg.Window)))
-			if len(l.cfg.Tools) > 0 {
-				what += " for tool " + strconv.Quote(q.First().Name)
-			}
-			if full {
-				h.logger.Warn("rate limit table full of active principals; a new one was refused",
-					zap.String("limit", what), zap.Int("keys", l.size()))
-			}
-			writeRateLimited(w, q, what, wait)
-			return false
+		l.mu.Lock()
+	}
+	now := time.Now() // under the locks: each bucket sees time go forward
+	plans := make([][]charge, len(h.limiters))
+	var refusedBy *limiter
+	var refused charge
+	var wait time.Duration
+	for i, l := range h.limiters {
+		plans[i] = l.plan(q, principal)
+		var ok bool
+		if ok, refused, wait = l.fits(plans[i], now); !ok {
+			refusedBy = l
+			break
 		}
 	}
-	return true
+	var resets, size int
+	for i, l := range h.limiters {
+		if refusedBy == nil {
+			l.spend(plans[i], now)
+		}
+		if l.resets > 0 && now.Sub(l.warnedAt) >= time.Minute {
+			resets, size = resets+l.resets, max(size, l.lru.Len())
+			l.resets, l.warnedAt = 0, now
+		}
+	}
+	for _, l := range h.limiters {
+		l.mu.Unlock()
+	}
+	if resets > 0 {
+		h.logger.Warn("rate limit table full: least recently used buckets were dropped for new ones (their principals start afresh)",
+			zap.Int("dropped", resets), zap.Int("keys", size))
+	}
+	if refusedBy == nil {
+		return true
+	}
+	what := fmt.Sprintf("%d requests per %s", refusedBy.cfg.Requests, shortDuration(time.Duration(refusedBy.cfg.Window)))
+	if len(refusedBy.cfg.Tools) > 0 {
+		if refused.key.other {
+			what += " for tools beyond the " + strconv.Itoa(maxToolKeys) + " this principal called first"
+		} else {
+			what += " for tool " + strconv.Quote(refused.key.tool)
+		}
+	}
+	if refused.n > refusedBy.cfg.Requests {
+		what = "a batch of " + strconv.Itoa(refused.n) + " requests exceeds " + what
+	}
+	writeRateLimited(w, q, what, wait)
+	return false
 }
 
 // writeRateLimited answers 429 with Retry-After and a JSON-RPC error an MCP

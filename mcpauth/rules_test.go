@@ -427,7 +427,11 @@ func TestRateLimits(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("per tool: %v, want %v", got, want)
 	}
-	// six requests counted against ann's route-wide 6/1h (the refused one too)
+	// five requests counted against ann's route-wide 6/1h (not the one
+	// refused): one more passes, the next is refused
+	if call(ann, "read_file") != 200 {
+		t.Fatal("the request the per-tool limit refused was counted against the route-wide limit")
+	}
 	req, _ := http.NewRequest("POST", e.url, strings.NewReader(`{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"read_file"}}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+ann)

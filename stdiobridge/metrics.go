@@ -4,9 +4,12 @@ package stdiobridge
 // conventions in Prometheus form. The collectors are the process's (their
 // values outlive a reload, like the tables do) and are registered into each
 // config's registry as it loads (ctx.GetMetricsRegistry), the way
-// reverse_proxy does. Label values come from bounded sets only: the
-// configured command, JSON-RPC methods, tool names the server listed (at
-// most metrics_max_tools of them, then "other"), error codes.
+// reverse_proxy does. Label values come from bounded sets only, whatever
+// a client (or a server) sends: the configured route name; MCP's methods
+// and released protocol versions (mcpreq.MethodLabel, VersionLabel), any
+// other method or version "other"; tool names the server listed (at most
+// metrics_max_tools of them, then "other"); the JSON-RPC and MCP error
+// codes (errorLabel), any other code "other".
 
 import (
 	"errors"
@@ -17,6 +20,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddymcp/caddymcp/internal/mcpreq"
 )
 
 var bridgeMetrics struct {
@@ -149,6 +154,27 @@ func (l *toolLabels) label(name string) string {
 	return "other"
 }
 
+// errorCodes are the error codes an error_type label names: JSON-RPC's,
+// and those MCP and its SDKs define.
+var errorCodes = map[int]bool{
+	-32700: true, -32600: true, -32601: true, -32602: true, -32603: true, // JSON-RPC
+	-32000: true,                             // server busy (the bridge), a generic server error (SDKs)
+	-32001: true,                             // request timeout (TypeScript SDK)
+	-32002: true,                             // resource not found (2025)
+	-32020: true, -32021: true, -32022: true, // header mismatch, missing capability, unsupported version (2026-07-28)
+	-32042: true, // URL elicitation required (2025-11-25)
+	-32800: true, // request cancelled
+}
+
+// errorLabel is code as an error_type label: the server chooses its codes
+// (or relays another's), so only known ones name themselves.
+func errorLabel(code int) string {
+	if errorCodes[code] {
+		return strconv.Itoa(code)
+	}
+	return "other"
+}
+
 // opKey is one label set of the operations histogram (but the route's).
 type opKey struct{ method, tool, errorType, version string }
 
@@ -160,7 +186,7 @@ func (h *Handler) observe(method, name, version string, errCode int, toolError b
 	et := ""
 	switch {
 	case errCode != 0:
-		et = strconv.Itoa(errCode)
+		et = errorLabel(errCode)
 	case toolError:
 		et = "tool_error"
 	}
@@ -168,6 +194,7 @@ func (h *Handler) observe(method, name, version string, errCode int, toolError b
 	if method == "tools/call" {
 		tool = h.table.tools.label(name)
 	}
+	method, version = mcpreq.MethodLabel(method), mcpreq.VersionLabel(version)
 	// the observer of a label set is looked up once per handler: the vec's
 	// own lookup hashes the labels under a lock shared by every request
 	if h.observers == nil { // a handler made in a test, not provisioned

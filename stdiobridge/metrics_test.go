@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -171,4 +172,80 @@ func TestMetricsValues(t *testing.T) {
 		t.Errorf("live sessions after 100 reloads: %v, want 1", got)
 	}
 	cl.call("4", "tools/call", `{"name":"echo","arguments":{}}`) // the session lives on
+}
+
+// Label values a client chooses are bounded, with no token (no mcp_auth on
+// the route): methods outside MCP's set are "other" in both eras, and so
+// is a protocol version the child echoes from the client's initialize.
+// Before, each invented method (1 KiB here) was a label value of its own, and
+// /metrics grew by every one of them.
+func TestMetricsLabelsBounded(t *testing.T) {
+	route := "labels_bounded"
+	c := caddyrun.StartCaddyfile(t, "", `
+http://127.0.0.1:{{PORT}} {
+	bind 127.0.0.1
+	metrics /metrics
+	mcp_stdio /mcp {
+		command `+self(t)+`
+		env CADDYMCP_FAKE_SERVER mrtr
+		child_era legacy
+		shutdown_timeout 500ms
+		name `+route+`
+	}
+}
+`)
+	base := "http://127.0.0.1:" + strconv.Itoa(c.Port)
+	url := base + "/mcp"
+	ctx := context.Background()
+	invented := func(i int) string { return "x/" + strconv.Itoa(i) + strings.Repeat("m", 1<<10) }
+	for i := 0; i < 5; i++ { // 2026-07-28: the child answers -32601
+		if status, m := modernPost(ctx, t, url, "", i, invented(i), ""); status != 404 || m["error"] == nil {
+			t.Fatalf("invented method %d (2026): %d %v", i, status, m)
+		}
+	}
+	// 2025: the fake echoes the client's protocolVersion in its answer
+	cl := newClient(t, url)
+	cl.version = "1999-01-" + strings.Repeat("v", 1000)
+	resp := cl.do("POST", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"`+cl.version+`","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`,
+		func(r *http.Request) { r.Header.Del("Mcp-Protocol-Version") })
+	cl.session = resp.Header.Get("Mcp-Session-Id")
+	if msgs := messages(readEvents(t, resp)); resp.StatusCode != 200 || cl.session == "" || len(msgs) != 1 || !strings.Contains(msgs[0], `"protocolVersion":"1999-01-v`) {
+		t.Fatalf("initialize with an invented version: %d %q %v", resp.StatusCode, cl.session, msgs)
+	}
+	cl.version = ""
+	if status, _ := cl.status("POST", `{"jsonrpc":"2.0","method":"notifications/initialized"}`, nil); status != 202 {
+		t.Fatalf("initialized: %d", status)
+	}
+	cl.call("2", "tools/list", "")
+	for i := 0; i < 5; i++ {
+		msgs := cl.call(strconv.Itoa(10+i), invented(10+i), "")
+		if len(msgs) != 1 || !strings.Contains(msgs[0], `"code":-32601`) {
+			t.Fatalf("invented method %d (2025): %v", i, msgs)
+		}
+	}
+
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var ours []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "mcp_server_operation_duration_seconds_count{") && strings.Contains(line, `route="`+route+`"`) {
+			ours = append(ours, line)
+		}
+	}
+	slices.Sort(ours)
+	want := []string{
+		`mcp_server_operation_duration_seconds_count{error_type="",gen_ai_tool_name="",mcp_method_name="tools/list",mcp_protocol_version="other",route="` + route + `"} 1`,
+		`mcp_server_operation_duration_seconds_count{error_type="-32601",gen_ai_tool_name="",mcp_method_name="other",mcp_protocol_version="2026-07-28",route="` + route + `"} 5`,
+		`mcp_server_operation_duration_seconds_count{error_type="-32601",gen_ai_tool_name="",mcp_method_name="other",mcp_protocol_version="other",route="` + route + `"} 5`,
+	}
+	if !slices.Equal(ours, want) {
+		t.Errorf("operation label sets of the route (%d bytes of /metrics):\n%s\nwant:\n%s", len(raw), strings.Join(truncateAll(ours), "\n"), strings.Join(want, "\n"))
+	}
+	if strings.Contains(string(raw), "mmmmmmmm") || strings.Contains(string(raw), "vvvvvvvv") {
+		t.Errorf("/metrics holds a client's string (%d bytes)", len(raw))
+	}
 }
