@@ -456,12 +456,26 @@ func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *c
 		return nil
 	}
 	countDecision("ok", "")
-	if !h.filtersFor(q, granted) {
+	filter, streamsOnly := h.filtersFor(r, q, granted)
+	if !filter {
 		return next.ServeHTTP(w, r)
 	}
-	f := &listFilter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, h: h, granted: granted}
+	// identity, so that the filter can read the answer: encode after
+	// mcp_auth (Caddy's order puts a site's encode there) then leaves it
+	// alone, and reverse_proxy's transport decodes what an upstream
+	// compresses anyway; whatever still arrives encoded gets 502
+	r.Header.Del("Accept-Encoding")
+	f := &listFilter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, h: h, granted: granted, streamsOnly: streamsOnly}
 	err := next.ServeHTTP(f, r)
 	f.finish()
+	if f.mode == modeRefused {
+		// answered (502, logged); the producer stopped because its writes
+		// failed, or for a reason of its own
+		if err != nil && !errors.Is(err, errWithheld) {
+			h.logger.Debug("the handler after mcp_auth failed on a withheld response", zap.Error(err))
+		}
+		return nil
+	}
 	return err
 }
 

@@ -21,7 +21,9 @@
 //     (probe.go): a modern child gets requests as they are, a legacy one in
 //     2025 form, its answers translated and its questions to the client
 //     turned into input_required rounds (mrtr.go) whose requestState is
-//     sealed (AES-GCM) and bound to the principal, method, name and expiry.
+//     sealed (AES-GCM) and bound to the route, principal, method, name and
+//     expiry; a modern child's own requestState is sealed inside one, with
+//     a single-use id, so it is a round like the bridge's own.
 //     subscriptions/listen is in subscriptions.go, the Mcp-* header checks
 //     in headers.go.
 //

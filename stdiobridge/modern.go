@@ -640,9 +640,13 @@ func (h *Handler) translate(b []byte, m *modernReq, cl *call) (int, []byte) {
 		if c := string(res["content"]); c == "[]" || c == "null" {
 			delete(res, "content")
 		}
+		// single-use, like the bridge's own rounds: the route's table
+		// holds its id until the retry
+		once, expires := randomID(16), time.Now().Add(h.cfg.inputTimeout)
+		h.table.issuePass(once, expires.Add(time.Second))
 		res["requestState"], _ = json.Marshal(h.sealer.seal(&sealedState{Principal: principalDigest(m.principal),
-			Method: m.e.Method, Name: m.name, Expires: time.Now().Add(h.cfg.inputTimeout).Unix() + 1,
-			Inner: inner, HasInner: has, Child: cl.child.serial}))
+			Method: m.e.Method, Name: m.name, Expires: expires.Unix() + 1,
+			Inner: inner, HasInner: has, Child: cl.child.serial, Once: once}))
 	} else if rt == "" {
 		res["resultType"] = json.RawMessage(`"complete"`)
 	}

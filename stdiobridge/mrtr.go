@@ -15,13 +15,21 @@ package stdiobridge
 // requestState is sealed with AES-256-GCM under a key of the shared ring
 // in Caddy's storage (internal/keyring, internal/instanceid): it survives
 // reloads and restarts, every instance of a deployment can verify it, and
-// it names the instance that holds the round, for the balancer. The sealed payload names the parked round, the principal,
-// the method and name of the request, and an expiry; any change to it, a
-// different principal or request, or a lapsed expiry is refused with
-// -32602 before anything reaches a child. A round is consumed by the first
-// retry that presents it (a second presentation finds nothing parked).
+// it names the instance that holds the round, for the balancer. The sealed
+// payload names the parked round, the route, the principal, the method and
+// name of the request, and an expiry; any change to it, a different route,
+// principal or request, or a lapsed expiry is refused with -32602 before
+// anything reaches a child. A round is consumed by the first retry that
+// presents it (a second presentation finds nothing parked).
+//
+// A modern child's own input_required round is wrapped the same way: its
+// requestState travels inside the bridge's, with a single-use id that the
+// route's table holds until the retry consumes it (or input_timeout
+// passes), so a wrapped state is one round too: bound to the route and the
+// principal, good for one retry, on the instance that issued it.
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -41,11 +49,21 @@ import (
 type stateSealer struct {
 	ring     *keyring.Ring
 	instance string
+	route    []byte // routeDigest of the handler's table key
+}
+
+// routeDigest names a route in a requestState: its table key (process
+// config, listeners, place among identical handlers; stable across reloads
+// that keep the route), hashed.
+func routeDigest(tableKey string) []byte {
+	d := sha256.Sum256([]byte("caddymcp route\x00" + tableKey))
+	return d[:16]
 }
 
 // sealedState is what a requestState carries, under the seal.
 type sealedState struct {
 	Round     string `json:"r"`           // the parked round
+	Route     []byte `json:"t,omitempty"` // routeDigest of the route that issued it
 	Principal []byte `json:"p"`           // sha256 of the principal, first 16 bytes
 	Method    string `json:"m"`           // the request's method
 	Name      string `json:"n"`           // its params.name or params.uri
@@ -53,11 +71,18 @@ type sealedState struct {
 	Inner     string `json:"i,omitempty"` // the child's own requestState (pass-through)
 	HasInner  bool   `json:"h,omitempty"` // the child sent one (it may be "")
 	Child     uint64 `json:"c,omitempty"` // the child that asked (pass-through)
+	Once      string `json:"o,omitempty"` // single-use id (pass-through; table.passes)
 }
 
 var errStateInvalid = errors.New("requestState failed verification")
 var errStateExpired = errors.New("requestState expired")
 var errStateForeign = errors.New("requestState belongs to another user or request")
+var errStateRoute = errors.New("requestState belongs to another route")
+
+// staleRound answers a retry whose round is no longer there: expired,
+// already answered, or never held here.
+const staleRound = "invalid requestState: the round expired or was already answered; send the request again without requestState"
+
 var errStateLost = errors.New("the instance that held this round is gone; send the request again without requestState")
 
 func principalDigest(p string) []byte {
@@ -66,15 +91,16 @@ func principalDigest(p string) []byte {
 }
 
 func (s *stateSealer) seal(st *sealedState) string {
+	st.Route = s.route
 	plain, _ := json.Marshal(st)
 	return instanceid.Seal(s.ring, s.instance, plain)
 }
 
 // open verifies a requestState against the request that presents it. A
-// round (a child waiting for answers) can be continued only by the
-// instance that holds it: another instance's round is lost (errStateLost).
-// A pass-through state carries all a child needs, so any instance serves
-// it (without the preference for the child that asked).
+// round (a child waiting for answers, or a wrapped child state whose
+// single-use id a table holds) can be continued only by the instance that
+// holds it, another instance's round is lost (errStateLost), and only on
+// the route that issued it.
 func (s *stateSealer) open(ctx context.Context, v, principal, method, name string, now time.Time) (*sealedState, error) {
 	instance, plain, err := instanceid.Open(ctx, s.ring, v)
 	if err != nil {
@@ -91,10 +117,10 @@ func (s *stateSealer) open(ctx context.Context, v, principal, method, name strin
 		return nil, errStateExpired
 	}
 	if instance != s.instance {
-		if st.Round != "" {
-			return nil, errStateLost
-		}
-		st.Child = 0
+		return nil, errStateLost
+	}
+	if !bytes.Equal(st.Route, s.route) {
+		return nil, errStateRoute
 	}
 	return &st, nil
 }
@@ -150,12 +176,16 @@ func (h *Handler) resume(w http.ResponseWriter, r *http.Request, m *modernReq, p
 		return
 	}
 	if st.Round == "" {
+		if st.Once == "" || !h.table.takePass(st.Once, time.Now()) {
+			modernError(w, m.e.ID, codeInvalidParams, staleRound)
+			return
+		}
 		h.retry(w, r, m, p, st)
 		return
 	}
 	cl := h.table.takeRound(st.Round)
 	if cl == nil || cl.isCancelled() {
-		modernError(w, m.e.ID, codeInvalidParams, "invalid requestState: the round expired or was already answered; send the request again without requestState")
+		modernError(w, m.e.ID, codeInvalidParams, staleRound)
 		return
 	}
 	var responses map[string]json.RawMessage
@@ -193,8 +223,9 @@ func (h *Handler) resume(w http.ResponseWriter, r *http.Request, m *modernReq, p
 	h.await(w, r, m, cl, rec)
 }
 
-// retry forwards the retry of a child's own input_required round, with
-// the child's requestState unwrapped, preferably to the child that asked.
+// retry forwards the retry of a child's own input_required round (its id
+// consumed), with the child's requestState unwrapped, preferably to the
+// child that asked.
 func (h *Handler) retry(w http.ResponseWriter, r *http.Request, m *modernReq, p *childPool, st *sealedState) {
 	if st.HasInner {
 		m.params["requestState"], _ = json.Marshal(st.Inner)

@@ -289,6 +289,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.gen = generations.Add(1)
 	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
 	h.poolKey = h.tableKey(srv)
+	h.sealer.route = routeDigest(h.poolKey)
 	val, _, err := tables.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
 		return newTable(h.logger, h.gen, h.cfg, h.spawnWarm), nil
 	})

@@ -85,6 +85,8 @@ type table struct {
 	pools    map[string]*childPool
 	roundsMu sync.Mutex
 	rounds   map[string]*call                // parked MRTR rounds by round id
+	passes   map[string]time.Time            // unused ids of wrapped child requestStates: their expiry
+	passIDs  []string                        // the same ids, oldest first (bounds passes)
 	init     atomic.Pointer[json.RawMessage] // a child's InitializeResult (server/discover)
 	discover atomic.Pointer[json.RawMessage] // a modern child's DiscoverResult
 	info     atomic.Pointer[json.RawMessage] // serverInfo read from init (set once, as init is)
@@ -128,7 +130,7 @@ func (p *pendingSet) Wait() {
 func newTable(logger *zap.Logger, gen uint64, cfg *settings, spawn spawnFunc) *table {
 	t := &table{logger: logger, sessions: map[string]*Session{}, perUser: map[string]int{},
 		rates: map[string]*rate.Limiter{}, stop: make(chan struct{}),
-		pools: map[string]*childPool{}, rounds: map[string]*call{}}
+		pools: map[string]*childPool{}, rounds: map[string]*call{}, passes: map[string]time.Time{}}
 	t.pool = &warmPool{t: t, logger: logger, limit: rate.NewLimiter(4, 4)}
 	t.publish(gen, cfg, spawn)
 	return t
@@ -413,6 +415,45 @@ func (t *table) expireRound(round string) {
 	}
 }
 
+// maxPasses bounds the wrapped child requestStates a route keeps unused
+// (about 50 bytes each); beyond it the oldest one is dropped, and its
+// retry refused as expired.
+const maxPasses = 1 << 16
+
+// issuePass records the single-use id of a wrapped child requestState.
+func (t *table) issuePass(id string, expires time.Time) {
+	now := time.Now()
+	dropped := false
+	t.roundsMu.Lock()
+	for len(t.passIDs) > 0 {
+		first := t.passIDs[0]
+		exp, unused := t.passes[first]
+		live := unused && now.Before(exp)
+		if live && len(t.passIDs) < maxPasses {
+			break
+		}
+		dropped = dropped || live
+		delete(t.passes, first)
+		t.passIDs = t.passIDs[1:]
+	}
+	t.passes[id] = expires
+	t.passIDs = append(t.passIDs, id)
+	t.roundsMu.Unlock()
+	if dropped {
+		t.logger.Warn("a wrapped requestState was dropped unused: a route keeps at most this many", zap.Int("max", maxPasses))
+	}
+}
+
+// takePass consumes the id of a wrapped child requestState: true the
+// first time it is presented, before it expires.
+func (t *table) takePass(id string, now time.Time) bool {
+	t.roundsMu.Lock()
+	defer t.roundsMu.Unlock()
+	exp, ok := t.passes[id]
+	delete(t.passes, id)
+	return ok && now.Before(exp)
+}
+
 // endRounds cancels every parked round (the route goes away).
 func (t *table) endRounds() {
 	t.roundsMu.Lock()
@@ -421,6 +462,8 @@ func (t *table) endRounds() {
 		calls = append(calls, cl)
 	}
 	clear(t.rounds)
+	clear(t.passes)
+	t.passIDs = nil
 	t.roundsMu.Unlock()
 	for _, cl := range calls {
 		cl.cancel("the mcp_stdio route was removed or changed")

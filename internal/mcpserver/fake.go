@@ -41,6 +41,11 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	         "uri" argument and tools/list_changed), "hold"
 //	         (answered only when cancelled); every answer, cancellation
 //	         and error it sees is appended to $CADDYMCP_FAKE_LOG
+//	modern   a 2026-07-28 server: answers server/discover; tools/call
+//	         "ask" answers input_required with a requestState of its own
+//	         ("child-state-<n>"), and its retry with the requestState and
+//	         inputResponses it got (each retry's state is appended to
+//	         $CADDYMCP_FAKE_LOG)
 //
 // On notifications/cancelled it reports the cancelled id with a
 // notifications/message, so tests can see that the bridge sent it.
@@ -98,6 +103,7 @@ func RunFakeIfRequested() {
 	holdAfter := map[string]bool{}        // tools/call ids of "askhold": held once answered
 	held := map[string]bool{}             // tools/call ids of "hold"
 	nextQ := 0
+	nextState := 0
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 1<<20), 64<<20)
 	for in.Scan() {
@@ -164,6 +170,13 @@ func RunFakeIfRequested() {
 				"capabilities":    map[string]any{"tools": map[string]any{}},
 				"serverInfo":      map[string]any{"name": "fake", "version": "1"},
 			})
+		case "server/discover":
+			if !has("modern") {
+				send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "error": map[string]any{"code": -32601, "message": "method not found"}})
+				continue
+			}
+			result(map[string]any{"resultType": "complete", "supportedVersions": []string{"2026-07-28"},
+				"capabilities": map[string]any{"tools": map[string]any{}}, "serverInfo": map[string]any{"name": "fake-modern", "version": "1"}})
 		case "tools/list":
 			result(map[string]any{"tools": []any{map[string]any{"name": "t", "inputSchema": map[string]any{"type": "object"}},
 				map[string]any{"name": "read_file", "inputSchema": map[string]any{"type": "object"}},
@@ -177,6 +190,22 @@ func RunFakeIfRequested() {
 			}
 			_ = json.Unmarshal(msg.Params, &call)
 			switch {
+			case has("modern") && call.Name == "ask":
+				var p struct {
+					RequestState   *string         `json:"requestState"`
+					InputResponses json.RawMessage `json:"inputResponses"`
+				}
+				_ = json.Unmarshal(msg.Params, &p)
+				if p.RequestState != nil {
+					logf("state %s", *p.RequestState)
+					text("state=" + *p.RequestState + " responses=" + string(p.InputResponses))
+					break
+				}
+				nextState++
+				result(map[string]any{"resultType": "input_required", "requestState": "child-state-" + strconv.Itoa(nextState),
+					"inputRequests": map[string]any{"name": map[string]any{"method": "elicitation/create", "params": map[string]any{
+						"mode": "form", "message": "Your name?", "requestedSchema": map[string]any{"type": "object",
+							"properties": map[string]any{"name": map[string]any{"type": "string"}}}}}}})
 			case has("mrtr") && call.Name == "echo":
 				text("echo=" + string(call.Arguments) + " user=" + os.Getenv("CADDYMCP_FAKE_USER"))
 			case has("mrtr") && call.Name == "meta":
