@@ -225,6 +225,9 @@ func (h *Handler) Validate() error {
 		if !wellknown.ValidScope(s) {
 			return fmt.Errorf("scopes_supported: %q is not a valid scope token", s)
 		}
+		if s == "offline_access" {
+			return fmt.Errorf("scopes_supported: offline_access: MCP servers SHOULD NOT list it (refresh tokens are the client's to ask its authorization server for, not a scope of this resource)")
+		}
 	}
 	for name, algs := range map[string][]string{
 		"resource_signing_alg_values_supported": h.ResourceSigningAlgValuesSupported,

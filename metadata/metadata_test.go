@@ -27,6 +27,7 @@ func TestValidateErrorsNameTheField(t *testing.T) {
 		{"resource_tos_uri", Handler{ResourceTOSURI: "://"}, "resource_tos_uri:"},
 		{"bearer method", Handler{BearerMethodsSupported: []string{"header", "cookie"}}, `bearer_methods_supported: "cookie"`},
 		{"scope with space", Handler{ScopesSupported: []string{"a b"}}, "scopes_supported:"},
+		{"offline_access", Handler{AuthorizationServers: []string{"https://a"}, ScopesSupported: []string{"read", "offline_access"}}, "scopes_supported: offline_access: MCP servers SHOULD NOT"},
 		{"signing alg none", Handler{ResourceSigningAlgValuesSupported: []string{"RS256", "none"}}, "resource_signing_alg_values_supported:"},
 		{"dpop alg none", Handler{DPoPSigningAlgValuesSupported: []string{"NONE"}}, "dpop_signing_alg_values_supported:"},
 		{"field invalid json", Handler{Fields: map[string]json.RawMessage{"x": json.RawMessage(`{oops`)}}, "field x: value is not valid JSON"},
