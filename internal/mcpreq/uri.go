@@ -175,7 +175,14 @@ func unhex(c byte) (byte, bool) {
 
 // normalizePercent decodes percent-encoded unreserved characters and
 // writes the other encodings in upper case.
-func normalizePercent(s string) string {
+func normalizePercent(s string) string { return percentDecode(s, unreserved) }
+
+// decodeAll decodes every valid percent-encoding.
+func decodeAll(s string) string { return percentDecode(s, func(byte) bool { return true }) }
+
+// percentDecode decodes the valid percent-encodings of the bytes decode
+// accepts and writes the others in upper case.
+func percentDecode(s string, decode func(byte) bool) string {
 	if !strings.Contains(s, "%") {
 		return s
 	}
@@ -185,33 +192,12 @@ func normalizePercent(s string) string {
 			hi, ok1 := unhex(s[i+1])
 			lo, ok2 := unhex(s[i+2])
 			if ok1 && ok2 {
-				if c := hi<<4 | lo; unreserved(c) {
+				if c := hi<<4 | lo; decode(c) {
 					b.WriteByte(c)
 				} else {
 					b.WriteByte('%')
 					b.WriteString(strings.ToUpper(s[i+1 : i+3]))
 				}
-				i += 2
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// decodeAll decodes every valid percent-encoding.
-func decodeAll(s string) string {
-	if !strings.Contains(s, "%") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) {
-			hi, ok1 := unhex(s[i+1])
-			lo, ok2 := unhex(s[i+2])
-			if ok1 && ok2 {
-				b.WriteByte(hi<<4 | lo)
 				i += 2
 				continue
 			}
