@@ -149,6 +149,9 @@ func (h *Handler) ambiguousName(q *mcpreq.Request) string {
 			continue
 		}
 		for _, name := range m.Names {
+			if mcpreq.Unsettled(name) && h.hasRules(m.Kind) {
+				return fmt.Sprintf("resource URI %q is spelled in a form URL parsers rewrite (no // after the scheme, a backslash, or an encoded or non-ASCII host)", name)
+			}
 			rs := mcpreq.Readings(name)
 			want := strings.Join(h.needs(m.Kind, rs[0]), " ")
 			for _, r := range rs[1:] {
@@ -159,6 +162,11 @@ func (h *Handler) ambiguousName(q *mcpreq.Request) string {
 		}
 	}
 	return ""
+}
+
+// hasRules reports whether some rule decides on kind.
+func (h *Handler) hasRules(kind string) bool {
+	return slices.ContainsFunc(h.Rules, func(r ScopeRule) bool { return r.Kind == kind })
 }
 
 // checkRules refuses a request whose operations the token's scopes do not

@@ -41,6 +41,10 @@ func TestAmbiguousMessages(t *testing.T) {
 		{"a subscription not a string", `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":[1]}}}`},
 		{"_META", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_META":{}}}`},
 		{"protocol version in another case", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"io.modelcontextprotocol/ProtocolVersion":"2025-11-25","io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`},
+		{"snake case alias", `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resource_subscriptions":["file:///secret/key"]}}}`},
+		{"request_state", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","request_state":"s"}}`},
+		{"meta for _meta", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","meta":{}}}`},
+		{"a batch element that is no message", `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"secret_x"}},1]`},
 		{"in a batch", `[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"Name":"secret_tool"}}]`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -72,6 +76,11 @@ func TestAmbiguousMessages(t *testing.T) {
 				t.Fatalf("err %v, %+v; want %s %q", q.Err, q.First(), c.kind, c.names)
 			}
 		})
+	}
+	// a compressed body: servers that inflate it would read what the rules cannot
+	r := request(`{"jsonrpc":"2.0","id":1,"method":"ping"}`, map[string]string{"Content-Encoding": "gzip"})
+	if q := Get(r, 1<<20); q.Err != errEncoded || !q.FailsClosed(r) {
+		t.Fatalf("Content-Encoding: %v", q.Err)
 	}
 	// JSON that is some other API's: no member that a server could read as
 	// jsonrpc or method
@@ -108,6 +117,18 @@ func TestReadings(t *testing.T) {
 	}
 	if rs := Readings("file:///public/a.txt"); len(rs) != 1 {
 		t.Errorf("a normal URI has readings %q", rs)
+	}
+	for _, u := range []string{"file:secret/key", "file:/secret/key", "FILE:/public/../secret/key", "file:\\secret\\key",
+		"file://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/secret/key", "file://%6Cocalhost/secret/key", "https:api.example.com/secret/x",
+		"https://api\u3002example\u3002com/secret/x"} {
+		if !Unsettled(u) {
+			t.Errorf("Unsettled(%q) = false", u)
+		}
+	}
+	for _, u := range []string{"file:///secret/key", "https://api.example.com/x", "urn:x:y", "mem:secret/key", "a://1"} {
+		if Unsettled(u) {
+			t.Errorf("Unsettled(%q) = true", u)
+		}
 	}
 	secret := func(u string) bool { return Glob("file:///secret/*", u) }
 	if Agree("resource", []string{"file:///public/../secret/key"}, secret) || !Agree("resource", []string{"file:///public/./a"}, secret) ||

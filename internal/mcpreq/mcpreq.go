@@ -102,6 +102,7 @@ var (
 	errTooLarge = errors.New("body larger than the bound")
 	errNotJSON  = errors.New("body is not a JSON-RPC message")
 	errBadJSON  = errors.New("body is not valid JSON (in UTF-8)")
+	errEncoded  = errors.New("body has a Content-Encoding: the rules read only identity-encoded bodies")
 	// ErrMismatch: a 2026-07-28 request's Mcp-Method or Mcp-Name header
 	// contradicts its body (answered with -32020 HeaderMismatch).
 	ErrMismatch = errors.New("header mismatch: the Mcp-Method or Mcp-Name header does not match the body")
@@ -131,7 +132,7 @@ func (q *Request) FailsClosed(r *http.Request) bool {
 	switch {
 	case q.Err == nil || q.Err == errNotPOST || q.Err == errNotJSON:
 		return false
-	case IsAmbiguous(q.Err) || q.Err == ErrMismatch:
+	case IsAmbiguous(q.Err) || q.Err == ErrMismatch || q.Err == errEncoded:
 		return true
 	}
 	ct := r.Header.Get("Content-Type")
@@ -165,6 +166,13 @@ func parse(r *http.Request, maxBytes int64) *Request {
 	q := &Request{SessionID: r.Header.Get("Mcp-Session-Id"), ProtocolVersion: r.Header.Get("Mcp-Protocol-Version"), bound: maxBytes}
 	if r.Method != http.MethodPost || r.Body == nil {
 		q.Err = errNotPOST
+		q.Era = era(q, nil)
+		return q
+	}
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		// servers that inflate bodies (Express's json()) would read what
+		// the rules cannot
+		q.Err = errEncoded
 		q.Era = era(q, nil)
 		return q
 	}
@@ -226,6 +234,10 @@ func parseBody(q *Request, body []byte) {
 	}
 	for _, sp := range msgs {
 		msg, version, err := parseMessage(trimmed[sp.Start:sp.End])
+		if err == errNotJSON && q.Batch {
+			// a generic JSON-RPC server runs the batch's other elements
+			err = ambiguous("a batch element is not a JSON-RPC message")
+		}
 		if err != nil {
 			if !q.Batch {
 				q.ID = msg.ID
@@ -306,7 +318,10 @@ func members(b []byte, start int, where string, names []string) ([]jsonscan.Span
 }
 
 // folds reports whether n equals one of names under Unicode simple case
-// folding (strings.EqualFold, as encoding/json matches field names).
+// folding (strings.EqualFold, as encoding/json matches field names), or
+// once underscores are dropped (Python SDK models accept a field's snake
+// name beside its camelCase alias: resource_subscriptions, request_state,
+// meta for _meta).
 func folds(n []byte, names []string) bool {
 	ascii := true
 	for _, c := range n {
@@ -315,11 +330,13 @@ func folds(n []byte, names []string) bool {
 			break
 		}
 	}
+	bare := strings.ReplaceAll(string(n), "_", "")
 	for _, name := range names {
-		if ascii && len(n) != len(name) {
+		plain := strings.ReplaceAll(name, "_", "")
+		if ascii && len(bare) != len(plain) {
 			continue // ASCII folds only to ASCII of the same length (K and s aside, which are not ASCII)
 		}
-		if strings.EqualFold(string(n), name) {
+		if strings.EqualFold(bare, plain) {
 			return true
 		}
 	}

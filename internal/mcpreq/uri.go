@@ -34,12 +34,16 @@ func contains(list []string, s string) bool {
 }
 
 // Agree reports whether decide says the same of every reading of each
-// of names (for resources; a tool or prompt name has one reading).
+// of names (for resources; a tool or prompt name has one reading), and
+// none of them is Unsettled.
 func Agree(kind string, names []string, decide func(string) bool) bool {
 	if kind != "resource" {
 		return true
 	}
 	for _, n := range names {
+		if Unsettled(n) {
+			return false
+		}
 		rs := Readings(n)
 		first := decide(rs[0])
 		for _, r := range rs[1:] {
@@ -49,6 +53,30 @@ func Agree(kind string, names []string, decide func(string) bool) bool {
 		}
 	}
 	return true
+}
+
+// Unsettled reports whether a URI of a scheme that WHATWG URL parsers
+// and RFC 8089 treat specially (file, http, https, ws, wss, ftp) is
+// spelled in a form they rewrite beyond what Readings models: no "//"
+// after the scheme (`file:/secret/key` and `file:secret/key` are
+// file:///secret/key to Node's URL and pydantic's AnyUrl), a backslash
+// anywhere, or a host with non-ASCII characters or percent-encodings
+// (fullwidth letters and ideographic full stops map to ASCII under UTS
+// 46). Such a URI is refused wherever a rule or the matcher decides on it.
+func Unsettled(uri string) bool {
+	p := splitURI(strings.TrimFunc(uri, func(r rune) bool { return r <= ' ' }))
+	if _, special := defaultPorts[strings.ToLower(p.scheme)]; !special && !strings.EqualFold(p.scheme, "file") {
+		return false
+	}
+	if !p.hasAuthority || strings.ContainsRune(uri, '\\') {
+		return true
+	}
+	for _, c := range []byte(p.authority) {
+		if c >= 0x80 || c == '%' {
+			return true
+		}
+	}
+	return false
 }
 
 // uriParts is a URI split as RFC 3986 section 3 does.
