@@ -137,6 +137,11 @@ func (l *limiter) plan(q *mcpreq.Request, principal string) []charge {
 	return out
 }
 
+// every is how often a bucket of l gains a request.
+func (l *limiter) every() time.Duration {
+	return time.Duration(l.cfg.Window) / time.Duration(l.cfg.Requests)
+}
+
 func (l *limiter) counts(name string) bool {
 	for _, g := range l.cfg.Tools {
 		if mcpreq.Glob(g, name) {
@@ -150,7 +155,7 @@ func (l *limiter) counts(name string) bool {
 // that cannot and how long until it could (the window, if it never can:
 // more than the bucket holds). Called with l.mu held; changes nothing.
 func (l *limiter) fits(plan []charge, now time.Time) (ok bool, refused charge, wait time.Duration) {
-	every := time.Duration(l.cfg.Window) / time.Duration(l.cfg.Requests)
+	every := l.every()
 	for _, c := range plan {
 		if c.n > l.cfg.Requests {
 			return false, c, time.Duration(l.cfg.Window)
@@ -199,7 +204,7 @@ func (l *limiter) add(key bucketKey, now time.Time) *list.Element {
 	if len(l.cfg.Tools) > 0 && !key.other {
 		l.named[key.principal]++
 	}
-	every := time.Duration(l.cfg.Window) / time.Duration(l.cfg.Requests)
+	every := l.every()
 	el := l.lru.PushFront(&bucket{key: key, lim: rate.NewLimiter(rate.Every(every), l.cfg.Requests)})
 	l.buckets[key] = el
 	return el

@@ -18,7 +18,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -140,25 +139,16 @@ func (h *Handler) allowedMessage(m mcpreq.Message, granted []string) bool {
 }
 
 // ambiguousName returns, for a request whose rules a server could decide
-// otherwise, what a server could read otherwise: a resource URI whose
+// otherwise, why: a resource URI that URL parsers rewrite, or whose
 // readings (as sent, RFC 3986 normalized, resolved as a path) need
 // different scopes.
 func (h *Handler) ambiguousName(q *mcpreq.Request) string {
+	if !h.hasRules("resource") {
+		return ""
+	}
 	for _, m := range q.Messages {
-		if m.Kind != "resource" {
-			continue
-		}
-		for _, name := range m.Names {
-			if mcpreq.Unsettled(name) && h.hasRules(m.Kind) {
-				return fmt.Sprintf("resource URI %q is spelled in a form URL parsers rewrite (no // after the scheme, a backslash, or an encoded or non-ASCII host)", name)
-			}
-			rs := mcpreq.Readings(name)
-			want := strings.Join(h.needs(m.Kind, rs[0]), " ")
-			for _, r := range rs[1:] {
-				if strings.Join(h.needs(m.Kind, r), " ") != want {
-					return fmt.Sprintf("resource URI %q reads as %q too, which the rules decide otherwise", name, r)
-				}
-			}
+		if why := mcpreq.Disagreement(m.Kind, m.Names, func(u string) string { return strings.Join(h.needs(m.Kind, u), " ") }); why != "" {
+			return why + " by the rules"
 		}
 	}
 	return ""

@@ -140,8 +140,8 @@ func (m MatchMCP) matches(msg mcpreq.Message) (bool, error) {
 		}
 		return false
 	}
-	if !mcpreq.Agree(msg.Kind, msg.Names, anyGlob) {
-		return false, fmt.Errorf("%w: a resource URI of %s reads otherwise once normalized, and the mcp matcher decides differently on it", mcpreq.ErrAmbiguous, msg.Method)
+	if why := mcpreq.Disagreement(msg.Kind, msg.Names, anyGlob); why != "" {
+		return false, fmt.Errorf("%w: %s by the mcp matcher", mcpreq.ErrAmbiguous, why)
 	}
 	for _, name := range msg.Names {
 		if name != "" && anyGlob(name) {

@@ -131,9 +131,9 @@ func TestReadings(t *testing.T) {
 		}
 	}
 	secret := func(u string) bool { return Glob("file:///secret/*", u) }
-	if Agree("resource", []string{"file:///public/../secret/key"}, secret) || !Agree("resource", []string{"file:///public/./a"}, secret) ||
-		!Agree("tool", []string{"../secret"}, secret) {
-		t.Error("Agree")
+	if Disagreement("resource", []string{"file:///public/../secret/key"}, secret) == "" || Disagreement("resource", []string{"file:///public/./a"}, secret) != "" ||
+		Disagreement("tool", []string{"../secret"}, secret) != "" {
+		t.Error("Disagreement")
 	}
 }
 
@@ -213,7 +213,7 @@ func FuzzDifferential(f *testing.F) {
 		}
 		secret := func(u string) bool { return Glob("file:///secret/*", u) || Glob("*://*/secret/*", u) }
 		for _, name := range m.Names {
-			if !Agree(m.Kind, []string{name}, secret) {
+			if Disagreement(m.Kind, []string{name}, secret) != "" {
 				continue // refused by the rules as ambiguous
 			}
 			if other, ok := netURLReading(name); ok && secret(other) != secret(name) {

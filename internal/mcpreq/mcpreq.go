@@ -285,7 +285,7 @@ const (
 func members(b []byte, start int, where string, names []string) ([]jsonscan.Span, error) {
 	spans := make([]jsonscan.Span, len(names))
 	var err error
-	if jsonscan.SkipSpace(b, start) >= len(b) || b[jsonscan.SkipSpace(b, start)] != '{' {
+	if i := jsonscan.SkipSpace(b, start); i >= len(b) || b[i] != '{' {
 		return nil, ambiguous("%s is not an object", where)
 	}
 	end := jsonscan.WalkObject(b, start, func(n []byte, vs int) int {
@@ -388,7 +388,7 @@ func literalReplacement(v []byte) bool {
 // returns), and refuses it where a server could read them otherwise.
 func parseMessage(b []byte) (Message, string, error) {
 	var msg Message
-	if jsonscan.SkipSpace(b, 0) >= len(b) || b[jsonscan.SkipSpace(b, 0)] != '{' {
+	if i := jsonscan.SkipSpace(b, 0); i >= len(b) || b[i] != '{' {
 		return msg, "", errNotJSON
 	}
 	top, err := members(b, 0, "the message", topMembers)

@@ -10,7 +10,10 @@ package mcpreq
 // dropped, %2F as a slash); a decision that differs between them is
 // refused as ambiguous.
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // Readings returns the distinct ways a server may read uri, the URI as
 // sent first.
@@ -33,26 +36,27 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// Agree reports whether decide says the same of every reading of each
-// of names (for resources; a tool or prompt name has one reading), and
-// none of them is Unsettled.
-func Agree(kind string, names []string, decide func(string) bool) bool {
+// Disagreement says why a decision on the resource URIs names cannot be
+// trusted, "" when it can: one is Unsettled, or decide says otherwise of
+// one of its readings than of the URI as sent. A tool or prompt name has
+// one reading.
+func Disagreement[T comparable](kind string, names []string, decide func(string) T) string {
 	if kind != "resource" {
-		return true
+		return ""
 	}
 	for _, n := range names {
 		if Unsettled(n) {
-			return false
+			return fmt.Sprintf("resource URI %q is spelled in a form URL parsers rewrite (no // after the scheme, a backslash, or an encoded or non-ASCII host)", n)
 		}
 		rs := Readings(n)
 		first := decide(rs[0])
 		for _, r := range rs[1:] {
 			if decide(r) != first {
-				return false
+				return fmt.Sprintf("resource URI %q reads as %q too, which is decided otherwise", n, r)
 			}
 		}
 	}
-	return true
+	return ""
 }
 
 // Unsettled reports whether a URI of a scheme that WHATWG URL parsers
