@@ -5,13 +5,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
-	"github.com/caddymcp/caddymcp/internal/caddyrun"
-	"github.com/caddymcp/caddymcp/internal/jwkstest"
 	"github.com/caddymcp/caddymcp/internal/mcpserver"
 )
 
@@ -63,12 +60,9 @@ func foldingServer(t *testing.T) (string, func() []string) {
 // public ones are served. Covers completion/complete and
 // subscriptions/listen, which name prompts and resources too.
 func TestRulesAgreeWithEveryServer(t *testing.T) {
-	k := jwkstest.NewKey(t, "k", "RS256")
-	is := jwkstest.NewIssuer(t, k)
 	upstream, served := foldingServer(t)
 	rules := "\t\t\ttool secret_* scopes admin\n\t\t\tprompt secret_* scopes admin\n\t\t\tresource file:///secret/* scopes admin\n"
-	c := caddyrun.StartCaddyfile(t, "", ruleSite(is, "reverse_proxy "+strings.TrimPrefix(upstream, "http://"), rules))
-	e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
+	e := startRuleEnv(t, proxyTo(upstream), rules)
 	read, admin := e.token("read:all"), e.token("read:all admin")
 	meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}`
 	sess := map[string]string{"Mcp-Session-Id": "s", "Mcp-Protocol-Version": "2025-11-25"}
@@ -149,11 +143,8 @@ func TestRulesAgreeWithEveryServer(t *testing.T) {
 // (the fake server decodes into encoding/json structs): the rule's
 // forbidden tool is not run through a case-variant member, in either era.
 func TestRulesAgreeWithAStdioServer(t *testing.T) {
-	k := jwkstest.NewKey(t, "k", "RS256")
-	is := jwkstest.NewIssuer(t, k)
-	c := caddyrun.StartCaddyfile(t, "", ruleSite(is, "mcp_stdio {\n\t\t\tcommand "+mcpserver.Self(t)+"\n\t\t\tenv "+mcpserver.FakeEnv+" mrtr\n\t\t\tchild_era legacy\n\t\t}",
-		"\t\t\ttool echo scopes admin\n"))
-	e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
+	e := startRuleEnv(t, "mcp_stdio {\n\t\t\tcommand "+mcpserver.Self(t)+"\n\t\t\tenv "+mcpserver.FakeEnv+" mrtr\n\t\t\tchild_era legacy\n\t\t}",
+		"\t\t\ttool echo scopes admin\n")
 	read := e.token("read:all")
 	meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}`
 	h26 := map[string]string{"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "t"}

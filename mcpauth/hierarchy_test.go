@@ -1,12 +1,8 @@
 package mcpauth_test
 
 import (
-	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/caddymcp/caddymcp/internal/caddyrun"
-	"github.com/caddymcp/caddymcp/internal/jwkstest"
 )
 
 // Scope hierarchies (MCP basic/authorization: servers MUST account for
@@ -15,14 +11,10 @@ import (
 // the route's scopes and every rule, and sees whole lists; the challenge
 // names what is needed, offline_access never.
 func TestScopeHierarchies(t *testing.T) {
-	k := jwkstest.NewKey(t, "k", "RS256")
-	is := jwkstest.NewIssuer(t, k)
 	backend := toolServer(t, []string{"read_file", "write_file", "delete_file"})
-	rules := "\t\t\tscope_implies admin read:all write:all\n\t\t\tscope_implies write:all write:files\n" +
+	rules := "\t\t\tscopes offline_access\n\t\t\tscope_implies admin read:all write:all\n\t\t\tscope_implies write:all write:files\n" +
 		"\t\t\ttool write_* scopes write:all\n\t\t\ttool delete_* scopes write:files\n"
-	site := strings.Replace(ruleSite(is, "reverse_proxy "+strings.TrimPrefix(backend, "http://"), rules), "scopes read:all", "scopes read:all offline_access", 1)
-	c := caddyrun.StartCaddyfile(t, "", site)
-	e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
+	e := startRuleEnv(t, proxyTo(backend), rules)
 	sess := map[string]string{"Mcp-Session-Id": "s", "Mcp-Protocol-Version": "2025-11-25"}
 	call := func(name string) string {
 		return `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + name + `"}}`

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddymcp/caddymcp/internal/caddyrun"
 	"github.com/caddymcp/caddymcp/internal/jwkstest"
 )
 
@@ -77,14 +76,11 @@ func statuses(rs []rated) []int {
 // Before, every invented name took a bucket and the table was full of
 // active ones: every other principal's call of a write_* tool got 429.
 func TestRateLimitOnePrincipalCannotFillTheTable(t *testing.T) {
-	k := jwkstest.NewKey(t, "k", "RS256")
-	is := jwkstest.NewIssuer(t, k)
 	backend := toolServer(t, []string{"write_a", "write_b"})
-	c := caddyrun.StartCaddyfile(t, "", ruleSite(is, "reverse_proxy "+strings.TrimPrefix(backend, "http://"),
-		"\t\t\trate 2/1h tool write_*\n"))
-	e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
+	e := startRuleEnv(t, proxyTo(backend),
+		"\t\t\trate 2/1h tool write_*\n")
 	ann := e.token("read:all")
-	bob := jwkstest.Mint(t, k, is.Claims("bob", e.url, "read:all"), nil)
+	bob := jwkstest.Mint(t, e.k, e.is.Claims("bob", e.url, "read:all"), nil)
 	var batches []rated
 	for b := 0; b < 8; b++ {
 		names := make([]string, 12_500)
@@ -131,12 +127,9 @@ func TestRateLimitOnePrincipalCannotFillTheTable(t *testing.T) {
 // what the limits before it had taken: three refused calls used up
 // `rate 3/1h`.
 func TestRateLimitRefusedRequestsSpendNothing(t *testing.T) {
-	k := jwkstest.NewKey(t, "k", "RS256")
-	is := jwkstest.NewIssuer(t, k)
 	backend := toolServer(t, []string{"read_a", "read_b", "write_file"})
-	c := caddyrun.StartCaddyfile(t, "", ruleSite(is, "reverse_proxy "+strings.TrimPrefix(backend, "http://"),
-		"\t\t\ttool write_* scopes write:all\n\t\t\trate 3/1h\n\t\t\trate 1/1h tool read_a\n"))
-	e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
+	e := startRuleEnv(t, proxyTo(backend),
+		"\t\t\ttool write_* scopes write:all\n\t\t\trate 3/1h\n\t\t\trate 1/1h tool read_a\n")
 	ann := e.token("read:all")
 	var got []rated
 	for _, name := range []string{"write_file", "write_file", "write_file", "read_a", "read_a", "read_b", "read_b", "read_b"} {
@@ -160,12 +153,9 @@ func TestRateLimitRefusedRequestsSpendNothing(t *testing.T) {
 // the route-wide limit however many calls it held: 50 calls passed
 // `rate 4/1h`.
 func TestRateLimitBatchCountsEachRequest(t *testing.T) {
-	k := jwkstest.NewKey(t, "k", "RS256")
-	is := jwkstest.NewIssuer(t, k)
 	backend := toolServer(t, []string{"read_file", "write_a", "write_b"})
-	c := caddyrun.StartCaddyfile(t, "", ruleSite(is, "reverse_proxy "+strings.TrimPrefix(backend, "http://"),
-		"\t\t\trate 4/1h\n\t\t\trate 2/1h tool write_*\n"))
-	e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
+	e := startRuleEnv(t, proxyTo(backend),
+		"\t\t\trate 4/1h\n\t\t\trate 2/1h tool write_*\n")
 	ann := e.token("read:all")
 	fifty := make([]string, 50)
 	for i := range fifty {
@@ -184,7 +174,7 @@ func TestRateLimitBatchCountsEachRequest(t *testing.T) {
 		t.Fatalf("a fifth request: %+v", r)
 	}
 	// per tool: each call counts against its tool's bucket
-	bob := jwkstest.Mint(t, k, is.Claims("bob", e.url, "read:all"), nil)
+	bob := jwkstest.Mint(t, e.k, e.is.Claims("bob", e.url, "read:all"), nil)
 	if r := e.send(bob, calls("write_a", "write_a", "write_a")); r.status != 429 || r.retryAfter != "3600" || !strings.Contains(r.message, `2 requests per 1h for tool "write_a"`) {
 		t.Fatalf("write_a ×3 in one batch against 2/1h: %+v", r)
 	}

@@ -118,6 +118,19 @@ func listed(m map[string]any) []string {
 	return names
 }
 
+// startRuleEnv starts a real Caddy whose /mcp route has mcp_auth (a fresh
+// issuer, scopes read:all, and rules) in front of upstream (a directive).
+func startRuleEnv(t *testing.T, upstream, rules string) *ruleEnv {
+	t.Helper()
+	k := jwkstest.NewKey(t, "k", "RS256")
+	is := jwkstest.NewIssuer(t, k)
+	c := caddyrun.StartCaddyfile(t, "", ruleSite(is, upstream, rules))
+	return &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
+}
+
+// proxyTo is the reverse_proxy directive to an httptest server's URL.
+func proxyTo(url string) string { return "reverse_proxy " + strings.TrimPrefix(url, "http://") }
+
 func ruleSite(is *jwkstest.Issuer, upstream string, rules string) string {
 	return `
 http://127.0.0.1:{{PORT}} {
@@ -221,12 +234,9 @@ func TestScopeRules(t *testing.T) {
 // Prompt and resource lists are filtered by their rules too, URIs and URI
 // templates alike, and a list the server called public becomes private.
 func TestScopeRulesFilterPromptsAndResources(t *testing.T) {
-	k := jwkstest.NewKey(t, "k", "RS256")
-	is := jwkstest.NewIssuer(t, k)
 	backend := toolServer(t, nil)
-	c := caddyrun.StartCaddyfile(t, "", ruleSite(is, "reverse_proxy "+strings.TrimPrefix(backend, "http://"),
-		"\t\t\tprompt secret_* scopes secrets\n\t\t\tresource file:///srv/* scopes files\n"))
-	e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
+	e := startRuleEnv(t, proxyTo(backend),
+		"\t\t\tprompt secret_* scopes secrets\n\t\t\tresource file:///srv/* scopes files\n")
 	sess := map[string]string{"Mcp-Session-Id": "s", "Mcp-Protocol-Version": "2025-11-25"}
 	names := func(m map[string]any, member, key string) []string {
 		res, _ := m["result"].(map[string]any)
@@ -264,11 +274,8 @@ func TestScopeRulesFilterPromptsAndResources(t *testing.T) {
 // answered with a JSON-RPC error naming the scopes they need, the rest are
 // served; a batch of nothing but such calls gets the 403 challenge.
 func TestScopeRulesBatch(t *testing.T) {
-	k := jwkstest.NewKey(t, "k", "RS256")
-	is := jwkstest.NewIssuer(t, k)
-	c := caddyrun.StartCaddyfile(t, "", ruleSite(is, "mcp_stdio {\n\t\t\tcommand "+mcpserver.Self(t)+"\n\t\t\tenv "+mcpserver.FakeEnv+" mrtr\n\t\t}",
-		"\t\t\ttool write_* scopes write:all\n"))
-	e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
+	e := startRuleEnv(t, "mcp_stdio {\n\t\t\tcommand "+mcpserver.Self(t)+"\n\t\t\tenv "+mcpserver.FakeEnv+" mrtr\n\t\t}",
+		"\t\t\ttool write_* scopes write:all\n")
 	tok := e.token("read:all")
 	req, _ := http.NewRequest("POST", e.url, strings.NewReader(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`))
 	req.Header.Set("Content-Type", "application/json")
@@ -410,12 +417,9 @@ func TestScopeRulesProperty(t *testing.T) {
 // Rate limits through Caddy: per principal, and per principal and tool,
 // exact counts, 429 with Retry-After and a JSON-RPC error.
 func TestRateLimits(t *testing.T) {
-	k := jwkstest.NewKey(t, "k", "RS256")
-	is := jwkstest.NewIssuer(t, k)
 	backend := toolServer(t, []string{"read_file", "write_a", "write_b"})
-	c := caddyrun.StartCaddyfile(t, "", ruleSite(is, "reverse_proxy "+strings.TrimPrefix(backend, "http://"),
-		"\t\t\trate 6/1h\n\t\t\trate 2/1h tool write_*\n"))
-	e := &ruleEnv{t: t, url: "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp", k: k, is: is}
+	e := startRuleEnv(t, proxyTo(backend),
+		"\t\t\trate 6/1h\n\t\t\trate 2/1h tool write_*\n")
 	sess := map[string]string{"Mcp-Session-Id": "s", "Mcp-Protocol-Version": "2025-11-25"}
 	call := func(tok, name string) int {
 		status, _, _ := e.post(tok, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"`+name+`"}}`, sess)
@@ -453,7 +457,7 @@ func TestRateLimits(t *testing.T) {
 	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "600" || rpc.ID != 9 || rpc.Error.Code != -32000 || !strings.Contains(rpc.Error.Message, "6 requests per 1h") {
 		t.Fatalf("7th request: %d Retry-After %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), b)
 	}
-	bob := jwkstest.Mint(t, k, is.Claims("bob", e.url, "read:all"), nil)
+	bob := jwkstest.Mint(t, e.k, e.is.Claims("bob", e.url, "read:all"), nil)
 	if call(bob, "write_a") != 200 {
 		t.Fatal("bob was counted against ann's limits")
 	}
