@@ -249,3 +249,11 @@ func netURLReading(s string) (string, bool) {
 	}
 	return strings.ToLower(u.Scheme) + "://" + host + p, true
 }
+
+// A compressed upload of another content type is some other API's.
+func TestCompressedOtherContent(t *testing.T) {
+	r := request("x", map[string]string{"Content-Encoding": "gzip", "Content-Type": "application/octet-stream"})
+	if q := Get(r, 1<<20); q.Err != errEncoded || q.FailsClosed(r) {
+		t.Fatalf("%v, fails closed %v", q.Err, q.FailsClosed(r))
+	}
+}

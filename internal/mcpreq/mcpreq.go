@@ -125,14 +125,15 @@ func IsAmbiguous(err error) bool { return errors.Is(err, ErrAmbiguous) }
 // FailsClosed reports whether a POST that q cannot read must be refused by
 // whatever decides on MCP messages, rather than let pass as something
 // else: it is ambiguous, contradicts its headers, or, sent as JSON (a
-// Content-Type naming json, or none), is too large, not valid UTF-8 JSON
-// (UTF-16, say, which some servers decode) or could not be read. Valid
-// JSON that is no JSON-RPC message is some other API's and passes.
+// Content-Type naming json, or none), is too large, compressed, not valid
+// UTF-8 JSON (UTF-16, say, which some servers decode) or could not be
+// read. Valid JSON that is no JSON-RPC message is some other API's and
+// passes, as does another content type's body.
 func (q *Request) FailsClosed(r *http.Request) bool {
 	switch {
 	case q.Err == nil || q.Err == errNotPOST || q.Err == errNotJSON:
 		return false
-	case IsAmbiguous(q.Err) || q.Err == ErrMismatch || q.Err == errEncoded:
+	case IsAmbiguous(q.Err) || q.Err == ErrMismatch:
 		return true
 	}
 	ct := r.Header.Get("Content-Type")
