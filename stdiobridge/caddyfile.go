@@ -76,6 +76,7 @@ func siteHosts(h httpcaddyfile.Helper) []string {
 //		input_timeout <duration>
 //		cache_ttl <duration>
 //		child_era auto|legacy|modern
+//		pool per_user|shared
 //		audit_arguments hash|full
 //		metrics_max_tools <n>
 //	}
@@ -181,6 +182,13 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "child_era":
 			if !d.AllArgs(&m.ChildEra) {
 				return d.ArgErr()
+			}
+		case "pool":
+			if !d.AllArgs(&m.Pool) {
+				return d.ArgErr()
+			}
+			if m.Pool != "per_user" && m.Pool != "shared" {
+				return d.Errf("pool: %q is not per_user or shared", m.Pool)
 			}
 		case "instance_id":
 			if !d.AllArgs(&m.InstanceID) {

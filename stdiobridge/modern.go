@@ -11,6 +11,7 @@ package stdiobridge
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -94,6 +95,7 @@ type modernReq struct {
 	principal string
 	limit     string
 	started   time.Time
+	pool      *childPool // the pool that serves it (nil until poolFor)
 }
 
 // allows reports whether the client declared the capability a question of
@@ -203,9 +205,13 @@ func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, e *envelop
 	m.name, _ = nameOf(e.Method, m.params)
 	m.principal = principal(r)
 	m.limit = limitKey(r, m.principal)
-	switch {
-	case slices.Contains(removedMethods, e.Method):
+	if slices.Contains(removedMethods, e.Method) {
 		modernError(w, e.ID, codeMethodNotFound, "method not found: "+e.Method+" is not part of MCP "+modernVersion)
+		return
+	}
+	m.pool = h.poolFor(r, m)
+	defer h.table.leavePool(m.pool)
+	switch {
 	case e.Method == "server/discover":
 		h.discover(w, r, m)
 	case e.Method == "subscriptions/listen":
@@ -240,13 +246,24 @@ func paramsMap(params json.RawMessage) map[string]json.RawMessage {
 	return p
 }
 
-// pool returns the pool that serves a request's principal: its own when
-// the process config depends on the request, else the route's shared one.
-func (h *Handler) pool(m *modernReq) *childPool {
+// poolFor returns the pool that serves a request, for its use until
+// table.leavePool: the principal's own (pool per_user, the default, when
+// mcp_auth verified one) or everyone's (pool shared, or no principal);
+// within it, children started with exactly the environment this request
+// resolves to (placeholders in env), so that no request is ever served by
+// a child started with another request's values.
+func (h *Handler) poolFor(r *http.Request, m *modernReq) *childPool {
+	var env []string
+	key := "\x00"
 	if h.perRequest {
-		return h.table.poolFor("u\x00"+m.limit, m.limit)
+		env = h.childEnv(r)
+		d := sha256.Sum256([]byte(strings.Join(env, "\x00")))
+		key += string(d[:16])
 	}
-	return h.table.poolFor("", "")
+	if h.Pool != "shared" && m.principal != "" {
+		return h.table.poolFor("u"+m.principal+key, m.principal, m.limit, env)
+	}
+	return h.table.poolFor("s"+key, "", "", env)
 }
 
 // cacheScope is "private" unless the answer is the same for everyone: a
@@ -297,7 +314,12 @@ func (h *Handler) startPoolChild(r *http.Request, p *childPool, requester string
 	}
 	c := &poolChild{pool: p, ready: make(chan struct{}), started: make(chan struct{}), calls: map[uint64]*call{}, tokens: map[string]*call{},
 		logLevel: -1, idleSince: time.Now(), serial: childSerials.Add(1), modern: h.era(r) == eraModern, limit: limit}
-	c.logger = h.logger.With(zap.String("pool", userForLog(strings.TrimPrefix(p.key, "u\x00"))))
+	c.exited = make(chan struct{})
+	if p.owner != "" {
+		c.logger = h.logger.With(zap.String("pool", userForLog(p.owner)))
+	} else {
+		c.logger = h.logger.With(zap.String("pool", "shared"))
+	}
 	began := time.Now()
 	prewarmed := false
 	if !h.perRequest {
@@ -311,7 +333,11 @@ func (h *Handler) startPoolChild(r *http.Request, p *childPool, requester string
 		}
 	}
 	if !prewarmed {
-		proc, err := h.startChild(r, c, c.logger)
+		env := p.env
+		if env == nil {
+			env = h.childEnv(nil)
+		}
+		proc, err := h.startChildEnv(env, c, c.logger)
 		c.proc = proc
 		if err != nil {
 			close(c.started)
@@ -350,7 +376,7 @@ func (h *Handler) discover(w http.ResponseWriter, r *http.Request, m *modernReq)
 	if h.era(r) == eraModern {
 		res := h.table.discover.Load()
 		if res == nil {
-			c := h.child(w, r, m, h.pool(m), false, 0)
+			c := h.child(w, r, m, m.pool, false, 0)
 			if c == nil {
 				return
 			}
@@ -371,7 +397,7 @@ func (h *Handler) discover(w http.ResponseWriter, r *http.Request, m *modernReq)
 	}
 	init := h.table.initResult()
 	if init == nil {
-		c := h.child(w, r, m, h.pool(m), false, 0)
+		c := h.child(w, r, m, m.pool, false, 0)
 		if c == nil {
 			return
 		}
@@ -412,7 +438,7 @@ func writeResult(w http.ResponseWriter, id json.RawMessage, result any) {
 
 // modernCall forwards a request to a pool child and answers it.
 func (h *Handler) modernCall(w http.ResponseWriter, r *http.Request, m *modernReq) {
-	p := h.pool(m)
+	p := m.pool
 	// a modern child asks nothing over stdio: its calls need no asker slot
 	asking := mayAsk(m.e.Method) && h.era(r) != eraModern
 	if m.params["requestState"] != nil && mayAsk(m.e.Method) {
@@ -671,8 +697,8 @@ func (h *Handler) translate(b []byte, m *modernReq, cl *call) (int, []byte) {
 			res["_meta"], _ = json.Marshal(meta)
 		}
 	}
-	if m.e.Method == "tools/list" {
-		h.pool(m).learnTools(res["tools"], m.params["cursor"] == nil)
+	if m.e.Method == "tools/list" && m.pool != nil {
+		m.pool.learnTools(res["tools"], m.params["cursor"] == nil)
 	}
 	out, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.e.ID, "result": res})
 	return http.StatusOK, out

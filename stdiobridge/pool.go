@@ -3,9 +3,12 @@ package stdiobridge
 // The child pool: children that serve MCP 2026-07-28 requests.
 //
 // A modern request carries no session, so the bridge owns the correlation.
-// Each route (table) keeps pools of children: one shared pool, or one per
-// principal when the process config depends on the request (placeholders
-// in env). A pool child is started and initialized by the bridge itself
+// Each route (table) keeps pools of children: by default one per principal
+// (`pool per_user`; one for all unauthenticated requests), or one for
+// everyone (`pool shared`); and within either, one per resolved
+// environment when env has placeholders, so that no child ever runs with
+// another request's values. A pool is dropped once it has no children, no
+// listeners and no request using it. A pool child is started and initialized by the bridge itself
 // (the 2025 handshake, once), and serves many requests at once, each under
 // an id of the bridge's (its own counter) and, where the request asked for
 // progress, a progress token of the bridge's: clients' ids and tokens never
@@ -15,14 +18,18 @@ package stdiobridge
 // question must be attributed to the right call with certainty, and stdio
 // carries no relation, so a child serves at most one call that may ask
 // (tools/call, prompts/get, resources/read: the methods MRTR allows) at a
-// time: the asker. Other methods share the child freely. A second such call
+// time: the asker. Other methods share the child freely. What a child says
+// without naming a request is delivered only where it is certain whose it
+// is: a question to the asker when every client call in flight on the
+// child is the asker's principal's, a log message to the only client call
+// in flight (subscriptions/listen streams aside), and otherwise to no one. A second such call
 // gets another child (more children, not guesses), within max_sessions and
 // max_sessions_per_user, which count pool children like sessions; at the
 // limit it waits for a child to free up, as long as its client waits.
 //
-// Locks (see table.go for the whole order): childPool.mu → poolChild.mu;
-// neither is held across I/O, and a poolChild never takes its pool's lock
-// while holding its own.
+// Locks (see table.go for the whole order): table.poolsMu → childPool.mu →
+// poolChild.mu; none is held across I/O, and a poolChild never takes its
+// pool's lock while holding its own.
 
 import (
 	"context"
@@ -43,8 +50,11 @@ func mayAsk(method string) bool {
 // childPool is a set of initialized children of one route (and principal).
 type childPool struct {
 	t     *table
-	key   string // principal of a per-user pool, "" when shared
-	limit string // whom its children count against (table.reserve); "" for a shared pool: who started each
+	key   string   // the pool's key in table.pools: owner and env digest
+	owner string   // the principal of a per-user pool, "" when shared
+	limit string   // whom its children count against (table.reserve); "" for a shared pool: who started each
+	env   []string // the children's environment, resolved (nil: env has no placeholders)
+	users int      // requests using the pool now (table.poolsMu)
 
 	mu         sync.Mutex
 	children   []*poolChild
@@ -78,6 +88,8 @@ type poolChild struct {
 	idleSince time.Time // when the last call finished (zero while busy)
 	logLevel  int       // the level last set on the child (-1: none)
 	stuckAt   time.Time // when the asker was cancelled (it may never answer)
+	subs      map[string]*resourceSub // resources/subscribe sent to this child, by URI (subscriptions.go)
+	exited    chan struct{}           // closed when the process has exited
 }
 
 // call is one request in a pool child, from the bridge's id to the
@@ -91,6 +103,7 @@ type call struct {
 	logLevel    int             // least severity forwarded; -1: none asked
 	subID       json.RawMessage // the client's id of a subscriptions/listen call (modern child)
 	holder      string          // the limit key that holds the asker slot ("" if none)
+	owner       string          // whose request it serves (its limit key); "" for the bridge's own calls
 
 	events chan []byte // notifications for the client (bounded; dropped when full)
 	asks   chan []byte // the child's requests to the client
@@ -115,17 +128,51 @@ var errPoolStopped = errors.New("route stopped")
 // logLevels orders the syslog severities of notifications/message.
 var logLevels = map[string]int{"debug": 0, "info": 1, "notice": 2, "warning": 3, "error": 4, "critical": 5, "alert": 6, "emergency": 7}
 
-// poolFor returns the pool for a request's principal.
-func (t *table) poolFor(key, limit string) *childPool {
+// poolFor returns the pool named key, made with owner, limit and env if
+// there is none, for a request that uses it until leavePool.
+func (t *table) poolFor(key, owner, limit string, env []string) *childPool {
 	t.poolsMu.Lock()
 	defer t.poolsMu.Unlock()
 	p := t.pools[key]
 	if p == nil {
-		p = &childPool{t: t, key: key, limit: limit, changed: make(chan struct{}),
+		p = &childPool{t: t, key: key, owner: owner, limit: limit, env: env, changed: make(chan struct{}),
 			listeners: map[*listener]struct{}{}, holds: map[string]int{}}
 		t.pools[key] = p
 	}
+	p.users++
 	return p
+}
+
+// leavePool ends a request's use of p; a pool that nobody uses and that
+// has no children or listeners is dropped.
+func (t *table) leavePool(p *childPool) {
+	if p == nil {
+		return
+	}
+	t.poolsMu.Lock()
+	p.users--
+	t.dropIfEmptyLocked(p)
+	t.poolsMu.Unlock()
+}
+
+// dropIfEmptyLocked forgets p if it is empty and unused (poolsMu held).
+func (t *table) dropIfEmptyLocked(p *childPool) {
+	if p.users > 0 || t.pools[p.key] != p {
+		return
+	}
+	p.mu.Lock()
+	empty := len(p.children) == 0 && len(p.listeners) == 0 && len(p.holds) == 0
+	p.mu.Unlock()
+	if empty {
+		delete(t.pools, p.key)
+	}
+}
+
+// poolCount is the number of pools the table keeps.
+func (t *table) poolCount() int {
+	t.poolsMu.Lock()
+	defer t.poolsMu.Unlock()
+	return len(t.pools)
 }
 
 // poolList copies the pools.
@@ -153,7 +200,7 @@ func (p *childPool) acquire(ctx context.Context, stop <-chan struct{}, asking bo
 	for {
 		p.mu.Lock()
 		cfg := p.t.settings.Load()
-		if asking && p.key == "" && cfg.maxPerUser > 0 && p.holds[holder] >= cfg.maxPerUser {
+		if asking && p.limit == "" && cfg.maxPerUser > 0 && p.holds[holder] >= cfg.maxPerUser {
 			ch := p.changed
 			p.mu.Unlock()
 			select {
@@ -165,19 +212,31 @@ func (p *childPool) acquire(ctx context.Context, stop <-chan struct{}, asking bo
 				return nil, refusedPerUser, context.Canceled
 			}
 		}
-		var best *poolChild
+		var best, foreign *poolChild
 		bestLoad := -1
 		for _, c := range p.children {
 			c.mu.Lock()
 			fits := !c.closed && (!asking || c.asker == nil)
+			// a call of another principal beside an asker would make the
+			// asker's questions unattributable: avoided where possible
+			other := fits && !asking && c.asker != nil && c.asker.owner != holder && c.asker.child != nil
 			load := len(c.calls)
 			c.mu.Unlock()
+			if other {
+				if foreign == nil {
+					foreign = c
+				}
+				continue
+			}
 			if fits && (best == nil || load < bestLoad || (prefer != 0 && c.serial == prefer)) {
 				best, bestLoad = c, load
 				if prefer != 0 && c.serial == prefer {
 					break
 				}
 			}
+		}
+		if best == nil && foreign != nil && !p.canGrowLocked(cfg) {
+			best = foreign
 		}
 		if best != nil && (asking || bestLoad < 8 || !p.canGrowLocked(cfg)) {
 			if asking {
@@ -253,6 +312,9 @@ func (p *childPool) remove(c *poolChild) {
 	}
 	p.signalLocked()
 	p.mu.Unlock()
+	p.t.poolsMu.Lock()
+	p.t.dropIfEmptyLocked(p)
+	p.t.poolsMu.Unlock()
 }
 
 // freed wakes waiters (a call finished).
@@ -287,6 +349,7 @@ func (c *poolChild) start(method string, params map[string]json.RawMessage, aski
 	cl.id = c.nextID
 	c.calls[cl.id] = cl
 	c.idleSince = time.Time{}
+	cl.owner = holder
 	if asking {
 		c.asker = cl
 	} else {
@@ -505,9 +568,18 @@ func (c *poolChild) childMessage(line []byte) {
 		case "elicitation/create", "sampling/createMessage", "roots/list":
 			c.mu.Lock()
 			a := c.asker
+			certain := a != nil && a.child != nil && c.onlyOwnerLocked(a.owner)
 			c.mu.Unlock()
 			if a == nil || a.child == nil || a.isCancelled() {
 				go c.answerError(e.ID, codeInternalError, "no client request is waiting for this "+e.Method)
+				return
+			}
+			if !certain {
+				// another principal's call is in flight on this child:
+				// the question could be about either
+				c.logger.Debug("a question of the server was refused: calls of more than one principal are in flight on its child",
+					zap.String("method", e.Method))
+				go c.answerError(e.ID, codeInternalError, "this "+e.Method+" cannot be attributed to one request")
 				return
 			}
 			select {
@@ -553,16 +625,50 @@ func (c *poolChild) notification(e *envelope, line []byte) {
 		}
 		_ = json.Unmarshal(e.Params, &p)
 		c.mu.Lock()
-		cl := c.asker
+		cl := c.soleCallLocked()
 		c.mu.Unlock()
 		lvl, ok := logLevels[p.Level]
-		if cl != nil && cl.child != nil && cl.logLevel >= 0 && ok && lvl >= cl.logLevel {
+		if cl != nil && cl.logLevel >= 0 && ok && lvl >= cl.logLevel {
 			cl.event(append([]byte(nil), line...))
 		}
 	case "notifications/tools/list_changed", "notifications/prompts/list_changed",
 		"notifications/resources/list_changed", "notifications/resources/updated":
 		c.pool.broadcast(e.Method, e.Params)
 	}
+}
+
+// clientCall reports whether cl serves a client's request that a child's
+// unaddressed message could belong to: not the bridge's own calls and not
+// a subscriptions/listen stream (its notifications name it).
+func (cl *call) clientCall() bool {
+	return cl.owner != "" && cl.subID == nil && cl.method != "subscriptions/listen"
+}
+
+// soleCallLocked is the only client call in flight on c, or nil (none, or
+// more than one: a log message could be either's). c.mu held.
+func (c *poolChild) soleCallLocked() *call {
+	var sole *call
+	for _, cl := range c.calls {
+		if !cl.clientCall() {
+			continue
+		}
+		if sole != nil {
+			return nil
+		}
+		sole = cl
+	}
+	return sole
+}
+
+// onlyOwnerLocked reports whether every client call in flight on c is
+// owner's. c.mu held.
+func (c *poolChild) onlyOwnerLocked(owner string) bool {
+	for _, cl := range c.calls {
+		if cl.clientCall() && cl.owner != owner {
+			return false
+		}
+	}
+	return true
 }
 
 // routeSubscription delivers a modern child's notification tagged with a
@@ -621,6 +727,7 @@ func (c *poolChild) childExited(err error) {
 	expected := c.closed
 	c.closed = true
 	c.mu.Unlock()
+	close(c.exited)
 	c.failCalls("MCP server process exited (" + desc + ")")
 	c.pool.remove(c)
 	c.pool.t.release(c.limit)

@@ -71,6 +71,16 @@ type Handler struct {
 	// Working directory of the child. Default: Caddy's.
 	Dir string `json:"dir,omitempty"`
 
+	// Who shares the children that serve MCP 2026-07-28 requests (which
+	// carry no session): "per_user" (the default) gives each principal
+	// that mcp_auth verified (issuer and subject) children of its own, as
+	// 2025 sessions have; "shared" lets every principal's requests use the
+	// same children (fewer processes, but whatever a server keeps in memory
+	// between calls is seen by everyone). Unauthenticated requests share
+	// one pool either way. Children whose env resolves differently (a
+	// placeholder) never serve each other's requests, whatever this says.
+	Pool string `json:"pool,omitempty"`
+
 	// A session without a client request for this long is ended, even
 	// while a GET stream is open. Default: 30m.
 	SessionIdleTimeout caddy.Duration `json:"session_idle_timeout,omitempty"`
@@ -169,7 +179,7 @@ type Handler struct {
 	observers    *sync.Map // opKey -> prometheus.Observer (metrics.go)
 	cmdLabel     string
 	audit        *zap.Logger
-	perRequest   bool // the process config depends on the request: one pool per principal
+	perRequest   bool // the process config depends on the request (placeholders in env): pools by resolved env
 	poolKey      string
 	gen          uint64 // this config's generation (table.publish)
 	cfg          *settings
@@ -408,6 +418,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.AuditArguments != "" && h.AuditArguments != "hash" && h.AuditArguments != "full" {
 		return fmt.Errorf("audit_arguments: %q is not hash or full", h.AuditArguments)
+	}
+	if h.Pool != "" && h.Pool != "per_user" && h.Pool != "shared" {
+		return fmt.Errorf("pool: %q is not per_user or shared", h.Pool)
 	}
 	if h.ChildEra != "" && h.ChildEra != "auto" && h.ChildEra != "legacy" && h.ChildEra != "modern" {
 		return fmt.Errorf("child_era: %q is not auto, legacy or modern", h.ChildEra)
@@ -673,6 +686,12 @@ func userForLog(p string) string { return strings.Replace(p, "\x00", " ", 1) }
 
 // startChild starts a child; env placeholders are resolved from r if given.
 func (h *Handler) startChild(r *http.Request, sink messageSink, logger *zap.Logger) (*process, error) {
+	return h.startChildEnv(h.childEnv(r), sink, logger)
+}
+
+// childEnv is a child's environment: the inherited variables and env, its
+// placeholders resolved from r if given.
+func (h *Handler) childEnv(r *http.Request) []string {
 	env := slices.Clone(h.inherited)
 	if len(h.Env) > 0 {
 		var repl *caddy.Replacer
@@ -692,6 +711,11 @@ func (h *Handler) startChild(r *http.Request, sink messageSink, logger *zap.Logg
 			env = append(env, name+"="+v)
 		}
 	}
+	return env
+}
+
+// startChildEnv starts a child with the environment env.
+func (h *Handler) startChildEnv(env []string, sink messageSink, logger *zap.Logger) (*process, error) {
 	countStart(h.cmdLabel, sink)
 	return startProcess(spawnConfig{
 		command: h.Command, args: h.Args, env: env, dir: h.Dir,

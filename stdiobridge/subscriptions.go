@@ -1,8 +1,10 @@
 package stdiobridge
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 )
@@ -93,9 +95,118 @@ func (p *childPool) closeListeners() {
 	}
 }
 
-// listen serves subscriptions/listen: an acknowledgement, then the change
-// notifications the client opted into, until it goes away or the route
-// ends (then a final result closes the stream).
+// resourceSub is one URI a child was subscribed to, shared by every
+// listener of the pool that names it: the child is unsubscribed when the
+// last of them goes away.
+type resourceSub struct {
+	n    int           // listeners holding it
+	done chan struct{} // closed once the child answered resources/subscribe
+	ok   bool          // the child accepted it (read after done)
+}
+
+// subscribe subscribes c to uri for one listener (once per child and URI,
+// however many listeners name it) and reports whether the child accepted.
+func (c *poolChild) subscribe(ctx context.Context, uri string) bool {
+	c.mu.Lock()
+	if c.subs == nil {
+		c.subs = map[string]*resourceSub{}
+	}
+	s := c.subs[uri]
+	first := s == nil
+	if first {
+		s = &resourceSub{done: make(chan struct{})}
+		c.subs[uri] = s
+	}
+	s.n++
+	c.mu.Unlock()
+	if first {
+		params := map[string]json.RawMessage{}
+		params["uri"], _ = json.Marshal(uri)
+		if cl, err := c.start("resources/subscribe", params, false, "", -1); err == nil {
+			timer := time.NewTimer(10 * time.Second)
+			select {
+			case b := <-cl.final:
+				e, err := parseEnvelope(b)
+				s.ok = err == nil && e.Result != nil
+			case <-timer.C:
+				c.finish(cl.id)
+			case <-c.exited:
+			}
+			timer.Stop()
+		}
+		close(s.done)
+	}
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		c.unsubscribe(uri, false)
+		return false
+	}
+	if !s.ok {
+		c.unsubscribe(uri, false)
+	}
+	return s.ok
+}
+
+// unsubscribe gives back one listener's hold on uri; the last one
+// unsubscribes the child (when it had accepted the subscription).
+func (c *poolChild) unsubscribe(uri string, accepted bool) {
+	c.mu.Lock()
+	s := c.subs[uri]
+	if s == nil {
+		c.mu.Unlock()
+		return
+	}
+	s.n--
+	last := s.n == 0
+	if last {
+		delete(c.subs, uri)
+	}
+	c.mu.Unlock()
+	if last && accepted {
+		params := map[string]json.RawMessage{}
+		params["uri"], _ = json.Marshal(uri)
+		if cl, err := c.start("resources/unsubscribe", params, false, "", -1); err == nil {
+			go func() {
+				// the answer is not awaited by anyone; the call slot is freed
+				// when it comes, or when the child exits
+				select {
+				case <-cl.final:
+				case <-c.exited:
+				case <-time.After(10 * time.Second):
+					c.finish(cl.id)
+				}
+			}()
+		}
+	}
+}
+
+// listenCapabilities is what a 2025 server's InitializeResult says it can
+// notify: the part of a listen filter the bridge can honour.
+func listenCapabilities(init json.RawMessage) (tools, prompts, resources bool) {
+	var ir struct {
+		Capabilities struct {
+			Tools struct {
+				ListChanged bool `json:"listChanged"`
+			} `json:"tools"`
+			Prompts struct {
+				ListChanged bool `json:"listChanged"`
+			} `json:"prompts"`
+			Resources struct {
+				ListChanged bool `json:"listChanged"`
+			} `json:"resources"`
+		} `json:"capabilities"`
+	}
+	_ = json.Unmarshal(init, &ir)
+	return ir.Capabilities.Tools.ListChanged, ir.Capabilities.Prompts.ListChanged, ir.Capabilities.Resources.ListChanged
+}
+
+// listen serves subscriptions/listen: an acknowledgement of what the
+// bridge will honour (the list changes the server declared it notifies,
+// the URIs the child accepted a subscription to), then those
+// notifications, until the client goes away, or the route or the
+// subscribed child ends (then a final result closes the stream, so that
+// the client knows to listen again).
 func (h *Handler) listen(w http.ResponseWriter, r *http.Request, m *modernReq) {
 	var sp struct {
 		Notifications struct {
@@ -115,35 +226,30 @@ func (h *Handler) listen(w http.ResponseWriter, r *http.Request, m *modernReq) {
 		modernError(w, m.e.ID, codeInvalidParams, "too many resourceSubscriptions (at most 1000)")
 		return
 	}
-	p := h.pool(m)
-	l := &listener{id: m.e.ID, tools: n.Tools, prompts: n.Prompts, res: n.Resources, uris: map[string]bool{},
-		ch: make(chan []byte, 256), closed: make(chan struct{})}
-	var sub *poolChild
-	if len(n.URIs) > 0 {
-		// a legacy child reports updates only for what it was subscribed to
-		if sub = h.child(w, r, m, p, false, 0); sub == nil {
+	p := m.pool
+	// a child of the pool: what it declared says what can be honoured,
+	// and it is the one subscribed to the URIs
+	sub := h.child(w, r, m, p, false, 0)
+	if sub == nil {
+		return
+	}
+	tools, prompts, resources := listenCapabilities(sub.initResult)
+	l := &listener{id: m.e.ID, tools: n.Tools && tools, prompts: n.Prompts && prompts, res: n.Resources && resources,
+		uris: map[string]bool{}, ch: make(chan []byte, 256), closed: make(chan struct{})}
+	defer func() {
+		for u := range l.uris {
+			sub.unsubscribe(u, true)
+		}
+	}()
+	for _, u := range n.URIs {
+		if l.uris[u] {
+			continue
+		}
+		if sub.subscribe(r.Context(), u) {
+			l.uris[u] = true
+		} else if r.Context().Err() != nil {
 			return
 		}
-		for _, u := range n.URIs {
-			params := map[string]json.RawMessage{}
-			params["uri"], _ = json.Marshal(u)
-			if cl, err := sub.start("resources/subscribe", params, false, "", -1); err == nil {
-				select {
-				case <-cl.final:
-				case <-time.After(10 * time.Second):
-				case <-r.Context().Done():
-					return
-				}
-			}
-			l.uris[u] = true
-		}
-		defer func() {
-			for u := range l.uris {
-				params := map[string]json.RawMessage{}
-				params["uri"], _ = json.Marshal(u)
-				_, _ = sub.start("resources/unsubscribe", params, false, "", -1)
-			}
-		}()
 	}
 	p.mu.Lock()
 	p.listeners[l] = struct{}{}
@@ -153,20 +259,39 @@ func (h *Handler) listen(w http.ResponseWriter, r *http.Request, m *modernReq) {
 		delete(p.listeners, l)
 		p.mu.Unlock()
 	}()
+	acked := map[string]any{}
+	if l.tools {
+		acked["toolsListChanged"] = true
+	}
+	if l.prompts {
+		acked["promptsListChanged"] = true
+	}
+	if l.res {
+		acked["resourcesListChanged"] = true
+	}
+	if len(l.uris) > 0 {
+		uris := make([]string, 0, len(l.uris))
+		for _, u := range n.URIs {
+			if l.uris[u] && !slices.Contains(uris, u) {
+				uris = append(uris, u)
+			}
+		}
+		acked["resourceSubscriptions"] = uris
+	}
 	sw := newSSEWriter(w, "")
 	ack, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
-		"params": map[string]any{"_meta": map[string]any{metaSubID: m.e.ID}, "notifications": n}})
+		"params": map[string]any{"_meta": map[string]any{metaSubID: m.e.ID}, "notifications": acked}})
 	sw.add("", ack)
 	if sw.flush() != nil {
 		return
 	}
 	keepalive := time.NewTicker(25 * time.Second)
 	defer keepalive.Stop()
-	closing := func() {
-		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.e.ID,
-			"result": map[string]any{"resultType": "complete", "_meta": map[string]any{metaSubID: m.e.ID}}})
-		sw.add("", b)
-		_ = sw.flush()
+	// a subscribed child that exits ends the stream: its subscriptions are
+	// gone, and the client must listen again
+	var gone <-chan struct{}
+	if len(l.uris) > 0 {
+		gone = sub.exited
 	}
 	for {
 		select {
@@ -181,10 +306,13 @@ func (h *Handler) listen(w http.ResponseWriter, r *http.Request, m *modernReq) {
 				return
 			}
 		case <-l.closed:
-			closing()
+			listenClosed(sw, m.e.ID)
+			return
+		case <-gone:
+			listenClosed(sw, m.e.ID)
 			return
 		case <-h.shutdown:
-			closing()
+			listenClosed(sw, m.e.ID)
 			return
 		case <-r.Context().Done():
 			return
@@ -192,11 +320,20 @@ func (h *Handler) listen(w http.ResponseWriter, r *http.Request, m *modernReq) {
 	}
 }
 
+// listenClosed ends a listen stream the server tears down with the
+// graceful closure result (subscriptions: "Graceful Closure").
+func listenClosed(sw *sseWriter, id json.RawMessage) {
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id,
+		"result": map[string]any{"resultType": "complete", "_meta": map[string]any{metaSubID: id}}})
+	sw.add("", b)
+	_ = sw.flush()
+}
+
 // listenModern passes a subscriptions/listen through to a modern child:
 // its notifications, tagged with the bridge's id, go to the client with
 // the client's.
 func (h *Handler) listenModern(w http.ResponseWriter, r *http.Request, m *modernReq) {
-	c := h.child(w, r, m, h.pool(m), false, 0)
+	c := h.child(w, r, m, m.pool, false, 0)
 	if c == nil {
 		return
 	}
@@ -234,6 +371,7 @@ func (h *Handler) listenModern(w http.ResponseWriter, r *http.Request, m *modern
 			}
 		case <-h.shutdown:
 			cl.cancel("the route is reloading or stopping")
+			listenClosed(sw, m.e.ID)
 			return
 		case <-r.Context().Done():
 			cl.cancel("the client went away")

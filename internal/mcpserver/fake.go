@@ -39,7 +39,12 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	         elicitation/create, then answers with what it got), "askhold"
 //	         (asks, then holds), "touch" (sends resources/updated for its
 //	         "uri" argument and tools/list_changed), "hold"
-//	         (answered only when cancelled); every answer, cancellation
+//	         (answered only when cancelled), "remember" (keeps its "note"
+//	         argument in memory and answers with every note kept so far),
+//	         "recall" (answers with the notes), "log" (sends a
+//	         notifications/message of level info, then answers; in mode
+//	         modern only when the request's _meta set a logLevel); it
+//	         declares listChanged and resource subscriptions; every answer, cancellation
 //	         and error it sees is appended to $CADDYMCP_FAKE_LOG
 //	modern   a 2026-07-28 server: answers server/discover; tools/call
 //	         "ask" answers input_required with a requestState of its own
@@ -104,6 +109,9 @@ func RunFakeIfRequested() {
 	held := map[string]bool{}             // tools/call ids of "hold"
 	nextQ := 0
 	nextState := 0
+	var notes []string              // what "remember" was told
+	subscribed := map[string]bool{} // resources/subscribe'd URIs (mode mrtr: "touch" notifies only these)
+	listens := map[string]bool{}    // ids of open subscriptions/listen requests (mode modern)
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 1<<20), 64<<20)
 	for in.Scan() {
@@ -165,9 +173,14 @@ func RunFakeIfRequested() {
 				ProtocolVersion string `json:"protocolVersion"`
 			}
 			_ = json.Unmarshal(msg.Params, &p)
+			caps := map[string]any{"tools": map[string]any{}}
+			if has("mrtr") {
+				caps = map[string]any{"tools": map[string]any{"listChanged": true},
+					"resources": map[string]any{"subscribe": true, "listChanged": true}}
+			}
 			result(map[string]any{
 				"protocolVersion": p.ProtocolVersion,
-				"capabilities":    map[string]any{"tools": map[string]any{}},
+				"capabilities":    caps,
 				"serverInfo":      map[string]any{"name": "fake", "version": "1"},
 			})
 		case "server/discover":
@@ -214,6 +227,25 @@ func RunFakeIfRequested() {
 				}
 				_ = json.Unmarshal(msg.Params, &p)
 				text("meta=" + string(p.Meta))
+			case has("mrtr") && call.Name == "remember":
+				var a struct {
+					Note string `json:"note"`
+				}
+				_ = json.Unmarshal(call.Arguments, &a)
+				notes = append(notes, a.Note)
+				text("notes=" + strings.Join(notes, ","))
+			case has("mrtr") && call.Name == "recall":
+				text("notes=" + strings.Join(notes, ","))
+			case has("mrtr") && call.Name == "log":
+				var p struct {
+					Meta map[string]json.RawMessage `json:"_meta"`
+				}
+				_ = json.Unmarshal(msg.Params, &p)
+				if !has("modern") || p.Meta["io.modelcontextprotocol/logLevel"] != nil {
+					send(map[string]any{"jsonrpc": "2.0", "method": "notifications/message",
+						"params": map[string]any{"level": "info", "data": "log of " + string(call.Arguments)}})
+				}
+				text("logged")
 			case has("mrtr") && call.Name == "whoami":
 				text("pid=" + strconv.Itoa(os.Getpid()) + " user=" + os.Getenv("CADDYMCP_FAKE_USER"))
 			case has("mrtr") && (call.Name == "ask" || call.Name == "askhold"):
@@ -230,7 +262,9 @@ func RunFakeIfRequested() {
 					URI string `json:"uri"`
 				}
 				_ = json.Unmarshal(call.Arguments, &a)
-				send(map[string]any{"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": map[string]any{"uri": a.URI}})
+				if subscribed[a.URI] {
+					send(map[string]any{"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": map[string]any{"uri": a.URI}})
+				}
 				send(map[string]any{"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
 				text("touched " + a.URI)
 			case has("mrtr") && call.Name == "hold":
@@ -277,7 +311,26 @@ func RunFakeIfRequested() {
 			}
 			_ = json.Unmarshal(msg.Params, &p)
 			logf("%s %s", msg.Method, p.URI)
+			if strings.Contains(p.URI, "refused") {
+				send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "error": map[string]any{"code": -32602, "message": "no such resource"}})
+				continue
+			}
+			subscribed[p.URI] = msg.Method == "resources/subscribe"
 			result(map[string]any{})
+		case "subscriptions/listen":
+			if !has("modern") {
+				send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "error": map[string]any{"code": -32601, "message": "method not found"}})
+				continue
+			}
+			// acknowledged, then held open until cancelled
+			listens[string(msg.ID)] = true
+			var p struct {
+				Notifications json.RawMessage `json:"notifications"`
+			}
+			_ = json.Unmarshal(msg.Params, &p)
+			send(map[string]any{"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged", "params": map[string]any{
+				"_meta": map[string]any{"io.modelcontextprotocol/subscriptionId": msg.ID}, "notifications": p.Notifications}})
+			logf("listening %s", msg.ID)
 		default:
 			send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "error": map[string]any{"code": -32601, "message": "method not found"}})
 		}
