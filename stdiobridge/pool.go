@@ -85,9 +85,9 @@ type poolChild struct {
 	tokens    map[string]*call // the bridge's progress tokens
 	asker     *call            // the call that may ask the client now
 	closed    bool
-	idleSince time.Time // when the last call finished (zero while busy)
-	logLevel  int       // the level last set on the child (-1: none)
-	stuckAt   time.Time // when the asker was cancelled (it may never answer)
+	idleSince time.Time               // when the last call finished (zero while busy)
+	logLevel  int                     // the level last set on the child (-1: none)
+	stuckAt   time.Time               // when the asker was cancelled (it may never answer)
 	subs      map[string]*resourceSub // resources/subscribe sent to this child, by URI (subscriptions.go)
 	exited    chan struct{}           // closed when the process has exited
 }
