@@ -15,7 +15,8 @@
 //     child), logs each stream's events for Last-Event-ID resumption and
 //     routes the child's own requests to the stream the client reads.
 //   - 2026 era (modern.go): requests are served by a pool of children per
-//     route, per principal when env uses placeholders (pool.go). A child is
+//     principal (pool per_user; or one per route: pool shared) and per
+//     resolved env (pool.go). A child is
 //     initialized by the bridge once. What the child speaks is probed once
 //     per process config with server/discover on a throwaway sibling
 //     (probe.go): a modern child gets requests as they are, a legacy one in
@@ -52,8 +53,8 @@
 //	switchSink.mu → Session.mu → table.mu
 //	warmPool.mu → table.mu
 //	table.pubMu → warmPool.mu
-//	childPool.mu → poolChild.mu
-//	call.mu, table.poolsMu, table.roundsMu, table.probeMu, sweeper.mu: alone
+//	table.poolsMu → childPool.mu → poolChild.mu
+//	call.mu, table.roundsMu, table.probeMu, sweeper.mu: alone
 //	toolLabels.mu: a leaf (taken under Session.mu or childPool.mu)
 //
 // No lock is held across I/O (process.writeMu serializes one child's stdin

@@ -439,7 +439,7 @@ func TestModern1000RequestsFrom50Principals(t *testing.T) {
 func TestModernSharedPoolIsShared(t *testing.T) {
 	k := jwkstest.NewKey(t, "k", "RS256")
 	is := jwkstest.NewIssuer(t, k)
-	c := caddyrun.StartCaddyfile(t, "", authSite(t, is, false, "\n\t\t\tmax_sessions_per_user 2"))
+	c := caddyrun.StartCaddyfile(t, "", authSite(t, is, false, "\n\t\t\tmax_sessions_per_user 2\n\t\t\tpool shared"))
 	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
 	ann := jwkstest.Mint(t, k, is.Claims("ann", url, ""), nil)
 	bob := jwkstest.Mint(t, k, is.Claims("bob", url, ""), nil)

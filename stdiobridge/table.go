@@ -17,8 +17,8 @@ import (
 //	switchSink.mu → Session.mu → table.mu
 //	warmPool.mu → table.mu
 //	table.pubMu → warmPool.mu
-//	childPool.mu → poolChild.mu
-//	call.mu, table.poolsMu, table.roundsMu: taken alone
+//	table.poolsMu → childPool.mu → poolChild.mu
+//	call.mu, table.roundsMu: taken alone
 //	toolLabels.mu: a leaf (taken under Session.mu or childPool.mu)
 //
 // table.mu is never held while taking a Session's or the pool's lock (the
