@@ -476,8 +476,12 @@ func (c *poolChild) finish(id uint64) *call {
 }
 
 // cancel tells the child a call is abandoned (notifications/cancelled) and
-// answers its open questions with an error; the call's slot frees when the
-// child answers it.
+// answers its open questions with an error. The call is forgotten at once
+// (a server that honours cancellation never answers it, MCP: "MUST NOT
+// send any further messages"; an answer that comes anyway is dropped),
+// except an asking call: its asker slot stays taken until the child
+// answers, or the reaper ends a child that never does, so that a late
+// question of the cancelled call is never handed to the next asker.
 func (cl *call) cancel(reason string) {
 	cl.mu.Lock()
 	if cl.cancelled {
@@ -493,7 +497,8 @@ func (cl *call) cancel(reason string) {
 	cl.mu.Unlock()
 	c := cl.child
 	c.mu.Lock()
-	if c.asker == cl {
+	asker := c.asker == cl
+	if asker {
 		c.stuckAt = time.Now()
 	}
 	live := c.calls[cl.id] == cl
@@ -516,6 +521,9 @@ func (cl *call) cancel(reason string) {
 		msg, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "notifications/cancelled",
 			"params": map[string]any{"requestId": cl.id, "reason": reason}})
 		_ = c.send(msg)
+		if !asker {
+			c.finish(cl.id)
+		}
 	}
 }
 

@@ -1,6 +1,8 @@
 package stdiobridge
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -161,5 +163,70 @@ func TestUnaddressedMessagesAttributed(t *testing.T) {
 	c.childMessage(askLine)
 	if len(alice.asks) != 1 {
 		t.Fatal("alice's asker did not get the question while only her calls were in flight")
+	}
+}
+
+// children counts the pool children of the live tables labelled route.
+func children(route string) int {
+	n := 0
+	liveTables.Range(func(k, v any) bool {
+		if v.(string) == route {
+			for _, p := range k.(*table).poolList() {
+				n += len(p.snapshot())
+			}
+		}
+		return true
+	})
+	return n
+}
+
+// A call the client abandons is forgotten once the child is told: a server
+// that honours notifications/cancelled never answers it (here a 2026
+// server's subscriptions/listen), and a call kept waiting for that answer
+// would count as load on its child for ever and keep it from going idle.
+func TestCancelledCallsAreForgotten(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := caddyrun.StartCaddyfile(t, "", `
+:{{PORT}} {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command `+exe+`
+		env `+mcpserver.FakeEnv+` modern,mrtr
+		child_era modern
+		name cancelled-forgotten
+		session_idle_timeout 300ms
+		shutdown_timeout 500ms
+	}
+}
+`)
+	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+	for i := range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		body := `{"jsonrpc":"2.0","id":"L` + strconv.Itoa(i) + `","method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true},"_meta":{` +
+			`"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`
+		req, _ := http.NewRequestWithContext(ctx, "POST", url, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("MCP-Protocol-Version", "2026-07-28")
+		req.Header.Set("Mcp-Method", "subscriptions/listen")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() && !strings.Contains(sc.Text(), "notifications/subscriptions/acknowledged") {
+		}
+		cancel()
+		resp.Body.Close()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for children("cancelled-forgotten") > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d children still live: the abandoned listen calls keep them busy", children("cancelled-forgotten"))
+		}
+		time.Sleep(20 * time.Millisecond) // polling the reaper's work
 	}
 }
