@@ -358,12 +358,15 @@ func (s *Session) rewriteCancel(e *envelope) []byte {
 	if json.Unmarshal(e.Params, &params) != nil || params["requestId"] == nil {
 		return nil
 	}
-	s.mu.Lock()
-	childID, ok := s.byClientID[idKey(params["requestId"])]
-	if ok {
-		s.finishLocked(childID)
-	}
-	s.mu.Unlock()
+	childID, ok := func() (uint64, bool) {
+		s.mu.Lock()
+		defer s.mu.Unlock() // before the deferred flushAudit, also on a panic
+		childID, ok := s.byClientID[idKey(params["requestId"])]
+		if ok {
+			s.finishLocked(childID)
+		}
+		return childID, ok
+	}()
 	if !ok {
 		return nil
 	}
@@ -378,17 +381,20 @@ func (s *Session) rewriteCancel(e *envelope) []byte {
 // went away are cancelled (MCP notifications/cancelled).
 func (s *Session) cancelStream(st *stream, reason string) {
 	defer s.flushAudit() // after the lock is released
-	s.mu.Lock()
-	var ids []uint64
-	for id, p := range s.pending {
-		if p.stream == st {
-			ids = append(ids, id)
+	ids := func() []uint64 {
+		s.mu.Lock()
+		defer s.mu.Unlock() // before the deferred flushAudit, also on a panic
+		var ids []uint64
+		for id, p := range s.pending {
+			if p.stream == st {
+				ids = append(ids, id)
+			}
 		}
-	}
-	for _, id := range ids {
-		s.finishLocked(id)
-	}
-	s.mu.Unlock()
+		for _, id := range ids {
+			s.finishLocked(id)
+		}
+		return ids
+	}()
 	for _, id := range ids {
 		msg, _ := json.Marshal(map[string]any{
 			"jsonrpc": "2.0",
@@ -524,15 +530,18 @@ func (s *Session) childOversized(id []byte, size int) {
 func (s *Session) childExited(err error) {
 	defer s.flushAudit() // after the lock is released
 	desc := exitDescription(err)
-	s.mu.Lock()
-	expected := s.closed
-	s.failPendingLocked("MCP server process exited (" + desc + ")")
-	for _, st := range s.streams {
-		st.done = true
-		st.signal()
-	}
-	s.closeLocked("server process exited (" + desc + ")")
-	s.mu.Unlock()
+	expected := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock() // before the deferred flushAudit, also on a panic
+		expected := s.closed
+		s.failPendingLocked("MCP server process exited (" + desc + ")")
+		for _, st := range s.streams {
+			st.done = true
+			st.signal()
+		}
+		s.closeLocked("server process exited (" + desc + ")")
+		return expected
+	}()
 	if expected {
 		s.logger.Info("server process ended", zap.String("status", desc))
 	} else {
