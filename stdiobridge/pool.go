@@ -78,6 +78,28 @@ type poolChild struct {
 	idleSince time.Time // when the last call finished (zero while busy)
 	logLevel  int       // the level last set on the child (-1: none)
 	stuckAt   time.Time // when the asker was cancelled (it may never answer)
+	evicted   bool      // its slot was released when it was evicted (table.evictIdle)
+}
+
+// idleAt reports when the child's last call finished, if it counts
+// against user and has no call (table.evictIdle).
+func (c *poolChild) idleAt(user string) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.idleSince, c.limit == user && !c.closed && len(c.calls) == 0 && c.asker == nil && !c.idleSince.IsZero()
+}
+
+// evict ends the child if it is still idle, releasing its slot at once.
+func (c *poolChild) evict(reason string) bool {
+	c.mu.Lock()
+	idle := !c.closed && len(c.calls) == 0 && c.asker == nil && c.proc != nil
+	c.evicted = idle
+	c.mu.Unlock()
+	if idle {
+		c.pool.t.release(c.limit)
+		c.end(reason)
+	}
+	return idle
 }
 
 // call is one request in a pool child, from the bridge's id to the
@@ -620,10 +642,13 @@ func (c *poolChild) childExited(err error) {
 	c.mu.Lock()
 	expected := c.closed
 	c.closed = true
+	evicted := c.evicted
 	c.mu.Unlock()
 	c.failCalls("MCP server process exited (" + desc + ")")
 	c.pool.remove(c)
-	c.pool.t.release(c.limit)
+	if !evicted { // an evicted child's slot was released then
+		c.pool.t.release(c.limit)
+	}
 	if expected {
 		c.logger.Info("pool child ended", zap.String("status", desc))
 	} else {

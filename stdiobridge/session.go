@@ -47,6 +47,7 @@ type Session struct {
 	standalone      *stream             // the GET stream's messages
 	protocolVersion string
 	lastActive      time.Time
+	created         time.Time // for logs
 	started         bool    // initialize reached the child (see idleSince)
 	initStream      *stream // the stream of the initialize answer
 	closed          bool
@@ -180,6 +181,7 @@ func newSession(t *table, subject, limitKey string, cfg *settings, logger *zap.L
 		progress:   map[string]*stream{},
 		streams:    map[string]*stream{},
 		lastActive: time.Now(),
+		created:    time.Now(),
 		closedCh:   make(chan struct{}),
 	}
 	s.standalone = s.newStreamLocked(true)
@@ -204,6 +206,49 @@ func (s *Session) idleSince(now time.Time) time.Duration {
 		return 0
 	}
 	return now.Sub(s.lastActive)
+}
+
+// idleAt reports when the session's last client request came, if it is
+// idle now: started, not closed, no request in flight, no stream held by a
+// writer (an open GET or POST stream).
+func (s *Session) idleAt() (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastActive, s.idleLocked()
+}
+
+func (s *Session) idleLocked() bool {
+	if !s.started || s.closed || len(s.pending) > 0 {
+		return false
+	}
+	for _, st := range s.streams {
+		if st.writer != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// activity reports whether a request is in flight and when the last
+// client request came.
+func (s *Session) activity() (busy bool, last time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending) > 0 || !s.started, s.lastActive
+}
+
+// evict ends the session if it is still idle (checked and closed under one
+// lock, so that a request that arrived meanwhile keeps it).
+func (s *Session) evict(reason string) bool {
+	closed := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.idleLocked() && s.closeLocked(reason)
+	}()
+	if closed {
+		s.end(reason) // already closed: terminates the child
+	}
+	return closed
 }
 
 // markStarted starts the idle clock: initialize reached the child.

@@ -704,7 +704,8 @@ func (h *Handler) startChild(r *http.Request, sink messageSink, logger *zap.Logg
 func (h *Handler) refuse(w http.ResponseWriter, id json.RawMessage, why refusal, user string) {
 	switch why {
 	case refusedPerUser:
-		w.Header().Set("Retry-After", "5")
+		// no idle session to end: say when one of the user's frees
+		w.Header().Set("Retry-After", strconv.Itoa(int(h.table.retryAfter(user).Round(time.Second)/time.Second)))
 		h.logger.Warn("max_sessions_per_user reached; refused", zap.String("user", userForLog(user)),
 			zap.Int("max_sessions_per_user", h.MaxSessionsPerUser))
 		writeRPCError(w, http.StatusTooManyRequests, id, &rpcError{Code: codeServerBusy, Message: "Too Many Requests: too many sessions for this user"})
