@@ -48,8 +48,8 @@ type Session struct {
 	protocolVersion string
 	lastActive      time.Time
 	created         time.Time // for logs
-	started         bool    // initialize reached the child (see idleSince)
-	initStream      *stream // the stream of the initialize answer
+	started         bool      // initialize reached the child (see idleSince)
+	initStream      *stream   // the stream of the initialize answer
 	closed          bool
 	closedCh        chan struct{}
 	closeReason     string

@@ -83,7 +83,10 @@ type Handler struct {
 
 	// At most this many of them for one principal (the issuer and subject
 	// that mcp_auth verified; without authentication, the client IP as
-	// Caddy determines it, trusted_proxies included); beyond it, 429.
+	// Caddy determines it, trusted_proxies included). At the limit, a new
+	// session ends the principal's least recently used idle session or pool
+	// child (no call in flight, no open stream); with none idle, 429 with
+	// Retry-After the time until the soonest one may free.
 	// Default: a quarter of max_sessions (at least 1).
 	MaxSessionsPerUser int `json:"max_sessions_per_user,omitempty"`
 
