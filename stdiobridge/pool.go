@@ -524,7 +524,15 @@ func (c *poolChild) childMessage(line []byte) {
 		switch e.Method {
 		case "ping":
 			go c.answer(e.ID, json.RawMessage(`{}`))
-		case "elicitation/create", "sampling/createMessage", "roots/list":
+		case "roots/list":
+			if cfg := c.pool.t.settings.Load(); !cfg.rootsForward {
+				// answered from the route's roots setting, never the client's
+				answer := cfg.answerRoots(append(json.RawMessage(nil), e.ID...))
+				go func() { _ = c.send(answer) }()
+				return
+			}
+			fallthrough
+		case "elicitation/create", "sampling/createMessage":
 			c.mu.Lock()
 			a := c.asker
 			c.mu.Unlock()
@@ -700,7 +708,7 @@ func (c *poolChild) handshake(version string) error {
 	}
 	params := map[string]json.RawMessage{}
 	params["protocolVersion"], _ = json.Marshal(version)
-	params["capabilities"] = json.RawMessage(`{"elicitation":{"form":{},"url":{}},"sampling":{},"roots":{}}`)
+	params["capabilities"] = c.pool.t.settings.Load().childCapabilities(json.RawMessage(`{"elicitation":{"form":{},"url":{}},"sampling":{},"roots":{}}`))
 	params["clientInfo"] = json.RawMessage(`{"name":"caddymcp","version":"1"}`)
 	if err := c.opening("initialize", params); err != nil {
 		return err

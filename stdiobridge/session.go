@@ -462,6 +462,12 @@ func (s *Session) childMessage(line []byte) {
 		s.logger.Warn("server process wrote invalid JSON-RPC; skipped", zap.Error(err))
 		return
 	}
+	if e.isRequest() && e.Method == "roots/list" && s.cfg != nil && !s.cfg.rootsForward {
+		// the bridge answers (roots setting); the client is never asked
+		answer := s.cfg.answerRoots(append(json.RawMessage(nil), e.ID...))
+		go func() { _ = s.proc.send(answer, s.cfg.writeTimeout) }()
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e.isResponse() {

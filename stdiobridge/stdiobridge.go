@@ -8,8 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
+	"path"
 	"slices"
 	"sort"
 	"strconv"
@@ -162,6 +164,17 @@ type Handler struct {
 	// routes run the same program with different arguments.
 	Name string `json:"name,omitempty"`
 
+	// What the server learns of roots (the directories it may work in):
+	// "none" (the default) declares no roots capability to the server and
+	// refuses its roots/list; "forward" passes the client's roots and its
+	// roots/list_changed; or a list of file:// URIs (absolute paths on
+	// Caddy's machine), declared to the server and given as the answer to
+	// its roots/list. A remote client's roots name directories on the
+	// client's machine, not on Caddy's; a server that takes them as its
+	// file-system boundary (server-filesystem) would serve whatever
+	// directory of Caddy's machine the client names.
+	Roots []string `json:"roots,omitempty"`
+
 	// Tool names used as metric labels: the first this many that the
 	// server listed; calls of others count as "other", so no client can
 	// grow a metric's label set. Default: 100.
@@ -287,6 +300,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		inputTimeout:    time.Duration(h.InputTimeout),
 		cacheTTL:        time.Duration(h.CacheTTL),
 		command:         h.cmdLabel,
+		rootsForward:    len(h.Roots) == 1 && h.Roots[0] == "forward",
+		rootsResult:     rootsResult(h.Roots),
 		newID:           func() string { return instanceid.NewSessionID(ring, h.InstanceID) },
 	}
 	h.gen = generations.Add(1)
@@ -433,6 +448,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.SessionIdleTimeout < 0 || h.ShutdownTimeout < 0 || h.InputTimeout < 0 || h.CacheTTL < 0 {
 		return fmt.Errorf("session_idle_timeout, shutdown_timeout, input_timeout, cache_ttl: must not be negative")
+	}
+	if err := validRoots(h.Roots); err != nil {
+		return err
 	}
 	for _, o := range h.AllowedOrigins {
 		if o != "*" && !strings.Contains(o, "://") {
@@ -747,3 +765,41 @@ var (
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )
+
+// validRoots checks the roots setting: none, forward, or file:// URIs of
+// absolute paths (what roots/list may name; a server on this machine can
+// use nothing else).
+func validRoots(roots []string) error {
+	if len(roots) == 1 && (roots[0] == "none" || roots[0] == "forward") {
+		return nil
+	}
+	for _, r := range roots {
+		u, err := url.Parse(r)
+		if r == "none" || r == "forward" {
+			return fmt.Errorf("roots: %s stands alone", r)
+		}
+		if err != nil || u.Scheme != "file" || (u.Host != "" && u.Host != "localhost") || !strings.HasPrefix(u.Path, "/") ||
+			u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+			return fmt.Errorf("roots: %q is not none, forward or a file:// URI of an absolute path (file:///srv/data)", r)
+		}
+	}
+	return nil
+}
+
+// rootsResult is the bridge's answer to a server's roots/list: the
+// configured roots, or nil (refuse) for none and forward.
+func rootsResult(roots []string) json.RawMessage {
+	if len(roots) == 0 || roots[0] == "none" || roots[0] == "forward" {
+		return nil
+	}
+	type root struct {
+		URI  string `json:"uri"`
+		Name string `json:"name,omitempty"`
+	}
+	list := make([]root, 0, len(roots))
+	for _, r := range roots {
+		list = append(list, root{URI: r, Name: path.Base(strings.TrimPrefix(r, "file://"))})
+	}
+	b, _ := json.Marshal(map[string]any{"roots": list})
+	return b
+}

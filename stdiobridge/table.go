@@ -50,6 +50,8 @@ type settings struct {
 	inputTimeout    time.Duration // how long a parked MRTR round waits for the retry
 	cacheTTL        time.Duration // ttlMs on cacheable 2026-07-28 results
 	command         string        // the command's label in metrics
+	rootsForward    bool            // roots forward: the client's roots reach the child
+	rootsResult     json.RawMessage // the answer to a child's roots/list (nil: refused unless forwarded)
 	newID           func() string // a session id naming this instance (nil: random)
 }
 
@@ -566,4 +568,34 @@ func (t *table) retryAfter(user string) time.Duration {
 		}
 	}
 	return max(soonest, time.Second)
+}
+
+// childCapabilities is what the child is told its client can do: the
+// client's capabilities, with roots replaced by the route's (table
+// settings: roots forward keeps the client's).
+func (c *settings) childCapabilities(client json.RawMessage) json.RawMessage {
+	if c == nil || c.rootsForward {
+		return client
+	}
+	var caps map[string]json.RawMessage
+	if json.Unmarshal(client, &caps) != nil || caps == nil {
+		caps = map[string]json.RawMessage{}
+	}
+	delete(caps, "roots")
+	if c.rootsResult != nil {
+		caps["roots"] = json.RawMessage(`{}`)
+	}
+	b, _ := json.Marshal(caps)
+	return b
+}
+
+// answerRoots is the bridge's answer to a child's roots/list when roots
+// are not forwarded: the configured roots, or an error.
+func (c *settings) answerRoots(id json.RawMessage) []byte {
+	if c.rootsResult != nil {
+		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "result": c.rootsResult})
+		return b
+	}
+	return encodeError(id, &rpcError{Code: codeMethodNotFound,
+		Message: "roots are not available: this mcp_stdio route does not forward its clients' roots (roots none)"})
 }

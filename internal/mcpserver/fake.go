@@ -39,7 +39,10 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	         elicitation/create, then answers with what it got), "askhold"
 //	         (asks, then holds), "touch" (sends resources/updated for its
 //	         "uri" argument and tools/list_changed), "hold"
-//	         (answered only when cancelled); every answer, cancellation
+//	         (answered only when cancelled), "roots" (asks its client
+//	         roots/list, then answers with what it got), "caps" (the
+//	         capabilities its initialize got); every answer, cancellation,
+//	         client notification
 //	         and error it sees is appended to $CADDYMCP_FAKE_LOG
 //	modern   a 2026-07-28 server: answers server/discover; tools/call
 //	         "ask" answers input_required with a requestState of its own
@@ -104,6 +107,7 @@ func RunFakeIfRequested() {
 	held := map[string]bool{}             // tools/call ids of "hold"
 	nextQ := 0
 	nextState := 0
+	var initCaps json.RawMessage // the capabilities initialize declared
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 1<<20), 64<<20)
 	for in.Scan() {
@@ -155,6 +159,9 @@ func RunFakeIfRequested() {
 			continue
 		}
 		if msg.ID == nil {
+			if msg.Method != "" {
+				logf("notification %s", msg.Method)
+			}
 			continue
 		}
 		result := func(r any) { send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "result": r}) }
@@ -165,6 +172,11 @@ func RunFakeIfRequested() {
 				ProtocolVersion string `json:"protocolVersion"`
 			}
 			_ = json.Unmarshal(msg.Params, &p)
+			var c struct {
+				Capabilities json.RawMessage `json:"capabilities"`
+			}
+			_ = json.Unmarshal(msg.Params, &c)
+			initCaps = c.Capabilities
 			result(map[string]any{
 				"protocolVersion": p.ProtocolVersion,
 				"capabilities":    map[string]any{"tools": map[string]any{}},
@@ -225,6 +237,14 @@ func RunFakeIfRequested() {
 				send(map[string]any{"jsonrpc": "2.0", "id": json.RawMessage(q), "method": "elicitation/create",
 					"params": map[string]any{"mode": "form", "message": "Your name?", "requestedSchema": map[string]any{
 						"type": "object", "properties": map[string]any{"name": map[string]any{"type": "string"}}}}})
+			case has("mrtr") && call.Name == "caps":
+				text("caps=" + string(initCaps))
+			case has("mrtr") && call.Name == "roots":
+				nextQ++
+				q := fmt.Sprintf(`"q%d"`, nextQ)
+				asked[q] = msg.ID
+				logf("asking %s roots/list", q)
+				send(map[string]any{"jsonrpc": "2.0", "id": json.RawMessage(q), "method": "roots/list"})
 			case has("mrtr") && call.Name == "touch":
 				var a struct {
 					URI string `json:"uri"`
