@@ -47,12 +47,12 @@ type settings struct {
 	maxMessageSize  int
 	writeTimeout    time.Duration
 	prewarm         int
-	inputTimeout    time.Duration // how long a parked MRTR round waits for the retry
-	cacheTTL        time.Duration // ttlMs on cacheable 2026-07-28 results
-	command         string        // the command's label in metrics
+	inputTimeout    time.Duration   // how long a parked MRTR round waits for the retry
+	cacheTTL        time.Duration   // ttlMs on cacheable 2026-07-28 results
+	command         string          // the command's label in metrics
 	rootsForward    bool            // roots forward: the client's roots reach the child
 	rootsResult     json.RawMessage // the answer to a child's roots/list (nil: refused unless forwarded)
-	newID           func() string // a session id naming this instance (nil: random)
+	newID           func() string   // a session id naming this instance (nil: random)
 }
 
 // sessionID is a new session's id.
