@@ -30,6 +30,7 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -79,6 +80,8 @@ type poolChild struct {
 	logLevel  int       // the level last set on the child (-1: none)
 	stuckAt   time.Time // when the asker was cancelled (it may never answer)
 	evicted   bool      // its slot was released when it was evicted (table.evictIdle)
+
+	invalidWarned atomic.Bool // an invalid line was logged at warn
 }
 
 // idleAt reports when the child's last call finished, if it counts
@@ -507,7 +510,11 @@ func (c *poolChild) answerError(id json.RawMessage, code int, message string) {
 func (c *poolChild) childMessage(line []byte) {
 	e, err := parseEnvelope(line)
 	if err != nil {
-		c.logger.Warn("server process wrote invalid JSON-RPC; skipped", zap.Error(err))
+		if c.invalidWarned.CompareAndSwap(false, true) { // once per child, then debug
+			c.logger.Warn("server process wrote invalid JSON-RPC; skipped (further ones at debug)", zap.Error(err))
+		} else if ce := c.logger.Check(zap.DebugLevel, "server process wrote invalid JSON-RPC; skipped"); ce != nil {
+			ce.Write(zap.Error(err))
+		}
 		return
 	}
 	switch {

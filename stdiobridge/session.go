@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -59,6 +60,7 @@ type Session struct {
 	observe         func(method, name, version string, code int, toolError bool, started time.Time) // metrics (metrics.go)
 	onExit          func()                                                                          // called once the child has exited after end (stateless slots)
 	exitOnce        sync.Once
+	invalidWarned   atomic.Bool // an invalid line of the child was logged at warn
 }
 
 // pending is a client request the child has not answered yet.
@@ -459,7 +461,11 @@ func (s *Session) childMessage(line []byte) {
 	defer s.flushAudit() // after the lock is released
 	e, err := parseEnvelope(line)
 	if err != nil {
-		s.logger.Warn("server process wrote invalid JSON-RPC; skipped", zap.Error(err))
+		if s.invalidWarned.CompareAndSwap(false, true) { // once per child, then debug
+			s.logger.Warn("server process wrote invalid JSON-RPC; skipped (further ones at debug)", zap.Error(err))
+		} else if ce := s.logger.Check(zap.DebugLevel, "server process wrote invalid JSON-RPC; skipped"); ce != nil {
+			ce.Write(zap.Error(err))
+		}
 		return
 	}
 	if e.isRequest() && e.Method == "roots/list" && s.cfg != nil && !s.cfg.rootsForward {

@@ -510,8 +510,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	h.publish()
 	mcpreq.ProvidePlaceholders(r, int64(h.MaxMessageSize))
 	if reason := h.checkOrigin(r); reason != "" {
-		h.logger.Warn("request refused (DNS rebinding protection)", zap.String("reason", reason),
-			zap.String("host", r.Host), zap.String("origin", r.Header.Get("Origin")))
+		if c := h.logger.Check(zap.DebugLevel, "request refused (DNS rebinding protection)"); c != nil { // the client's doing
+			c.Write(zap.String("reason", reason), zap.String("host", r.Host), zap.String("origin", r.Header.Get("Origin")))
+		}
 		writeRPCError(w, http.StatusForbidden, nil, &rpcError{Code: codeServerBusy, Message: "Forbidden: " + reason})
 		return nil
 	}
@@ -727,17 +728,17 @@ func (h *Handler) refuse(w http.ResponseWriter, id json.RawMessage, why refusal,
 	case refusedPerUser:
 		// no idle session to end: say when one of the user's frees
 		w.Header().Set("Retry-After", strconv.Itoa(int(h.table.retryAfter(user).Round(time.Second)/time.Second)))
-		h.logger.Warn("max_sessions_per_user reached; refused", zap.String("user", userForLog(user)),
+		h.limitLog("max_sessions_per_user reached; refused", zap.String("user", userForLog(user)),
 			zap.Int("max_sessions_per_user", h.MaxSessionsPerUser))
 		writeRPCError(w, http.StatusTooManyRequests, id, &rpcError{Code: codeServerBusy, Message: "Too Many Requests: too many sessions for this user"})
 	case refusedRate:
 		w.Header().Set("Retry-After", "1")
-		h.logger.Warn("initialize_rate exceeded; refused", zap.String("user", userForLog(user)),
+		h.limitLog("initialize_rate exceeded; refused", zap.String("user", userForLog(user)),
 			zap.Int("initialize_rate", h.InitializeRate))
 		writeRPCError(w, http.StatusTooManyRequests, id, &rpcError{Code: codeServerBusy, Message: "Too Many Requests: sessions started too fast"})
 	default:
 		w.Header().Set("Retry-After", "5")
-		h.logger.Warn("max_sessions reached or route ending; refused", zap.Int("max_sessions", h.MaxSessions))
+		h.limitLog("max_sessions reached or route ending; refused", zap.Int("max_sessions", h.MaxSessions))
 		writeRPCError(w, http.StatusServiceUnavailable, id, &rpcError{Code: codeServerBusy, Message: "Service Unavailable: too many sessions, try again later"})
 	}
 }
@@ -802,4 +803,16 @@ func rootsResult(roots []string) json.RawMessage {
 	}
 	b, _ := json.Marshal(map[string]any{"roots": list})
 	return b
+}
+
+// limitLog logs a refusal a client can cause on every request: at warn at
+// most once a minute per route (an operator can alert on it), else at debug.
+func (h *Handler) limitLog(msg string, fields ...zap.Field) {
+	level := zap.DebugLevel
+	if h.table != nil && h.table.warnEvery != nil && h.table.warnEvery.Allow() {
+		level = zap.WarnLevel
+	}
+	if c := h.logger.Check(level, msg); c != nil {
+		c.Write(fields...)
+	}
 }

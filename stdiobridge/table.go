@@ -65,12 +65,13 @@ func (c *settings) sessionID() string {
 
 // table is the set of live sessions of one process configuration.
 type table struct {
-	logger   *zap.Logger
-	settings atomic.Pointer[settings]
-	gen      atomic.Uint64 // generation of the handler whose settings are published
-	pubMu    sync.Mutex    // serializes publish
-	pool     *warmPool     // prewarmed children (none while settings.prewarm is 0)
-	retained atomic.Int64  // bytes of finished streams kept for resumption, all sessions
+	logger    *zap.Logger
+	settings  atomic.Pointer[settings]
+	gen       atomic.Uint64 // generation of the handler whose settings are published
+	pubMu     sync.Mutex    // serializes publish
+	pool      *warmPool     // prewarmed children (none while settings.prewarm is 0)
+	retained  atomic.Int64  // bytes of finished streams kept for resumption, all sessions
+	warnEvery *rate.Limiter // client-triggerable refusals logged at warn (Handler.limitLog)
 
 	mu       sync.Mutex
 	sessions map[string]*Session
@@ -134,6 +135,7 @@ func newTable(logger *zap.Logger, gen uint64, cfg *settings, spawn spawnFunc) *t
 	t := &table{logger: logger, sessions: map[string]*Session{}, perUser: map[string]int{},
 		rates: map[string]*rate.Limiter{}, stop: make(chan struct{}),
 		pools: map[string]*childPool{}, rounds: map[string]*call{}, passes: map[string]time.Time{}}
+	t.warnEvery = rate.NewLimiter(rate.Every(time.Minute), 1)
 	t.pool = &warmPool{t: t, logger: logger, limit: rate.NewLimiter(4, 4)}
 	t.publish(gen, cfg, spawn)
 	return t
