@@ -79,6 +79,7 @@ func siteHosts(h httpcaddyfile.Helper) []string {
 //		pool per_user|shared
 //		audit_arguments hash|full
 //		metrics_max_tools <n>
+//		roots none|forward|<file-uri...>
 //	}
 func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -152,6 +153,15 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			default:
 				m.InitializeRate = n
 			}
+		case "roots":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			if m.Roots != nil {
+				return d.Errf("roots: already specified")
+			}
+			m.Roots = args
 		case "allowed_hosts":
 			args := d.RemainingArgs()
 			if len(args) == 0 {

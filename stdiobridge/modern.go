@@ -619,7 +619,7 @@ func (h *Handler) await(w http.ResponseWriter, r *http.Request, m *modernReq, cl
 func (h *Handler) translate(b []byte, m *modernReq, cl *call) (int, []byte) {
 	e, err := parseEnvelope(b)
 	if err != nil {
-		h.logger.Error("the server process answered with an invalid JSON-RPC message; answered 502", zap.Error(err))
+		h.logger.Warn("the server process answered with an invalid JSON-RPC message; answered 502", zap.Error(err))
 		return http.StatusBadGateway, encodeError(m.e.ID, &rpcError{Code: codeInternalError, Message: "invalid response from the server process"})
 	}
 	if e.Error != nil {
@@ -836,7 +836,7 @@ func (h *Handler) toolBindings(w http.ResponseWriter, r *http.Request, m *modern
 			return nil, false
 		case <-time.After(30 * time.Second):
 			cl.cancel("tools/list took too long")
-			h.logger.Error("the server process did not list its tools within 30s; answered 504")
+			h.logger.Warn("the server process did not list its tools within 30s; answered -32603")
 			modernError(w, m.e.ID, codeInternalError, "the MCP server did not list its tools in time")
 			return nil, false
 		}

@@ -171,7 +171,9 @@ func (h *Handler) resume(w http.ResponseWriter, r *http.Request, m *modernReq, p
 	}
 	st, err := h.sealer.open(r.Context(), rs, m.principal, m.e.Method, m.name, time.Now())
 	if err != nil {
-		h.logger.Warn("requestState refused", zap.Error(err), zap.String("user", userForLog(m.principal)))
+		if c := h.logger.Check(zap.DebugLevel, "requestState refused"); c != nil { // the client's doing
+			c.Write(zap.Error(err), zap.String("user", userForLog(m.principal)))
+		}
 		modernError(w, m.e.ID, codeInvalidParams, "invalid requestState: "+err.Error())
 		return
 	}

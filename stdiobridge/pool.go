@@ -37,6 +37,7 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -90,6 +91,30 @@ type poolChild struct {
 	stuckAt   time.Time               // when the asker was cancelled (it may never answer)
 	subs      map[string]*resourceSub // resources/subscribe sent to this child, by URI (subscriptions.go)
 	exited    chan struct{}           // closed when the process has exited
+	evicted   bool                    // its slot was released when it was evicted (table.evictIdle)
+
+	invalidWarned atomic.Bool // an invalid line was logged at warn
+}
+
+// idleAt reports when the child's last call finished, if it counts
+// against user and has no call (table.evictIdle).
+func (c *poolChild) idleAt(user string) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.idleSince, c.limit == user && !c.closed && len(c.calls) == 0 && c.asker == nil && !c.idleSince.IsZero()
+}
+
+// evict ends the child if it is still idle, releasing its slot at once.
+func (c *poolChild) evict(reason string) bool {
+	c.mu.Lock()
+	idle := !c.closed && len(c.calls) == 0 && c.asker == nil && c.proc != nil
+	c.evicted = idle
+	c.mu.Unlock()
+	if idle {
+		c.pool.t.release(c.limit)
+		c.end(reason)
+	}
+	return idle
 }
 
 // call is one request in a pool child, from the bridge's id to the
@@ -556,7 +581,11 @@ func (c *poolChild) answerError(id json.RawMessage, code int, message string) {
 func (c *poolChild) childMessage(line []byte) {
 	e, err := parseEnvelope(line)
 	if err != nil {
-		c.logger.Warn("server process wrote invalid JSON-RPC; skipped", zap.Error(err))
+		if c.invalidWarned.CompareAndSwap(false, true) { // once per child, then debug
+			c.logger.Warn("server process wrote invalid JSON-RPC; skipped (further ones at debug)", zap.Error(err))
+		} else if ce := c.logger.Check(zap.DebugLevel, "server process wrote invalid JSON-RPC; skipped"); ce != nil {
+			ce.Write(zap.Error(err))
+		}
 		return
 	}
 	switch {
@@ -573,7 +602,15 @@ func (c *poolChild) childMessage(line []byte) {
 		switch e.Method {
 		case "ping":
 			go c.answer(e.ID, json.RawMessage(`{}`))
-		case "elicitation/create", "sampling/createMessage", "roots/list":
+		case "roots/list":
+			if cfg := c.pool.t.settings.Load(); !cfg.rootsForward {
+				// answered from the route's roots setting, never the client's
+				answer := cfg.answerRoots(append(json.RawMessage(nil), e.ID...))
+				go func() { _ = c.send(answer) }()
+				return
+			}
+			fallthrough
+		case "elicitation/create", "sampling/createMessage":
 			c.mu.Lock()
 			a := c.asker
 			certain := a != nil && a.child != nil && c.onlyOwnerLocked(a.owner)
@@ -734,11 +771,14 @@ func (c *poolChild) childExited(err error) {
 	c.mu.Lock()
 	expected := c.closed
 	c.closed = true
+	evicted := c.evicted
 	c.mu.Unlock()
 	close(c.exited)
 	c.failCalls("MCP server process exited (" + desc + ")")
 	c.pool.remove(c)
-	c.pool.t.release(c.limit)
+	if !evicted { // an evicted child's slot was released then
+		c.pool.t.release(c.limit)
+	}
 	if expected {
 		c.logger.Info("pool child ended", zap.String("status", desc))
 	} else {
@@ -790,7 +830,7 @@ func (c *poolChild) handshake(version string) error {
 	}
 	params := map[string]json.RawMessage{}
 	params["protocolVersion"], _ = json.Marshal(version)
-	params["capabilities"] = json.RawMessage(`{"elicitation":{"form":{},"url":{}},"sampling":{},"roots":{}}`)
+	params["capabilities"] = c.pool.t.settings.Load().childCapabilities(json.RawMessage(`{"elicitation":{"form":{},"url":{}},"sampling":{},"roots":{}}`))
 	params["clientInfo"] = json.RawMessage(`{"name":"caddymcp","version":"1"}`)
 	if err := c.opening("initialize", params); err != nil {
 		return err

@@ -220,8 +220,13 @@ func TestPerUserLimits(t *testing.T) {
 		return cl
 	}
 	initBody := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`
-	client("alice").initialize()
-	client("alice").initialize()
+	// alice's sessions hold GET streams (idle ones would be ended for a new one)
+	for range 2 {
+		a := client("alice")
+		a.initialize()
+		get := a.do("GET", "", nil)
+		defer get.Body.Close()
+	}
 	resp := client("alice").do("POST", initBody, nil)
 	resp.Body.Close()
 	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -47,8 +48,9 @@ type Session struct {
 	standalone      *stream             // the GET stream's messages
 	protocolVersion string
 	lastActive      time.Time
-	started         bool    // initialize reached the child (see idleSince)
-	initStream      *stream // the stream of the initialize answer
+	created         time.Time // for logs
+	started         bool      // initialize reached the child (see idleSince)
+	initStream      *stream   // the stream of the initialize answer
 	closed          bool
 	closedCh        chan struct{}
 	closeReason     string
@@ -58,6 +60,7 @@ type Session struct {
 	observe         func(method, name, version string, code int, toolError bool, started time.Time) // metrics (metrics.go)
 	onExit          func()                                                                          // called once the child has exited after end (stateless slots)
 	exitOnce        sync.Once
+	invalidWarned   atomic.Bool // an invalid line of the child was logged at warn
 }
 
 // pending is a client request the child has not answered yet.
@@ -180,6 +183,7 @@ func newSession(t *table, subject, limitKey string, cfg *settings, logger *zap.L
 		progress:   map[string]*stream{},
 		streams:    map[string]*stream{},
 		lastActive: time.Now(),
+		created:    time.Now(),
 		closedCh:   make(chan struct{}),
 	}
 	s.standalone = s.newStreamLocked(true)
@@ -204,6 +208,49 @@ func (s *Session) idleSince(now time.Time) time.Duration {
 		return 0
 	}
 	return now.Sub(s.lastActive)
+}
+
+// idleAt reports when the session's last client request came, if it is
+// idle now: started, not closed, no request in flight, no stream held by a
+// writer (an open GET or POST stream).
+func (s *Session) idleAt() (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastActive, s.idleLocked()
+}
+
+func (s *Session) idleLocked() bool {
+	if !s.started || s.closed || len(s.pending) > 0 {
+		return false
+	}
+	for _, st := range s.streams {
+		if st.writer != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// activity reports whether a request is in flight and when the last
+// client request came.
+func (s *Session) activity() (busy bool, last time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending) > 0 || !s.started, s.lastActive
+}
+
+// evict ends the session if it is still idle (checked and closed under one
+// lock, so that a request that arrived meanwhile keeps it).
+func (s *Session) evict(reason string) bool {
+	closed := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.idleLocked() && s.closeLocked(reason)
+	}()
+	if closed {
+		s.end(reason) // already closed: terminates the child
+	}
+	return closed
 }
 
 // markStarted starts the idle clock: initialize reached the child.
@@ -358,12 +405,15 @@ func (s *Session) rewriteCancel(e *envelope) []byte {
 	if json.Unmarshal(e.Params, &params) != nil || params["requestId"] == nil {
 		return nil
 	}
-	s.mu.Lock()
-	childID, ok := s.byClientID[idKey(params["requestId"])]
-	if ok {
-		s.finishLocked(childID)
-	}
-	s.mu.Unlock()
+	childID, ok := func() (uint64, bool) {
+		s.mu.Lock()
+		defer s.mu.Unlock() // before the deferred flushAudit, also on a panic
+		childID, ok := s.byClientID[idKey(params["requestId"])]
+		if ok {
+			s.finishLocked(childID)
+		}
+		return childID, ok
+	}()
 	if !ok {
 		return nil
 	}
@@ -378,17 +428,20 @@ func (s *Session) rewriteCancel(e *envelope) []byte {
 // went away are cancelled (MCP notifications/cancelled).
 func (s *Session) cancelStream(st *stream, reason string) {
 	defer s.flushAudit() // after the lock is released
-	s.mu.Lock()
-	var ids []uint64
-	for id, p := range s.pending {
-		if p.stream == st {
-			ids = append(ids, id)
+	ids := func() []uint64 {
+		s.mu.Lock()
+		defer s.mu.Unlock() // before the deferred flushAudit, also on a panic
+		var ids []uint64
+		for id, p := range s.pending {
+			if p.stream == st {
+				ids = append(ids, id)
+			}
 		}
-	}
-	for _, id := range ids {
-		s.finishLocked(id)
-	}
-	s.mu.Unlock()
+		for _, id := range ids {
+			s.finishLocked(id)
+		}
+		return ids
+	}()
 	for _, id := range ids {
 		msg, _ := json.Marshal(map[string]any{
 			"jsonrpc": "2.0",
@@ -408,7 +461,17 @@ func (s *Session) childMessage(line []byte) {
 	defer s.flushAudit() // after the lock is released
 	e, err := parseEnvelope(line)
 	if err != nil {
-		s.logger.Warn("server process wrote invalid JSON-RPC; skipped", zap.Error(err))
+		if s.invalidWarned.CompareAndSwap(false, true) { // once per child, then debug
+			s.logger.Warn("server process wrote invalid JSON-RPC; skipped (further ones at debug)", zap.Error(err))
+		} else if ce := s.logger.Check(zap.DebugLevel, "server process wrote invalid JSON-RPC; skipped"); ce != nil {
+			ce.Write(zap.Error(err))
+		}
+		return
+	}
+	if e.isRequest() && e.Method == "roots/list" && s.cfg != nil && !s.cfg.rootsForward {
+		// the bridge answers (roots setting); the client is never asked
+		answer := s.cfg.answerRoots(append(json.RawMessage(nil), e.ID...))
+		go func() { _ = s.proc.send(answer, s.cfg.writeTimeout) }()
 		return
 	}
 	s.mu.Lock()
@@ -524,15 +587,18 @@ func (s *Session) childOversized(id []byte, size int) {
 func (s *Session) childExited(err error) {
 	defer s.flushAudit() // after the lock is released
 	desc := exitDescription(err)
-	s.mu.Lock()
-	expected := s.closed
-	s.failPendingLocked("MCP server process exited (" + desc + ")")
-	for _, st := range s.streams {
-		st.done = true
-		st.signal()
-	}
-	s.closeLocked("server process exited (" + desc + ")")
-	s.mu.Unlock()
+	expected := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock() // before the deferred flushAudit, also on a panic
+		expected := s.closed
+		s.failPendingLocked("MCP server process exited (" + desc + ")")
+		for _, st := range s.streams {
+			st.done = true
+			st.signal()
+		}
+		s.closeLocked("server process exited (" + desc + ")")
+		return expected
+	}()
 	if expected {
 		s.logger.Info("server process ended", zap.String("status", desc))
 	} else {

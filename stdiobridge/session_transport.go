@@ -70,6 +70,8 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *Session, e 
 			return
 		}
 		h.writeStream(w, r, s, st, 0, "")
+	case e.Method == "notifications/roots/list_changed" && !s.cfg.rootsForward:
+		w.WriteHeader(http.StatusAccepted) // the child never saw the client's roots
 	default:
 		msg, _ := s.outgoing(e, nil)
 		if err := s.proc.send(msg, s.cfg.writeTimeout); err != nil {
@@ -141,6 +143,9 @@ func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, e *envelope
 		ProtocolVersion string `json:"protocolVersion"`
 	}
 	_ = json.Unmarshal(e.Params, &p)
+	if !s.cfg.rootsForward {
+		e = withChildCapabilities(e, s.cfg)
+	}
 	s.mu.Lock()
 	s.protocolVersion = p.ProtocolVersion // until the child answers
 	st := s.newStreamLocked(false)
@@ -206,7 +211,7 @@ func (s *Session) handshake(r *http.Request, version string) error {
 		"jsonrpc": "2.0", "id": "caddymcp-init", "method": "initialize",
 		"params": map[string]any{
 			"protocolVersion": version,
-			"capabilities":    map[string]any{},
+			"capabilities":    s.cfg.childCapabilities(json.RawMessage(`{}`)),
 			"clientInfo":      map[string]any{"name": "caddymcp-stateless", "version": "1"},
 		},
 	})
@@ -373,4 +378,18 @@ func (h *Handler) serveDELETE(w http.ResponseWriter, r *http.Request) {
 
 func sessionNotFound(w http.ResponseWriter, id json.RawMessage) {
 	writeRPCError(w, http.StatusNotFound, id, &rpcError{Code: -32001, Message: "Session not found"})
+}
+
+// withChildCapabilities gives the child the client's initialize with the
+// route's roots in its capabilities (see settings.childCapabilities).
+func withChildCapabilities(e *envelope, cfg *settings) *envelope {
+	var params map[string]json.RawMessage
+	if json.Unmarshal(e.Params, &params) != nil || params == nil {
+		return e
+	}
+	params["capabilities"] = cfg.childCapabilities(params["capabilities"])
+	out := *e
+	out.Params, _ = json.Marshal(params)
+	out.raw, out.idSpan = nil, span{}
+	return &out
 }

@@ -8,8 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
+	"path"
 	"slices"
 	"sort"
 	"strconv"
@@ -93,7 +95,10 @@ type Handler struct {
 
 	// At most this many of them for one principal (the issuer and subject
 	// that mcp_auth verified; without authentication, the client IP as
-	// Caddy determines it, trusted_proxies included); beyond it, 429.
+	// Caddy determines it, trusted_proxies included). At the limit, a new
+	// session ends the principal's least recently used idle session or pool
+	// child (no call in flight, no open stream); with none idle, 429 with
+	// Retry-After the time until the soonest one may free.
 	// Default: a quarter of max_sessions (at least 1).
 	MaxSessionsPerUser int `json:"max_sessions_per_user,omitempty"`
 
@@ -168,6 +173,17 @@ type Handler struct {
 	// log. Default: the command's base name (e.g. "npx"); set it where two
 	// routes run the same program with different arguments.
 	Name string `json:"name,omitempty"`
+
+	// What the server learns of roots (the directories it may work in):
+	// "none" (the default) declares no roots capability to the server and
+	// refuses its roots/list; "forward" passes the client's roots and its
+	// roots/list_changed; or a list of file:// URIs (absolute paths on
+	// Caddy's machine), declared to the server and given as the answer to
+	// its roots/list. A remote client's roots name directories on the
+	// client's machine, not on Caddy's; a server that takes them as its
+	// file-system boundary (server-filesystem) would serve whatever
+	// directory of Caddy's machine the client names.
+	Roots []string `json:"roots,omitempty"`
 
 	// Tool names used as metric labels: the first this many that the
 	// server listed; calls of others count as "other", so no client can
@@ -294,6 +310,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		inputTimeout:    time.Duration(h.InputTimeout),
 		cacheTTL:        time.Duration(h.CacheTTL),
 		command:         h.cmdLabel,
+		rootsForward:    len(h.Roots) == 1 && h.Roots[0] == "forward",
+		rootsResult:     rootsResult(h.Roots),
 		newID:           func() string { return instanceid.NewSessionID(ring, h.InstanceID) },
 	}
 	h.gen = generations.Add(1)
@@ -444,6 +462,9 @@ func (h *Handler) Validate() error {
 	if h.SessionIdleTimeout < 0 || h.ShutdownTimeout < 0 || h.InputTimeout < 0 || h.CacheTTL < 0 {
 		return fmt.Errorf("session_idle_timeout, shutdown_timeout, input_timeout, cache_ttl: must not be negative")
 	}
+	if err := validRoots(h.Roots); err != nil {
+		return err
+	}
 	for _, o := range h.AllowedOrigins {
 		if o != "*" && !strings.Contains(o, "://") {
 			return fmt.Errorf("allowed_origins: %q is not an origin (scheme://host[:port])", o)
@@ -502,8 +523,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	h.publish()
 	mcpreq.ProvidePlaceholders(r, int64(h.MaxMessageSize))
 	if reason := h.checkOrigin(r); reason != "" {
-		h.logger.Warn("request refused (DNS rebinding protection)", zap.String("reason", reason),
-			zap.String("host", r.Host), zap.String("origin", r.Header.Get("Origin")))
+		if c := h.logger.Check(zap.DebugLevel, "request refused (DNS rebinding protection)"); c != nil { // the client's doing
+			c.Write(zap.String("reason", reason), zap.String("host", r.Host), zap.String("origin", r.Header.Get("Origin")))
+		}
 		writeRPCError(w, http.StatusForbidden, nil, &rpcError{Code: codeServerBusy, Message: "Forbidden: " + reason})
 		return nil
 	}
@@ -728,18 +750,19 @@ func (h *Handler) startChildEnv(env []string, sink messageSink, logger *zap.Logg
 func (h *Handler) refuse(w http.ResponseWriter, id json.RawMessage, why refusal, user string) {
 	switch why {
 	case refusedPerUser:
-		w.Header().Set("Retry-After", "5")
-		h.logger.Warn("max_sessions_per_user reached; refused", zap.String("user", userForLog(user)),
+		// no idle session to end: say when one of the user's frees
+		w.Header().Set("Retry-After", strconv.Itoa(int(h.table.retryAfter(user).Round(time.Second)/time.Second)))
+		h.limitLog("max_sessions_per_user reached; refused", zap.String("user", userForLog(user)),
 			zap.Int("max_sessions_per_user", h.MaxSessionsPerUser))
 		writeRPCError(w, http.StatusTooManyRequests, id, &rpcError{Code: codeServerBusy, Message: "Too Many Requests: too many sessions for this user"})
 	case refusedRate:
 		w.Header().Set("Retry-After", "1")
-		h.logger.Warn("initialize_rate exceeded; refused", zap.String("user", userForLog(user)),
+		h.limitLog("initialize_rate exceeded; refused", zap.String("user", userForLog(user)),
 			zap.Int("initialize_rate", h.InitializeRate))
 		writeRPCError(w, http.StatusTooManyRequests, id, &rpcError{Code: codeServerBusy, Message: "Too Many Requests: sessions started too fast"})
 	default:
 		w.Header().Set("Retry-After", "5")
-		h.logger.Warn("max_sessions reached or route ending; refused", zap.Int("max_sessions", h.MaxSessions))
+		h.limitLog("max_sessions reached or route ending; refused", zap.Int("max_sessions", h.MaxSessions))
 		writeRPCError(w, http.StatusServiceUnavailable, id, &rpcError{Code: codeServerBusy, Message: "Service Unavailable: too many sessions, try again later"})
 	}
 }
@@ -767,3 +790,53 @@ var (
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )
+
+// validRoots checks the roots setting: none, forward, or file:// URIs of
+// absolute paths (what roots/list may name; a server on this machine can
+// use nothing else).
+func validRoots(roots []string) error {
+	if len(roots) == 1 && (roots[0] == "none" || roots[0] == "forward") {
+		return nil
+	}
+	for _, r := range roots {
+		u, err := url.Parse(r)
+		if r == "none" || r == "forward" {
+			return fmt.Errorf("roots: %s stands alone", r)
+		}
+		if err != nil || u.Scheme != "file" || (u.Host != "" && u.Host != "localhost") || !strings.HasPrefix(u.Path, "/") ||
+			u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+			return fmt.Errorf("roots: %q is not none, forward or a file:// URI of an absolute path (file:///srv/data)", r)
+		}
+	}
+	return nil
+}
+
+// rootsResult is the bridge's answer to a server's roots/list: the
+// configured roots, or nil (refuse) for none and forward.
+func rootsResult(roots []string) json.RawMessage {
+	if len(roots) == 0 || roots[0] == "none" || roots[0] == "forward" {
+		return nil
+	}
+	type root struct {
+		URI  string `json:"uri"`
+		Name string `json:"name,omitempty"`
+	}
+	list := make([]root, 0, len(roots))
+	for _, r := range roots {
+		list = append(list, root{URI: r, Name: path.Base(strings.TrimPrefix(r, "file://"))})
+	}
+	b, _ := json.Marshal(map[string]any{"roots": list})
+	return b
+}
+
+// limitLog logs a refusal a client can cause on every request: at warn at
+// most once a minute per route (an operator can alert on it), else at debug.
+func (h *Handler) limitLog(msg string, fields ...zap.Field) {
+	level := zap.DebugLevel
+	if h.table != nil && h.table.warnEvery != nil && h.table.warnEvery.Allow() {
+		level = zap.WarnLevel
+	}
+	if c := h.logger.Check(level, msg); c != nil {
+		c.Write(fields...)
+	}
+}

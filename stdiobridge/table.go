@@ -3,6 +3,7 @@ package stdiobridge
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,10 +47,12 @@ type settings struct {
 	maxMessageSize  int
 	writeTimeout    time.Duration
 	prewarm         int
-	inputTimeout    time.Duration // how long a parked MRTR round waits for the retry
-	cacheTTL        time.Duration // ttlMs on cacheable 2026-07-28 results
-	command         string        // the command's label in metrics
-	newID           func() string // a session id naming this instance (nil: random)
+	inputTimeout    time.Duration   // how long a parked MRTR round waits for the retry
+	cacheTTL        time.Duration   // ttlMs on cacheable 2026-07-28 results
+	command         string          // the command's label in metrics
+	rootsForward    bool            // roots forward: the client's roots reach the child
+	rootsResult     json.RawMessage // the answer to a child's roots/list (nil: refused unless forwarded)
+	newID           func() string   // a session id naming this instance (nil: random)
 }
 
 // sessionID is a new session's id.
@@ -62,12 +65,13 @@ func (c *settings) sessionID() string {
 
 // table is the set of live sessions of one process configuration.
 type table struct {
-	logger   *zap.Logger
-	settings atomic.Pointer[settings]
-	gen      atomic.Uint64 // generation of the handler whose settings are published
-	pubMu    sync.Mutex    // serializes publish
-	pool     *warmPool     // prewarmed children (none while settings.prewarm is 0)
-	retained atomic.Int64  // bytes of finished streams kept for resumption, all sessions
+	logger    *zap.Logger
+	settings  atomic.Pointer[settings]
+	gen       atomic.Uint64 // generation of the handler whose settings are published
+	pubMu     sync.Mutex    // serializes publish
+	pool      *warmPool     // prewarmed children (none while settings.prewarm is 0)
+	retained  atomic.Int64  // bytes of finished streams kept for resumption, all sessions
+	warnEvery *rate.Limiter // client-triggerable refusals logged at warn (Handler.limitLog)
 
 	mu       sync.Mutex
 	sessions map[string]*Session
@@ -131,6 +135,7 @@ func newTable(logger *zap.Logger, gen uint64, cfg *settings, spawn spawnFunc) *t
 	t := &table{logger: logger, sessions: map[string]*Session{}, perUser: map[string]int{},
 		rates: map[string]*rate.Limiter{}, stop: make(chan struct{}),
 		pools: map[string]*childPool{}, rounds: map[string]*call{}, passes: map[string]time.Time{}}
+	t.warnEvery = rate.NewLimiter(rate.Every(time.Minute), 1)
 	t.pool = &warmPool{t: t, logger: logger, limit: rate.NewLimiter(4, 4)}
 	t.publish(gen, cfg, spawn)
 	return t
@@ -166,8 +171,19 @@ const (
 const maxRateEntries = 10000
 
 // reserve claims a slot for a new session of user, within max_sessions,
-// max_sessions_per_user and the initialize rate.
+// max_sessions_per_user and the initialize rate. At max_sessions_per_user
+// it first ends the user's least recently used idle session or pool child
+// (clients that never send DELETE must not lock their user out until
+// session_idle_timeout).
 func (t *table) reserve(user string) refusal {
+	why := t.reserveOnce(user)
+	if why == refusedPerUser && t.evictIdle(user) {
+		why = t.reserveOnce(user)
+	}
+	return why
+}
+
+func (t *table) reserveOnce(user string) refusal {
 	cfg := t.settings.Load()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -468,4 +484,120 @@ func (t *table) endRounds() {
 	for _, cl := range calls {
 		cl.cancel("the mcp_stdio route was removed or changed")
 	}
+}
+
+// userSessions copies the live sessions that count against user.
+func (t *table) userSessions(user string) []*Session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []*Session
+	for _, s := range t.sessions {
+		if s.limitKey == user {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// evictIdle ends user's least recently used idle session or pool child
+// (no call in flight, no open stream); false if there is none. Its slot is
+// free when evictIdle returns; the child is ended in the background.
+func (t *table) evictIdle(user string) bool {
+	type candidate struct {
+		since time.Time
+		s     *Session
+		c     *poolChild
+	}
+	var cands []candidate
+	for _, s := range t.userSessions(user) {
+		if since, ok := s.idleAt(); ok {
+			cands = append(cands, candidate{since: since, s: s})
+		}
+	}
+	for _, p := range t.poolList() {
+		for _, c := range p.snapshot() {
+			if since, ok := c.idleAt(user); ok {
+				cands = append(cands, candidate{since: since, c: c})
+			}
+		}
+	}
+	slices.SortFunc(cands, func(a, b candidate) int { return a.since.Compare(b.since) })
+	reason := "max_sessions_per_user reached: ended the user's least recently used idle session for a new one"
+	for _, cd := range cands {
+		if cd.s != nil && cd.s.evict(reason) {
+			t.logger.Info("max_sessions_per_user reached; ended the user's least recently used idle session",
+				zap.String("user", userForLog(user)), zap.String("session", cd.s.id),
+				zap.Duration("age", time.Since(cd.s.created)), zap.Duration("idle", time.Since(cd.since)))
+			return true
+		}
+		if cd.c != nil && cd.c.evict(reason) {
+			t.logger.Info("max_sessions_per_user reached; ended the user's least recently used idle pool child",
+				zap.String("user", userForLog(user)), zap.Duration("idle", time.Since(cd.since)))
+			return true
+		}
+	}
+	return false
+}
+
+// retryAfter is when a slot of user's is likely to free (Retry-After at
+// max_sessions_per_user, when nothing could be evicted): a session or pool
+// child that only holds an open stream is ended at session_idle_timeout;
+// one with a call in flight becomes evictable once the call ends, which
+// is not known, so then a short wait (5s) is said.
+func (t *table) retryAfter(user string) time.Duration {
+	cfg := t.settings.Load()
+	now := time.Now()
+	soonest := cfg.idleTimeout
+	if soonest <= 0 {
+		soonest = 30 * time.Minute
+	}
+	for _, s := range t.userSessions(user) {
+		busy, last := s.activity()
+		if busy {
+			soonest = min(soonest, 5*time.Second)
+		} else {
+			soonest = min(soonest, cfg.idleTimeout-now.Sub(last))
+		}
+	}
+	for _, p := range t.poolList() {
+		for _, c := range p.snapshot() {
+			c.mu.Lock()
+			mine, busy := c.limit == user && !c.closed, len(c.calls) > 0
+			c.mu.Unlock()
+			if mine && busy {
+				soonest = min(soonest, 5*time.Second)
+			}
+		}
+	}
+	return max(soonest, time.Second)
+}
+
+// childCapabilities is what the child is told its client can do: the
+// client's capabilities, with roots replaced by the route's (table
+// settings: roots forward keeps the client's).
+func (c *settings) childCapabilities(client json.RawMessage) json.RawMessage {
+	if c == nil || c.rootsForward {
+		return client
+	}
+	var caps map[string]json.RawMessage
+	if json.Unmarshal(client, &caps) != nil || caps == nil {
+		caps = map[string]json.RawMessage{}
+	}
+	delete(caps, "roots")
+	if c.rootsResult != nil {
+		caps["roots"] = json.RawMessage(`{}`)
+	}
+	b, _ := json.Marshal(caps)
+	return b
+}
+
+// answerRoots is the bridge's answer to a child's roots/list when roots
+// are not forwarded: the configured roots, or an error.
+func (c *settings) answerRoots(id json.RawMessage) []byte {
+	if c.rootsResult != nil {
+		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "result": c.rootsResult})
+		return b
+	}
+	return encodeError(id, &rpcError{Code: codeMethodNotFound,
+		Message: "roots are not available: this mcp_stdio route does not forward its clients' roots (roots none)"})
 }

@@ -43,8 +43,11 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	         argument in memory and answers with every note kept so far),
 //	         "recall" (answers with the notes), "log" (sends a
 //	         notifications/message of level info, then answers; in mode
-//	         modern only when the request's _meta set a logLevel); it
-//	         declares listChanged and resource subscriptions; every answer, cancellation
+//	         modern only when the request's _meta set a logLevel), "roots"
+//	         (asks its client roots/list, then answers with what it got),
+//	         "caps" (the capabilities its initialize got); it declares
+//	         listChanged and resource subscriptions; every answer, cancellation,
+//	         client notification
 //	         and error it sees is appended to $CADDYMCP_FAKE_LOG
 //	modern   a 2026-07-28 server: answers server/discover; tools/call
 //	         "ask" answers input_required with a requestState of its own
@@ -112,6 +115,7 @@ func RunFakeIfRequested() {
 	var notes []string              // what "remember" was told
 	subscribed := map[string]bool{} // resources/subscribe'd URIs (mode mrtr: "touch" notifies only these)
 	listens := map[string]bool{}    // ids of open subscriptions/listen requests (mode modern)
+	var initCaps json.RawMessage    // the capabilities initialize declared
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 1<<20), 64<<20)
 	for in.Scan() {
@@ -163,6 +167,9 @@ func RunFakeIfRequested() {
 			continue
 		}
 		if msg.ID == nil {
+			if msg.Method != "" {
+				logf("notification %s", msg.Method)
+			}
 			continue
 		}
 		result := func(r any) { send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "result": r}) }
@@ -178,6 +185,11 @@ func RunFakeIfRequested() {
 				caps = map[string]any{"tools": map[string]any{"listChanged": true},
 					"resources": map[string]any{"subscribe": true, "listChanged": true}}
 			}
+			var c struct {
+				Capabilities json.RawMessage `json:"capabilities"`
+			}
+			_ = json.Unmarshal(msg.Params, &c)
+			initCaps = c.Capabilities
 			result(map[string]any{
 				"protocolVersion": p.ProtocolVersion,
 				"capabilities":    caps,
@@ -257,6 +269,14 @@ func RunFakeIfRequested() {
 				send(map[string]any{"jsonrpc": "2.0", "id": json.RawMessage(q), "method": "elicitation/create",
 					"params": map[string]any{"mode": "form", "message": "Your name?", "requestedSchema": map[string]any{
 						"type": "object", "properties": map[string]any{"name": map[string]any{"type": "string"}}}}})
+			case has("mrtr") && call.Name == "caps":
+				text("caps=" + string(initCaps))
+			case has("mrtr") && call.Name == "roots":
+				nextQ++
+				q := fmt.Sprintf(`"q%d"`, nextQ)
+				asked[q] = msg.ID
+				logf("asking %s roots/list", q)
+				send(map[string]any{"jsonrpc": "2.0", "id": json.RawMessage(q), "method": "roots/list"})
 			case has("mrtr") && call.Name == "touch":
 				var a struct {
 					URI string `json:"uri"`
