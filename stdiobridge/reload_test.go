@@ -108,3 +108,18 @@ func TestReloadKeepsRoutesApart(t *testing.T) {
 		t.Fatalf("session of the removed route answered %d on /a/mcp, want 404", s)
 	}
 }
+
+// Two routes running the same program get their own `route` label by
+// default (host and path of their matchers), not the command's base name.
+func TestRouteLabelDefault(t *testing.T) {
+	site := strings.Replace(routesSite(t, []string{"/x/mcp", "/yy/mcp"}, nil), "\tbind 127.0.0.1\n", "\tbind 127.0.0.1\n\tmetrics /metrics\n", 1)
+	c := caddyrun.StartCaddyfile(t, "", site)
+	newClient(t, c.URL+"/x/mcp").initialize()
+	for range 2 {
+		newClient(t, c.URL+"/yy/mcp").initialize()
+	}
+	m := scrape(t, c.URL+"/metrics")
+	if x, y := m[`mcp_stdio_sessions{route="/x/mcp"}`], m[`mcp_stdio_sessions{route="/yy/mcp"}`]; x != 1 || y != 2 {
+		t.Fatalf("sessions by route: /x/mcp %v, /yy/mcp %v, want 1 and 2", x, y)
+	}
+}
