@@ -22,6 +22,7 @@ import (
 	"github.com/caddymcp/caddymcp/internal/jsonscan"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
 
@@ -53,13 +54,18 @@ func (h *Handler) newAudit(r *http.Request, era, method string, id, params json.
 		return nil
 	}
 	a := &auditRecord{logger: h.audit, era: era, method: method, id: append(json.RawMessage(nil), id...),
-		started: time.Now(), route: r.Host + r.URL.Path}
+		started: time.Now(), route: h.cmdLabel}
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		a.iss, _ = repl.GetString("http.auth.user.iss")
 		a.sub, _ = repl.GetString("http.auth.user.id")
 		a.clientID, _ = repl.GetString("http.auth.user.client_id")
 	}
-	a.remote, _, _ = net.SplitHostPort(r.RemoteAddr)
+	// the client as Caddy determined it (trusted_proxies included), as the limits do
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		a.remote = ip
+	} else {
+		a.remote, _, _ = net.SplitHostPort(r.RemoteAddr)
+	}
 	// the request was validated as JSON; members are read in place
 	key := "name"
 	if method == "resources/read" {

@@ -224,9 +224,6 @@ func waitNoProcesses(t *testing.T, marker string, within time.Duration) {
 
 func caddyJSON(b []byte, v any) error { return json.Unmarshal(b, v) }
 
-// selfBase is the metric label of this test binary as a command.
-func selfBase(t *testing.T) string { return filepath.Base(self(t)) }
-
 // builtCaddy is the Caddy binary that `make test` built
 // (CADDYMCP_CADDY_BIN), for tests that need a process of its own; without
 // it the test is skipped.

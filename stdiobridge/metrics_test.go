@@ -46,6 +46,11 @@ func scrape(t *testing.T, url string) map[string]float64 {
 	return out
 }
 
+// metricsRoute is metricsSite's route label: by default the route's own
+// host and path, not the command's base name that every route of one
+// program would share.
+const metricsRoute = "127.0.0.1/mcp"
+
 func metricsSite(t *testing.T, is *jwkstest.Issuer, extra string) string {
 	return `
 http://127.0.0.1:{{PORT}} {
@@ -122,33 +127,33 @@ func TestMetricsValues(t *testing.T) {
 		`mcp_auth_decisions_total{reason="audience",result="invalid_token"}`: 1,
 		// 3 echo + ask + 20 made up (2026), initialize, initialized, tools/list, echo (2025)
 		`mcp_auth_decisions_total{reason="",result="ok"}`: 28,
-		`mcp_server_operation_duration_seconds_count{error_type="",gen_ai_tool_name="echo",mcp_method_name="tools/call",mcp_protocol_version="2026-07-28",route="` + selfBase(t) + `"}`: 3,
+		`mcp_server_operation_duration_seconds_count{error_type="",gen_ai_tool_name="echo",mcp_method_name="tools/call",mcp_protocol_version="2026-07-28",route="` + metricsRoute + `"}`: 3,
 		// ask and the made-up names were never listed
-		`mcp_server_operation_duration_seconds_count{error_type="",gen_ai_tool_name="other",mcp_method_name="tools/call",mcp_protocol_version="2026-07-28",route="` + selfBase(t) + `"}`: 21,
-		`mcp_server_operation_duration_seconds_count{error_type="",gen_ai_tool_name="echo",mcp_method_name="tools/call",mcp_protocol_version="2025-11-25",route="` + selfBase(t) + `"}`:  1,
-		`mcp_server_operation_duration_seconds_count{error_type="",gen_ai_tool_name="",mcp_method_name="tools/list",mcp_protocol_version="2025-11-25",route="` + selfBase(t) + `"}`:      1,
-		`mcp_stdio_input_required_rounds_total{route="` + selfBase(t) + `"}`: 1,
+		`mcp_server_operation_duration_seconds_count{error_type="",gen_ai_tool_name="other",mcp_method_name="tools/call",mcp_protocol_version="2026-07-28",route="` + metricsRoute + `"}`: 21,
+		`mcp_server_operation_duration_seconds_count{error_type="",gen_ai_tool_name="echo",mcp_method_name="tools/call",mcp_protocol_version="2025-11-25",route="` + metricsRoute + `"}`:  1,
+		`mcp_server_operation_duration_seconds_count{error_type="",gen_ai_tool_name="",mcp_method_name="tools/list",mcp_protocol_version="2025-11-25",route="` + metricsRoute + `"}`:      1,
+		`mcp_stdio_input_required_rounds_total{route="` + metricsRoute + `"}`: 1,
 	}
 	for key, v := range want {
 		if got := delta(key); got != v {
 			t.Errorf("%s: %v, want %v", key, got, v)
 		}
 	}
-	if got := m[`mcp_stdio_sessions{route="`+selfBase(t)+`"}`]; got != 1 {
+	if got := m[`mcp_stdio_sessions{route="`+metricsRoute+`"}`]; got != 1 {
 		t.Errorf("live sessions: %v, want 1", got)
 	}
 	// two pool children (the parked ask round holds the first one's asking
 	// slot) and the session's child started and answered
-	if got := delta(`mcp_stdio_child_start_seconds_count{route="` + selfBase(t) + `"}`); got != 3 {
+	if got := delta(`mcp_stdio_child_start_seconds_count{route="` + metricsRoute + `"}`); got != 3 {
 		t.Errorf("child start latencies: %v, want 3", got)
 	}
-	if got := delta(`mcp_stdio_child_starts_total{kind="pool",route="`+selfBase(t)+`"}`) + delta(`mcp_stdio_child_starts_total{kind="session",route="`+selfBase(t)+`"}`); got != 3 {
+	if got := delta(`mcp_stdio_child_starts_total{kind="pool",route="`+metricsRoute+`"}`) + delta(`mcp_stdio_child_starts_total{kind="session",route="`+metricsRoute+`"}`); got != 3 {
 		t.Errorf("child starts: %v, want 3", got)
 	}
 	if got := delta(`mcp_auth_jwks_fetches_total{result="loaded",what="load"}`); got != 1 {
 		t.Errorf("JWKS loads: %v, want 1", got)
 	}
-	if got := m[`mcp_stdio_children{route="`+selfBase(t)+`"}`]; got < 2 {
+	if got := m[`mcp_stdio_children{route="`+metricsRoute+`"}`]; got < 2 {
 		t.Errorf("live children: %v, want the session's and the pool's", got)
 	}
 	// the label sets this traffic added to: echo and other in 2026, echo in
@@ -168,7 +173,7 @@ func TestMetricsValues(t *testing.T) {
 	}
 	http.DefaultClient.CloseIdleConnections()
 	m = scrape(t, base+"/metrics")
-	if got := m[`mcp_stdio_sessions{route="`+selfBase(t)+`"}`]; got != 1 {
+	if got := m[`mcp_stdio_sessions{route="`+metricsRoute+`"}`]; got != 1 {
 		t.Errorf("live sessions after 100 reloads: %v, want 1", got)
 	}
 	cl.call("4", "tools/call", `{"name":"echo","arguments":{}}`) // the session lives on

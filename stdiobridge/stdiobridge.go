@@ -195,8 +195,10 @@ type Handler struct {
 	observers    *sync.Map // opKey -> prometheus.Observer (metrics.go)
 	cmdLabel     string
 	audit        *zap.Logger
-	perRequest   bool // the process config depends on the request (placeholders in env): pools by resolved env
-	poolKey      string
+	perRequest   bool   // the process config depends on the request (placeholders in env): pools by resolved env
+	poolKey      string // the session table's key: procKey and the route's identity (route.go)
+	procKey      string
+	route        *routeState
 	gen          uint64 // this config's generation (table.publish)
 	cfg          *settings
 	inherited    []string
@@ -316,21 +318,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.gen = generations.Add(1)
 	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
-	h.poolKey = h.tableKey(srv)
-	h.sealer.route = routeDigest(h.poolKey)
-	val, _, err := tables.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		return newTable(h.logger, h.gen, h.cfg, h.spawnWarm), nil
-	})
-	if err != nil {
-		return err
+	h.procKey = h.processKey()
+	h.route = &routeState{srv: srv, fallback: fallbackOrdinal(srv, h.procKey)}
+	unsettledMu.Lock()
+	unsettled[h] = struct{}{}
+	unsettledMu.Unlock()
+	if srv == nil {
+		h.resolve() // nothing to find it in
 	}
-	h.table = val.(*table)
-	liveTables.Store(h.table, h.cmdLabel)
-	h.table.tools.mu.Lock()
-	if h.table.tools.max == 0 {
-		h.table.tools.max = h.MetricsMaxTools
-	}
-	h.table.tools.mu.Unlock()
 
 	// Streams must not hold up a reload or stop: Caddy waits for active
 	// connections before a module's Cleanup runs.
@@ -340,6 +335,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		// settings, and warm up (validate never gets here)
 		srv.RegisterConnState(func(_ net.Conn, state http.ConnState) {
 			if state == http.StateNew {
+				h.resolve()
 				h.publish()
 				h.warmUp()
 			}
@@ -349,29 +345,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 }
 
 // tableOrdinals numbers handlers with the same process configuration
-// within one server of one config load, so that identical mcp_stdio blocks
-// on two sites keep their own sessions and limits, while a reload that
-// leaves them unchanged finds the same tables again (handlers are
-// provisioned in config order).
+// within one server of one config load, in provisioning order: what tells
+// apart handlers whose route cannot be found (route.go).
 var (
 	tableOrdinalsMu sync.Mutex
 	tableOrdinals   = map[*caddyhttp.Server]map[string]int{}
 )
 
-// tableKey identifies this handler's session table: its process
-// configuration, its server's listeners and its place among identical
-// handlers of that server.
-func (h *Handler) tableKey(srv *caddyhttp.Server) string {
-	proc, _ := json.Marshal(struct {
-		Command    string
-		Args       []string
-		Env        map[string]string
-		InheritEnv []string
-		Dir        string
-		Stateless  bool
-	}{h.Command, h.Args, h.Env, h.inherited, h.Dir, h.Stateless})
+func fallbackOrdinal(srv *caddyhttp.Server, proc string) int {
 	if srv == nil {
-		return string(proc)
+		return 0
 	}
 	tableOrdinalsMu.Lock()
 	defer tableOrdinalsMu.Unlock()
@@ -380,9 +363,23 @@ func (h *Handler) tableKey(srv *caddyhttp.Server) string {
 		seen = map[string]int{}
 		tableOrdinals[srv] = seen
 	}
-	n := seen[string(proc)]
-	seen[string(proc)] = n + 1
-	return fmt.Sprintf("%s listen=%q #%d", proc, srv.Listen, n)
+	n := seen[proc]
+	seen[proc] = n + 1
+	return n
+}
+
+// processKey is the process configuration part of the table key; the
+// route's identity (route.go) completes it.
+func (h *Handler) processKey() string {
+	proc, _ := json.Marshal(struct {
+		Command    string
+		Args       []string
+		Env        map[string]string
+		InheritEnv []string
+		Dir        string
+		Stateless  bool
+	}{h.Command, h.Args, h.Env, h.inherited, h.Dir, h.Stateless})
+	return string(proc)
 }
 
 // publish makes this handler's settings its table's once its config runs.
@@ -476,11 +473,13 @@ func (h *Handler) Validate() error {
 // Cleanup ends this handler's streams and releases the session table;
 // sessions end only when no config uses the table any more.
 func (h *Handler) Cleanup() error {
+	joined := h.forget()
+	resolvePending() // a new config's handlers join their tables before this one lets go
 	h.endStreams()
 	tableOrdinalsMu.Lock()
 	clear(tableOrdinals) // provisioning of this load is over; the counts served their turn
 	tableOrdinalsMu.Unlock()
-	if h.poolKey != "" {
+	if joined && h.poolKey != "" {
 		_, err := tables.Delete(h.poolKey)
 		return err
 	}
@@ -503,6 +502,7 @@ func (h *Handler) endStreams() {
 		return
 	}
 	h.shutdownOnce.Do(func() {
+		resolvePending()
 		if refs, ok := tables.References(h.poolKey); ok && refs <= 1 && h.table != nil {
 			h.table.failInFlight("the mcp_stdio route was removed or changed, or the server is stopping; retry")
 		}
@@ -520,6 +520,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, e *envelope) (mo
 
 // ServeHTTP serves the Streamable HTTP transport.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	h.resolve()
 	h.publish()
 	mcpreq.ProvidePlaceholders(r, int64(h.MaxMessageSize))
 	if reason := h.checkOrigin(r); reason != "" {
