@@ -39,6 +39,7 @@ const (
 	codeHeaderMismatch     = -32020
 	codeMissingCapability  = -32021
 	codeResourceNotFound25 = -32002 // 2025 resource not found, -32602 since 2026-07-28
+	codeURLElicitation25   = -32042 // 2025-11-25 URL elicitation required; retired in 2026-07-28
 )
 
 // Gathering a legacy child's questions into one round: a round is answered
@@ -98,18 +99,48 @@ type modernReq struct {
 	pool      *childPool // the pool that serves it (nil until poolFor)
 }
 
-// allows reports whether the client declared the capability a question of
-// the child needs.
-func (m *modernReq) allows(method string) bool {
+// missing returns the capability a question of the child needs that the
+// client did not declare (nil when it declared it), in the form of
+// MissingRequiredClientCapabilityError's data.requiredCapabilities. An
+// elicitation's mode counts: a client that declared "elicitation": {} (or
+// only form) takes form mode only (client/elicitation: servers MUST NOT
+// send modes the client did not declare).
+func (m *modernReq) missing(method string, params json.RawMessage) map[string]any {
 	switch method {
 	case "elicitation/create":
-		return m.caps["elicitation"] != nil
-	case "sampling/createMessage":
-		return m.caps["sampling"] != nil
-	case "roots/list":
-		return m.caps["roots"] != nil
+		mode, _ := jsonscan.String(member(params, "mode"))
+		if mode == "" {
+			mode = "form"
+		}
+		need := map[string]any{"elicitation": map[string]any{mode: map[string]any{}}}
+		raw := m.caps["elicitation"]
+		if raw == nil {
+			return need
+		}
+		modes, _ := objectMembers(raw)
+		if modes["form"] == nil && modes["url"] == nil {
+			modes = map[string]json.RawMessage{"form": json.RawMessage(`{}`)} // {}: form only
+		}
+		if modes[mode] == nil {
+			return need
+		}
+		return nil
+	case "sampling/createMessage", "roots/list":
+		c := askPrefix[method]
+		if m.caps[c] == nil {
+			return map[string]any{c: map[string]any{}}
+		}
+		return nil
 	}
-	return false
+	return map[string]any{}
+}
+
+// missingCapability is the client's answer when a call needs a capability
+// it did not declare (basic/index: -32021, 400).
+func missingCapability(id json.RawMessage, method string, need map[string]any) []byte {
+	return encodeError(id, &rpcError{Code: codeMissingCapability,
+		Message: "the server needs a client capability this request did not declare, for " + method,
+		Data:    map[string]any{"requiredCapabilities": need}})
 }
 
 func statusFor(code int) int {
@@ -409,9 +440,7 @@ func (h *Handler) discover(w http.ResponseWriter, r *http.Request, m *modernReq)
 		Instructions string          `json:"instructions,omitempty"`
 	}
 	_ = json.Unmarshal(init, &ir)
-	if ir.Capabilities == nil {
-		ir.Capabilities = json.RawMessage(`{}`)
-	}
+	ir.Capabilities = untaskedCaps(ir.Capabilities)
 	res := map[string]any{
 		"resultType":        "complete",
 		"supportedVersions": allVersions,
@@ -570,9 +599,17 @@ func (h *Handler) await(w http.ResponseWriter, r *http.Request, m *modernReq, cl
 			if err != nil {
 				continue
 			}
-			if !m.allows(e.Method) {
+			if need := m.missing(e.Method, e.Params); need != nil {
+				// the call cannot complete for this client: it is told
+				// what it lacks, the child that its call is cancelled
 				cl.child.answerError(e.ID, codeMethodNotFound, "the client did not declare the capability "+e.Method+" needs")
-				continue
+				cl.cancel("the client lacks a capability the call needs")
+				rp.finish(http.StatusBadRequest, missingCapability(m.e.ID, e.Method, need))
+				if rec != nil {
+					rec.outcome, rec.errorCode = "error", codeMissingCapability
+				}
+				h.observe(m.e.Method, m.name, modernVersion, codeMissingCapability, false, m.started)
+				return
 			}
 			cl.addAsk(ask{id: append(json.RawMessage(nil), e.ID...), method: e.Method, params: append(json.RawMessage(nil), e.Params...)})
 			if quietT == nil {
@@ -629,7 +666,19 @@ func (h *Handler) translate(b []byte, m *modernReq, cl *call) (int, []byte) {
 			Data    json.RawMessage `json:"data,omitempty"`
 		}
 		_ = json.Unmarshal(e.Error, &re)
-		if re.Code == codeResourceNotFound25 && m.e.Method == "resources/read" {
+		// codes 2026-07-28 retired (basic/index, Error Codes: MUST NOT
+		// emit them) are translated
+		switch {
+		case re.Code == codeURLElicitation25 && mayAsk(m.e.Method):
+			// the child's URL elicitations become an input_required
+			// round; the retry sends the call again
+			if status, out, ok := h.urlRound(m, cl, re.Data); ok {
+				return status, out
+			}
+			re.Code = codeInternalError
+		case re.Code == codeURLElicitation25:
+			re.Code = codeInternalError
+		case re.Code == codeResourceNotFound25 && m.e.Method == "resources/read":
 			re.Code = codeInvalidParams
 			var data map[string]json.RawMessage
 			_ = json.Unmarshal(re.Data, &data)
@@ -640,6 +689,10 @@ func (h *Handler) translate(b []byte, m *modernReq, cl *call) (int, []byte) {
 				data["uri"], _ = json.Marshal(m.name)
 			}
 			re.Data, _ = json.Marshal(data)
+		case re.Code == codeResourceNotFound25:
+			// "not found" of a 2025 server, whatever it named: 2026-07-28
+			// says that with -32602
+			re.Code = codeInvalidParams
 		}
 		out, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.e.ID, "error": re})
 		return statusFor(re.Code), out
@@ -666,25 +719,38 @@ func (h *Handler) translate(b []byte, m *modernReq, cl *call) (int, []byte) {
 		if c := string(res["content"]); c == "[]" || c == "null" {
 			delete(res, "content")
 		}
+		// an interim result is not cacheable and carries no caching
+		// hints (server/utilities/caching)
+		delete(res, "ttlMs")
+		delete(res, "cacheScope")
 		// single-use, like the bridge's own rounds: the route's table
 		// holds its id until the retry
 		once, expires := randomID(16), time.Now().Add(h.cfg.inputTimeout)
 		h.table.issuePass(once, expires.Add(time.Second))
 		res["requestState"], _ = json.Marshal(h.sealer.seal(&sealedState{Principal: principalDigest(m.principal),
-			Method: m.e.Method, Name: m.name, Expires: expires.Unix() + 1,
+			Method: m.e.Method, Name: m.name, Args: m.argsDigest(), Expires: expires.Unix() + 1,
 			Inner: inner, HasInner: has, Child: cl.child.serial, Once: once}))
+		rt = "input_required"
 	} else if rt == "" {
 		res["resultType"] = json.RawMessage(`"complete"`)
 	}
 	switch m.e.Method {
 	case "tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read":
+		if rt == "input_required" {
+			break
+		}
 		if res["ttlMs"] == nil {
 			res["ttlMs"] = json.RawMessage(strconv.FormatInt(h.cfg.cacheTTL.Milliseconds(), 10))
 		}
-		if res["cacheScope"] == nil || h.perRequest {
-			// a per-user child's answer is never public
+		if res["cacheScope"] == nil || h.cacheScope(m) == "private" {
+			// an answer to a principal, or of a per-user child, is never
+			// public, whatever the child says (a 2026-native child does
+			// not know the route is authenticated)
 			res["cacheScope"], _ = json.Marshal(h.cacheScope(m))
 		}
+	}
+	if m.e.Method == "tools/list" && res["tools"] != nil {
+		res["tools"] = untasked(res["tools"])
 	}
 	if si := h.table.serverInfo(); si != nil {
 		var meta map[string]json.RawMessage
@@ -740,8 +806,8 @@ func (h *Handler) translateFast(result json.RawMessage, m *modernReq) ([]byte, b
 			add = strconv.AppendInt(add, h.cfg.cacheTTL.Milliseconds(), 10)
 			add = append(add, ',')
 		}
-		if _, has := mem("cacheScope"); has && h.perRequest {
-			return nil, false // a per-user child's answer must say private
+		if cs, has := mem("cacheScope"); has && h.cacheScope(m) == "private" && string(result[cs.Start:cs.End]) != `"private"` {
+			return nil, false // an answer to a principal must say private
 		} else if !has {
 			add = append(add, `"cacheScope":"`...)
 			add = append(add, h.cacheScope(m)...)
@@ -861,4 +927,82 @@ func (h *Handler) toolBindings(w http.ResponseWriter, r *http.Request, m *modern
 	b = p.tools[m.name]
 	p.mu.Unlock()
 	return b, true
+}
+
+// urlRound renders a legacy child's -32042 (URL elicitation required,
+// 2025-11-25) as an input_required round with its URL elicitations; the
+// round's retry sends the call to the child again, as a 2025 client retries
+// once the user has been to the URL. ok is false where data holds no
+// elicitation. A client that did not declare URL mode is told so (-32021).
+func (h *Handler) urlRound(m *modernReq, cl *call, data json.RawMessage) (int, []byte, bool) {
+	var d struct {
+		Elicitations []json.RawMessage `json:"elicitations"`
+	}
+	if json.Unmarshal(data, &d) != nil || len(d.Elicitations) == 0 {
+		return 0, nil, false
+	}
+	if need := m.missing("elicitation/create", json.RawMessage(`{"mode":"url"}`)); need != nil {
+		return http.StatusBadRequest, missingCapability(m.e.ID, "elicitation/create", need), true
+	}
+	inputs := map[string]any{}
+	for i, el := range d.Elicitations {
+		inputs["elicitation-"+strconv.Itoa(i+1)] = map[string]any{"method": "elicitation/create", "params": el}
+	}
+	once, expires := randomID(16), time.Now().Add(h.cfg.inputTimeout)
+	h.table.issuePass(once, expires.Add(time.Second))
+	res := map[string]any{"resultType": "input_required", "inputRequests": inputs,
+		"requestState": h.sealer.seal(&sealedState{Principal: principalDigest(m.principal), Method: m.e.Method,
+			Name: m.name, Args: m.argsDigest(), Expires: expires.Unix() + 1, Child: cl.child.serial, Once: once, Again: true})}
+	if si := h.table.serverInfo(); si != nil {
+		res["_meta"] = map[string]any{metaServer: si}
+	}
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.e.ID, "result": res})
+	return http.StatusOK, b, true
+}
+
+// untaskedCaps is a legacy child's capabilities without the 2025-11-25
+// tasks capability, which 2026-07-28 does not have (tasks are an
+// extension there, and the bridge does not offer it).
+func untaskedCaps(caps json.RawMessage) json.RawMessage {
+	c, _ := objectMembers(caps)
+	if c == nil {
+		return json.RawMessage(`{}`)
+	}
+	if _, ok := c["tasks"]; !ok {
+		return caps
+	}
+	delete(c, "tasks")
+	out, _ := json.Marshal(c)
+	return out
+}
+
+// untasked drops execution.taskSupport (2025-11-25) from listed tools: a
+// 2026-07-28 client cannot ask for a task, so a tool that requires one
+// (taskSupport "required") cannot be called and is left out of the list.
+func untasked(raw json.RawMessage) json.RawMessage {
+	if !bytes.Contains(raw, []byte(`"taskSupport"`)) {
+		return raw
+	}
+	var tools []map[string]json.RawMessage
+	if json.Unmarshal(raw, &tools) != nil {
+		return raw
+	}
+	kept := tools[:0]
+	for _, t := range tools {
+		ex, _ := objectMembers(t["execution"])
+		if ex != nil && ex["taskSupport"] != nil {
+			if ts, _ := jsonscan.String(ex["taskSupport"]); ts == "required" {
+				continue
+			}
+			delete(ex, "taskSupport")
+			if len(ex) == 0 {
+				delete(t, "execution")
+			} else {
+				t["execution"], _ = json.Marshal(ex)
+			}
+		}
+		kept = append(kept, t)
+	}
+	out, _ := json.Marshal(kept)
+	return out
 }

@@ -72,18 +72,42 @@ type sealedState struct {
 	HasInner  bool   `json:"h,omitempty"` // the child sent one (it may be "")
 	Child     uint64 `json:"c,omitempty"` // the child that asked (pass-through)
 	Once      string `json:"o,omitempty"` // single-use id (pass-through; table.passes)
+	Args      []byte `json:"a,omitempty"` // argsDigest of the request
+	Again     bool   `json:"g,omitempty"` // the retry is sent to the child afresh (a -32042 round)
 }
 
 var errStateInvalid = errors.New("requestState failed verification")
 var errStateExpired = errors.New("requestState expired")
 var errStateForeign = errors.New("requestState belongs to another user or request")
 var errStateRoute = errors.New("requestState belongs to another route")
+var errStateArgs = errors.New("requestState was issued for a request with other arguments; send the request again without requestState")
 
 // staleRound answers a retry whose round is no longer there: expired,
 // already answered, or never held here.
 const staleRound = "invalid requestState: the round expired or was already answered; send the request again without requestState"
 
 var errStateLost = errors.New("the instance that held this round is gone; send the request again without requestState")
+
+// argsDigest identifies a request's salient parameters beyond its method
+// and name (MRTR: a digest of them goes into requestState, SHOULD): its
+// arguments, canonical (keys sorted), so that a retry that changed them
+// is refused instead of continuing the call that was asked about.
+func (m *modernReq) argsDigest() []byte {
+	var v any
+	if a := m.params["arguments"]; len(a) > 0 {
+		d := json.NewDecoder(bytes.NewReader(a))
+		d.UseNumber()
+		if d.Decode(&v) != nil {
+			v = string(a)
+		}
+	}
+	if o, ok := v.(map[string]any); ok && len(o) == 0 {
+		v = nil // {} and absent are the same call
+	}
+	b, _ := json.Marshal(v)
+	d := sha256.Sum256(append([]byte("caddymcp arguments\x00"), b...))
+	return d[:16]
+}
 
 func principalDigest(p string) []byte {
 	d := sha256.Sum256([]byte("caddymcp principal\x00" + p))
@@ -153,7 +177,7 @@ func (h *Handler) park(cl *call, m *modernReq) []byte {
 	cl.mu.Unlock()
 	t.parkRound(round, cl)
 	state := h.sealer.seal(&sealedState{Round: round, Principal: principalDigest(m.principal), Method: m.e.Method,
-		Name: m.name, Expires: time.Now().Add(timeout).Unix() + 1})
+		Name: m.name, Args: m.argsDigest(), Expires: time.Now().Add(timeout).Unix() + 1})
 	res := map[string]any{"resultType": "input_required", "inputRequests": inputs, "requestState": state}
 	if si := t.serverInfo(); si != nil {
 		res["_meta"] = map[string]any{metaServer: si}
@@ -175,6 +199,13 @@ func (h *Handler) resume(w http.ResponseWriter, r *http.Request, m *modernReq, p
 			c.Write(zap.Error(err), zap.String("user", userForLog(m.principal)))
 		}
 		modernError(w, m.e.ID, codeInvalidParams, "invalid requestState: "+err.Error())
+		return
+	}
+	if !bytes.Equal(st.Args, m.argsDigest()) {
+		// checked before the round is taken: the call it names stays
+		// parked for the retry that matches
+		h.logger.Debug("requestState refused", zap.Error(errStateArgs), zap.String("user", userForLog(m.principal)))
+		modernError(w, m.e.ID, codeInvalidParams, "invalid requestState: "+errStateArgs.Error())
 		return
 	}
 	if st.Round == "" {
@@ -229,9 +260,15 @@ func (h *Handler) resume(w http.ResponseWriter, r *http.Request, m *modernReq, p
 // consumed), with the child's requestState unwrapped, preferably to the
 // child that asked.
 func (h *Handler) retry(w http.ResponseWriter, r *http.Request, m *modernReq, p *childPool, st *sealedState) {
-	if st.HasInner {
+	switch {
+	case st.Again:
+		// the child asked with -32042 and ended its call: the retry is
+		// the call again, as a 2025 client would send it
+		delete(m.params, "requestState")
+		delete(m.params, "inputResponses")
+	case st.HasInner:
 		m.params["requestState"], _ = json.Marshal(st.Inner)
-	} else {
+	default:
 		delete(m.params, "requestState")
 	}
 	asking := h.era(r) != eraModern
