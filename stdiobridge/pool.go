@@ -761,7 +761,7 @@ func (c *poolChild) childOversized(id []byte, size int) {
 	}
 	if cl := c.finish(n); cl != nil {
 		cl.final <- encodeError(id, &rpcError{Code: codeInternalError, Message: "the server's response of " +
-			strconv.Itoa(size) + " bytes exceeded max_message_size"})
+			strconv.Itoa(size) + " bytes exceeded max_message_size (" + strconv.Itoa(c.pool.t.maxMessageSize()) + " bytes)"})
 	}
 }
 

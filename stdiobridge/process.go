@@ -23,6 +23,7 @@ type spawnConfig struct {
 	env            []string
 	dir            string
 	maxMessageSize int
+	maxSize        func() int // the bound in force now, read per line (nil: maxMessageSize); a reload may change it
 	writeTimeout   time.Duration
 }
 
@@ -100,7 +101,11 @@ func startProcess(cfg spawnConfig, sink messageSink, logger *zap.Logger) (*proce
 	stderrDone := make(chan struct{})
 	go func() {
 		defer close(stdoutDone)
-		p.readStdout(stdoutR, cfg.maxMessageSize, sink)
+		limit := cfg.maxSize
+		if limit == nil {
+			limit = func() int { return cfg.maxMessageSize }
+		}
+		p.readStdout(stdoutR, limit, sink)
 	}()
 	go func() {
 		defer close(stderrDone)
@@ -176,8 +181,9 @@ func (p *process) terminate(grace time.Duration) {
 // line longer than max is not kept: only its top-level id is (found by an
 // idScanner as the line streams past), so the request it answers still
 // gets an error.
-func (p *process) readStdout(r io.Reader, max int, sink messageSink) {
+func (p *process) readStdout(r io.Reader, limit func() int, sink messageSink) {
 	br := bufio.NewReaderSize(r, 64<<10)
+	max := 0
 	var long []byte // a line that did not fit in br's buffer (while within max)
 	inLong := false // reading the rest of a line that did not fit
 	var scan idScanner
@@ -185,6 +191,9 @@ func (p *process) readStdout(r io.Reader, max int, sink messageSink) {
 	warn := rate.NewLimiter(rate.Every(time.Second), 5)
 	for {
 		chunk, err := br.ReadSlice('\n')
+		if size == 0 {
+			max = limit() // a line is held to the bound in force when it begins
+		}
 		size += len(chunk)
 		complete := len(chunk) > 0 && chunk[len(chunk)-1] == '\n'
 		if !complete || inLong {

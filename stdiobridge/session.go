@@ -561,11 +561,19 @@ func (s *Session) routeLocked(e *envelope) *stream {
 	return s.standalone
 }
 
+// maxMessageSize is the bound in force: the running config's.
+func (s *Session) maxMessageSize() int {
+	if s.table != nil {
+		return s.table.maxMessageSize()
+	}
+	return s.cfg.maxMessageSize
+}
+
 // childOversized answers the request whose response was too large.
 func (s *Session) childOversized(id []byte, size int) {
 	defer s.flushAudit() // after the lock is released
 	s.logger.Warn("server process wrote a message larger than max_message_size; dropped",
-		zap.Int("size", size), zap.Int("max_message_size", s.cfg.maxMessageSize))
+		zap.Int("size", size), zap.Int("max_message_size", s.maxMessageSize()))
 	if id == nil {
 		return
 	}
@@ -578,7 +586,7 @@ func (s *Session) childOversized(id []byte, size int) {
 	if p := s.pending[childID]; p != nil {
 		p.stream.append(encodeError(p.clientID, &rpcError{Code: codeInternalError,
 			Message: "the server's response of " + strconv.Itoa(size) + " bytes exceeded max_message_size (" +
-				strconv.Itoa(s.cfg.maxMessageSize) + " bytes)"}))
+				strconv.Itoa(s.maxMessageSize()) + " bytes)"}))
 		s.finishLocked(childID)
 	}
 }

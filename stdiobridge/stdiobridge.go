@@ -740,9 +740,13 @@ func (h *Handler) childEnv(r *http.Request) []string {
 // startChildEnv starts a child with the environment env.
 func (h *Handler) startChildEnv(env []string, sink messageSink, logger *zap.Logger) (*process, error) {
 	countStart(h.cmdLabel, sink)
+	var maxSize func() int
+	if h.table != nil {
+		maxSize = h.table.maxMessageSize
+	}
 	return startProcess(spawnConfig{
 		command: h.Command, args: h.Args, env: env, dir: h.Dir,
-		maxMessageSize: h.MaxMessageSize, writeTimeout: h.cfg.writeTimeout,
+		maxMessageSize: h.MaxMessageSize, maxSize: maxSize, writeTimeout: h.cfg.writeTimeout,
 	}, sink, logger)
 }
 

@@ -55,6 +55,10 @@ type settings struct {
 	newID           func() string   // a session id naming this instance (nil: random)
 }
 
+// maxMessageSize is the max_message_size of the config that runs: a
+// reload that changes it reaches running children too.
+func (t *table) maxMessageSize() int { return t.settings.Load().maxMessageSize }
+
 // sessionID is a new session's id.
 func (c *settings) sessionID() string {
 	if c != nil && c.newID != nil {
