@@ -322,8 +322,9 @@ func (t *table) failInFlight(reason string) {
 	}
 }
 
-// Destruct ends every session and waits for the children to exit; it runs
-// when no loaded config uses this process configuration any more.
+// Destruct ends every session and child; it runs when no loaded config
+// uses this route any more. At Caddy's stop it waits for the children to
+// exit; on a reload it does not.
 func (t *table) Destruct() error {
 	t.mu.Lock()
 	if t.stopped {
@@ -342,11 +343,10 @@ func (t *table) Destruct() error {
 	t.pool.stop()
 	t.endRounds()
 	t.endPools("the mcp_stdio route was removed or changed")
-	var wg sync.WaitGroup
 	for _, s := range sessions {
-		wg.Add(1)
+		t.ending.Add(1)
 		go func() {
-			defer wg.Done()
+			defer t.ending.Done()
 			s.failPending("the mcp_stdio route was removed or changed")
 			s.closeWith("route removed or changed")
 			if s.proc != nil {
@@ -354,13 +354,22 @@ func (t *table) Destruct() error {
 			}
 		}()
 	}
-	wg.Wait()
-	t.ending.Wait()
+	// Caddy's stop waits until every child has exited, so that none
+	// outlives it; a reload does not (a child that ignores stdin's end and
+	// SIGTERM would hold it up for twice shutdown_timeout): its children
+	// end in the background, counted in t.ending.
+	if stopping() {
+		t.ending.Wait()
+	}
 	if len(sessions) > 0 {
 		t.logger.Info("ended sessions of a removed or changed mcp_stdio route", zap.Int("sessions", len(sessions)))
 	}
 	return nil
 }
+
+// stopping reports whether Caddy is stopping (no config runs), rather than
+// replacing a config: caddy.Stop clears the active context first.
+func stopping() bool { return caddy.ActiveContext().Context == nil }
 
 // discovered caches the first InitializeResult of a child (server/discover).
 func (t *table) discovered(init json.RawMessage) {

@@ -30,6 +30,7 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	flood    tools/call first writes 20000 notifications of 1 KiB
 //	stderr   writes a 1 MiB line and 5000 short lines to stderr at start
 //	ignore-term  SIGTERM is ignored (only SIGKILL ends it)
+//	linger   the end of stdin does not end it
 //	fds      tools/call answers with the targets of its descriptors above 2
 //	setsid   starts a grandchild (sleep 6124) in a session of its own
 //	hugelast tools/call answers with a 5 MiB text and the id last
@@ -354,6 +355,9 @@ func RunFakeIfRequested() {
 		default:
 			send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "error": map[string]any{"code": -32601, "message": "method not found"}})
 		}
+	}
+	if has("linger") {
+		time.Sleep(24 * time.Hour)
 	}
 	os.Exit(0)
 }
