@@ -19,6 +19,7 @@ import (
 
 	"github.com/caddymcp/caddymcp/internal/jsonscan"
 	"github.com/caddymcp/caddymcp/internal/mcpreq"
+	"github.com/caddymcp/caddymcp/internal/rpccode"
 )
 
 // missing returns the scopes a message needs that granted lacks.
@@ -85,7 +86,7 @@ func (h *Handler) splitBatch(r *http.Request, q *mcpreq.Request, granted []strin
 			}
 		}
 		e, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.ID, "error": map[string]any{
-			"code":    -32000,
+			"code":    rpccode.InsufficientScope,
 			"message": "Forbidden (insufficient_scope): the token lacks scope " + strings.Join(miss, " ") + " for " + m.Method + " " + m.Name,
 			"data":    map[string]any{"error": "insufficient_scope", "scope": challengeScope(need)},
 		}})

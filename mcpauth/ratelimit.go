@@ -39,6 +39,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/caddymcp/caddymcp/internal/mcpreq"
+	"github.com/caddymcp/caddymcp/internal/rpccode"
 )
 
 // RateLimit limits how often one principal may call (a tool).
@@ -276,7 +277,7 @@ func writeRateLimited(w http.ResponseWriter, q *mcpreq.Request, what string, wai
 		id = m.ID
 	}
 	body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "error": map[string]any{
-		"code": -32000, "message": "rate limit exceeded: " + what + "; retry in " + strconv.Itoa(secs) + "s",
+		"code": rpccode.RateLimited, "message": "rate limit exceeded: " + what + "; retry in " + strconv.Itoa(secs) + "s",
 	}})
 	h := w.Header()
 	h.Set("Retry-After", strconv.Itoa(secs))

@@ -454,7 +454,7 @@ func TestRateLimits(t *testing.T) {
 		} `json:"error"`
 	}
 	_ = json.Unmarshal(b, &rpc)
-	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "600" || rpc.ID != 9 || rpc.Error.Code != -32000 || !strings.Contains(rpc.Error.Message, "6 requests per 1h") {
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "600" || rpc.ID != 9 || rpc.Error.Code != -32010 || !strings.Contains(rpc.Error.Message, "6 requests per 1h") {
 		t.Fatalf("7th request: %d Retry-After %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), b)
 	}
 	bob := jwkstest.Mint(t, e.k, e.is.Claims("bob", e.url, "read:all"), nil)

@@ -158,7 +158,8 @@ func (l *toolLabels) label(name string) string {
 // and those MCP and its SDKs define.
 var errorCodes = map[int]bool{
 	-32700: true, -32600: true, -32601: true, -32602: true, -32603: true, // JSON-RPC
-	-32000: true,                             // server busy (the bridge), a generic server error (SDKs)
+	-32000: true,                                                         // a generic server error (SDKs)
+	-32010: true, -32011: true, -32012: true, -32013: true, -32014: true, // caddymcp's own (internal/rpccode)
 	-32001: true,                             // request timeout (TypeScript SDK)
 	-32002: true,                             // resource not found (2025)
 	-32020: true, -32021: true, -32022: true, // header mismatch, missing capability, unsupported version (2026-07-28)

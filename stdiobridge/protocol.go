@@ -29,7 +29,6 @@ const (
 	codeMethodNotFound          = -32601
 	codeInternalError           = -32603
 	codeUnsupportedProtocolVers = -32022 // SEP-2575
-	codeServerBusy              = -32000
 )
 
 // envelope is one JSON-RPC 2.0 message. Absent members are nil; a JSON

@@ -829,8 +829,8 @@ func TestOutOfDescriptorsIs503(t *testing.T) {
 			cl.session = resp.Header.Get("Mcp-Session-Id")
 			open = append(open, cl)
 		case 503:
-			if resp.Header.Get("Retry-After") == "" || !strings.Contains(string(b), `-32000`) {
-				t.Fatalf("503 without Retry-After or -32000: %s", b)
+			if resp.Header.Get("Retry-After") == "" || !strings.Contains(string(b), `"code":-32011`) {
+				t.Fatalf("503 without Retry-After or -32011: %s", b)
 			}
 			refused = true
 		default:

@@ -28,6 +28,7 @@ import (
 	"github.com/caddymcp/caddymcp/internal/instanceid"
 	"github.com/caddymcp/caddymcp/internal/keyring"
 	"github.com/caddymcp/caddymcp/internal/mcpreq"
+	"github.com/caddymcp/caddymcp/internal/rpccode"
 )
 
 func init() {
@@ -527,7 +528,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		if c := h.logger.Check(zap.DebugLevel, "request refused (DNS rebinding protection)"); c != nil { // the client's doing
 			c.Write(zap.String("reason", reason), zap.String("host", r.Host), zap.String("origin", r.Header.Get("Origin")))
 		}
-		writeRPCError(w, http.StatusForbidden, nil, &rpcError{Code: codeServerBusy, Message: "Forbidden: " + reason})
+		writeRPCError(w, http.StatusForbidden, nil, &rpcError{Code: rpccode.Forbidden, Message: "Forbidden: " + reason})
 		return nil
 	}
 	allow := "GET, POST, DELETE"
@@ -550,7 +551,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			msg += ": stateless endpoint"
 		}
 		w.Header().Set("Allow", allow)
-		writeRPCError(w, http.StatusMethodNotAllowed, nil, &rpcError{Code: codeServerBusy, Message: msg})
+		writeRPCError(w, http.StatusMethodNotAllowed, nil, &rpcError{Code: rpccode.MethodNotAllowed, Message: msg})
 	}
 	return nil
 }
@@ -759,16 +760,16 @@ func (h *Handler) refuse(w http.ResponseWriter, id json.RawMessage, why refusal,
 		w.Header().Set("Retry-After", strconv.Itoa(int(h.table.retryAfter(user).Round(time.Second)/time.Second)))
 		h.limitLog("max_sessions_per_user reached; refused", zap.String("user", userForLog(user)),
 			zap.Int("max_sessions_per_user", h.MaxSessionsPerUser))
-		writeRPCError(w, http.StatusTooManyRequests, id, &rpcError{Code: codeServerBusy, Message: "Too Many Requests: too many sessions for this user"})
+		writeRPCError(w, http.StatusTooManyRequests, id, &rpcError{Code: rpccode.RateLimited, Message: "Too Many Requests: too many sessions for this user"})
 	case refusedRate:
 		w.Header().Set("Retry-After", "1")
 		h.limitLog("initialize_rate exceeded; refused", zap.String("user", userForLog(user)),
 			zap.Int("initialize_rate", h.InitializeRate))
-		writeRPCError(w, http.StatusTooManyRequests, id, &rpcError{Code: codeServerBusy, Message: "Too Many Requests: sessions started too fast"})
+		writeRPCError(w, http.StatusTooManyRequests, id, &rpcError{Code: rpccode.RateLimited, Message: "Too Many Requests: sessions started too fast"})
 	default:
 		w.Header().Set("Retry-After", "5")
 		h.limitLog("max_sessions reached or route ending; refused", zap.Int("max_sessions", h.MaxSessions))
-		writeRPCError(w, http.StatusServiceUnavailable, id, &rpcError{Code: codeServerBusy, Message: "Service Unavailable: too many sessions, try again later"})
+		writeRPCError(w, http.StatusServiceUnavailable, id, &rpcError{Code: rpccode.Unavailable, Message: "Service Unavailable: too many sessions, try again later"})
 	}
 }
 
@@ -781,7 +782,7 @@ func (h *Handler) spawnFailed(w http.ResponseWriter, id json.RawMessage, err err
 		h.logger.Error("could not start MCP server process: out of descriptors, processes or memory (raise the limit or lower max_sessions); answered 503",
 			zap.String("command", h.Command), zap.Error(err))
 		w.Header().Set("Retry-After", "5")
-		writeRPCError(w, http.StatusServiceUnavailable, id, &rpcError{Code: codeServerBusy, Message: "Service Unavailable: the server is out of resources, try again later"})
+		writeRPCError(w, http.StatusServiceUnavailable, id, &rpcError{Code: rpccode.Unavailable, Message: "Service Unavailable: the server is out of resources, try again later"})
 		return
 	}
 	h.logger.Error("could not start MCP server process; answered 500", zap.String("command", h.Command), zap.Error(err))
