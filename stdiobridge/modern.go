@@ -14,6 +14,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -503,6 +504,16 @@ func (h *Handler) modernCall(w http.ResponseWriter, r *http.Request, m *modernRe
 
 // serveCall sends a request to a ready child and answers it, audited.
 func (h *Handler) serveCall(w http.ResponseWriter, r *http.Request, m *modernReq, c *poolChild, asking bool) {
+	if c.modern && m.caps["roots"] != nil && !h.table.settings.Load().rootsForward {
+		// a 2026 server learns of no roots capability (roots none or a
+		// configured list: the client's roots are not the server's
+		// boundary), so it asks the client for none
+		caps := maps.Clone(m.caps)
+		delete(caps, "roots")
+		m.caps = caps
+		m.meta[metaCaps], _ = json.Marshal(caps)
+		m.params["_meta"], _ = json.Marshal(m.meta)
+	}
 	rec := h.newAudit(r, "2026", m.e.Method, m.e.ID, m.e.Params)
 	cl, err := c.start(m.e.Method, m.params, asking, m.limit, m.logLevel)
 	if err != nil {

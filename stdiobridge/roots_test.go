@@ -77,3 +77,31 @@ func TestRootsSetting(t *testing.T) {
 		})
 	}
 }
+
+// A 2026 server, passed through, learns of the client's roots capability
+// only with `roots forward`.
+func TestRootsSettingModernChild(t *testing.T) {
+	for _, tc := range []struct{ name, extra string }{{"default", ""}, {"forward", "\n\t\troots forward"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := caddyrun.StartCaddyfile(t, "", `
+:{{PORT}} {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command `+self(t)+`
+		env CADDYMCP_FAKE_SERVER modern,mrtr
+		child_era modern
+		shutdown_timeout 500ms`+tc.extra+`
+	}
+}
+`)
+			url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+			meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",` +
+				`"io.modelcontextprotocol/clientCapabilities":{"roots":{"listChanged":true}},"io.modelcontextprotocol/clientInfo":{"name":"test","version":"1"}}`
+			_, r := modernPost(context.Background(), t, url, "", 1, "tools/call", `{"name":"meta","arguments":{},`+meta+`}`)
+			got := textOf(r)
+			if !strings.Contains(got, "clientCapabilities") || strings.Contains(got, `"roots"`) != (tc.name == "forward") {
+				t.Fatalf("the child got %s", got)
+			}
+		})
+	}
+}
