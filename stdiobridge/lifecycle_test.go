@@ -151,6 +151,7 @@ func TestReloadKeepsOrEndsSessions(t *testing.T) {
 	}
 
 	c.LoadCaddyfile("", site("plain,changed", ""))
+	http.DefaultClient.CloseIdleConnections() // the old server closed them
 	if status, _ := cl.status("POST", `{"jsonrpc":"2.0","id":3,"method":"ping"}`, nil); status != 404 {
 		t.Fatalf("session after its route changed: %d, want 404", status)
 	}

@@ -254,11 +254,12 @@ func TestModernInputTimeout(t *testing.T) {
 	if status, r := modernPost(context.Background(), t, url, "", 2, "tools/call", retry); status != 400 || !strings.Contains(fmt.Sprint(r), "expired") {
 		t.Fatalf("a retry after input_timeout: %d %v", status, r)
 	}
-	// a client that did not declare elicitation never gets that round: the
-	// child's question is answered with an error at once
+	// a client that did not declare elicitation never gets that round: it
+	// is told what it lacks (-32021), the child's question is answered with
+	// an error and its call cancelled
 	noCaps := `{"name":"ask","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}`
-	if status, r := modernPost(context.Background(), t, url, "", 5, "tools/call", noCaps); status != 200 ||
-		resultOf(r)["resultType"] != "complete" || !strings.Contains(textOf(r), "did not declare") {
+	if status, r := modernPost(context.Background(), t, url, "", 5, "tools/call", noCaps); status != 400 ||
+		!strings.Contains(fmt.Sprint(r), "code:-32021 data:map[requiredCapabilities:map[elicitation:") {
 		t.Fatalf("ask without the elicitation capability: %d %v", status, r)
 	}
 	// the child's asking slot is free again: the next round works on it
