@@ -60,6 +60,9 @@ start_bridge() { # port era command... -> Caddy with mcp_stdio on port
 		max_sessions_per_user 100
 		initialize_rate 1000
 		child_era $era
+		# the suite is a client on this machine and checks that a server's
+		# roots/list reaches it (the default, roots none, answers it itself)
+		roots forward
 	}
 }
 CADDY
