@@ -379,6 +379,9 @@ func (h *Handler) startPoolChild(r *http.Request, p *childPool, requester string
 	close(c.started)
 	if err := c.handshake(defaultPoolVersion); err != nil {
 		c.end("initialize failed")
+		if !c.modern {
+			h.assumptionFailed() // a guessed legacy verdict may be wrong (probe.go)
+		}
 		return nil, admitted, err
 	}
 	observeStart(h.cmdLabel, began)
