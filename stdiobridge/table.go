@@ -49,6 +49,7 @@ type settings struct {
 	writeTimeout    time.Duration
 	prewarm         int
 	inputTimeout    time.Duration   // how long a parked MRTR round waits for the retry
+	callTimeout     time.Duration   // the bound on a forwarded call while the child works (0: none)
 	cacheTTL        time.Duration   // ttlMs on cacheable 2026-07-28 results
 	command         string          // the command's label in metrics
 	rootsForward    bool            // roots forward: the client's roots reach the child
