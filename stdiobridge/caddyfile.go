@@ -74,6 +74,7 @@ func siteHosts(h httpcaddyfile.Helper) []string {
 //		initialize_rate <n>
 //		allowed_hosts <host...>
 //		input_timeout <duration>
+//		call_timeout <duration>|off
 //		cache_ttl <duration>
 //		child_era auto|legacy|modern
 //		pool per_user|shared
@@ -117,6 +118,20 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&m.Dir) {
 				return d.ArgErr()
 			}
+		case "call_timeout":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			if v == "off" {
+				m.CallTimeout = -1
+				break
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("call_timeout: want a positive duration or off, got %q", v)
+			}
+			m.CallTimeout = caddy.Duration(dur)
 		case "session_idle_timeout", "shutdown_timeout", "input_timeout", "cache_ttl":
 			var v string
 			if !d.AllArgs(&v) {

@@ -380,6 +380,9 @@ func (h *Handler) startPoolChild(r *http.Request, p *childPool, requester string
 	close(c.started)
 	if err := c.handshake(defaultPoolVersion); err != nil {
 		c.end("initialize failed")
+		if !c.modern {
+			h.assumptionFailed() // a guessed legacy verdict may be wrong (probe.go)
+		}
 		return nil, admitted, err
 	}
 	observeStart(h.cmdLabel, began)
@@ -580,11 +583,30 @@ func (h *Handler) await(w http.ResponseWriter, r *http.Request, m *modernReq, cl
 			rec.write()
 		}()
 	}
-	var quiet, hard <-chan time.Time
+	var quiet, hard, bound <-chan time.Time
 	var quietT *time.Timer
 	asked := false
+	limit := h.table.settings.Load().callTimeout
+	if limit > 0 {
+		// time the child works on this leg of the call; a parked round
+		// returns from here, and its retry starts a new bound
+		bt := time.NewTimer(limit)
+		defer bt.Stop()
+		bound = bt.C
+	}
 	for {
 		select {
+		case <-bound:
+			cl.cancel("the call exceeded call_timeout")
+			if rec != nil {
+				rec.outcome, rec.errorCode = "error", codeInternalError
+			}
+			h.logger.Warn("call ended: it exceeded call_timeout", zap.String("method", m.e.Method),
+				zap.String("name", m.name), zap.Duration("call_timeout", limit))
+			h.observe(m.e.Method, m.name, modernVersion, codeInternalError, false, m.started)
+			rp.finish(http.StatusOK, encodeError(m.e.ID, &rpcError{Code: codeInternalError,
+				Message: "the call exceeded call_timeout (" + limit.String() + "); the server was sent notifications/cancelled"}))
+			return
 		case b := <-cl.final:
 			status, body := h.translate(b, m, cl)
 			rp.finish(status, body)

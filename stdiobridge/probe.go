@@ -3,10 +3,15 @@ package stdiobridge
 // Which protocol a route's stdio server speaks, found out once per process
 // config: a throwaway sibling process is asked server/discover (2026-07-28,
 // stateless); an answer that lists 2026-07-28 makes the route's pool
-// children modern (requests passed through), anything else within
-// probeTimeout (an error, silence, an exit) legacy (the bridge does the
-// 2025 handshake and translates). The verdict lives in the table, so it
-// holds until the process config changes.
+// children modern (requests passed through), and so does a recognized
+// modern error (-32022, unsupported protocol version: a modern server,
+// which the spec says not to fall back from; basic/versioning). Any other
+// error or an exit makes them legacy (the bridge does the 2025 handshake
+// and translates). The verdict lives in the table, so it holds until the
+// process config changes, but for a probe that got no answer within
+// probeTimeout (a cold npx fetching its package): that legacy verdict is a
+// guess, probed again when a legacy handshake fails, at most once per
+// backoff (reprobeMin, doubling up to reprobeMax).
 
 import (
 	"encoding/json"
@@ -21,6 +26,12 @@ import (
 // probeTimeout bounds how long a sibling may take to answer server/discover
 // (its start-up included: npx may fetch a package first).
 var probeTimeout = 10 * time.Second
+
+// The backoff between re-probes of a guessed era.
+const (
+	reprobeMin = 10 * time.Second
+	reprobeMax = 5 * time.Minute
+)
 
 const (
 	eraUnknown int32 = iota
@@ -67,17 +78,43 @@ func (h *Handler) era(r *http.Request) int32 {
 	if v := t.era.Load(); v != eraUnknown {
 		return v
 	}
-	v := h.probe(r)
+	v, guess := h.probe(r)
+	t.guessed = guess
 	t.era.Store(v)
 	return v
 }
 
-func (h *Handler) probe(r *http.Request) int32 {
+// assumptionFailed is told that a legacy child refused the 2025 handshake:
+// where the legacy verdict was a guess, the next request probes again
+// (within the backoff).
+func (h *Handler) assumptionFailed() {
+	t := h.table
+	if h.ChildEra != "" && h.ChildEra != "auto" {
+		return
+	}
+	if !t.probeMu.TryLock() {
+		return // a probe is deciding now
+	}
+	defer t.probeMu.Unlock()
+	now := time.Now()
+	if !t.guessed || t.era.Load() != eraLegacy || now.Before(t.reprobe) {
+		return
+	}
+	t.backoff = min(max(2*t.backoff, reprobeMin), reprobeMax)
+	t.reprobe = now.Add(t.backoff)
+	t.era.Store(eraUnknown)
+	h.logger.Info("the stdio server refused the 2025 handshake after a probe that got no answer; probing again",
+		zap.String("command", h.Command), zap.Duration("next_reprobe_after", t.backoff))
+}
+
+// probe asks a sibling process server/discover; guess is true where no
+// answer came (the verdict is legacy then).
+func (h *Handler) probe(r *http.Request) (verdict int32, guess bool) {
 	sink := &probeSink{got: make(chan []byte, 1)}
 	proc, err := h.startChild(r, sink, h.logger.With(zap.String("probe", h.Command)))
 	if err != nil {
 		h.logger.Warn("could not start a probe process; treating the server as 2025-era", zap.Error(err))
-		return eraLegacy
+		return eraLegacy, true
 	}
 	defer func() {
 		t := h.table
@@ -87,26 +124,53 @@ func (h *Handler) probe(r *http.Request) int32 {
 			proc.terminate(time.Second)
 		}()
 	}()
-	verdict := eraLegacy
+	verdict, guess = eraLegacy, true
 	if proc.send(probeRequest, probeTimeout) == nil {
 		timer := time.NewTimer(probeTimeout)
 		defer timer.Stop()
 		select {
 		case b, ok := <-sink.got:
+			guess = false
 			if ok {
-				e, err := parseEnvelope(b)
-				var res struct {
-					Versions []string `json:"supportedVersions"`
-				}
-				if err == nil && e.Result != nil && json.Unmarshal(e.Result, &res) == nil && slices.Contains(res.Versions, modernVersion) {
-					verdict = eraModern
-				}
+				verdict = probeVerdict(b, h.logger)
 			}
 		case <-timer.C:
 		case <-h.shutdown:
 		}
 	}
 	name := map[int32]string{eraLegacy: "2025 (the bridge translates)", eraModern: "2026-07-28 (requests passed through)"}[verdict]
-	h.logger.Info("probed the stdio server with server/discover", zap.String("command", h.Command), zap.String("speaks", name))
-	return verdict
+	h.logger.Info("probed the stdio server with server/discover", zap.String("command", h.Command), zap.String("speaks", name), zap.Bool("guess", guess))
+	return verdict, guess
+}
+
+// probeVerdict reads the sibling's answer to server/discover.
+func probeVerdict(b []byte, logger *zap.Logger) int32 {
+	e, err := parseEnvelope(b)
+	if err != nil {
+		return eraLegacy
+	}
+	if e.Result != nil {
+		var res struct {
+			Versions []string `json:"supportedVersions"`
+		}
+		if json.Unmarshal(e.Result, &res) == nil && slices.Contains(res.Versions, modernVersion) {
+			return eraModern
+		}
+		return eraLegacy
+	}
+	var re struct {
+		Code int `json:"code"`
+		Data struct {
+			Supported []string `json:"supported"`
+		} `json:"data"`
+	}
+	if json.Unmarshal(e.Error, &re) == nil && re.Code == codeUnsupportedProtocolVers {
+		// a modern server that does not speak 2026-07-28: no fallback to
+		// initialize (basic/versioning); its requests fail with its own
+		// error, which names what it speaks
+		logger.Warn("the stdio server is a modern MCP server that does not support "+modernVersion,
+			zap.Strings("supported", re.Data.Supported))
+		return eraModern
+	}
+	return eraLegacy
 }

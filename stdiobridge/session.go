@@ -71,6 +71,7 @@ type pending struct {
 	progressToken string
 	audit         *auditRecord // audited operations (audit.go)
 	started       time.Time
+	bound         *time.Timer // call_timeout (nil: none)
 }
 
 // stream is the ordered, bounded log of messages for one SSE stream: the
@@ -280,6 +281,15 @@ func (s *Session) startRequest(e *envelope, st *stream) ([]byte, error) {
 	s.pending[childID] = p
 	s.byClientID[idKey(e.ID)] = childID
 	st.owed++
+	cfg := s.cfg
+	if s.table != nil {
+		if c := s.table.settings.Load(); c != nil {
+			cfg = c // the running config: a reload changes call_timeout
+		}
+	}
+	if limit := cfg.callTimeout; limit > 0 && e.Method != "initialize" {
+		p.bound = time.AfterFunc(limit, func() { s.callTimedOut(childID, limit) })
+	}
 	return e.withID(strconv.AppendUint(nil, childID, 10)), nil
 }
 
@@ -315,6 +325,9 @@ func (s *Session) finishLocked(childID uint64) *pending {
 		return nil
 	}
 	delete(s.pending, childID)
+	if p.bound != nil {
+		p.bound.Stop()
+	}
 	if p.audit != nil {
 		if p.audit.outcome == "" {
 			p.audit.outcome = "cancelled"
@@ -422,6 +435,37 @@ func (s *Session) rewriteCancel(e *envelope) []byte {
 	out.Params, _ = json.Marshal(params)
 	b, _ := json.Marshal(&out)
 	return b
+}
+
+// callTimedOut ends a request the child did not answer within
+// call_timeout: the client gets an error, the child notifications/cancelled.
+func (s *Session) callTimedOut(childID uint64, limit time.Duration) {
+	defer s.flushAudit() // after the lock is released
+	method, ok := func() (string, bool) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		p := s.pending[childID]
+		if p == nil {
+			return "", false
+		}
+		if p.audit != nil {
+			p.audit.outcome, p.audit.errorCode = "error", codeInternalError
+		}
+		p.stream.append(encodeError(p.clientID, &rpcError{Code: codeInternalError,
+			Message: "the call exceeded call_timeout (" + limit.String() + "); the server was sent notifications/cancelled"}))
+		s.finishLocked(childID)
+		return p.method, true
+	}()
+	if !ok {
+		return
+	}
+	s.logger.Warn("call ended: it exceeded call_timeout", zap.String("method", method), zap.Duration("call_timeout", limit))
+	msg, _ := json.Marshal(map[string]any{
+		"jsonrpc": "2.0",
+		"method":  "notifications/cancelled",
+		"params":  map[string]any{"requestId": childID, "reason": "the call exceeded call_timeout"},
+	})
+	_ = s.proc.send(msg, s.cfg.writeTimeout)
 }
 
 // cancelStream tells the child that the requests of a stream whose client

@@ -146,6 +146,14 @@ type Handler struct {
 	// answered with an error and its call cancelled. Default: 5m.
 	InputTimeout caddy.Duration `json:"input_timeout,omitempty"`
 
+	// The longest a forwarded 2026-07-28 call may take while its child
+	// works on it (a parked input_required round does not count; that is
+	// input_timeout). At the bound the child is sent notifications/cancelled
+	// and the client gets a -32603 error naming call_timeout. Default: 30m,
+	// generous enough for long tool runs (builds, crawls) while a hung child
+	// still frees its slot; negative (Caddyfile: off) means no bound.
+	CallTimeout caddy.Duration `json:"call_timeout,omitempty"`
+
 	// ttlMs on the list and read results (and server/discover) that
 	// 2026-07-28 clients get: how long they may reuse one. A stdio server
 	// announces changes on subscriptions/listen streams, not in its
@@ -284,6 +292,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.InputTimeout == 0 {
 		h.InputTimeout = caddy.Duration(5 * time.Minute)
 	}
+	if h.CallTimeout == 0 {
+		h.CallTimeout = caddy.Duration(30 * time.Minute)
+	}
 	for _, v := range h.Env {
 		if strings.Contains(v, "{") {
 			h.perRequest = true
@@ -311,6 +322,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		writeTimeout:    30 * time.Second,
 		prewarm:         h.Prewarm,
 		inputTimeout:    time.Duration(h.InputTimeout),
+		callTimeout:     time.Duration(max(h.CallTimeout, 0)),
 		cacheTTL:        time.Duration(h.CacheTTL),
 		command:         h.cmdLabel,
 		rootsForward:    len(h.Roots) == 1 && h.Roots[0] == "forward",

@@ -20,6 +20,7 @@ import (
 //	table.pubMu → warmPool.mu
 //	table.poolsMu → childPool.mu → poolChild.mu
 //	call.mu, table.roundsMu: taken alone
+//	table.probeMu: taken alone (held across a probe, which probeTimeout bounds)
 //	toolLabels.mu: a leaf (taken under Session.mu or childPool.mu)
 //
 // table.mu is never held while taking a Session's or the pool's lock (the
@@ -48,6 +49,7 @@ type settings struct {
 	writeTimeout    time.Duration
 	prewarm         int
 	inputTimeout    time.Duration   // how long a parked MRTR round waits for the retry
+	callTimeout     time.Duration   // the bound on a forwarded call while the child works (0: none)
 	cacheTTL        time.Duration   // ttlMs on cacheable 2026-07-28 results
 	command         string          // the command's label in metrics
 	rootsForward    bool            // roots forward: the client's roots reach the child
@@ -99,7 +101,10 @@ type table struct {
 	discover atomic.Pointer[json.RawMessage] // a modern child's DiscoverResult
 	info     atomic.Pointer[json.RawMessage] // serverInfo read from init (set once, as init is)
 	era      atomic.Int32                    // eraUnknown until probed (probe.go)
-	probeMu  sync.Mutex                      // one probe at a time
+	probeMu  sync.Mutex                      // one probe at a time; guards the three below
+	guessed  bool                            // the era is a guess: the probe got no answer (probe.go)
+	reprobe  time.Time                       // no re-probe of a guess before this
+	backoff  time.Duration                   // the wait after the next re-probe
 	tools    toolLabels                      // tool names for metric labels (metrics.go)
 }
 

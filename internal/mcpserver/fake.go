@@ -55,6 +55,8 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	         ("child-state-<n>"), and its retry with the requestState and
 //	         inputResponses it got (each retry's state is appended to
 //	         $CADDYMCP_FAKE_LOG)
+//	v32022   answers server/discover with -32022 (a modern server that does
+//	         not speak 2026-07-28), everything else as the plain fake
 //
 // On notifications/cancelled it reports the cancelled id with a
 // notifications/message, so tests can see that the bridge sent it.
@@ -197,6 +199,11 @@ func RunFakeIfRequested() {
 				"serverInfo":      map[string]any{"name": "fake", "version": "1"},
 			})
 		case "server/discover":
+			if has("v32022") {
+				send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "error": map[string]any{"code": -32022,
+					"message": "unsupported protocol version", "data": map[string]any{"supported": []string{"2027-01-01"}}}})
+				continue
+			}
 			if !has("modern") {
 				send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "error": map[string]any{"code": -32601, "message": "method not found"}})
 				continue

@@ -1,0 +1,65 @@
+package stdiobridge_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddymcp/caddymcp/internal/caddyrun"
+)
+
+// A child answering server/discover with -32022 (unsupported protocol
+// version) is a modern server: the bridge does not fall back to the 2025
+// handshake (basic/transports/stdio, Backward Compatibility), so a 2026
+// call gets an error rather than a translated answer.
+func TestProbeUnsupportedVersionIsModern(t *testing.T) {
+	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "v32022", ""))
+	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+	status, r := modernPost(context.Background(), t, url, "", 1, "tools/call", `{"name":"t","arguments":{}}`)
+	if r["error"] == nil || r["result"] != nil {
+		t.Fatalf("a -32022 server was treated as 2025-era (translated): %d %v", status, r)
+	}
+}
+
+// waitLog waits (bounded) until the fake's log holds want.
+func waitLog(t *testing.T, read func() string, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(read(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the child never logged %q; log:\n%s", want, read())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A 2025 session's call the child never answers ends at call_timeout: the
+// client gets -32603 naming call_timeout, the child notifications/cancelled.
+func TestCallTimeoutSession(t *testing.T) {
+	log, read := fakeLog(t)
+	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "mrtr", "\n\t\tenv CADDYMCP_FAKE_LOG "+log+"\n\t\tcall_timeout 300ms"))
+	cl := newClient(t, "http://127.0.0.1:"+strconv.Itoa(c.Port)+"/mcp")
+	cl.initialize()
+	msgs := cl.call("2", "tools/call", `{"name":"hold","arguments":{}}`)
+	if len(msgs) != 1 || !strings.Contains(msgs[0], `"code":-32603`) || !strings.Contains(msgs[0], "call_timeout") {
+		t.Fatalf("held call: %v", msgs)
+	}
+	waitLog(t, read, "cancelled ")
+}
+
+// The same for a 2026-07-28 call on the pool.
+func TestCallTimeoutModern(t *testing.T) {
+	log, read := fakeLog(t)
+	c := caddyrun.StartCaddyfile(t, "", plainModernSite(t, log, "\n\t\tcall_timeout 300ms"))
+	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	status, r := modernPost(ctx, t, url, "", 1, "tools/call", `{"name":"hold","arguments":{}}`)
+	e, _ := r["error"].(map[string]any)
+	if e == nil || e["code"] != float64(-32603) || !strings.Contains(e["message"].(string), "call_timeout") {
+		t.Fatalf("held call: %d %v", status, r)
+	}
+	waitLog(t, read, "cancelled ")
+}
