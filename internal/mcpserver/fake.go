@@ -50,6 +50,13 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	         listChanged and resource subscriptions; every answer, cancellation,
 //	         client notification
 //	         and error it sees is appended to $CADDYMCP_FAKE_LOG
+//	spec     (with mrtr) tools "urlask" (asks a URL-mode elicitation),
+//	         "urlerr" (answers -32042 with a URL elicitation), "notfound"
+//	         (answers -32002), "sample" (asks sampling/createMessage); a
+//	         2025-11-25 tasks capability and tools with execution.taskSupport
+//	         ("task_optional", "task_required"); resources/read of
+//	         "ask://x" asks an elicitation; in mode modern, tools/list says
+//	         cacheScope public
 //	modern   a 2026-07-28 server: answers server/discover; tools/call
 //	         "ask" answers input_required with a requestState of its own
 //	         ("child-state-<n>"), and its retry with the requestState and
@@ -188,6 +195,9 @@ func RunFakeIfRequested() {
 				caps = map[string]any{"tools": map[string]any{"listChanged": true},
 					"resources": map[string]any{"subscribe": true, "listChanged": true}}
 			}
+			if has("spec") {
+				caps["tasks"] = map[string]any{"requests": map[string]any{"tools": map[string]any{"call": map[string]any{}}}}
+			}
 			var c struct {
 				Capabilities json.RawMessage `json:"capabilities"`
 			}
@@ -211,6 +221,16 @@ func RunFakeIfRequested() {
 			result(map[string]any{"resultType": "complete", "supportedVersions": []string{"2026-07-28"},
 				"capabilities": map[string]any{"tools": map[string]any{}}, "serverInfo": map[string]any{"name": "fake-modern", "version": "1"}})
 		case "tools/list":
+			if has("spec") {
+				r := map[string]any{"tools": []any{map[string]any{"name": "t", "inputSchema": map[string]any{"type": "object"}},
+					map[string]any{"name": "task_optional", "inputSchema": map[string]any{"type": "object"}, "execution": map[string]any{"taskSupport": "optional"}},
+					map[string]any{"name": "task_required", "inputSchema": map[string]any{"type": "object"}, "execution": map[string]any{"taskSupport": "required"}}}}
+				if has("modern") {
+					r["resultType"], r["cacheScope"], r["ttlMs"] = "complete", "public", 60000
+				}
+				result(r)
+				continue
+			}
 			result(map[string]any{"tools": []any{map[string]any{"name": "t", "inputSchema": map[string]any{"type": "object"}},
 				map[string]any{"name": "read_file", "inputSchema": map[string]any{"type": "object"}},
 				map[string]any{"name": "write_file", "inputSchema": map[string]any{"type": "object"}},
@@ -277,6 +297,23 @@ func RunFakeIfRequested() {
 				send(map[string]any{"jsonrpc": "2.0", "id": json.RawMessage(q), "method": "elicitation/create",
 					"params": map[string]any{"mode": "form", "message": "Your name?", "requestedSchema": map[string]any{
 						"type": "object", "properties": map[string]any{"name": map[string]any{"type": "string"}}}}})
+			case has("spec") && call.Name == "urlask":
+				nextQ++
+				q := fmt.Sprintf(`"q%d"`, nextQ)
+				asked[q] = msg.ID
+				send(map[string]any{"jsonrpc": "2.0", "id": json.RawMessage(q), "method": "elicitation/create",
+					"params": map[string]any{"mode": "url", "message": "Sign in", "url": "https://example.com/signin", "elicitationId": "e1"}})
+			case has("spec") && call.Name == "sample":
+				nextQ++
+				q := fmt.Sprintf(`"q%d"`, nextQ)
+				asked[q] = msg.ID
+				send(map[string]any{"jsonrpc": "2.0", "id": json.RawMessage(q), "method": "sampling/createMessage",
+					"params": map[string]any{"messages": []any{}, "maxTokens": 10}})
+			case has("spec") && call.Name == "urlerr":
+				send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "error": map[string]any{"code": -32042, "message": "URL elicitation required",
+					"data": map[string]any{"elicitations": []any{map[string]any{"mode": "url", "message": "Authorize", "url": "https://example.com/auth", "elicitationId": "e2"}}}}})
+			case has("spec") && call.Name == "notfound":
+				send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "error": map[string]any{"code": -32002, "message": "not found"}})
 			case has("mrtr") && call.Name == "caps":
 				text("caps=" + string(initCaps))
 			case has("mrtr") && call.Name == "roots":
@@ -331,6 +368,24 @@ func RunFakeIfRequested() {
 			default:
 				text("ok")
 			}
+		case "resources/read":
+			var p struct {
+				URI string `json:"uri"`
+			}
+			_ = json.Unmarshal(msg.Params, &p)
+			if has("spec") && p.URI == "ask://x" {
+				nextQ++
+				q := fmt.Sprintf(`"q%d"`, nextQ)
+				asked[q] = msg.ID
+				send(map[string]any{"jsonrpc": "2.0", "id": json.RawMessage(q), "method": "elicitation/create",
+					"params": map[string]any{"mode": "form", "message": "Which?", "requestedSchema": map[string]any{"type": "object"}}})
+				continue
+			}
+			code := -32601 // as before this case existed
+			if has("spec") {
+				code = -32002
+			}
+			send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "error": map[string]any{"code": code, "message": "not found"}})
 		case "ping":
 			result(map[string]any{})
 		case "resources/subscribe", "resources/unsubscribe":
