@@ -353,7 +353,14 @@ func (p *childPool) freed() {
 // child must see them, except for the progress token, which start replaces
 // by one of its own.
 func (c *poolChild) start(method string, params map[string]json.RawMessage, asking bool, holder string, logLevel int) (*call, error) {
-	cl := &call{child: c, method: method, logLevel: logLevel, holder: holder,
+	return c.startListen(method, params, asking, holder, logLevel, nil)
+}
+
+// startListen is start for a subscriptions/listen call whose client id is
+// subID: it is set before the request reaches the child, whose
+// acknowledgement may come back before start returns.
+func (c *poolChild) startListen(method string, params map[string]json.RawMessage, asking bool, holder string, logLevel int, subID json.RawMessage) (*call, error) {
+	cl := &call{child: c, method: method, logLevel: logLevel, holder: holder, subID: subID,
 		events: make(chan []byte, eventsBuffer(method)), final: make(chan []byte, 1)}
 	if asking {
 		// only the asker's channel receives the child's questions

@@ -204,7 +204,7 @@ func TestCancelledCallsAreForgotten(t *testing.T) {
 `)
 	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
 	for i := range 3 {
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a lost acknowledgement fails, never hangs
 		body := `{"jsonrpc":"2.0","id":"L` + strconv.Itoa(i) + `","method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true},"_meta":{` +
 			`"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`
 		req, _ := http.NewRequestWithContext(ctx, "POST", url, strings.NewReader(body))
@@ -217,9 +217,14 @@ func TestCancelledCallsAreForgotten(t *testing.T) {
 			t.Fatal(err)
 		}
 		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() && !strings.Contains(sc.Text(), "notifications/subscriptions/acknowledged") {
+		acked := false
+		for !acked && sc.Scan() {
+			acked = strings.Contains(sc.Text(), "notifications/subscriptions/acknowledged")
 		}
 		cancel()
+		if !acked {
+			t.Fatalf("listen %d: no acknowledgement", i)
+		}
 		resp.Body.Close()
 	}
 	deadline := time.Now().Add(20 * time.Second)

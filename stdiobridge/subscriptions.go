@@ -337,12 +337,11 @@ func (h *Handler) listenModern(w http.ResponseWriter, r *http.Request, m *modern
 	if c == nil {
 		return
 	}
-	cl, err := c.start(m.e.Method, m.params, false, "", -1)
+	cl, err := c.startListen(m.e.Method, m.params, false, "", -1, m.e.ID)
 	if err != nil {
 		h.childUnavailable(w, m.e.ID, err)
 		return
 	}
-	cl.subID = m.e.ID
 	sw := newSSEWriter(w, "")
 	if sw.flush() != nil {
 		cl.cancel("the client went away")
