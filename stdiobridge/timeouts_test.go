@@ -2,12 +2,14 @@ package stdiobridge_test
 
 import (
 	"context"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddymcp/caddymcp/internal/caddyrun"
+	"github.com/caddymcp/caddymcp/stdiobridge"
 )
 
 // A child answering server/discover with -32022 (unsupported protocol
@@ -62,4 +64,28 @@ func TestCallTimeoutModern(t *testing.T) {
 		t.Fatalf("held call: %d %v", status, r)
 	}
 	waitLog(t, read, "cancelled ")
+}
+
+// A probe that got no answer in time (a cold npx still fetching a
+// 2026-only server) leaves a guessed legacy verdict; when the legacy
+// handshake is then refused, the next request probes again and is passed
+// through to the modern server, without a reload.
+func TestReprobeAfterProbeTimeout(t *testing.T) {
+	defer stdiobridge.SetProbeTimeout(300 * time.Millisecond)()
+	log, read := fakeLog(t)
+	count := filepath.Join(t.TempDir(), "count")
+	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "modern,mrtr,cold",
+		"\n\t\tenv CADDYMCP_FAKE_LOG "+log+"\n\t\tenv CADDYMCP_FAKE_COUNT "+count))
+	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+	status, r := modernPost(context.Background(), t, url, "", 1, "tools/call", `{"name":"whoami","arguments":{}}`)
+	if r["result"] != nil {
+		t.Fatalf("the first call was answered although its probe timed out and initialize is refused: %d %v", status, r)
+	}
+	if !strings.Contains(read(), "discover unanswered") || !strings.Contains(read(), "initialize refused") {
+		t.Fatalf("the first request did not go through an unanswered probe and a refused handshake; log:\n%s", read())
+	}
+	status, r = modernPost(context.Background(), t, url, "", 2, "tools/call", `{"name":"whoami","arguments":{}}`)
+	if status != 200 || resultOf(r)["resultType"] != "complete" {
+		t.Fatalf("after the refused handshake the route is still pinned to 2025 (no re-probe): %d %v\nlog:\n%s", status, r, read())
+	}
 }

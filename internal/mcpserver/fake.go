@@ -64,6 +64,10 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	         $CADDYMCP_FAKE_LOG)
 //	v32022   answers server/discover with -32022 (a modern server that does
 //	         not speak 2026-07-28), everything else as the plain fake
+//	cold     (with modern) a 2026-only server slow to start: the first
+//	         process to be asked server/discover (counted in the file
+//	         $CADDYMCP_FAKE_COUNT) never answers it, and initialize is
+//	         refused with -32601 by every process
 //
 // On notifications/cancelled it reports the cancelled id with a
 // notifications/message, so tests can see that the bridge sent it.
@@ -116,6 +120,19 @@ func RunFakeIfRequested() {
 				f.Close()
 			}
 		}
+	}
+	// discoverCount counts the server/discover requests of every process
+	// sharing $CADDYMCP_FAKE_COUNT, this one included.
+	discoverCount := func() int {
+		path := os.Getenv("CADDYMCP_FAKE_COUNT")
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+		if err != nil {
+			return 0
+		}
+		f.WriteString("x")
+		f.Close()
+		b, _ := os.ReadFile(path)
+		return len(b)
 	}
 	asked := map[string]json.RawMessage{} // our question id -> the tools/call id
 	holdAfter := map[string]bool{}        // tools/call ids of "askhold": held once answered
@@ -186,6 +203,12 @@ func RunFakeIfRequested() {
 		text := func(s string) { result(map[string]any{"content": []any{map[string]any{"type": "text", "text": s}}}) }
 		switch msg.Method {
 		case "initialize":
+			if has("cold") {
+				logf("initialize refused")
+				send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "error": map[string]any{"code": -32601,
+					"message": "initialize is not supported: this server speaks 2026-07-28 only"}})
+				continue
+			}
 			var p struct {
 				ProtocolVersion string `json:"protocolVersion"`
 			}
@@ -217,6 +240,10 @@ func RunFakeIfRequested() {
 			if !has("modern") {
 				send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "error": map[string]any{"code": -32601, "message": "method not found"}})
 				continue
+			}
+			if has("cold") && discoverCount() == 1 {
+				logf("discover unanswered")
+				continue // still fetching its package
 			}
 			result(map[string]any{"resultType": "complete", "supportedVersions": []string{"2026-07-28"},
 				"capabilities": map[string]any{"tools": map[string]any{}}, "serverInfo": map[string]any{"name": "fake-modern", "version": "1"}})
