@@ -84,6 +84,11 @@ func TestSpec2026Translation(t *testing.T) {
 	if res := resultOf(r); res["resultType"] != "input_required" || res["ttlMs"] != nil || res["cacheScope"] != nil {
 		t.Errorf("15: input_required to resources/read: %v", r)
 	}
+	// and the server's own round to resources/read loses the hints it gave
+	_, r = modernPost(ctx, t, url, "", 9, "resources/read", `{"uri":"round://x"}`)
+	if res := resultOf(r); res["resultType"] != "input_required" || res["ttlMs"] != nil || res["cacheScope"] != nil {
+		t.Errorf("15: the server's own input_required to resources/read: %v", r)
+	}
 }
 
 // 10c: a 2026-native child's cacheScope "public" reaches an authenticated

@@ -55,7 +55,8 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	         (answers -32002), "sample" (asks sampling/createMessage); a
 //	         2025-11-25 tasks capability and tools with execution.taskSupport
 //	         ("task_optional", "task_required"); resources/read of
-//	         "ask://x" asks an elicitation; in mode modern, tools/list says
+//	         "ask://x" asks an elicitation, of "round://x" answers a round of
+//	         its own (input_required with ttlMs and cacheScope public); in mode modern, tools/list says
 //	         cacheScope public
 //	modern   a 2026-07-28 server: answers server/discover; tools/call
 //	         "ask" answers input_required with a requestState of its own
@@ -406,6 +407,15 @@ func RunFakeIfRequested() {
 				asked[q] = msg.ID
 				send(map[string]any{"jsonrpc": "2.0", "id": json.RawMessage(q), "method": "elicitation/create",
 					"params": map[string]any{"mode": "form", "message": "Which?", "requestedSchema": map[string]any{"type": "object"}}})
+				continue
+			}
+			if has("spec") && p.URI == "round://x" {
+				// a server's own round (go-sdk's later rounds), with
+				// caching hints it should not have given
+				result(map[string]any{"resultType": "input_required", "requestState": "child-round",
+					"inputRequests": map[string]any{"q": map[string]any{"method": "elicitation/create",
+						"params": map[string]any{"mode": "form", "message": "Which?", "requestedSchema": map[string]any{"type": "object"}}}},
+					"ttlMs": 60000, "cacheScope": "public"})
 				continue
 			}
 			code := -32601 // as before this case existed
