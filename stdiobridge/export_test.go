@@ -9,3 +9,11 @@ func SetProbeTimeout(d time.Duration) (restore func()) {
 	probeTimeout = d
 	return func() { probeTimeout = old }
 }
+
+// SetDefaultCallTimeout lowers the default call_timeout for the routes
+// provisioned during one test; the returned func restores it.
+func SetDefaultCallTimeout(d time.Duration) (restore func()) {
+	old := defaultCallTimeout
+	defaultCallTimeout = d
+	return func() { defaultCallTimeout = old }
+}

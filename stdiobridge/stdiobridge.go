@@ -237,6 +237,10 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision sets defaults and joins the session table of this process
 // configuration. It starts no process and changes nothing a running config
 // uses: the table takes this handler's settings once its config runs.
+// defaultCallTimeout is call_timeout where a route sets none (a variable
+// so that a test can show the default at work without waiting 30 minutes).
+var defaultCallTimeout = 30 * time.Minute
+
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.audit = h.logger.Named("audit")
@@ -293,7 +297,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.InputTimeout = caddy.Duration(5 * time.Minute)
 	}
 	if h.CallTimeout == 0 {
-		h.CallTimeout = caddy.Duration(30 * time.Minute)
+		h.CallTimeout = caddy.Duration(defaultCallTimeout)
 	}
 	for _, v := range h.Env {
 		if strings.Contains(v, "{") {

@@ -2,6 +2,7 @@ package stdiobridge_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -88,4 +89,27 @@ func TestReprobeAfterProbeTimeout(t *testing.T) {
 	if status != 200 || resultOf(r)["resultType"] != "complete" {
 		t.Fatalf("after the refused handshake the route is still pinned to 2025 (no re-probe): %d %v\nlog:\n%s", status, r, read())
 	}
+}
+
+// Without call_timeout a route still bounds its calls, by the default
+// (30m, lowered here): a call the child never answers ends in both eras.
+func TestCallTimeoutDefault(t *testing.T) {
+	defer stdiobridge.SetDefaultCallTimeout(300 * time.Millisecond)()
+	log, read := fakeLog(t)
+	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "mrtr", "\n\t\tenv CADDYMCP_FAKE_LOG "+log))
+	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+	cl := newClient(t, url)
+	cl.initialize()
+	msgs := cl.call("2", "tools/call", `{"name":"hold","arguments":{}}`)
+	if len(msgs) != 1 || !strings.Contains(msgs[0], `"code":-32603`) || !strings.Contains(msgs[0], "call_timeout") {
+		t.Fatalf("2025: held call without call_timeout: %v", msgs)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	status, r := modernPost(ctx, t, url, "", 1, "tools/call", `{"name":"hold","arguments":{}}`)
+	e, _ := r["error"].(map[string]any)
+	if e == nil || e["code"] != float64(-32603) || !strings.Contains(fmt.Sprint(e["message"]), "call_timeout") {
+		t.Fatalf("2026: held call without call_timeout: %d %v", status, r)
+	}
+	waitLog(t, read, "cancelled ")
 }
