@@ -2,12 +2,13 @@ package stdiobridge
 
 import (
 	"encoding/json"
-	"github.com/prometheus/client_golang/prometheus"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"

@@ -37,7 +37,7 @@ func BenchmarkMessagePath(b *testing.B) {
 		}
 		_ = json.Unmarshal(msg, &sent)
 		answer := `{"jsonrpc":"2.0","id":` + string(sent.ID) + `,"result":{"content":[{"type":"text","text":"This is a simple text response for testing."}]}}`
-		s.childMessage([]byte(answer))
+		s.ChildMessage([]byte(answer))
 		s.mu.Lock()
 		evs, _ := st.since(0)
 		if len(evs) != 1 || !st.done {

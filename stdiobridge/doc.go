@@ -43,7 +43,7 @@
 //
 // A child costs Caddy four descriptors (three pipes and a pidfd) and three
 // goroutines parked in the netpoller (stdout, stderr, exit), no OS thread:
-// on Linux it is reaped through its pidfd (process_linux.go), so idle
+// on Linux it is reaped through its pidfd (internal/childproc), so idle
 // sessions are bounded by the descriptor limit, not by Go's 10 000 threads.
 //
 // # Locks
@@ -57,7 +57,7 @@
 //	call.mu, table.roundsMu, table.probeMu, sweeper.mu: alone
 //	toolLabels.mu: a leaf (taken under Session.mu or childPool.mu)
 //
-// No lock is held across I/O (process.writeMu serializes one child's stdin
+// No lock is held across I/O (childproc.Process.writeMu serializes one child's stdin
 // writes, each under a deadline; table.probeMu is held while one probe runs,
 // bounded by probeTimeout, so that concurrent first requests wait for one
 // probe). A child's output is routed under its own lock only, and the

@@ -28,7 +28,7 @@ func TestLockPanicSafe(t *testing.T) {
 		},
 		"childExited": func(s *Session) {
 			s.pending[1] = nil // p.audit panics
-			s.childExited(nil)
+			s.ChildExited(nil)
 		},
 	}
 	for name, run := range cases {

@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddymcp/caddymcp/internal/childproc"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddymcp/caddymcp/internal/mcpreq"
@@ -224,7 +226,7 @@ func countExit(cfg *settings, expected bool) {
 }
 
 // countStart counts a server process started for sink.
-func countStart(command string, sink messageSink) {
+func countStart(command string, sink childproc.Sink) {
 	if bridgeMetrics.childStarts == nil {
 		return
 	}

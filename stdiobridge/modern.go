@@ -288,7 +288,7 @@ func (h *Handler) poolFor(r *http.Request, m *modernReq) *childPool {
 	var env []string
 	key := "\x00"
 	if h.perRequest {
-		env = h.childEnv(r)
+		env = h.spawner.environ(r)
 		d := sha256.Sum256([]byte(strings.Join(env, "\x00")))
 		key += string(d[:16])
 	}
@@ -365,11 +365,7 @@ func (h *Handler) startPoolChild(r *http.Request, p *childPool, requester string
 		}
 	}
 	if !prewarmed {
-		env := p.env
-		if env == nil {
-			env = h.childEnv(nil)
-		}
-		proc, err := h.startChildEnv(env, c, c.logger)
+		proc, err := h.table.startChild(p.env, c, c.logger)
 		c.proc = proc
 		if err != nil {
 			close(c.started)
@@ -391,7 +387,7 @@ func (h *Handler) startPoolChild(r *http.Request, p *childPool, requester string
 	} else {
 		h.table.discovered(c.initResult)
 	}
-	c.logger.Info("pool child started", zap.Int("pid", c.proc.pid()), zap.Bool("prewarmed", prewarmed), zap.Bool("modern", c.modern))
+	c.logger.Info("pool child started", zap.Int("pid", c.proc.Pid()), zap.Bool("prewarmed", prewarmed), zap.Bool("modern", c.modern))
 	return c, admitted, nil
 }
 
@@ -528,7 +524,7 @@ func (h *Handler) serveCall(w http.ResponseWriter, r *http.Request, m *modernReq
 		return
 	}
 	if rec != nil {
-		rec.pid = c.proc.pid()
+		rec.pid = c.proc.Pid()
 	}
 	h.await(w, r, m, cl, rec)
 }

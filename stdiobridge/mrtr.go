@@ -245,7 +245,7 @@ func (h *Handler) resume(w http.ResponseWriter, r *http.Request, m *modernReq, p
 	}
 	rec := h.newAudit(r, "2026", m.e.Method, m.e.ID, m.e.Params)
 	if rec != nil {
-		rec.pid = cl.child.proc.pid()
+		rec.pid = cl.child.proc.Pid()
 	}
 	if remaining > 0 {
 		(&replier{w: w}).finish(http.StatusOK, h.park(cl, m))

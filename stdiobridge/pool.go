@@ -40,6 +40,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddymcp/caddymcp/internal/childproc"
+
 	"go.uber.org/zap"
 )
 
@@ -72,7 +74,7 @@ type poolChild struct {
 	limit   string // whom it counts against (table.reserve)
 	modern  bool   // speaks 2026-07-28 itself: requests pass through
 	pool    *childPool
-	proc    *process
+	proc    *childproc.Process
 	logger  *zap.Logger
 	ready   chan struct{} // closed once the handshake finished (initErr says how)
 	started chan struct{} // closed once proc is set (nil if the start failed)
@@ -571,7 +573,7 @@ func (c *poolChild) send(b []byte) error {
 	if c.proc == nil {
 		return errSessionClosed
 	}
-	return c.proc.send(b, c.pool.t.settings.Load().writeTimeout)
+	return c.proc.Send(b, c.pool.t.settings.Load().writeTimeout)
 }
 
 // answer sends the child a response to one of its requests.
@@ -584,8 +586,8 @@ func (c *poolChild) answerError(id json.RawMessage, code int, message string) {
 	_ = c.send(encodeError(id, &rpcError{Code: code, Message: message}))
 }
 
-// childMessage routes a message from the child (messageSink).
-func (c *poolChild) childMessage(line []byte) {
+// ChildMessage routes a message from the child (childproc.Sink).
+func (c *poolChild) ChildMessage(line []byte) {
 	e, err := parseEnvelope(line)
 	if err != nil {
 		if c.invalidWarned.CompareAndSwap(false, true) { // once per child, then debug
@@ -759,7 +761,7 @@ func (cl *call) event(b []byte) {
 	}
 }
 
-func (c *poolChild) childOversized(id []byte, size int) {
+func (c *poolChild) ChildOversized(id []byte, size int) {
 	c.logger.Warn("server process wrote a message larger than max_message_size; dropped",
 		zap.Int("size", size), zap.Int("max_message_size", c.pool.t.settings.Load().maxMessageSize))
 	n, err := strconv.ParseUint(string(id), 10, 64)
@@ -772,9 +774,9 @@ func (c *poolChild) childOversized(id []byte, size int) {
 	}
 }
 
-// childExited answers every call and removes the child from its pool.
-func (c *poolChild) childExited(err error) {
-	desc := exitDescription(err)
+// ChildExited answers every call and removes the child from its pool.
+func (c *poolChild) ChildExited(err error) {
+	desc := childproc.ExitDescription(err)
 	c.mu.Lock()
 	expected := c.closed
 	c.closed = true
@@ -824,7 +826,7 @@ func (c *poolChild) end(reason string) {
 	t.ending.Add(1)
 	go func() {
 		defer t.ending.Done()
-		c.proc.terminate(t.settings.Load().shutdownTimeout)
+		c.proc.Terminate(t.settings.Load().shutdownTimeout)
 	}()
 }
 

@@ -130,11 +130,11 @@ func TestUnaddressedMessagesAttributed(t *testing.T) {
 	alice := newCall(c, 1, "alice", "tools/call", true)
 	newCall(c, 2, "alice", "subscriptions/listen", false).subID = json.RawMessage(`"L"`)
 	newCall(c, 3, "", "resources/subscribe", false)
-	c.childMessage(logLine)
+	c.ChildMessage(logLine)
 	if len(alice.events) != 1 {
 		t.Fatalf("the only client call got %d log messages, want 1", len(alice.events))
 	}
-	c.childMessage(askLine)
+	c.ChildMessage(askLine)
 	if len(alice.asks) != 1 {
 		t.Fatal("the asker, alone, did not get its question")
 	}
@@ -143,11 +143,11 @@ func TestUnaddressedMessagesAttributed(t *testing.T) {
 	c = newChild()
 	alice = newCall(c, 1, "alice", "tools/call", true)
 	bob := newCall(c, 2, "bob", "tools/list", false)
-	c.childMessage(logLine)
+	c.ChildMessage(logLine)
 	if len(alice.events)+len(bob.events) != 0 {
 		t.Fatal("a log message with two calls in flight was delivered")
 	}
-	c.childMessage(askLine)
+	c.ChildMessage(askLine)
 	if len(alice.asks) != 0 {
 		t.Fatal("a question was delivered while another principal's call was in flight")
 	}
@@ -156,11 +156,11 @@ func TestUnaddressedMessagesAttributed(t *testing.T) {
 	c = newChild()
 	alice = newCall(c, 1, "alice", "tools/call", true)
 	alice2 := newCall(c, 2, "alice", "tools/list", false)
-	c.childMessage(logLine)
+	c.ChildMessage(logLine)
 	if len(alice.events)+len(alice2.events) != 0 {
 		t.Fatal("a log message with two calls in flight was delivered")
 	}
-	c.childMessage(askLine)
+	c.ChildMessage(askLine)
 	if len(alice.asks) != 1 {
 		t.Fatal("alice's asker did not get the question while only her calls were in flight")
 	}

@@ -4,6 +4,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddymcp/caddymcp/internal/childproc"
+
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 )
@@ -16,7 +18,7 @@ import (
 // switchSink holds a warm child's output until a session adopts it.
 type switchSink struct {
 	mu      sync.Mutex
-	target  messageSink
+	target  childproc.Sink
 	early   [][]byte // lines written before adoption (bounded)
 	exited  bool
 	exitErr error
@@ -25,11 +27,11 @@ type switchSink struct {
 
 const maxEarlyLines = 64
 
-func (w *switchSink) childMessage(line []byte) {
+func (w *switchSink) ChildMessage(line []byte) {
 	w.mu.Lock()
 	if t := w.target; t != nil {
 		w.mu.Unlock()
-		t.childMessage(line)
+		t.ChildMessage(line)
 		return
 	}
 	if len(w.early) < maxEarlyLines {
@@ -38,16 +40,16 @@ func (w *switchSink) childMessage(line []byte) {
 	w.mu.Unlock()
 }
 
-func (w *switchSink) childOversized(id []byte, size int) {
+func (w *switchSink) ChildOversized(id []byte, size int) {
 	w.mu.Lock()
 	t := w.target
 	w.mu.Unlock()
 	if t != nil {
-		t.childOversized(id, size)
+		t.ChildOversized(id, size)
 	}
 }
 
-func (w *switchSink) childExited(err error) {
+func (w *switchSink) ChildExited(err error) {
 	w.mu.Lock()
 	t := w.target
 	if t == nil {
@@ -56,14 +58,14 @@ func (w *switchSink) childExited(err error) {
 	idle := w.onIdle
 	w.mu.Unlock()
 	if t != nil {
-		t.childExited(err)
+		t.ChildExited(err)
 	} else if idle != nil {
 		idle(err)
 	}
 }
 
 // adopt hands the child's output to a session; false if it already exited.
-func (w *switchSink) adopt(s messageSink) bool {
+func (w *switchSink) adopt(s childproc.Sink) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.exited {
@@ -71,7 +73,7 @@ func (w *switchSink) adopt(s messageSink) bool {
 	}
 	w.target = s
 	for _, line := range w.early {
-		s.childMessage(line)
+		s.ChildMessage(line)
 	}
 	w.early = nil
 	return true
@@ -79,12 +81,9 @@ func (w *switchSink) adopt(s messageSink) bool {
 
 // warmChild is a started, not yet initialized child.
 type warmChild struct {
-	proc *process
+	proc *childproc.Process
 	sink *switchSink
 }
-
-// spawnFunc starts a child whose output goes to sink.
-type spawnFunc func(sink messageSink) (*process, error)
 
 // warmPool keeps up to n children started for a table.
 type warmPool struct {
@@ -94,17 +93,16 @@ type warmPool struct {
 
 	mu       sync.Mutex
 	n        int
-	spawn    spawnFunc
 	ready    []*warmChild
 	starting int
 	stopped  bool
 }
 
-// configure sets the pool's size and spawner (from the settings of the
-// config that runs); children beyond a smaller size are ended.
-func (p *warmPool) configure(n int, spawn spawnFunc) {
+// configure sets the pool's size (from the settings of the config that
+// runs); children beyond a smaller size are ended.
+func (p *warmPool) configure(n int) {
 	p.mu.Lock()
-	p.n, p.spawn = n, spawn
+	p.n = n
 	var surplus []*warmChild
 	if len(p.ready) > n {
 		surplus = append(surplus, p.ready[n:]...)
@@ -145,19 +143,19 @@ func (p *warmPool) size() int {
 func (p *warmPool) fill() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for !p.stopped && p.spawn != nil && len(p.ready)+p.starting < p.n {
+	for !p.stopped && p.t.spawner.Load() != nil && len(p.ready)+p.starting < p.n {
 		max := p.t.settings.Load().maxSessions
 		if max > 0 && p.t.count()+len(p.ready)+p.starting >= max {
 			return
 		}
 		p.starting++
-		go p.start(p.spawn)
+		go p.start()
 	}
 }
 
-func (p *warmPool) start(spawn spawnFunc) {
+func (p *warmPool) start() {
 	sink := &switchSink{}
-	proc, err := spawn(sink)
+	proc, err := p.t.startChild(nil, sink, p.logger)
 	p.mu.Lock()
 	p.starting--
 	if err != nil {
@@ -168,7 +166,7 @@ func (p *warmPool) start(spawn spawnFunc) {
 	c := &warmChild{proc: proc, sink: sink}
 	if p.stopped || len(p.ready) >= p.n {
 		p.mu.Unlock()
-		proc.terminate(p.t.settings.Load().shutdownTimeout)
+		proc.Terminate(p.t.settings.Load().shutdownTimeout)
 		return
 	}
 	sink.mu.Lock()
@@ -182,7 +180,7 @@ func (p *warmPool) start(spawn spawnFunc) {
 	}
 	p.ready = append(p.ready, c)
 	p.mu.Unlock()
-	p.logger.Debug("prewarmed an MCP server process", zap.Int("pid", proc.pid()))
+	p.logger.Debug("prewarmed an MCP server process", zap.Int("pid", proc.Pid()))
 }
 
 // lost removes a warm child that exited before any session used it.
@@ -195,7 +193,7 @@ func (p *warmPool) lost(c *warmChild, err error) {
 		}
 	}
 	p.mu.Unlock()
-	p.logger.Warn("a prewarmed MCP server process exited before use", zap.String("status", exitDescription(err)))
+	p.logger.Warn("a prewarmed MCP server process exited before use", zap.String("status", childproc.ExitDescription(err)))
 	if p.limit.Allow() {
 		p.fill()
 	} else {
@@ -209,7 +207,7 @@ func (p *warmPool) end(c *warmChild) {
 	c.sink.mu.Lock()
 	c.sink.onIdle = nil
 	c.sink.mu.Unlock()
-	c.proc.terminate(p.t.settings.Load().shutdownTimeout)
+	c.proc.Terminate(p.t.settings.Load().shutdownTimeout)
 }
 
 // stop ends every warm child and waits for them, including any still

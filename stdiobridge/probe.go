@@ -45,7 +45,7 @@ type probeSink struct {
 	got  chan []byte
 }
 
-func (s *probeSink) childMessage(line []byte) {
+func (s *probeSink) ChildMessage(line []byte) {
 	e, err := parseEnvelope(line)
 	if err != nil || !e.isResponse() || string(e.ID) != `"caddymcp-probe"` {
 		return
@@ -53,8 +53,8 @@ func (s *probeSink) childMessage(line []byte) {
 	b := append([]byte(nil), line...)
 	s.once.Do(func() { s.got <- b })
 }
-func (s *probeSink) childOversized([]byte, int) {}
-func (s *probeSink) childExited(error)          { s.once.Do(func() { close(s.got) }) }
+func (s *probeSink) ChildOversized([]byte, int) {}
+func (s *probeSink) ChildExited(error)          { s.once.Do(func() { close(s.got) }) }
 
 var probeRequest = []byte(`{"jsonrpc":"2.0","id":"caddymcp-probe","method":"server/discover","params":{"_meta":{` +
 	`"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},` +
@@ -111,7 +111,7 @@ func (h *Handler) assumptionFailed() {
 // answer came (the verdict is legacy then).
 func (h *Handler) probe(r *http.Request) (verdict int32, guess bool) {
 	sink := &probeSink{got: make(chan []byte, 1)}
-	proc, err := h.startChild(r, sink, h.logger.With(zap.String("probe", h.Command)))
+	proc, err := h.table.startChild(h.spawner.environ(r), sink, h.logger.With(zap.String("probe", h.Command)))
 	if err != nil {
 		h.logger.Warn("could not start a probe process; treating the server as 2025-era", zap.Error(err))
 		return eraLegacy, true
@@ -121,11 +121,11 @@ func (h *Handler) probe(r *http.Request) (verdict int32, guess bool) {
 		t.ending.Add(1)
 		go func() {
 			defer t.ending.Done()
-			proc.terminate(time.Second)
+			proc.Terminate(time.Second)
 		}()
 	}()
 	verdict, guess = eraLegacy, true
-	if proc.send(probeRequest, probeTimeout) == nil {
+	if proc.Send(probeRequest, probeTimeout) == nil {
 		timer := time.NewTimer(probeTimeout)
 		defer timer.Stop()
 		select {

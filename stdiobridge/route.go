@@ -83,8 +83,9 @@ func (h *Handler) resolve() {
 		h.cmdLabel = label
 	}
 	h.cfg.command = h.cmdLabel
+	h.spawner.label = h.cmdLabel
 	val, _, err := tables.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		return newTable(h.logger, h.gen, h.cfg, h.spawnWarm), nil
+		return newTable(h.logger, h.gen, h.cfg, h.spawner), nil
 	})
 	if err != nil { // newTable never fails
 		h.logger.Error("session table", zap.Error(err))

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddymcp/caddymcp/internal/childproc"
+
 	"go.uber.org/zap"
 )
 
@@ -33,7 +35,7 @@ type Session struct {
 	subject  string // the principal the session is bound to ("" unauthenticated)
 	limitKey string // whom the session counts against for max_sessions_per_user
 	table    *table
-	proc     *process
+	proc     *childproc.Process
 	logger   *zap.Logger
 	cfg      *settings
 
@@ -465,7 +467,7 @@ func (s *Session) callTimedOut(childID uint64, limit time.Duration) {
 		"method":  "notifications/cancelled",
 		"params":  map[string]any{"requestId": childID, "reason": "the call exceeded call_timeout"},
 	})
-	_ = s.proc.send(msg, s.cfg.writeTimeout)
+	_ = s.proc.Send(msg, s.cfg.writeTimeout)
 }
 
 // cancelStream tells the child that the requests of a stream whose client
@@ -492,16 +494,16 @@ func (s *Session) cancelStream(st *stream, reason string) {
 			"method":  "notifications/cancelled",
 			"params":  map[string]any{"requestId": id, "reason": reason},
 		})
-		if err := s.proc.send(msg, s.cfg.writeTimeout); err != nil {
+		if err := s.proc.Send(msg, s.cfg.writeTimeout); err != nil {
 			return
 		}
 		s.logger.Debug("request cancelled: client went away", zap.Uint64("child_id", id))
 	}
 }
 
-// childMessage routes one message from the child (messageSink). line is
+// ChildMessage routes one message from the child (childproc.Sink). line is
 // valid JSON and only valid during the call.
-func (s *Session) childMessage(line []byte) {
+func (s *Session) ChildMessage(line []byte) {
 	defer s.flushAudit() // after the lock is released
 	e, err := parseEnvelope(line)
 	if err != nil {
@@ -515,7 +517,7 @@ func (s *Session) childMessage(line []byte) {
 	if e.isRequest() && e.Method == "roots/list" && s.cfg != nil && !s.cfg.rootsForward {
 		// the bridge answers (roots setting); the client is never asked
 		answer := s.cfg.answerRoots(append(json.RawMessage(nil), e.ID...))
-		go func() { _ = s.proc.send(answer, s.cfg.writeTimeout) }()
+		go func() { _ = s.proc.Send(answer, s.cfg.writeTimeout) }()
 		return
 	}
 	s.mu.Lock()
@@ -613,8 +615,8 @@ func (s *Session) maxMessageSize() int {
 	return s.cfg.maxMessageSize
 }
 
-// childOversized answers the request whose response was too large.
-func (s *Session) childOversized(id []byte, size int) {
+// ChildOversized answers the request whose response was too large.
+func (s *Session) ChildOversized(id []byte, size int) {
 	defer s.flushAudit() // after the lock is released
 	s.logger.Warn("server process wrote a message larger than max_message_size; dropped",
 		zap.Int("size", size), zap.Int("max_message_size", s.maxMessageSize()))
@@ -635,10 +637,10 @@ func (s *Session) childOversized(id []byte, size int) {
 	}
 }
 
-// childExited settles every pending request and ends the session.
-func (s *Session) childExited(err error) {
+// ChildExited settles every pending request and ends the session.
+func (s *Session) ChildExited(err error) {
 	defer s.flushAudit() // after the lock is released
-	desc := exitDescription(err)
+	desc := childproc.ExitDescription(err)
 	expected := func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock() // before the deferred flushAudit, also on a panic
@@ -715,7 +717,7 @@ func (s *Session) end(reason string) {
 		s.ending.Add(1)
 		go func() {
 			defer s.ending.Done()
-			s.proc.terminate(s.cfg.shutdownTimeout)
+			s.proc.Terminate(s.cfg.shutdownTimeout)
 			s.exited()
 		}()
 	} else {
@@ -782,4 +784,11 @@ func (s *Session) flushAudit() {
 	for _, a := range done {
 		a.write()
 	}
+}
+
+func truncate(b []byte, n int) []byte {
+	if len(b) <= n {
+		return b
+	}
+	return b[:n]
 }

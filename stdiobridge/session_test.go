@@ -45,7 +45,7 @@ func answeredPinned(t testing.TB, s *Session, id int, size int, gone bool) *stre
 	sent, _ := parseEnvelope(msg)
 	result, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": json.RawMessage(sent.ID),
 		"result": map[string]string{"text": strings.Repeat("x", size)}})
-	s.childMessage(result)
+	s.ChildMessage(result)
 	return st
 }
 
@@ -124,7 +124,7 @@ func TestReaperEndAndExitDoNotDeadlock(t *testing.T) {
 				}
 				wg.Add(2)
 				go func() { defer wg.Done(); s.end("DELETE") }()
-				go func() { defer wg.Done(); s.childExited(nil) }()
+				go func() { defer wg.Done(); s.ChildExited(nil) }()
 			}
 			wg.Wait()
 			for tb.count() > 0 { // the reaper ends the rest, while others end theirs
@@ -148,7 +148,7 @@ func TestReaperEndAndExitDoNotDeadlock(t *testing.T) {
 }
 
 // Item 8, deterministically: while a session's lock is held (as end() and
-// childExited() hold it before they take the table's), a reaper pass that
+// ChildExited() hold it before they take the table's), a reaper pass that
 // waits for that lock must not hold the table's lock meanwhile.
 func TestReaperHoldsNoTableLockWhileWaitingForASession(t *testing.T) {
 	cfg := testSettings()

@@ -61,10 +61,10 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *Session, e 
 			return
 		}
 		if a := h.newAudit(r, "2025", e.Method, e.ID, e.Params); a != nil {
-			a.pid = s.proc.pid()
+			a.pid = s.proc.Pid()
 			s.setAudit(e.ID, a)
 		}
-		if err := s.proc.send(msg, s.cfg.writeTimeout); err != nil {
+		if err := s.proc.Send(msg, s.cfg.writeTimeout); err != nil {
 			s.abandon(e)
 			h.childUnavailable(w, e.ID, err)
 			return
@@ -74,7 +74,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *Session, e 
 		w.WriteHeader(http.StatusAccepted) // the child never saw the client's roots
 	default:
 		msg, _ := s.outgoing(e, nil)
-		if err := s.proc.send(msg, s.cfg.writeTimeout); err != nil {
+		if err := s.proc.Send(msg, s.cfg.writeTimeout); err != nil {
 			h.childUnavailable(w, nil, err)
 			return
 		}
@@ -84,7 +84,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *Session, e 
 
 // spawn starts a session's child with the per-request environment.
 func (h *Handler) spawn(r *http.Request, s *Session) error {
-	proc, err := h.startChild(r, s, s.logger)
+	proc, err := h.table.startChild(h.spawner.environ(r), s, s.logger)
 	if err != nil {
 		return err
 	}
@@ -136,7 +136,7 @@ func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, e *envelope
 			h.table.remove(s)
 		}
 		s.mu.Unlock()
-		s.logger.Info("session started", zap.Int("pid", s.proc.pid()), zap.String("user", userForLog(s.subject)),
+		s.logger.Info("session started", zap.Int("pid", s.proc.Pid()), zap.String("user", userForLog(s.subject)),
 			zap.String("command", h.Command), zap.Bool("prewarmed", prewarmed))
 	}
 	var p struct {
@@ -153,7 +153,7 @@ func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, e *envelope
 	s.mu.Unlock()
 	msg, err := s.startRequest(e, st)
 	if err == nil {
-		err = s.proc.send(msg, s.cfg.writeTimeout)
+		err = s.proc.Send(msg, s.cfg.writeTimeout)
 	}
 	if err != nil {
 		s.end("initialize could not be sent")
@@ -224,7 +224,7 @@ func (s *Session) handshake(r *http.Request, version string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.proc.send(msg, s.cfg.writeTimeout); err != nil {
+	if err := s.proc.Send(msg, s.cfg.writeTimeout); err != nil {
 		return err
 	}
 	timeout := time.NewTimer(30 * time.Second)
@@ -248,7 +248,7 @@ func (s *Session) handshake(r *http.Request, version string) error {
 			return fmt.Errorf("no initialize response within 30s")
 		}
 	}
-	return s.proc.send([]byte(`{"jsonrpc":"2.0","method":"notifications/initialized"}`), s.cfg.writeTimeout)
+	return s.proc.Send([]byte(`{"jsonrpc":"2.0","method":"notifications/initialized"}`), s.cfg.writeTimeout)
 }
 
 // serveBatch handles a JSON-RPC batch: allowed only for protocol versions
@@ -323,7 +323,7 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, body []byte
 		msgs[i] = msg
 	}
 	for i, msg := range msgs {
-		if err := s.proc.send(msg, s.cfg.writeTimeout); err != nil {
+		if err := s.proc.Send(msg, s.cfg.writeTimeout); err != nil {
 			for _, e := range envs[i:] {
 				s.abandon(e)
 			}

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -211,6 +210,7 @@ type Handler struct {
 	gen          uint64 // this config's generation (table.publish)
 	cfg          *settings
 	inherited    []string
+	spawner      *spawner // this config's; the table starts children with its newest published one
 	logger       *zap.Logger
 	shutdown     chan struct{}
 	shutdownOnce *sync.Once
@@ -316,6 +316,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			h.inherited = append(h.inherited, name+"="+v)
 		}
 	}
+	h.spawner = &spawner{command: h.Command, args: h.Args, dir: h.Dir, inherited: h.inherited, env: h.Env, label: h.cmdLabel}
 	h.cfg = &settings{
 		idleTimeout:     time.Duration(h.SessionIdleTimeout),
 		shutdownTimeout: time.Duration(h.ShutdownTimeout),
@@ -402,13 +403,8 @@ func (h *Handler) processKey() string {
 // publish makes this handler's settings its table's once its config runs.
 func (h *Handler) publish() {
 	if h.table.gen.Load() < h.gen {
-		h.table.publish(h.gen, h.cfg, h.spawnWarm)
+		h.table.publish(h.gen, h.cfg, h.spawner)
 	}
-}
-
-// spawnWarm starts a prewarmed child (no request: env has no placeholders).
-func (h *Handler) spawnWarm(sink messageSink) (*process, error) {
-	return h.startChild(nil, sink, h.logger)
 }
 
 // Validate checks the configuration; errors name the field.
@@ -723,49 +719,6 @@ func (h *Handler) childUnavailable(w http.ResponseWriter, id json.RawMessage, er
 
 // userForLog renders a principal for logs (issuer and subject).
 func userForLog(p string) string { return strings.Replace(p, "\x00", " ", 1) }
-
-// startChild starts a child; env placeholders are resolved from r if given.
-func (h *Handler) startChild(r *http.Request, sink messageSink, logger *zap.Logger) (*process, error) {
-	return h.startChildEnv(h.childEnv(r), sink, logger)
-}
-
-// childEnv is a child's environment: the inherited variables and env, its
-// placeholders resolved from r if given.
-func (h *Handler) childEnv(r *http.Request) []string {
-	env := slices.Clone(h.inherited)
-	if len(h.Env) > 0 {
-		var repl *caddy.Replacer
-		if r != nil {
-			repl, _ = r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-		}
-		names := make([]string, 0, len(h.Env))
-		for name := range h.Env {
-			names = append(names, name)
-		}
-		sort.Strings(names)
-		for _, name := range names {
-			v := h.Env[name]
-			if repl != nil {
-				v = repl.ReplaceAll(v, "")
-			}
-			env = append(env, name+"="+v)
-		}
-	}
-	return env
-}
-
-// startChildEnv starts a child with the environment env.
-func (h *Handler) startChildEnv(env []string, sink messageSink, logger *zap.Logger) (*process, error) {
-	countStart(h.cmdLabel, sink)
-	var maxSize func() int
-	if h.table != nil {
-		maxSize = h.table.maxMessageSize
-	}
-	return startProcess(spawnConfig{
-		command: h.Command, args: h.Args, env: env, dir: h.Dir,
-		maxMessageSize: h.MaxMessageSize, maxSize: maxSize, writeTimeout: h.cfg.writeTimeout,
-	}, sink, logger)
-}
 
 // refuse answers an initialize (or stateless request) that reserve
 // refused, with the status that says why.

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddymcp/caddymcp/internal/childproc"
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
@@ -73,11 +74,12 @@ func (c *settings) sessionID() string {
 type table struct {
 	logger    *zap.Logger
 	settings  atomic.Pointer[settings]
-	gen       atomic.Uint64 // generation of the handler whose settings are published
-	pubMu     sync.Mutex    // serializes publish
-	pool      *warmPool     // prewarmed children (none while settings.prewarm is 0)
-	retained  atomic.Int64  // bytes of finished streams kept for resumption, all sessions
-	warnEvery *rate.Limiter // client-triggerable refusals logged at warn (Handler.limitLog)
+	spawner   atomic.Pointer[spawner] // the newest published config's (startChild)
+	gen       atomic.Uint64           // generation of the handler whose settings are published
+	pubMu     sync.Mutex              // serializes publish
+	pool      *warmPool               // prewarmed children (none while settings.prewarm is 0)
+	retained  atomic.Int64            // bytes of finished streams kept for resumption, all sessions
+	warnEvery *rate.Limiter           // client-triggerable refusals logged at warn (Handler.limitLog)
 
 	mu       sync.Mutex
 	sessions map[string]*Session
@@ -140,13 +142,13 @@ func (p *pendingSet) Wait() {
 
 // newTable makes the table of a process configuration, with the settings
 // of the handler that first needs it (no other config uses it yet).
-func newTable(logger *zap.Logger, gen uint64, cfg *settings, spawn spawnFunc) *table {
+func newTable(logger *zap.Logger, gen uint64, cfg *settings, sp *spawner) *table {
 	t := &table{logger: logger, sessions: map[string]*Session{}, perUser: map[string]int{},
 		rates: map[string]*rate.Limiter{}, stop: make(chan struct{}),
 		pools: map[string]*childPool{}, rounds: map[string]*call{}, passes: map[string]time.Time{}}
 	t.warnEvery = rate.NewLimiter(rate.Every(time.Minute), 1)
 	t.pool = &warmPool{t: t, logger: logger, limit: rate.NewLimiter(4, 4)}
-	t.publish(gen, cfg, spawn)
+	t.publish(gen, cfg, sp)
 	return t
 }
 
@@ -154,7 +156,7 @@ func newTable(logger *zap.Logger, gen uint64, cfg *settings, spawn spawnFunc) *t
 // newer config already did. Handlers call it once their config runs (first
 // connection or request), never in Provision: a config that fails to load
 // must not change a running route.
-func (t *table) publish(gen uint64, cfg *settings, spawn spawnFunc) {
+func (t *table) publish(gen uint64, cfg *settings, sp *spawner) {
 	t.pubMu.Lock()
 	defer t.pubMu.Unlock()
 	if gen < t.gen.Load() {
@@ -162,7 +164,18 @@ func (t *table) publish(gen uint64, cfg *settings, spawn spawnFunc) {
 	}
 	t.gen.Store(gen)
 	t.settings.Store(cfg)
-	t.pool.configure(cfg.prewarm, spawn)
+	t.spawner.Store(sp)
+	t.pool.configure(cfg.prewarm)
+}
+
+// startChild starts one of the route's children (spawner.start) with the
+// newest published spawner; env nil is the environment of no request.
+func (t *table) startChild(env []string, sink childproc.Sink, logger *zap.Logger) (*childproc.Process, error) {
+	sp := t.spawner.Load()
+	if sp == nil {
+		return nil, errors.New("the route has no process config") // tables made by unit tests
+	}
+	return sp.start(env, t.maxMessageSize, sink, logger)
 }
 
 // refusal says why a new session may not start.
@@ -355,7 +368,7 @@ func (t *table) Destruct() error {
 			s.failPending("the mcp_stdio route was removed or changed")
 			s.closeWith("route removed or changed")
 			if s.proc != nil {
-				s.proc.terminate(grace)
+				s.proc.Terminate(grace)
 			}
 		}()
 	}

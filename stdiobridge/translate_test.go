@@ -4,11 +4,12 @@ import (
 	"context"
 
 	"encoding/json"
-	"github.com/caddymcp/caddymcp/internal/keyring"
-	"github.com/caddyserver/certmagic"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddymcp/caddymcp/internal/keyring"
+	"github.com/caddyserver/certmagic"
 
 	"go.uber.org/zap"
 )

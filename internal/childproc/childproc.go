@@ -1,8 +1,18 @@
-package stdiobridge
+// Package childproc runs stdio MCP server processes: it starts one from a
+// process config in a process group of its own (with the parent death
+// signal, a pidfd reaper on Linux and every inherited descriptor closed),
+// frames its stdout into JSON message lines within a size bound, logs its
+// stderr bounded in size and rate, writes messages to its stdin, and ends
+// it (stdin closed, SIGTERM, SIGKILL to the group) together with any
+// descendant that left the group. stdiobridge owns what a message means;
+// this package owns the process.
+package childproc
 
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,23 +26,27 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// spawnConfig is everything needed to start one child.
-type spawnConfig struct {
-	command        string
-	args           []string
-	env            []string
-	dir            string
-	maxMessageSize int
-	maxSize        func() int // the bound in force now, read per line (nil: maxMessageSize); a reload may change it
-	writeTimeout   time.Duration
+// Config is everything needed to start one child.
+type Config struct {
+	// Command is the program; a name without a slash is looked up in PATH.
+	Command string
+	// Args are its arguments.
+	Args []string
+	// Env is its whole environment (NAME=value); the marker is added.
+	Env []string
+	// Dir is its working directory ("": Caddy's).
+	Dir string
+	// MaxMessageSize bounds one stdout line, read when a line begins (a
+	// reload may change it); a longer line is reported to Sink.ChildOversized.
+	MaxMessageSize func() int
 }
 
 // markerVar names the variable that marks a child's environment, so that
 // descendants which leave its process group can be found and ended.
 const markerVar = "CADDYMCP_CHILD"
 
-// process is one stdio MCP server child in its own process group.
-type process struct {
+// Process is one stdio MCP server child in its own process group.
+type Process struct {
 	child  *child
 	stdin  *os.File
 	logger *zap.Logger
@@ -44,26 +58,28 @@ type process struct {
 	termOnce sync.Once
 }
 
-// messageSink receives what the child writes.
-type messageSink interface {
-	// childMessage is called for each JSON message line, in order.
-	childMessage(line []byte)
-	// childOversized is called for a line larger than the limit, with its
+// Sink receives what the child writes. Its methods are called from the
+// child's reader goroutines, never with a lock of this package held.
+type Sink interface {
+	// ChildMessage is called for each JSON message line, in order; line
+	// is valid only during the call.
+	ChildMessage(line []byte)
+	// ChildOversized is called for a line larger than the limit, with its
 	// top-level id (nil if it has none), so a pending request can be
 	// answered.
-	childOversized(id []byte, size int)
-	// childExited is called once after the process exited and its stdout
+	ChildOversized(id []byte, size int)
+	// ChildExited is called once after the process exited and its stdout
 	// was drained.
-	childExited(err error)
+	ChildExited(err error)
 }
 
-// startProcess spawns the child. The child gets its own process group so
-// that terminating it reaches grandchildren too.
-func startProcess(cfg spawnConfig, sink messageSink, logger *zap.Logger) (*process, error) {
-	cmd := exec.Command(cfg.command, cfg.args...)
-	marker := markerVar + "=" + randomID(10)
-	cmd.Env = append(cfg.env[:len(cfg.env):len(cfg.env)], marker)
-	cmd.Dir = cfg.dir
+// Start spawns the child. The child gets its own process group so that
+// terminating it reaches grandchildren too.
+func Start(cfg Config, sink Sink, logger *zap.Logger) (*Process, error) {
+	cmd := exec.Command(cfg.Command, cfg.Args...)
+	marker := markerVar + "=" + randomMarker()
+	cmd.Env = append(cfg.Env[:len(cfg.Env):len(cfg.Env)], marker)
+	cmd.Dir = cfg.Dir
 	markInheritableFDs()
 
 	stdinR, stdinW, err := os.Pipe()
@@ -96,16 +112,12 @@ func startProcess(cfg spawnConfig, sink messageSink, logger *zap.Logger) (*proce
 	stdoutW.Close()
 	stderrW.Close()
 
-	p := &process{child: c, stdin: stdinW, logger: logger.With(zap.Int("pid", c.pid)), exited: make(chan struct{})}
+	p := &Process{child: c, stdin: stdinW, logger: logger.With(zap.Int("pid", c.pid)), exited: make(chan struct{})}
 	stdoutDone := make(chan struct{})
 	stderrDone := make(chan struct{})
 	go func() {
 		defer close(stdoutDone)
-		limit := cfg.maxSize
-		if limit == nil {
-			limit = func() int { return cfg.maxMessageSize }
-		}
-		p.readStdout(stdoutR, limit, sink)
+		p.readStdout(stdoutR, cfg.MaxMessageSize, sink)
 	}()
 	go func() {
 		defer close(stderrDone)
@@ -126,15 +138,17 @@ func startProcess(cfg spawnConfig, sink messageSink, logger *zap.Logger) (*proce
 		p.exitErr = err
 		close(p.exited)
 		stdinW.Close()
-		sink.childExited(err)
+		sink.ChildExited(err)
 	}()
 	return p, nil
 }
 
-func (p *process) pid() int { return p.child.pid }
+// Pid is the child's process id.
+func (p *Process) Pid() int { return p.child.pid }
 
-// send writes one message line to the child's stdin.
-func (p *process) send(msg []byte, timeout time.Duration) error {
+// Send writes one message line to the child's stdin, within timeout
+// (0: none); it fails once the child has exited.
+func (p *Process) Send(msg []byte, timeout time.Duration) error {
 	p.writeMu.Lock()
 	defer p.writeMu.Unlock()
 	select {
@@ -152,9 +166,10 @@ func (p *process) send(msg []byte, timeout time.Duration) error {
 	return err
 }
 
-// terminate ends the child: stdin closed, then SIGTERM, then SIGKILL to the
+// Terminate ends the child: stdin closed, then SIGTERM, then SIGKILL to the
 // whole group, each step after grace. It returns when the child has exited.
-func (p *process) terminate(grace time.Duration) {
+// It may be called more than once, from any goroutine.
+func (p *Process) Terminate(grace time.Duration) {
 	p.termOnce.Do(func() {
 		p.writeMu.Lock()
 		p.stdin.Close()
@@ -181,7 +196,7 @@ func (p *process) terminate(grace time.Duration) {
 // line longer than max is not kept: only its top-level id is (found by an
 // idScanner as the line streams past), so the request it answers still
 // gets an error.
-func (p *process) readStdout(r io.Reader, limit func() int, sink messageSink) {
+func (p *Process) readStdout(r io.Reader, limit func() int, sink Sink) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	max := 0
 	var long []byte // a line that did not fit in br's buffer (while within max)
@@ -213,10 +228,14 @@ func (p *process) readStdout(r io.Reader, limit func() int, sink messageSink) {
 				line = long
 			}
 			if size > max {
-				sink.childOversized(scan.result(), size)
+				if !inLong { // the whole line came in one chunk (a bound below the buffer)
+					scan = idScanner{}
+					scan.feed(chunk)
+				}
+				sink.ChildOversized(scan.result(), size)
 			} else if line = bytes.TrimSpace(line); len(line) > 0 {
 				if json.Valid(line) {
-					sink.childMessage(line)
+					sink.ChildMessage(line)
 				} else if warn.Allow() {
 					p.logger.Warn("server process wrote a line that is not JSON to stdout; skipped",
 						zap.ByteString("line", truncate(line, 256)))
@@ -234,7 +253,7 @@ func (p *process) readStdout(r io.Reader, limit func() int, sink messageSink) {
 const stderrLineMax = 2048
 
 // readStderr logs the child's stderr line by line, bounded in size and rate.
-func (p *process) readStderr(r io.Reader) {
+func (p *Process) readStderr(r io.Reader) {
 	br := bufio.NewReaderSize(r, 16<<10)
 	limit := rate.NewLimiter(rate.Limit(50), 200)
 	dropped := 0
@@ -297,8 +316,8 @@ func startWithExec(cmd *exec.Cmd, stdin, stdout, stderr *os.File) (*child, error
 	return &child{pid: cmd.Process.Pid, wait: cmd.Wait, cmd: cmd}, nil
 }
 
-// exitDescription renders how a child ended, for clients and logs.
-func exitDescription(err error) string {
+// ExitDescription renders how a child ended, for clients and logs.
+func ExitDescription(err error) string {
 	if err == nil {
 		return "exit status 0"
 	}
@@ -307,4 +326,12 @@ func exitDescription(err error) string {
 		return ee.ProcessState.String()
 	}
 	return fmt.Sprint(err)
+}
+
+// randomMarker is the value of a child's marker variable: unguessable, so
+// that a process cannot make itself look like another child's descendant.
+func randomMarker() string {
+	b := make([]byte, 10)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

@@ -1,4 +1,4 @@
-package stdiobridge
+package childproc
 
 // idScanner finds the top-level "id" of a JSON object fed to it in chunks,
 // keeping only a few bytes: a child's message too large to keep can still

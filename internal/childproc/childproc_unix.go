@@ -1,6 +1,6 @@
 //go:build unix
 
-package stdiobridge
+package childproc
 
 import (
 	"os"

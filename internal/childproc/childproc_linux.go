@@ -1,6 +1,6 @@
 //go:build linux
 
-package stdiobridge
+package childproc
 
 import (
 	"bytes"
@@ -274,3 +274,6 @@ func (e waitStatusError) Error() string {
 	}
 	return s
 }
+
+// sweepSupported: descendants that leave the group are found (by marker).
+const sweepSupported = true

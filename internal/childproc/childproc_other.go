@@ -1,6 +1,6 @@
 //go:build unix && !linux
 
-package stdiobridge
+package childproc
 
 import (
 	"os"
@@ -21,3 +21,6 @@ func markInheritableFDs() { markFDsIn("/dev/fd") }
 // sweepDescendants is not available here: descendants that leave the child's
 // process group are not found (README, Security).
 func sweepDescendants(string) int { return 0 }
+
+// sweepSupported: descendants that leave the group are not found here.
+const sweepSupported = false

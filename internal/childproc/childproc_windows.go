@@ -1,6 +1,6 @@
 //go:build windows
 
-package stdiobridge
+package childproc
 
 import (
 	"os"
@@ -26,3 +26,6 @@ func markInheritableFDs() {}
 
 // sweepDescendants is not available on Windows (README, Security).
 func sweepDescendants(string) int { return 0 }
+
+// sweepSupported: descendants that leave the group are not found here.
+const sweepSupported = false
