@@ -6,10 +6,10 @@ import (
 	"github.com/caddymcp/caddymcp/internal/jsonscan"
 )
 
-// A zero-copy reader for the top level of a JSON-RPC message: it finds the
-// byte spans of the members the bridge routes by, so that ids can be
-// rewritten by splicing instead of decoding and re-encoding whole
-// messages. Inputs must already be valid JSON (json.Valid).
+// The top level of a JSON-RPC message, read without copying: the byte
+// spans of the members the bridge routes by, so that ids can be rewritten
+// by splicing instead of decoding and re-encoding whole messages. Inputs
+// must already be valid JSON (json.Valid).
 
 // span is a value's position in the message; end == 0 means absent.
 type span struct{ start, end int }
@@ -39,42 +39,15 @@ func foldsToMember(name string) bool {
 	return false
 }
 
-// scanTop reads the members of a top-level JSON object. ok is false if the
-// value is not an object or a member name uses escapes (callers then take
-// the slow path through encoding/json).
+// scanTop reads the members of a top-level JSON object with jsonscan's
+// walker (the one that refuses what encoding/json would read otherwise:
+// escaped or invalid UTF-8 names). ok is false if the value is not an
+// object or jsonscan refuses it (callers then take the slow path through
+// encoding/json).
 func scanTop(b []byte) (t topLevel, ok bool) {
-	i := jsonscan.SkipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return t, false
-	}
-	i = jsonscan.SkipSpace(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		return t, true
-	}
-	for i < len(b) {
-		if b[i] != '"' {
-			return t, false
-		}
-		keyStart := i + 1
-		keyEnd := keyStart
-		for keyEnd < len(b) && b[keyEnd] != '"' {
-			if b[keyEnd] == '\\' {
-				return t, false
-			}
-			keyEnd++
-		}
-		i = jsonscan.SkipSpace(b, keyEnd+1)
-		if i >= len(b) || b[i] != ':' {
-			return t, false
-		}
-		i = jsonscan.SkipSpace(b, i+1)
-		end := jsonscan.SkipValue(b, i)
-		if end <= i {
-			return t, false
-		}
-		v := span{i, end}
+	end := jsonscan.WalkObject(b, 0, func(name []byte, start int) int {
 		var f *span
-		switch key := string(b[keyStart:keyEnd]); key {
+		switch string(name) {
 		case "jsonrpc":
 			f = &t.jsonrpc
 		case "id":
@@ -88,29 +61,22 @@ func scanTop(b []byte) (t topLevel, ok bool) {
 		case "error":
 			f = &t.err
 		default:
-			if len(key) <= 32 && foldsToMember(key) {
+			if len(name) <= 32 && foldsToMember(string(name)) {
 				t.ambiguous = true
 			}
+			return -1
 		}
-		if f != nil {
-			if f.present() {
-				t.ambiguous = true
-			}
-			*f = v
+		e := jsonscan.SkipValue(b, start)
+		if f.present() {
+			t.ambiguous = true
 		}
-		i = jsonscan.SkipSpace(b, end)
-		if i >= len(b) {
-			return t, false
-		}
-		if b[i] == '}' {
-			return t, true
-		}
-		if b[i] != ',' {
-			return t, false
-		}
-		i = jsonscan.SkipSpace(b, i+1)
+		*f = span{start, e}
+		return e
+	})
+	if end < 0 || jsonscan.SkipSpace(b, end) != len(b) {
+		return topLevel{}, false
 	}
-	return t, false
+	return t, true
 }
 
 // splice returns b with the bytes of s replaced by v, in a new slice.

@@ -101,3 +101,14 @@ func TestEncodeRequest(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkScanTop: the top level of a typical answer from a child.
+func BenchmarkScanTop(b *testing.B) {
+	msg := []byte(`{"jsonrpc":"2.0","id":"caddymcp-17","result":{"content":[{"type":"text","text":"hello, world"}],"isError":false}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := scanTop(msg); !ok {
+			b.Fatal("not scanned")
+		}
+	}
+}
