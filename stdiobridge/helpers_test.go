@@ -3,6 +3,7 @@ package stdiobridge_test
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -181,6 +182,12 @@ func decode(t *testing.T, s string) map[string]any {
 	}
 	return m
 }
+
+// runTag tells this test process's grandchildren from those of another
+// test run on the machine (a second make test beside this one): markers
+// such as "sleep 6123." + runTag are unique to this run. The fake's setsid
+// grandchild carries its parent's pid the same way.
+var runTag = fmt.Sprintf("%07d", os.Getpid()) // fixed width: no tag is a prefix of another
 
 // processesMatching counts live (non-zombie) processes whose command line
 // contains marker, by reading /proc.

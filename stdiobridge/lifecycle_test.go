@@ -170,7 +170,7 @@ func TestReloadKeepsOrEndsSessions(t *testing.T) {
 
 func TestNoProcessLeftBehind(t *testing.T) {
 	const sessions = 200
-	marker := "sleep 6123"
+	marker := "sleep 6123." + runTag
 	c := caddyrun.StartCaddyfile(t, "", `
 :{{PORT}} {
 	bind 127.0.0.1

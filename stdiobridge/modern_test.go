@@ -327,7 +327,7 @@ func TestModernClientDisconnects(t *testing.T) {
 }
 
 func TestModernIdleChildrenEnd(t *testing.T) {
-	marker := "sleep 6125"
+	marker := "sleep 6125." + runTag
 	c := caddyrun.StartCaddyfile(t, "", `
 :{{PORT}} {
 	bind 127.0.0.1

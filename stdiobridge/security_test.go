@@ -352,7 +352,7 @@ func TestSetsidGrandchildEndsWithSession(t *testing.T) {
 	cl := newClient(t, c.URL+"/mcp")
 	cl.initialize()
 	deadline := time.Now().Add(10 * time.Second)
-	for processesMatching("sleep 6124") == 0 {
+	for processesMatching("sleep 6124."+runTag) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the grandchild never started")
 		}
@@ -361,7 +361,7 @@ func TestSetsidGrandchildEndsWithSession(t *testing.T) {
 	if status, _ := cl.status("DELETE", "", nil); status != 204 {
 		t.Fatalf("DELETE: %d", status)
 	}
-	waitNoProcesses(t, "sleep 6124", 30*time.Second)
+	waitNoProcesses(t, "sleep 6124."+runTag, 30*time.Second)
 }
 
 // Sessions that end together (here: Caddy stops) are swept in a batch, one
@@ -374,14 +374,14 @@ func TestSetsidGrandchildrenEndWhenManySessionsEndTogether(t *testing.T) {
 		newClient(t, c.URL+"/mcp").initialize()
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for processesMatching("sleep 6124") < sessions {
+	for processesMatching("sleep 6124."+runTag) < sessions {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d grandchildren started", processesMatching("sleep 6124"), sessions)
+			t.Fatalf("%d of %d grandchildren started", processesMatching("sleep 6124."+runTag), sessions)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	c.Stop()
-	waitNoProcesses(t, "sleep 6124", 30*time.Second)
+	waitNoProcesses(t, "sleep 6124."+runTag, 30*time.Second)
 }
 
 // Items 17 and 20: prewarm can be switched off by a reload, and a reload

@@ -32,7 +32,7 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	ignore-term  SIGTERM is ignored (only SIGKILL ends it)
 //	linger   the end of stdin does not end it
 //	fds      tools/call answers with the targets of its descriptors above 2
-//	setsid   starts a grandchild (sleep 6124) in a session of its own
+//	setsid   starts a grandchild (sleep 6124.<its parent's pid, 7 digits>) in a session of its own
 //	hugelast tools/call answers with a 5 MiB text and the id last
 //	giant    tools/call answers with a 32 MiB text
 //	mrtr     tools by name: "echo" (the arguments and $CADDYMCP_FAKE_USER),
@@ -82,7 +82,7 @@ func RunFakeIfRequested() {
 		ignoreTerm()
 	}
 	if has("setsid") {
-		cmd := exec.Command("setsid", "sleep", "6124")
+		cmd := exec.Command("setsid", "sleep", fmt.Sprintf("6124.%07d", os.Getppid()))
 		if err := cmd.Start(); err != nil {
 			fmt.Fprintln(os.Stderr, "setsid:", err)
 		}
