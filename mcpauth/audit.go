@@ -16,10 +16,6 @@ import (
 	"github.com/caddymcp/caddymcp/internal/mcpreq"
 )
 
-func auditedMethod(method string) bool {
-	return method == "tools/call" || method == "prompts/get" || method == "resources/read"
-}
-
 // auditRefused writes an entry for each audited message of a refused
 // request; only, is the one message refused in a batch (nil: all).
 func (h *Handler) auditRefused(r *http.Request, claims jwt.MapClaims, q *mcpreq.Request, only *mcpreq.Message, reason string) {
@@ -40,7 +36,7 @@ func (h *Handler) auditRefused(r *http.Request, claims jwt.MapClaims, q *mcpreq.
 	sub, _ := claims["sub"].(string)
 	clientID, _ := claims["client_id"].(string)
 	for _, m := range msgs {
-		if !auditedMethod(m.Method) {
+		if !mcpreq.Invokes(m.Method) {
 			continue
 		}
 		h.audit.Info("mcp "+m.Method, zap.String("iss", iss), zap.String("sub", sub), zap.String("client_id", clientID),

@@ -505,16 +505,11 @@ func (h *Handler) refuseUnreadable(w http.ResponseWriter, r *http.Request, q *mc
 }
 
 // ratePrincipal is whom a request counts against: the token's issuer and
-// subject, else the client's IP.
+// subject, else the client's IP (mcpreq.LimitKey, as mcp_stdio counts).
 func ratePrincipal(r *http.Request, claims jwt.MapClaims) string {
-	if sub, _ := claims["sub"].(string); sub != "" {
-		iss, _ := claims["iss"].(string)
-		return iss + "\x00" + sub
-	}
-	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
-		return "ip:" + ip
-	}
-	return "ip:" + r.RemoteAddr
+	sub, _ := claims["sub"].(string)
+	iss, _ := claims["iss"].(string)
+	return mcpreq.LimitKey(r, mcpreq.Principal(iss, sub))
 }
 
 // metadataURL is where a challenge points the client (RFC 9728).

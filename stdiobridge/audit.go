@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/caddymcp/caddymcp/internal/jsonscan"
+	"github.com/caddymcp/caddymcp/internal/mcpreq"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -44,13 +45,9 @@ type auditRecord struct {
 	errorCode int
 }
 
-func audited(method string) bool {
-	return method == "tools/call" || method == "prompts/get" || method == "resources/read"
-}
-
 // newAudit starts a record for an audited request, nil for others.
 func (h *Handler) newAudit(r *http.Request, era, method string, id, params json.RawMessage) *auditRecord {
-	if h.audit == nil || !audited(method) {
+	if h.audit == nil || !mcpreq.Invokes(method) {
 		return nil
 	}
 	a := &auditRecord{logger: h.audit, era: era, method: method, id: append(json.RawMessage(nil), id...),

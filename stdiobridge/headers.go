@@ -7,7 +7,6 @@ package stdiobridge
 // conformance suite holds as the reference.
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -16,12 +15,10 @@ import (
 	"strings"
 
 	"github.com/caddymcp/caddymcp/internal/jsonscan"
+	"github.com/caddymcp/caddymcp/internal/mcpreq"
 )
 
-const (
-	base64Prefix = "=?base64?"
-	base64Suffix = "?="
-)
+const ()
 
 // paramBinding is one x-mcp-header annotation: the path of properties to
 // the argument, and the header name part.
@@ -93,7 +90,7 @@ func checkStandardHeaders(h http.Header, method string, params map[string]json.R
 	if raw == "" {
 		return fmt.Errorf("missing required Mcp-Name header for method %q", method)
 	}
-	name, ok := decodeHeaderValue(raw)
+	name, ok := mcpreq.DecodeHeaderValue(raw)
 	if !ok {
 		return fmt.Errorf("header mismatch: Mcp-Name header carries invalid Base64")
 	}
@@ -130,7 +127,7 @@ func checkParamHeaders(h http.Header, params map[string]json.RawMessage, binding
 		if !validHeaderChars(hv) {
 			return fmt.Errorf("header mismatch: %s header contains invalid characters", full)
 		}
-		decoded, ok := decodeHeaderValue(hv)
+		decoded, ok := mcpreq.DecodeHeaderValue(hv)
 		if !ok {
 			return fmt.Errorf("header mismatch: %s header contains invalid Base64 encoding", full)
 		}
@@ -178,20 +175,6 @@ func primitiveEqual(header string, arg json.RawMessage) bool {
 		return err == nil && n == v
 	}
 	return false
-}
-
-// decodeHeaderValue undoes the =?base64?…?= sentinel encoding.
-func decodeHeaderValue(v string) (string, bool) {
-	if enc, ok := strings.CutPrefix(v, base64Prefix); ok {
-		if enc, ok = strings.CutSuffix(enc, base64Suffix); ok {
-			b, err := base64.StdEncoding.DecodeString(enc)
-			if err != nil {
-				return "", false
-			}
-			return string(b), true
-		}
-	}
-	return v, true
 }
 
 // validHeaderChars: visible ASCII, space and tab (RFC 9110 field values).

@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddymcp/caddymcp/internal/jsonscan"
+	"github.com/caddymcp/caddymcp/internal/mcpreq"
 )
 
 // modernVersion is the protocol revision served without sessions.
@@ -236,7 +237,7 @@ func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, e *envelop
 	}
 	m.name, _ = nameOf(e.Method, m.params)
 	m.principal = principal(r)
-	m.limit = limitKey(r, m.principal)
+	m.limit = mcpreq.LimitKey(r, m.principal)
 	if slices.Contains(removedMethods, e.Method) {
 		modernError(w, e.ID, codeMethodNotFound, "method not found: "+e.Method+" is not part of MCP "+modernVersion)
 		return
@@ -469,8 +470,8 @@ func writeResult(w http.ResponseWriter, id json.RawMessage, result any) {
 func (h *Handler) modernCall(w http.ResponseWriter, r *http.Request, m *modernReq) {
 	p := m.pool
 	// a modern child asks nothing over stdio: its calls need no asker slot
-	asking := mayAsk(m.e.Method) && h.era(r) != eraModern
-	if m.params["requestState"] != nil && mayAsk(m.e.Method) {
+	asking := mcpreq.Invokes(m.e.Method) && h.era(r) != eraModern
+	if m.params["requestState"] != nil && mcpreq.Invokes(m.e.Method) {
 		h.resume(w, r, m, p)
 		return
 	}
@@ -698,7 +699,7 @@ func (h *Handler) translate(b []byte, m *modernReq, cl *call) (int, []byte) {
 		// codes 2026-07-28 retired (basic/index, Error Codes: MUST NOT
 		// emit them) are translated
 		switch {
-		case re.Code == codeURLElicitation25 && mayAsk(m.e.Method):
+		case re.Code == codeURLElicitation25 && mcpreq.Invokes(m.e.Method):
 			// the child's URL elicitations become an input_required
 			// round; the retry sends the call again
 			if status, out, ok := h.urlRound(m, cl, re.Data); ok {
@@ -737,7 +738,7 @@ func (h *Handler) translate(b []byte, m *modernReq, cl *call) (int, []byte) {
 	}
 	var rt string
 	_ = json.Unmarshal(res["resultType"], &rt)
-	if rt == "input_required" || (rt == "" && res["inputRequests"] != nil && mayAsk(m.e.Method)) {
+	if rt == "input_required" || (rt == "" && res["inputRequests"] != nil && mcpreq.Invokes(m.e.Method)) {
 		// the child's own round (a modern child; or a go-sdk server's
 		// later round in 2025 mode): its requestState goes inside ours, so
 		// that the retry is verified and reaches this child

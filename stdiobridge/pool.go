@@ -45,11 +45,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// methods a server may answer with input_required (MRTR).
-func mayAsk(method string) bool {
-	return method == "tools/call" || method == "prompts/get" || method == "resources/read"
-}
-
 // childPool is a set of initialized children of one route (and principal).
 type childPool struct {
 	t     *table

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/caddymcp/caddymcp/internal/mcpreq"
 	"go.uber.org/zap"
 )
 
@@ -95,7 +96,7 @@ func (h *Handler) spawn(r *http.Request, s *Session) error {
 func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, e *envelope) {
 	h.warmUp()
 	user := principal(r)
-	key := limitKey(r, user)
+	key := mcpreq.LimitKey(r, user)
 	if why := h.table.reserve(key); why != admitted {
 		h.refuse(w, e.ID, why, key)
 		return
@@ -179,7 +180,7 @@ func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, e *envelope
 // its max_sessions slot until it has exited.
 func (h *Handler) serveStateless(w http.ResponseWriter, r *http.Request, e *envelope, version string) {
 	user := principal(r)
-	key := limitKey(r, user)
+	key := mcpreq.LimitKey(r, user)
 	if why := h.table.reserve(key); why != admitted {
 		h.refuse(w, e.ID, why, key)
 		return

@@ -573,35 +573,15 @@ func badRequest(w http.ResponseWriter, id json.RawMessage, msg string) {
 }
 
 // principal is whom a session is bound to: the issuer and subject that
-// mcp_auth verified ("" without authentication). Binding to the subject
-// alone would let two issuers' users with the same sub share sessions.
+// mcp_auth verified ("" without authentication; mcpreq.Principal).
 func principal(r *http.Request) string {
 	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if !ok {
 		return ""
 	}
 	sub, _ := repl.GetString("http.auth.user.id")
-	if sub == "" {
-		return ""
-	}
 	iss, _ := repl.GetString("http.auth.user.iss")
-	return iss + "\x00" + sub
-}
-
-// limitKey is whom a new session counts against for max_sessions_per_user
-// and initialize_rate: the principal, or else the client's IP.
-func limitKey(r *http.Request, principal string) string {
-	if principal != "" {
-		return principal
-	}
-	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
-		return "ip:" + ip
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	return "ip:" + host
+	return mcpreq.Principal(iss, sub)
 }
 
 // tokenExpiry is when the token that authenticated r expires (zero if none).

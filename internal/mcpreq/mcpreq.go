@@ -12,7 +12,6 @@ package mcpreq
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -559,16 +558,8 @@ func headersMatch(h http.Header, m Message) bool {
 		return false
 	}
 	if v := h.Get("Mcp-Name"); v != "" {
-		if enc, ok := strings.CutPrefix(v, "=?base64?"); ok {
-			if enc, ok = strings.CutSuffix(enc, "?="); ok {
-				b, err := base64.StdEncoding.DecodeString(enc)
-				if err != nil {
-					return false
-				}
-				v = string(b)
-			}
-		}
-		if v != m.headerName {
+		v, ok := DecodeHeaderValue(v)
+		if !ok || v != m.headerName {
 			return false
 		}
 	}

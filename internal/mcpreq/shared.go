@@ -1,0 +1,68 @@
+package mcpreq
+
+import (
+	"encoding/base64"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// What mcp_auth and mcp_stdio must read the same way lives here once.
+
+// Invokes reports whether method invokes one of a server's tools, prompts
+// or resources by name (tools/call, prompts/get, resources/read): the
+// messages the audit logs record, and the ones a server may answer with
+// input_required (MRTR).
+func Invokes(method string) bool {
+	return method == "tools/call" || method == "prompts/get" || method == "resources/read"
+}
+
+// Header values that are not visible ASCII are sent as
+// =?base64?<standard base64>?= (2026-07-28, Mcp-Name and x-mcp-header).
+const (
+	base64Prefix = "=?base64?"
+	base64Suffix = "?="
+)
+
+// DecodeHeaderValue undoes that encoding; ok is false for a value that
+// claims it and is not valid base64. Other values are returned unchanged.
+func DecodeHeaderValue(v string) (string, bool) {
+	if enc, ok := strings.CutPrefix(v, base64Prefix); ok {
+		if enc, ok = strings.CutSuffix(enc, base64Suffix); ok {
+			b, err := base64.StdEncoding.DecodeString(enc)
+			if err != nil {
+				return "", false
+			}
+			return string(b), true
+		}
+	}
+	return v, true
+}
+
+// Principal is the key of a verified user: issuer and subject, so that two
+// issuers' users with the same sub stay apart; "" without a subject.
+func Principal(iss, sub string) string {
+	if sub == "" {
+		return ""
+	}
+	return iss + "\x00" + sub
+}
+
+// LimitKey is whom a request counts against for per-user limits: its
+// principal, or else the client's IP (Caddy's client IP, which honours
+// trusted_proxies; else the connection's address without its port).
+func LimitKey(r *http.Request, principal string) string {
+	if principal != "" {
+		return principal
+	}
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return "ip:" + ip
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	return "ip:" + host
+}
