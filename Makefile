@@ -53,15 +53,15 @@ bench-overhead: caddy
 IDLE_SESSIONS ?= 10000
 bench-idle: caddy
 	mkdir -p bin
-	cc -O2 -o bin/tiny internal/loadgen/tiny/tiny.c
-	go build -o bin/mcpbench ./internal/loadgen/mcpbench
+	cc -O2 -o bin/tiny cmd/tiny/tiny.c
+	go build -o bin/mcpbench ./cmd/mcpbench
 	bin/mcpbench -idle $(IDLE_SESSIONS)
 
 ## scale-demo: 3 caddymcp instances behind a Caddy balancer (lb_policy mcp), loaded, one killed (README "More than one machine")
 scale-demo: caddy
 	mkdir -p bin
 	go build -o bin/everything-server github.com/modelcontextprotocol/go-sdk/conformance/everything-server
-	go build -o bin/scaledemo ./internal/loadgen/scaledemo
+	go build -o bin/scaledemo ./cmd/scaledemo
 	bin/scaledemo $(SCALE_DEMO_FLAGS)
 
 ## hydra: mcp_auth against Ory Hydra v2.3.0 end to end (builds Hydra into bin/hydra once: minutes)

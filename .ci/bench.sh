@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`: builds Caddy with the plugin and the servers, installs
-# supergateway 4.0.0 (skipped if npm cannot), and runs internal/loadgen/mcpbench,
+# supergateway 4.0.0 (skipped if npm cannot), and runs cmd/mcpbench,
 # which prints the comparison table (also written to .ci/artifacts/bench.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 mkdir -p bin
 go build -o bin/everything-server github.com/modelcontextprotocol/go-sdk/conformance/everything-server
 go build -o bin/authserver ./examples/authserver
-go build -o bin/mcpbench ./internal/loadgen/mcpbench
+go build -o bin/mcpbench ./cmd/mcpbench
 sg=""
 if . .ci/node-tools.sh 2>/dev/null && npm install --prefix .ci/node --no-audit --no-fund --loglevel=error supergateway@4.0.0 > /dev/null 2>&1; then
 	sg="$(command -v node) $PWD/.ci/node/node_modules/supergateway/dist/index.js"

@@ -26,7 +26,7 @@ func TestScaleOut(t *testing.T) {
 		t.Skip("CADDYMCP_CADDY_BIN not set; `make test` builds Caddy and sets it")
 	}
 	demo := filepath.Join(t.TempDir(), "scaledemo")
-	if out, err := exec.Command("go", "build", "-o", demo, "../internal/loadgen/scaledemo").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", demo, "../cmd/scaledemo").CombinedOutput(); err != nil {
 		t.Fatalf("building the demo: %v\n%s", err, out)
 	}
 	out, err := exec.Command(demo, "-caddy", bin, "-server", mcpserver.Binary(t),

@@ -1,7 +1,7 @@
 package main
 
 // `mcpbench -idle N` (make bench-idle): Caddy's memory per idle 2025
-// session. N sessions of a small child (internal/loadgen/tiny, a C stdio
+// session. N sessions of a small child (cmd/tiny, a C stdio
 // server of a few dozen lines) are opened through mcp_stdio and left idle;
 // Caddy's RSS is read before and after, and the children's summed RSS and
 // private (anonymous) memory. Each session holds four descriptors in Caddy

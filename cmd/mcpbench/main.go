@@ -36,7 +36,7 @@ var (
 	calls16        = flag.Int("calls16", 300, "calls per session for the concurrent run")
 	setups         = flag.Int("setups", 200, "session set-ups per set-up run")
 	idleSessions   = flag.Int("idle", 0, "only measure Caddy's memory with this many idle sessions of -tiny")
-	tinyBin        = flag.String("tiny", "bin/tiny", "a small stdio MCP server (internal/loadgen/tiny) for -idle")
+	tinyBin        = flag.String("tiny", "bin/tiny", "a small stdio MCP server (cmd/tiny) for -idle")
 	rounds         = flag.Int("rounds", 5, "alternating rounds of the by-concurrency table")
 	levelsFlag     = flag.String("levels", envOr("BENCH_SESSIONS", "1,16,64"), "session counts of the by-concurrency table (BENCH_SESSIONS)")
 	overheadRounds = flag.Int("overhead", 0, "only measure what the audit log costs, in this many alternating rounds")
