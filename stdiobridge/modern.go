@@ -62,10 +62,11 @@ const (
 	metaSubID    = "io.modelcontextprotocol/subscriptionId"
 )
 
-// isModern decides the era of a POSTed message: a session id or a plain
+// clientModern decides the client's era of a POSTed message (not what the
+// child speaks: childEra): a session id or a plain
 // initialize is the 2025 era; anything else without a session is 2026
 // (where a request without the _meta envelope is refused as 2026 asks).
-func (h *Handler) isModern(r *http.Request, e *envelope) bool {
+func (h *Handler) clientModern(r *http.Request, e *envelope) bool {
 	if r.Header.Get("Mcp-Session-Id") != "" {
 		return false
 	}
@@ -346,7 +347,7 @@ func (h *Handler) startPoolChild(r *http.Request, p *childPool, requester string
 		return nil, why, nil
 	}
 	c := &poolChild{pool: p, ready: make(chan struct{}), started: make(chan struct{}), calls: map[uint64]*call{}, tokens: map[string]*call{},
-		logLevel: -1, idleSince: time.Now(), serial: childSerials.Add(1), modern: h.era(r) == eraModern, limit: limit}
+		logLevel: -1, idleSince: time.Now(), serial: childSerials.Add(1), modern: h.childEra(r) == eraModern, limit: limit}
 	c.exited = make(chan struct{})
 	if p.owner != "" {
 		c.logger = h.logger.With(zap.String("pool", userForLog(p.owner)))
@@ -405,7 +406,7 @@ const defaultPoolVersion = "2025-11-25"
 // discover answers server/discover from the cached InitializeResult of the
 // route's children (a child is started the first time only).
 func (h *Handler) discover(w http.ResponseWriter, r *http.Request, m *modernReq) {
-	if h.era(r) == eraModern {
+	if h.childEra(r) == eraModern {
 		res := h.table.discover.Load()
 		if res == nil {
 			c := h.child(w, r, m, m.pool, false, 0)
@@ -470,7 +471,7 @@ func writeResult(w http.ResponseWriter, id json.RawMessage, result any) {
 func (h *Handler) modernCall(w http.ResponseWriter, r *http.Request, m *modernReq) {
 	p := m.pool
 	// a modern child asks nothing over stdio: its calls need no asker slot
-	asking := mcpreq.Invokes(m.e.Method) && h.era(r) != eraModern
+	asking := mcpreq.Invokes(m.e.Method) && h.childEra(r) != eraModern
 	if m.params["requestState"] != nil && mcpreq.Invokes(m.e.Method) {
 		h.resume(w, r, m, p)
 		return

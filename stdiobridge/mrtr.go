@@ -271,7 +271,7 @@ func (h *Handler) retry(w http.ResponseWriter, r *http.Request, m *modernReq, p 
 	default:
 		delete(m.params, "requestState")
 	}
-	asking := h.era(r) != eraModern
+	asking := h.childEra(r) != eraModern
 	c := h.child(w, r, m, p, asking, st.Child)
 	if c == nil {
 		return

@@ -60,9 +60,10 @@ var probeRequest = []byte(`{"jsonrpc":"2.0","id":"caddymcp-probe","method":"serv
 	`"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},` +
 	`"io.modelcontextprotocol/clientInfo":{"name":"caddymcp-probe","version":"1"}}}}`)
 
-// era returns the route's verdict, probing on first use. Concurrent first
+// childEra is what the route's server speaks (eraLegacy, eraModern; not
+// the client's era: clientModern), probing on first use. Concurrent first
 // requests wait for one probe.
-func (h *Handler) era(r *http.Request) int32 {
+func (h *Handler) childEra(r *http.Request) int32 {
 	switch h.ChildEra {
 	case "legacy":
 		return eraLegacy
@@ -70,17 +71,17 @@ func (h *Handler) era(r *http.Request) int32 {
 		return eraModern
 	}
 	t := h.table
-	if v := t.era.Load(); v != eraUnknown {
+	if v := t.childEra.Load(); v != eraUnknown {
 		return v
 	}
 	t.probeMu.Lock()
 	defer t.probeMu.Unlock()
-	if v := t.era.Load(); v != eraUnknown {
+	if v := t.childEra.Load(); v != eraUnknown {
 		return v
 	}
 	v, guess := h.probe(r)
 	t.guessed = guess
-	t.era.Store(v)
+	t.childEra.Store(v)
 	return v
 }
 
@@ -97,12 +98,12 @@ func (h *Handler) assumptionFailed() {
 	}
 	defer t.probeMu.Unlock()
 	now := time.Now()
-	if !t.guessed || t.era.Load() != eraLegacy || now.Before(t.reprobe) {
+	if !t.guessed || t.childEra.Load() != eraLegacy || now.Before(t.reprobe) {
 		return
 	}
 	t.backoff = min(max(2*t.backoff, reprobeMin), reprobeMax)
 	t.reprobe = now.Add(t.backoff)
-	t.era.Store(eraUnknown)
+	t.childEra.Store(eraUnknown)
 	h.logger.Info("the stdio server refused the 2025 handshake after a probe that got no answer; probing again",
 		zap.String("command", h.Command), zap.Duration("next_reprobe_after", t.backoff))
 }

@@ -296,9 +296,6 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, body []byte
 			badRequest(w, nil, "initialize must not be part of a batch")
 			return
 		}
-		if _, ok := h.admit(w, r, e); !ok {
-			return
-		}
 		envs = append(envs, e)
 	}
 	s.mu.Lock()

@@ -523,14 +523,6 @@ func (h *Handler) endStreams() {
 	})
 }
 
-// admit is the one place every client message passes before it is served,
-// in either era (a batch's messages one by one): it decides the message's
-// era and answers (and reports false for) a message that may not be
-// served. Per-message policy belongs here.
-func (h *Handler) admit(w http.ResponseWriter, r *http.Request, e *envelope) (modern, ok bool) {
-	return h.isModern(r, e), true
-}
-
 // ServeHTTP serves the Streamable HTTP transport.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	h.resolve()
@@ -653,11 +645,7 @@ func (h *Handler) servePOST(w http.ResponseWriter, r *http.Request) {
 		writeRPCError(w, http.StatusBadRequest, id, rerr)
 		return
 	}
-	modern, ok := h.admit(w, r, e)
-	if !ok {
-		return
-	}
-	if modern {
+	if h.clientModern(r, e) {
 		h.serveModern(w, r, e)
 		return
 	}

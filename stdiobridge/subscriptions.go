@@ -218,7 +218,7 @@ func (h *Handler) listen(w http.ResponseWriter, r *http.Request, m *modernReq) {
 	}
 	_ = json.Unmarshal(m.e.Params, &sp)
 	n := sp.Notifications
-	if h.era(r) == eraModern {
+	if h.childEra(r) == eraModern {
 		h.listenModern(w, r, m)
 		return
 	}

@@ -102,7 +102,7 @@ type table struct {
 	init     atomic.Pointer[json.RawMessage] // a child's InitializeResult (server/discover)
 	discover atomic.Pointer[json.RawMessage] // a modern child's DiscoverResult
 	info     atomic.Pointer[json.RawMessage] // serverInfo read from init (set once, as init is)
-	era      atomic.Int32                    // eraUnknown until probed (probe.go)
+	childEra atomic.Int32                    // what the route's server speaks: eraUnknown until probed (probe.go)
 	probeMu  sync.Mutex                      // one probe at a time; guards the three below
 	guessed  bool                            // the era is a guess: the probe got no answer (probe.go)
 	reprobe  time.Time                       // no re-probe of a guess before this
