@@ -832,15 +832,27 @@ func (c *poolChild) handshake(version string) error {
 	if c.modern {
 		return c.discoverModern()
 	}
-	params := map[string]json.RawMessage{}
-	params["protocolVersion"], _ = json.Marshal(version)
-	params["capabilities"] = c.pool.t.settings.Load().childCapabilities(json.RawMessage(`{"elicitation":{"form":{},"url":{}},"sampling":{},"roots":{}}`))
-	params["clientInfo"] = json.RawMessage(`{"name":"caddymcp","version":"1"}`)
-	if err := c.opening("initialize", params); err != nil {
+	caps := c.pool.t.settings.Load().childCapabilities(json.RawMessage(`{"elicitation":{"form":{},"url":{}},"sampling":{},"roots":{}}`))
+	if err := c.opening("initialize", initializeParams(version, caps, "caddymcp")); err != nil {
 		return err
 	}
-	c.initErr = c.send([]byte(`{"jsonrpc":"2.0","method":"notifications/initialized"}`))
+	c.initErr = c.send(initializedNotification)
 	return c.initErr
+}
+
+// The 2025 handshake the bridge does as a child's client, alike for a
+// stateless session's child and a pool child: initialize with these
+// params, within handshakeTimeout, then initializedNotification.
+const handshakeTimeout = 30 * time.Second
+
+var initializedNotification = []byte(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+
+// initializeParams are the params of the bridge's own initialize.
+func initializeParams(version string, caps json.RawMessage, client string) map[string]json.RawMessage {
+	params := map[string]json.RawMessage{"capabilities": caps}
+	params["protocolVersion"], _ = json.Marshal(version)
+	params["clientInfo"], _ = json.Marshal(map[string]string{"name": client, "version": "1"})
+	return params
 }
 
 // discoverModern asks a modern child server/discover (its "handshake": it
@@ -856,7 +868,7 @@ func (c *poolChild) opening(method string, params map[string]json.RawMessage) er
 		c.initErr = err
 		return err
 	}
-	timeout := time.NewTimer(30 * time.Second)
+	timeout := time.NewTimer(handshakeTimeout)
 	defer timeout.Stop()
 	select {
 	case b := <-cl.final:
@@ -868,7 +880,7 @@ func (c *poolChild) opening(method string, params map[string]json.RawMessage) er
 		c.initResult = append(json.RawMessage(nil), e.Result...)
 		return nil
 	case <-timeout.C:
-		c.initErr = errors.New("no " + method + " response within 30s")
+		c.initErr = errors.New("no " + method + " response within " + handshakeTimeout.String())
 		c.finish(cl.id)
 		return c.initErr
 	}

@@ -208,16 +208,8 @@ func (h *Handler) serveStateless(w http.ResponseWriter, r *http.Request, e *enve
 
 // handshake initializes a stateless child on the client's behalf.
 func (s *Session) handshake(r *http.Request, version string) error {
-	init, _ := json.Marshal(map[string]any{
-		"jsonrpc": "2.0", "id": "caddymcp-init", "method": "initialize",
-		"params": map[string]any{
-			"protocolVersion": version,
-			"capabilities":    s.cfg.childCapabilities(json.RawMessage(`{}`)),
-			"clientInfo":      map[string]any{"name": "caddymcp-stateless", "version": "1"},
-		},
-	})
-	var e envelope
-	_ = json.Unmarshal(init, &e)
+	params, _ := json.Marshal(initializeParams(version, s.cfg.childCapabilities(json.RawMessage(`{}`)), "caddymcp-stateless"))
+	e := envelope{JSONRPC: "2.0", ID: json.RawMessage(`"caddymcp-init"`), Method: "initialize", Params: params}
 	s.mu.Lock()
 	st := s.newStreamLocked(false)
 	s.mu.Unlock()
@@ -228,7 +220,7 @@ func (s *Session) handshake(r *http.Request, version string) error {
 	if err := s.proc.Send(msg, s.cfg.writeTimeout); err != nil {
 		return err
 	}
-	timeout := time.NewTimer(30 * time.Second)
+	timeout := time.NewTimer(handshakeTimeout)
 	defer timeout.Stop()
 	for {
 		s.mu.Lock()
@@ -246,10 +238,10 @@ func (s *Session) handshake(r *http.Request, version string) error {
 		case <-r.Context().Done():
 			return r.Context().Err()
 		case <-timeout.C:
-			return fmt.Errorf("no initialize response within 30s")
+			return fmt.Errorf("no initialize response within %s", handshakeTimeout)
 		}
 	}
-	return s.proc.Send([]byte(`{"jsonrpc":"2.0","method":"notifications/initialized"}`), s.cfg.writeTimeout)
+	return s.proc.Send(initializedNotification, s.cfg.writeTimeout)
 }
 
 // serveBatch handles a JSON-RPC batch: allowed only for protocol versions
