@@ -25,8 +25,11 @@ func TestTransportStatuses(t *testing.T) {
 		{"invalid JSON", "POST", `{"jsonrpc":`, nil, 400, `"code":-32700`},
 		{"wrong jsonrpc version", "POST", `{"jsonrpc":"1.0","id":1,"method":"ping"}`, nil, 400, `"id":1,"error":{"code":-32600`},
 		{"object id", "POST", `{"jsonrpc":"2.0","id":{},"method":"ping"}`, nil, 400, `"code":-32600`},
-		// without a session, a message is 2026-07-28's, which needs its _meta envelope
-		{"request without session", "POST", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, nil, 400, `"code":-32602,"message":"missing _meta`},
+		// the era rule (mcpreq.Era): a message with no 2026 signal (no _meta
+		// version, no header naming a 2026 version) is 2025's and needs a
+		// session; one with the 2026 header needs its _meta envelope
+		{"request without session", "POST", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, nil, 400, `"code":-32600,"message":"Bad Request: Mcp-Session-Id header is required"`},
+		{"2026 request without _meta", "POST", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, func(r *http.Request) { r.Header.Set("Mcp-Protocol-Version", "2026-07-28") }, 400, `"code":-32602,"message":"missing _meta`},
 		{"unknown session", "POST", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, func(r *http.Request) { r.Header.Set("Mcp-Session-Id", "nope") }, 404, "Session not found"},
 		{"unsupported protocol version", "POST", `{"jsonrpc":"2.0","id":7,"method":"ping"}`, func(r *http.Request) { r.Header.Set("Mcp-Protocol-Version", "1999-01-01") }, 400, `"code":-32022`},
 		{"server/discover without _meta", "POST", `{"jsonrpc":"2.0","id":"d","method":"server/discover","params":{}}`, func(r *http.Request) { r.Header.Set("Mcp-Protocol-Version", "2026-07-28") }, 400,

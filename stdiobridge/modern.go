@@ -63,18 +63,10 @@ const (
 )
 
 // clientModern decides the client's era of a POSTed message (not what the
-// child speaks: childEra): a session id or a plain
-// initialize is the 2025 era; anything else without a session is 2026
-// (where a request without the _meta envelope is refused as 2026 asks).
+// child speaks: childEra) by mcpreq.Era, the rule every module and
+// {http.mcp.era} use.
 func (h *Handler) clientModern(r *http.Request, e *envelope) bool {
-	if r.Header.Get("Mcp-Session-Id") != "" {
-		return false
-	}
-	if e.Method == "initialize" || h.Stateless {
-		v := r.Header.Get("Mcp-Protocol-Version")
-		return (v != "" && !versionSupported(v)) || hasMetaVersion(e.Params)
-	}
-	return true
+	return mcpreq.Era(r.Header.Get("Mcp-Session-Id"), r.Header.Get("Mcp-Protocol-Version"), hasMetaVersion(e.Params), false) == "2026"
 }
 
 func hasMetaVersion(params json.RawMessage) bool {

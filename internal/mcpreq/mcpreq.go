@@ -69,8 +69,9 @@ type Request struct {
 	// Messages is empty.
 	Err error
 
-	bound int64  // the bound it was read within
-	body  []byte // the body as read (nil beyond the bound or on a read error)
+	metaVersion bool   // ProtocolVersion came from _meta
+	bound       int64  // the bound it was read within
+	body        []byte // the body as read (nil beyond the bound or on a read error)
 }
 
 // Body returns the body as it was read and parsed (nil if it was beyond
@@ -246,7 +247,7 @@ func parseBody(q *Request, body []byte) {
 			return
 		}
 		if version != "" && !q.Batch {
-			q.ProtocolVersion = version
+			q.ProtocolVersion, q.metaVersion = version, true
 		}
 		q.Messages = append(q.Messages, msg)
 	}
@@ -533,22 +534,14 @@ func readSubscriptions(b []byte, s jsonscan.Span, msg *Message, name func(jsonsc
 	return err
 }
 
-// era: a session, an initialize or a batch is the 2025 era's; a request
-// carrying the 2026 envelope (or a version the 2025 era does not know)
-// the 2026 era's; without either, a sessionless message is 2026's too (as
-// mcp_stdio decides).
-func era(q *Request, body []byte) string {
-	if q.SessionID != "" || q.Batch {
-		return "2025"
+// era is Era for a parsed request: its _meta version, where it has one,
+// is in ProtocolVersion (metaVersion tells).
+func era(q *Request, _ []byte) string {
+	header := q.ProtocolVersion
+	if q.metaVersion {
+		header = ""
 	}
-	v := q.ProtocolVersion
-	if v != "" && !strings.HasPrefix(v, "2024-") && !strings.HasPrefix(v, "2025-") {
-		return "2026"
-	}
-	if q.First().Method == "initialize" || q.Err == errNotPOST {
-		return "2025"
-	}
-	return "2026"
+	return Era(q.SessionID, header, q.metaVersion, q.Batch)
 }
 
 // headersMatch checks a 2026-07-28 request's Mcp-Method and Mcp-Name

@@ -51,7 +51,13 @@ func TestParse(t *testing.T) {
 		{"2026 base64 name", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///ä",` + meta + `}}`, map[string]string{"Mcp-Method": "resources/read", "Mcp-Name": "=?base64?ZmlsZTovLy/DpA==?="}, "resources/read", "file:///ä", "2026", false, false},
 		{"2026 header lies", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_all",` + meta + `}}`, map[string]string{"Mcp-Method": "tools/call", "Mcp-Name": "read_file"}, "", "", "2026", false, true},
 		{"batch", `[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"prompts/get","params":{"name":"p"}}]`, map[string]string{"Mcp-Session-Id": "s"}, "ping", "", "2025", true, false},
-		{"not JSON", `{"jsonrpc":`, nil, "", "", "2026", false, true},
+		// no signal of the 2026 era (no _meta version, no header naming a
+		// version the 2025 era does not know): 2025's, as mcp_stdio serves it
+		{"not JSON", `{"jsonrpc":`, nil, "", "", "2025", false, true},
+		{"not JSON, 2026 header", `{"jsonrpc":`, map[string]string{"Mcp-Protocol-Version": "2026-07-28"}, "", "", "2026", false, true},
+		{"_meta wins over a 2025 header", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t",` + meta + `}}`, map[string]string{"Mcp-Protocol-Version": "2025-11-25"}, "tools/call", "t", "2026", false, false},
+		{"sessionless, 2025 header", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}`, map[string]string{"Mcp-Protocol-Version": "2025-06-18"}, "tools/call", "t", "2025", false, false},
+		{"initialize with _meta", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{` + meta + `}}`, nil, "initialize", "", "2026", false, false},
 		{"initialize", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`, nil, "initialize", "", "2025", false, false},
 	} {
 		r := request(c.body, c.header)

@@ -66,3 +66,29 @@ func LimitKey(r *http.Request, principal string) string {
 	}
 	return "ip:" + host
 }
+
+// Era is the one rule for a message's era, used by mcp_auth, the mcp
+// matcher, {http.mcp.era} and mcp_stdio alike: a session or a batch is the
+// 2025 era's; a message whose params._meta carries the protocol version is
+// 2026's, whatever the header says; so is one whose MCP-Protocol-Version
+// header names a version the 2025 era does not know. A message with
+// neither signal is 2025's (revisions before 2025-06-18 send no header: a
+// sessionless 2025-03-26 message on a stateless route), an initialize
+// among them.
+func Era(sessionID, headerVersion string, metaVersion, batch bool) string {
+	switch {
+	case sessionID != "" || batch:
+		return "2025"
+	case metaVersion:
+		return "2026"
+	case headerVersion != "" && !LegacyVersion(headerVersion):
+		return "2026"
+	}
+	return "2025"
+}
+
+// LegacyVersion reports whether v names a handshake-based (2025-era or
+// earlier) protocol revision.
+func LegacyVersion(v string) bool {
+	return strings.HasPrefix(v, "2024-") || strings.HasPrefix(v, "2025-")
+}
