@@ -5,9 +5,8 @@ import "time"
 // SetProbeTimeout lowers probeTimeout for one test; the returned func
 // restores it.
 func SetProbeTimeout(d time.Duration) (restore func()) {
-	old := probeTimeout
-	probeTimeout = d
-	return func() { probeTimeout = old }
+	old := probeTimeout.Swap(int64(d))
+	return func() { probeTimeout.Store(old) }
 }
 
 // SetDefaultCallTimeout lowers the default call_timeout for the routes

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -25,7 +26,10 @@ import (
 
 // probeTimeout bounds how long a sibling may take to answer server/discover
 // (its start-up included: npx may fetch a package first).
-var probeTimeout = 10 * time.Second
+// An atomic so that a test may change it while a route runs.
+var probeTimeout atomic.Int64
+
+func init() { probeTimeout.Store(int64(10 * time.Second)) }
 
 // The backoff between re-probes of a guessed era.
 const (
@@ -63,7 +67,7 @@ var probeRequest = []byte(`{"jsonrpc":"2.0","id":"caddymcp-probe","method":"serv
 // childEra is what the route's server speaks (eraLegacy, eraModern; not
 // the client's era: clientModern), probing on first use. Concurrent first
 // requests wait for one probe.
-func (h *Handler) childEra(r *http.Request) int32 {
+func (h poolServer) childEra(r *http.Request) int32 {
 	switch h.ChildEra {
 	case "legacy":
 		return eraLegacy
@@ -88,7 +92,7 @@ func (h *Handler) childEra(r *http.Request) int32 {
 // assumptionFailed is told that a legacy child refused the 2025 handshake:
 // where the legacy verdict was a guess, the next request probes again
 // (within the backoff).
-func (h *Handler) assumptionFailed() {
+func (h poolServer) assumptionFailed() {
 	t := h.table
 	if h.ChildEra != "" && h.ChildEra != "auto" {
 		return
@@ -110,7 +114,7 @@ func (h *Handler) assumptionFailed() {
 
 // probe asks a sibling process server/discover; guess is true where no
 // answer came (the verdict is legacy then).
-func (h *Handler) probe(r *http.Request) (verdict int32, guess bool) {
+func (h poolServer) probe(r *http.Request) (verdict int32, guess bool) {
 	sink := &probeSink{got: make(chan []byte, 1)}
 	proc, err := h.table.startChild(h.spawner.environ(r), sink, h.logger.With(zap.String("probe", h.Command)))
 	if err != nil {
@@ -126,8 +130,9 @@ func (h *Handler) probe(r *http.Request) (verdict int32, guess bool) {
 		}()
 	}()
 	verdict, guess = eraLegacy, true
-	if proc.Send(probeRequest, probeTimeout) == nil {
-		timer := time.NewTimer(probeTimeout)
+	wait := time.Duration(probeTimeout.Load())
+	if proc.Send(probeRequest, wait) == nil {
+		timer := time.NewTimer(wait)
 		defer timer.Stop()
 		select {
 		case b, ok := <-sink.got:

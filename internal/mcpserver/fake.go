@@ -66,9 +66,9 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	v32022   answers server/discover with -32022 (a modern server that does
 //	         not speak 2026-07-28), everything else as the plain fake
 //	cold     (with modern) a 2026-only server slow to start: the first
-//	         process to be asked server/discover (counted in the file
-//	         $CADDYMCP_FAKE_COUNT) never answers it, and initialize is
-//	         refused with -32601 by every process
+//	         process started (counted in the file $CADDYMCP_FAKE_COUNT)
+//	         never answers server/discover, and initialize is refused with
+//	         -32601 by every process
 //
 // On notifications/cancelled it reports the cancelled id with a
 // notifications/message, so tests can see that the bridge sent it.
@@ -122,18 +122,17 @@ func RunFakeIfRequested() {
 			}
 		}
 	}
-	// discoverCount counts the server/discover requests of every process
-	// sharing $CADDYMCP_FAKE_COUNT, this one included.
-	discoverCount := func() int {
+	// coldFirst: this is the first process started of those sharing
+	// $CADDYMCP_FAKE_COUNT (each start appends a byte)
+	coldFirst := false
+	if has("cold") {
 		path := os.Getenv("CADDYMCP_FAKE_COUNT")
-		f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
-		if err != nil {
-			return 0
+		if f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600); err == nil {
+			f.WriteString("x")
+			f.Close()
+			b, _ := os.ReadFile(path)
+			coldFirst = len(b) == 1
 		}
-		f.WriteString("x")
-		f.Close()
-		b, _ := os.ReadFile(path)
-		return len(b)
 	}
 	asked := map[string]json.RawMessage{} // our question id -> the tools/call id
 	holdAfter := map[string]bool{}        // tools/call ids of "askhold": held once answered
@@ -242,7 +241,7 @@ func RunFakeIfRequested() {
 				send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "error": map[string]any{"code": -32601, "message": "method not found"}})
 				continue
 			}
-			if has("cold") && discoverCount() == 1 {
+			if coldFirst {
 				logf("discover unanswered")
 				continue // still fetching its package
 			}
