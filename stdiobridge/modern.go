@@ -156,7 +156,7 @@ func modernError(w http.ResponseWriter, id json.RawMessage, code int, msg string
 var removedMethods = []string{"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"}
 
 // serveModern serves one 2026-07-28 message.
-func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, e *envelope) {
+func (h poolServer) serveModern(w http.ResponseWriter, r *http.Request, e *envelope) {
 	if e.isResponse() {
 		badRequest(w, e.ID, "a 2026-07-28 client sends no JSON-RPC responses")
 		return
@@ -278,7 +278,7 @@ func paramsMap(params json.RawMessage) map[string]json.RawMessage {
 // within it, children started with exactly the environment this request
 // resolves to (placeholders in env), so that no request is ever served by
 // a child started with another request's values.
-func (h *Handler) poolFor(r *http.Request, m *modernReq) *childPool {
+func (h poolServer) poolFor(r *http.Request, m *modernReq) *childPool {
 	var env []string
 	key := "\x00"
 	if h.perRequest {
@@ -294,7 +294,7 @@ func (h *Handler) poolFor(r *http.Request, m *modernReq) *childPool {
 
 // cacheScope is "private" unless the answer is the same for everyone: a
 // shared child and an unauthenticated request.
-func (h *Handler) cacheScope(m *modernReq) string {
+func (h poolServer) cacheScope(m *modernReq) string {
 	if h.perRequest || m.principal != "" {
 		return "private"
 	}
@@ -303,7 +303,7 @@ func (h *Handler) cacheScope(m *modernReq) string {
 
 // child returns a ready pool child for a call, starting one if needed; on
 // failure it has answered the client.
-func (h *Handler) child(w http.ResponseWriter, r *http.Request, m *modernReq, p *childPool, asking bool, prefer uint64) *poolChild {
+func (h poolServer) child(w http.ResponseWriter, r *http.Request, m *modernReq, p *childPool, asking bool, prefer uint64) *poolChild {
 	// a wait ends when the client goes away or the route shuts down (no
 	// goroutine per request to watch both)
 	c, why, err := p.acquire(r.Context(), h.shutdown, asking, m.limit, prefer, func() (*poolChild, refusal, error) {
@@ -330,7 +330,7 @@ func (h *Handler) child(w http.ResponseWriter, r *http.Request, m *modernReq, p 
 // a per-user pool's children count against its principal, a shared pool's
 // against the principal whose request started it (so that no one principal
 // can fill a shared pool), all against max_sessions.
-func (h *Handler) startPoolChild(r *http.Request, p *childPool, requester string) (*poolChild, refusal, error) {
+func (h poolServer) startPoolChild(r *http.Request, p *childPool, requester string) (*poolChild, refusal, error) {
 	limit := p.limit
 	if limit == "" {
 		limit = requester
@@ -397,7 +397,7 @@ const defaultPoolVersion = "2025-11-25"
 
 // discover answers server/discover from the cached InitializeResult of the
 // route's children (a child is started the first time only).
-func (h *Handler) discover(w http.ResponseWriter, r *http.Request, m *modernReq) {
+func (h poolServer) discover(w http.ResponseWriter, r *http.Request, m *modernReq) {
 	if h.childEra(r) == eraModern {
 		res := h.table.discover.Load()
 		if res == nil {
@@ -460,7 +460,7 @@ func writeResult(w http.ResponseWriter, id json.RawMessage, result any) {
 }
 
 // modernCall forwards a request to a pool child and answers it.
-func (h *Handler) modernCall(w http.ResponseWriter, r *http.Request, m *modernReq) {
+func (h poolServer) modernCall(w http.ResponseWriter, r *http.Request, m *modernReq) {
 	p := m.pool
 	// a modern child asks nothing over stdio: its calls need no asker slot
 	asking := mcpreq.Invokes(m.e.Method) && h.childEra(r) != eraModern
@@ -496,7 +496,7 @@ func (h *Handler) modernCall(w http.ResponseWriter, r *http.Request, m *modernRe
 }
 
 // serveCall sends a request to a ready child and answers it, audited.
-func (h *Handler) serveCall(w http.ResponseWriter, r *http.Request, m *modernReq, c *poolChild, asking bool) {
+func (h poolServer) serveCall(w http.ResponseWriter, r *http.Request, m *modernReq, c *poolChild, asking bool) {
 	if c.modern && m.caps["roots"] != nil && !h.table.settings.Load().rootsForward {
 		// a 2026 server learns of no roots capability (roots none or a
 		// configured list: the client's roots are not the server's
@@ -524,7 +524,7 @@ func (h *Handler) serveCall(w http.ResponseWriter, r *http.Request, m *modernReq
 }
 
 // parked accounts for a request answered with an input_required round.
-func (h *Handler) parked(m *modernReq, rec *auditRecord) {
+func (h poolServer) parked(m *modernReq, rec *auditRecord) {
 	if rec != nil {
 		rec.outcome = "input_required"
 	}
@@ -563,7 +563,7 @@ func (rp *replier) finish(status int, body []byte) {
 // await serves a call until its answer, or until the child's questions
 // make a round (input_required), the client goes away (the call is
 // cancelled), or the route shuts down.
-func (h *Handler) await(w http.ResponseWriter, r *http.Request, m *modernReq, cl *call, rec *auditRecord) {
+func (h poolServer) await(w http.ResponseWriter, r *http.Request, m *modernReq, cl *call, rec *auditRecord) {
 	rp := &replier{w: w}
 	if rec != nil {
 		defer func() {
@@ -676,7 +676,7 @@ func (h *Handler) await(w http.ResponseWriter, r *http.Request, m *modernReq, cl
 }
 
 // translate renders a child's response for a modern client.
-func (h *Handler) translate(b []byte, m *modernReq, cl *call) (int, []byte) {
+func (h poolServer) translate(b []byte, m *modernReq, cl *call) (int, []byte) {
 	e, err := parseEnvelope(b)
 	if err != nil {
 		h.logger.Warn("the server process answered with an invalid JSON-RPC message; answered 502", zap.Error(err))
@@ -802,7 +802,7 @@ var fastTranslate = true
 // It adds resultType, the serverInfo _meta, and on cacheable results ttlMs
 // and cacheScope where they are missing; ok is false where the slow path
 // must decide (tools/list, whose schemas the pool learns, too).
-func (h *Handler) translateFast(result json.RawMessage, m *modernReq) ([]byte, bool) {
+func (h poolServer) translateFast(result json.RawMessage, m *modernReq) ([]byte, bool) {
 	if m.e.Method == "tools/list" {
 		return nil, false
 	}
@@ -888,7 +888,7 @@ func (p *childPool) learnTools(raw json.RawMessage, firstPage bool) {
 
 // toolBindings returns the x-mcp-header bindings of the called tool,
 // listing the tools from a child first if the pool does not know them.
-func (h *Handler) toolBindings(w http.ResponseWriter, r *http.Request, m *modernReq, p *childPool) ([]paramBinding, bool) {
+func (h poolServer) toolBindings(w http.ResponseWriter, r *http.Request, m *modernReq, p *childPool) ([]paramBinding, bool) {
 	p.mu.Lock()
 	known := p.toolsKnown
 	b := p.tools[m.name]
@@ -957,7 +957,7 @@ func (h *Handler) toolBindings(w http.ResponseWriter, r *http.Request, m *modern
 // round's retry sends the call to the child again, as a 2025 client retries
 // once the user has been to the URL. ok is false where data holds no
 // elicitation. A client that did not declare URL mode is told so (-32021).
-func (h *Handler) urlRound(m *modernReq, cl *call, data json.RawMessage) (int, []byte, bool) {
+func (h poolServer) urlRound(m *modernReq, cl *call, data json.RawMessage) (int, []byte, bool) {
 	var d struct {
 		Elicitations []json.RawMessage `json:"elicitations"`
 	}

@@ -160,7 +160,7 @@ func (cl *call) addAsk(a ask) {
 
 // park answers the client with an input_required round for the call's
 // open questions; the call waits in the table for the retry.
-func (h *Handler) park(cl *call, m *modernReq) []byte {
+func (h poolServer) park(cl *call, m *modernReq) []byte {
 	t := h.table
 	round := randomID(16)
 	timeout := h.cfg.inputTimeout
@@ -187,7 +187,7 @@ func (h *Handler) park(cl *call, m *modernReq) []byte {
 }
 
 // resume continues a parked call with the client's retry.
-func (h *Handler) resume(w http.ResponseWriter, r *http.Request, m *modernReq, p *childPool) {
+func (h poolServer) resume(w http.ResponseWriter, r *http.Request, m *modernReq, p *childPool) {
 	var rs string
 	if json.Unmarshal(m.params["requestState"], &rs) != nil {
 		modernError(w, m.e.ID, codeInvalidParams, "requestState must be a string")
@@ -259,7 +259,7 @@ func (h *Handler) resume(w http.ResponseWriter, r *http.Request, m *modernReq, p
 // retry forwards the retry of a child's own input_required round (its id
 // consumed), with the child's requestState unwrapped, preferably to the
 // child that asked.
-func (h *Handler) retry(w http.ResponseWriter, r *http.Request, m *modernReq, p *childPool, st *sealedState) {
+func (h poolServer) retry(w http.ResponseWriter, r *http.Request, m *modernReq, p *childPool, st *sealedState) {
 	switch {
 	case st.Again:
 		// the child asked with -32042 and ended its call: the retry is

@@ -19,8 +19,41 @@ import (
 	"go.uber.org/zap"
 )
 
+// serveMessage serves one POSTed 2025 message (not a batch): an
+// initialize starts a session, a stateless route's message gets a child of
+// its own, any other goes to its session.
+func (h sessionServer) serveMessage(w http.ResponseWriter, r *http.Request, e *envelope, version string) {
+	if version != "" && !versionSupported(version) {
+		// a newer client probing (server/discover) learns what we speak
+		// and falls back to initialize; nothing is spawned
+		writeRPCError(w, http.StatusBadRequest, e.ID, unsupportedVersion(version))
+		return
+	}
+	if e.Method == "initialize" {
+		if !e.isRequest() {
+			badRequest(w, nil, "initialize must be a request")
+			return
+		}
+		if r.Header.Get("Mcp-Session-Id") != "" {
+			badRequest(w, e.ID, "initialize must not carry an Mcp-Session-Id")
+			return
+		}
+		h.initialize(w, r, e)
+		return
+	}
+	if h.Stateless {
+		h.serveStateless(w, r, e, version)
+		return
+	}
+	s := h.lookup(w, r, e.ID)
+	if s == nil {
+		return
+	}
+	h.forward(w, r, s, e)
+}
+
 // lookup finds the request's session; it writes the error itself.
-func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, id json.RawMessage) *Session {
+func (h sessionServer) lookup(w http.ResponseWriter, r *http.Request, id json.RawMessage) *Session {
 	sid := r.Header.Get("Mcp-Session-Id")
 	if sid == "" {
 		badRequest(w, id, "Mcp-Session-Id header is required")
@@ -40,7 +73,7 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, id json.RawMess
 }
 
 // forward sends one non-initialize message of a live session to its child.
-func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *Session, e *envelope) {
+func (h sessionServer) forward(w http.ResponseWriter, r *http.Request, s *Session, e *envelope) {
 	if tc := traceContext(r.Context()); tc != nil && e.isRequest() {
 		// only with tracing on: it costs a decode of the params
 		name, _ := nameOf(e.Method, paramsMap(e.Params))
@@ -84,7 +117,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *Session, e 
 }
 
 // spawn starts a session's child with the per-request environment.
-func (h *Handler) spawn(r *http.Request, s *Session) error {
+func (h sessionServer) spawn(r *http.Request, s *Session) error {
 	proc, err := h.table.startChild(h.spawner.environ(r), s, s.logger)
 	if err != nil {
 		return err
@@ -93,7 +126,7 @@ func (h *Handler) spawn(r *http.Request, s *Session) error {
 	return nil
 }
 
-func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, e *envelope) {
+func (h sessionServer) initialize(w http.ResponseWriter, r *http.Request, e *envelope) {
 	h.warmUp()
 	user := principal(r)
 	key := mcpreq.LimitKey(r, user)
@@ -178,7 +211,7 @@ func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, e *envelope
 // serveStateless answers one message with a child of its own: the bridge
 // initializes the child itself, then forwards the message. The child holds
 // its max_sessions slot until it has exited.
-func (h *Handler) serveStateless(w http.ResponseWriter, r *http.Request, e *envelope, version string) {
+func (h sessionServer) serveStateless(w http.ResponseWriter, r *http.Request, e *envelope, version string) {
 	user := principal(r)
 	key := mcpreq.LimitKey(r, user)
 	if why := h.table.reserve(key); why != admitted {
@@ -246,7 +279,7 @@ func (s *Session) handshake(r *http.Request, version string) error {
 
 // serveBatch handles a JSON-RPC batch: allowed only for protocol versions
 // that have batching (2025-03-26 and before).
-func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, body []byte, version string) {
+func (h sessionServer) serveBatch(w http.ResponseWriter, r *http.Request, body []byte, version string) {
 	var raws []json.RawMessage
 	if err := json.Unmarshal(body, &raws); err != nil {
 		writeRPCError(w, http.StatusBadRequest, nil, &rpcError{Code: codeParseError, Message: "parse error: " + err.Error()})
@@ -328,7 +361,7 @@ func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, body []byte
 	h.writeStream(w, r, s, st, 0, "")
 }
 
-func (h *Handler) serveGET(w http.ResponseWriter, r *http.Request) {
+func (h sessionServer) serveGET(w http.ResponseWriter, r *http.Request) {
 	if _, sseOK := accepts(r.Header.Values("Accept")); !sseOK {
 		writeRPCError(w, http.StatusNotAcceptable, nil, &rpcError{Code: codeInvalidRequest, Message: "Not Acceptable: Accept must include text/event-stream"})
 		return
@@ -357,7 +390,7 @@ func (h *Handler) serveGET(w http.ResponseWriter, r *http.Request) {
 	h.writeStream(w, r, s, st, after, "")
 }
 
-func (h *Handler) serveDELETE(w http.ResponseWriter, r *http.Request) {
+func (h sessionServer) serveDELETE(w http.ResponseWriter, r *http.Request) {
 	s := h.lookup(w, r, nil)
 	if s == nil {
 		return

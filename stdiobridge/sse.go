@@ -120,7 +120,7 @@ const firstEventWait = 50 * time.Millisecond
 // stream over (resumption), the session ends, the token that opened the
 // stream expires, or the server shuts down (then what is already there is
 // still delivered, within the write deadline). Every write has a deadline.
-func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, s *Session, st *stream, after uint64, sessionID string) {
+func (h sessionServer) writeStream(w http.ResponseWriter, r *http.Request, s *Session, st *stream, after uint64, sessionID string) {
 	sw := newSSEWriter(w, sessionID)
 	kick, prime := s.attachWriter(st)
 	defer s.detachWriter(st, kick)
@@ -238,7 +238,7 @@ func (s *Session) delivered(st *stream, seq uint64) {
 // detached handles a client that went away from an unfinished request
 // stream: a client that can resume gets resumeGrace to do so, others'
 // requests are cancelled at once.
-func (h *Handler) detached(s *Session, st *stream) {
+func (h sessionServer) detached(s *Session, st *stream) {
 	if st.standalone {
 		return
 	}

@@ -543,9 +543,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	case r.Method == http.MethodPost:
 		h.servePOST(w, r)
 	case r.Method == http.MethodGet && !h.Stateless:
-		h.serveGET(w, r)
+		h.sessions().serveGET(w, r)
 	case r.Method == http.MethodDelete && !h.Stateless:
-		h.serveDELETE(w, r)
+		h.sessions().serveDELETE(w, r)
 	case r.Method == http.MethodOptions:
 		w.Header().Set("Allow", allow+", OPTIONS")
 		w.WriteHeader(http.StatusNoContent)
@@ -633,7 +633,7 @@ func (h *Handler) servePOST(w http.ResponseWriter, r *http.Request) {
 	trimmed := bytes.TrimSpace(body)
 	version := r.Header.Get("Mcp-Protocol-Version")
 	if len(trimmed) > 0 && trimmed[0] == '[' {
-		h.serveBatch(w, r, trimmed, version)
+		h.sessions().serveBatch(w, r, trimmed, version) // batches are 2025's (mcpreq.Era)
 		return
 	}
 	e, rerr := decodeMessage(trimmed)
@@ -646,36 +646,10 @@ func (h *Handler) servePOST(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h.clientModern(r, e) {
-		h.serveModern(w, r, e)
+		h.pools().serveModern(w, r, e)
 		return
 	}
-	if version != "" && !versionSupported(version) {
-		// a newer client probing (server/discover) learns what we speak
-		// and falls back to initialize; nothing is spawned
-		writeRPCError(w, http.StatusBadRequest, e.ID, unsupportedVersion(version))
-		return
-	}
-	if e.Method == "initialize" {
-		if !e.isRequest() {
-			badRequest(w, nil, "initialize must be a request")
-			return
-		}
-		if r.Header.Get("Mcp-Session-Id") != "" {
-			badRequest(w, e.ID, "initialize must not carry an Mcp-Session-Id")
-			return
-		}
-		h.initialize(w, r, e)
-		return
-	}
-	if h.Stateless {
-		h.serveStateless(w, r, e, version)
-		return
-	}
-	s := h.lookup(w, r, e.ID)
-	if s == nil {
-		return
-	}
-	h.forward(w, r, s, e)
+	h.sessions().serveMessage(w, r, e, version)
 }
 
 // childUnavailable answers a message the child could not be sent.

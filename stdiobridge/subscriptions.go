@@ -207,7 +207,7 @@ func listenCapabilities(init json.RawMessage) (tools, prompts, resources bool) {
 // notifications, until the client goes away, or the route or the
 // subscribed child ends (then a final result closes the stream, so that
 // the client knows to listen again).
-func (h *Handler) listen(w http.ResponseWriter, r *http.Request, m *modernReq) {
+func (h poolServer) listen(w http.ResponseWriter, r *http.Request, m *modernReq) {
 	var sp struct {
 		Notifications struct {
 			Tools     bool     `json:"toolsListChanged"`
@@ -332,7 +332,7 @@ func listenClosed(sw *sseWriter, id json.RawMessage) {
 // listenModern passes a subscriptions/listen through to a modern child:
 // its notifications, tagged with the bridge's id, go to the client with
 // the client's.
-func (h *Handler) listenModern(w http.ResponseWriter, r *http.Request, m *modernReq) {
+func (h poolServer) listenModern(w http.ResponseWriter, r *http.Request, m *modernReq) {
 	c := h.child(w, r, m, m.pool, false, 0)
 	if c == nil {
 		return

@@ -51,7 +51,7 @@ func translateCases(t *testing.T, h *Handler) {
 			tc.fast = false
 		}
 		m := &modernReq{e: &envelope{ID: json.RawMessage(`7`), Method: tc.method}, name: "n"}
-		fast, ok := h.translateFast(json.RawMessage(tc.result), m)
+		fast, ok := poolServer{h}.translateFast(json.RawMessage(tc.result), m)
 		if ok != tc.fast {
 			t.Fatalf("%s %s: fast path taken %v, want %v", tc.method, tc.result, ok, tc.fast)
 		}
@@ -60,7 +60,7 @@ func translateCases(t *testing.T, h *Handler) {
 		}
 		line := []byte(`{"jsonrpc":"2.0","id":1,"result":` + tc.result + `}`)
 		fastTranslate = false
-		_, slow := h.translate(line, m, &call{child: &poolChild{}})
+		_, slow := poolServer{h}.translate(line, m, &call{child: &poolChild{}})
 		fastTranslate = true
 		var a, b any
 		if err := json.Unmarshal(fast, &a); err != nil {
@@ -91,7 +91,7 @@ func FuzzTranslateFast(f *testing.F) {
 			return
 		}
 		m := &modernReq{e: &envelope{ID: json.RawMessage(`"x"`), Method: method}}
-		fast, ok := h.translateFast(json.RawMessage(result), m)
+		fast, ok := poolServer{h}.translateFast(json.RawMessage(result), m)
 		if !ok {
 			return
 		}
@@ -99,7 +99,7 @@ func FuzzTranslateFast(f *testing.F) {
 			t.Fatalf("fast path made invalid JSON of %s: %s", result, fast)
 		}
 		fastTranslate = false
-		_, slow := h.translate([]byte(`{"jsonrpc":"2.0","id":1,"result":`+result+`}`), m, &call{child: &poolChild{}})
+		_, slow := poolServer{h}.translate([]byte(`{"jsonrpc":"2.0","id":1,"result":`+result+`}`), m, &call{child: &poolChild{}})
 		fastTranslate = true
 		var a, b any
 		_ = json.Unmarshal(fast, &a)
