@@ -14,22 +14,8 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Locks, and the order in which they may be taken (never the reverse):
-//
-//	switchSink.mu → Session.mu → table.mu
-//	warmPool.mu → table.mu
-//	table.pubMu → warmPool.mu
-//	table.poolsMu → childPool.mu → poolChild.mu
-//	call.mu, table.roundsMu: taken alone
-//	table.probeMu: taken alone (held across a probe, which probeTimeout bounds)
-//	toolLabels.mu: a leaf (taken under Session.mu or childPool.mu)
-//
-// table.mu is never held while taking a Session's or the pool's lock (the
-// reaper copies the session list, releases table.mu, then looks at each
-// session). No lock is held across I/O, with one exception: process.writeMu
-// serializes writes to one child's stdin, each bounded by a deadline. Code
-// that holds a lock calls nothing that can panic, or releases it in a defer,
-// and no deferred function takes a lock the panicking code may hold.
+// The locks, what each guards and the order they are taken in are
+// written once, in doc.go (# Locks).
 
 // tables holds session tables by process configuration, so that a reload
 // that leaves a route's process config unchanged keeps its sessions (the
@@ -70,7 +56,9 @@ func (c *settings) sessionID() string {
 	return randomID(20)
 }
 
-// table is the set of live sessions of one process configuration.
+// table is what one route holds, shared by the configs that keep the
+// route unchanged across reloads: the settings and spawner of the newest
+// config, prewarmed children, and four parts with their own locks.
 type table struct {
 	logger    *zap.Logger
 	settings  atomic.Pointer[settings]
@@ -80,7 +68,18 @@ type table struct {
 	pool      *warmPool               // prewarmed children (none while settings.prewarm is 0)
 	retained  atomic.Int64            // bytes of finished streams kept for resumption, all sessions
 	warnEvery *rate.Limiter           // client-triggerable refusals logged at warn (Handler.limitLog)
+	tools     toolLabels              // tool names for metric labels (metrics.go)
 
+	sessionTable // 2025 sessions and the limits both eras count against
+	poolTable    // the 2026-07-28 pools (pool.go)
+	roundTable   // parked MRTR rounds (mrtr.go)
+	serverFacts  // what the route's server is: its era and discovery answers (probe.go)
+}
+
+// sessionTable holds the 2025 sessions and the limits (max_sessions,
+// max_sessions_per_user, initialize_rate), which count sessions, stateless
+// children and pool children alike. mu guards all of it.
+type sessionTable struct {
 	mu       sync.Mutex
 	sessions map[string]*Session
 	reserved int            // sessions (or stateless children) being set up
@@ -91,14 +90,27 @@ type table struct {
 	stop     chan struct{}
 	stopped  bool
 	ending   pendingSet // children of ended sessions still being terminated
+}
 
-	// MCP 2026-07-28 (pool.go, mrtr.go)
-	poolsMu  sync.Mutex
-	pools    map[string]*childPool
+// poolTable holds the 2026-07-28 pools by key (table.poolFor); poolsMu
+// guards the map.
+type poolTable struct {
+	poolsMu sync.Mutex
+	pools   map[string]*childPool
+}
+
+// roundTable holds parked MRTR rounds and the single-use ids of wrapped
+// child requestStates; roundsMu guards it.
+type roundTable struct {
 	roundsMu sync.Mutex
-	rounds   map[string]*call                // parked MRTR rounds by round id
-	passes   map[string]time.Time            // unused ids of wrapped child requestStates: their expiry
-	passIDs  []string                        // the same ids, oldest first (bounds passes)
+	rounds   map[string]*call     // parked MRTR rounds by round id
+	passes   map[string]time.Time // unused ids of wrapped child requestStates: their expiry
+	passIDs  []string             // the same ids, oldest first (bounds passes)
+}
+
+// serverFacts is what the route's server is, learned once per process
+// config.
+type serverFacts struct {
 	init     atomic.Pointer[json.RawMessage] // a child's InitializeResult (server/discover)
 	discover atomic.Pointer[json.RawMessage] // a modern child's DiscoverResult
 	info     atomic.Pointer[json.RawMessage] // serverInfo read from init (set once, as init is)
@@ -107,7 +119,6 @@ type table struct {
 	guessed  bool                            // the era is a guess: the probe got no answer (probe.go)
 	reprobe  time.Time                       // no re-probe of a guess before this
 	backoff  time.Duration                   // the wait after the next re-probe
-	tools    toolLabels                      // tool names for metric labels (metrics.go)
 }
 
 // pendingSet counts work in flight; unlike sync.WaitGroup, adding while
@@ -143,9 +154,11 @@ func (p *pendingSet) Wait() {
 // newTable makes the table of a process configuration, with the settings
 // of the handler that first needs it (no other config uses it yet).
 func newTable(logger *zap.Logger, gen uint64, cfg *settings, sp *spawner) *table {
-	t := &table{logger: logger, sessions: map[string]*Session{}, perUser: map[string]int{},
-		rates: map[string]*rate.Limiter{}, stop: make(chan struct{}),
-		pools: map[string]*childPool{}, rounds: map[string]*call{}, passes: map[string]time.Time{}}
+	t := &table{logger: logger,
+		sessionTable: sessionTable{sessions: map[string]*Session{}, perUser: map[string]int{},
+			rates: map[string]*rate.Limiter{}, stop: make(chan struct{})},
+		poolTable:  poolTable{pools: map[string]*childPool{}},
+		roundTable: roundTable{rounds: map[string]*call{}, passes: map[string]time.Time{}}}
 	t.warnEvery = rate.NewLimiter(rate.Every(time.Minute), 1)
 	t.pool = &warmPool{t: t, logger: logger, limit: rate.NewLimiter(4, 4)}
 	t.publish(gen, cfg, sp)
