@@ -433,7 +433,10 @@ func TestReloadPublishesSettingsOnlyWhenTheConfigRuns(t *testing.T) {
 		t.Fatalf("the broken config: %v", err)
 	}
 	http.DefaultClient.CloseIdleConnections()
-	time.Sleep(100 * time.Millisecond) // the reaper would have ended first's session by now (1ms)
+	// a negative check, so a sleep (kept): had the rejected config's 1ms
+	// session_idle_timeout taken effect, the reaper (a pass every 10ms)
+	// would have ended first's session by now; no event says it did not
+	time.Sleep(100 * time.Millisecond)
 	if msgs := first.call("4", "ping", ""); len(msgs) != 1 {
 		t.Fatalf("first session after the failed reload: %v", msgs)
 	}

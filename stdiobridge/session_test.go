@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddymcp/caddymcp/internal/caddyrun"
 )
 
 func testSettings() *settings {
@@ -183,7 +185,8 @@ func TestReaperHoldsNoTableLockWhileWaitingForASession(t *testing.T) {
 
 // Item 12: finished streams are kept within the session's and the route's
 // byte bounds, and dropped once delivered and past the resume window.
-func TestRetentionIsBounded(t *testing.T) {
+func TestSoakRetentionIsBounded(t *testing.T) {
+	caddyrun.Soak(t, "1.25 GiB of finished streams (40 sessions × 32 × 1 MiB) stay within the session's and the route's retention bounds")
 	cfg := testSettings()
 	tb := newTable(zap.NewNop(), 1, cfg, nil)
 	defer tb.Destruct()
