@@ -88,23 +88,7 @@ func TestResumeWithLastEventID(t *testing.T) {
 func TestSessionBoundToUser(t *testing.T) {
 	k := jwkstest.NewKey(t, "k", "ES256")
 	is := jwkstest.NewIssuer(t, k)
-	c := caddyrun.StartCaddyfile(t, "", `
-:{{PORT}} {
-	bind 127.0.0.1
-	route /mcp {
-		mcp_auth {
-			issuer `+is.URL()+`
-			jwks_url `+is.JWKSURL()+`
-			audience http://127.0.0.1:{{PORT}}/mcp
-		}
-		mcp_stdio {
-			command `+self(t)+`
-			env CADDYMCP_FAKE_SERVER env
-			env MCP_USER {http.auth.user.id}
-		}
-	}
-}
-`)
+	c := caddyrun.StartCaddyfile(t, "", authSiteWith(t, is, authOpts{Mode: "env", Stdio: "\n\t\t\tenv MCP_USER {http.auth.user.id}"}))
 	aud := c.URL + "/mcp"
 	alice := newClient(t, aud)
 	alice.header.Set("Authorization", "Bearer "+jwkstest.Mint(t, k, is.Claims("alice", aud, ""), nil))

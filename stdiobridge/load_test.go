@@ -26,24 +26,8 @@ func TestSoakLoadThroughAuthAndBridge(t *testing.T) {
 	k := jwkstest.NewKey(t, "k", "ES256")
 	is := jwkstest.NewIssuer(t, k)
 	site := func(extra string) string {
-		return `
-:{{PORT}} {
-	bind 127.0.0.1
-	route /mcp {
-		mcp_auth {
-			issuer ` + is.URL() + `
-			jwks_url ` + is.JWKSURL() + `
-			audience http://127.0.0.1:{{PORT}}/mcp
-		}
-		mcp_stdio {
-			command ` + bin + `
-			max_sessions 1000
-			max_sessions_per_user 1000
-			initialize_rate 1000000
-		}
-	}
-` + extra + `}
-`
+		return authSiteWith(t, is, authOpts{Command: bin, Site: extra,
+			Stdio: "\n\t\t\tmax_sessions 1000\n\t\t\tmax_sessions_per_user 1000\n\t\t\tinitialize_rate 1000000"})
 	}
 	c := caddyrun.StartCaddyfile(t, "", site(""))
 	// warm up the JWKS and the first child, then take the baseline

@@ -103,28 +103,10 @@ func textOf(m map[string]any) string {
 // authSite is mcp_auth + mcp_stdio (the fake in mode mrtr) at /mcp, the
 // child's environment naming its principal when perUser.
 func authSite(t *testing.T, is *jwkstest.Issuer, perUser bool, extra string) string {
-	env := ""
 	if perUser {
-		env = "\n\t\t\tenv CADDYMCP_FAKE_USER {http.auth.user.id}"
+		extra = "\n\t\t\tenv CADDYMCP_FAKE_USER {http.auth.user.id}" + extra
 	}
-	return `
-http://127.0.0.1:{{PORT}} {
-	bind 127.0.0.1
-	route /mcp {
-		mcp_auth {
-			issuer ` + is.URL() + `
-			jwks_url ` + is.JWKSURL() + `
-			audience http://127.0.0.1:{{PORT}}/mcp
-		}
-		mcp_stdio {
-			command ` + self(t) + `
-			env CADDYMCP_FAKE_SERVER mrtr
-			child_era legacy
-			shutdown_timeout 500ms` + env + extra + `
-		}
-	}
-}
-`
+	return authSiteWith(t, is, authOpts{Mode: "mrtr", Era: "legacy", Stdio: extra})
 }
 
 func TestModernTwoPrincipalsNeverShare(t *testing.T) {

@@ -188,31 +188,15 @@ func TestStatelessRespectsMaxSessions(t *testing.T) {
 func TestPerUserLimits(t *testing.T) {
 	k := jwkstest.NewKey(t, "k", "RS256")
 	is := jwkstest.NewIssuer(t, k)
-	c := caddyrun.StartCaddyfile(t, "", `
-:{{PORT}} {
-	bind 127.0.0.1
-	route /mcp {
-		mcp_auth {
-			issuer `+is.URL()+`
-			jwks_url `+is.JWKSURL()+`
-			audience http://127.0.0.1:{{PORT}}/mcp
-		}
-		mcp_stdio {
-			command `+self(t)+`
-			env CADDYMCP_FAKE_SERVER plain
-			max_sessions 4
-			max_sessions_per_user 2
-			shutdown_timeout 500ms
-		}
-	}
-	mcp_stdio /anon {
-		command `+self(t)+`
+	c := caddyrun.StartCaddyfile(t, "", authSiteWith(t, is, authOpts{Mode: "plain",
+		Stdio: "\n\t\t\tmax_sessions 4\n\t\t\tmax_sessions_per_user 2",
+		Site: `	mcp_stdio /anon {
+		command ` + self(t) + `
 		env CADDYMCP_FAKE_SERVER plain
 		initialize_rate 1
 		shutdown_timeout 500ms
 	}
-}
-`)
+`}))
 	aud := c.URL + "/mcp"
 	client := func(sub string) *mcpClient {
 		cl := newClient(t, aud)
@@ -535,23 +519,7 @@ func TestReloadsDuringInitializeOrphanNothing(t *testing.T) {
 func TestStreamEndsWhenTokenExpires(t *testing.T) {
 	k := jwkstest.NewKey(t, "k", "RS256")
 	is := jwkstest.NewIssuer(t, k)
-	c := caddyrun.StartCaddyfile(t, "", `
-:{{PORT}} {
-	bind 127.0.0.1
-	route /mcp {
-		mcp_auth {
-			issuer `+is.URL()+`
-			jwks_url `+is.JWKSURL()+`
-			audience http://127.0.0.1:{{PORT}}/mcp
-			leeway 1s
-		}
-		mcp_stdio {
-			command `+self(t)+`
-			env CADDYMCP_FAKE_SERVER plain
-		}
-	}
-}
-`)
+	c := caddyrun.StartCaddyfile(t, "", authSiteWith(t, is, authOpts{Mode: "plain", Auth: "\n\t\t\tleeway 1s"}))
 	aud := c.URL + "/mcp"
 	claims := is.Claims("carol", aud, "")
 	claims["exp"] = time.Now().Add(3 * time.Second).Unix()
@@ -737,24 +705,7 @@ func TestSessionsBoundToIssuerAndSubject(t *testing.T) {
 	is1 := jwkstest.NewIssuer(t, k)
 	is2 := jwkstest.NewIssuer(t, k)
 	block := func(is *jwkstest.Issuer, host string) string {
-		return `
-http://` + host + `:{{PORT}} {
-	bind 127.0.0.1
-	route /mcp {
-		mcp_auth {
-			issuer ` + is.URL() + `
-			jwks_url ` + is.JWKSURL() + `
-			audience http://` + host + `:{{PORT}}/mcp
-		}
-		mcp_stdio {
-			command ` + self(t) + `
-			env CADDYMCP_FAKE_SERVER plain
-			max_sessions 1
-			shutdown_timeout 500ms
-		}
-	}
-}
-`
+		return authSiteWith(t, is, authOpts{Host: host, Mode: "plain", Stdio: "\n\t\t\tmax_sessions 1"})
 	}
 	c := caddyrun.StartCaddyfile(t, "", block(is1, "127.0.0.1")+block(is2, "localhost"))
 	port := strconv.Itoa(c.Port)
