@@ -244,7 +244,7 @@ func TestDiscoveryIssuerMismatch(t *testing.T) {
 	}
 }
 
-// Item 22: token_cache is capped and costs nothing until used.
+// mcp_auth's token_cache is capped and costs nothing until used.
 func TestTokenCacheBoundedAndLazy(t *testing.T) {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()

@@ -419,7 +419,7 @@ func TestKeyRotationAndRemoval(t *testing.T) {
 	// the old key is removed: once the JWKS is refreshed (here: triggered by
 	// another unknown kid), tokens signed by it are rejected
 	is.SetKeys(next)
-	time.Sleep(60 * time.Millisecond)
+	time.Sleep(60 * time.Millisecond) // waits out jwks_refresh_min_interval (50ms), a time the handler measures: no event to wait for
 	serve(t, h, "POST", "http://e/mcp", bearer(jwkstest.Mint(t, jwkstest.NewKey(t, "other", "RS256"), claims, nil)))
 	if r := serve(t, h, "POST", "http://e/mcp", bearer(jwkstest.Mint(t, old, claims, nil))); r.status != 401 {
 		t.Fatalf("removed key still accepted: %d", r.status)
@@ -465,7 +465,7 @@ func TestIssuerDownAtStartThenUp(t *testing.T) {
 		t.Fatalf("issuer down: %d", r.status)
 	}
 	is.SetFault("", 0)
-	time.Sleep(60 * time.Millisecond)
+	time.Sleep(60 * time.Millisecond) // waits out jwks_refresh_min_interval (50ms), a time the handler measures: no event to wait for
 	if r := serve(t, h, "POST", "http://e/mcp", bearer(tok)); r.status != 200 {
 		t.Fatalf("issuer up again: %d %s", r.status, r.challenge)
 	}
@@ -622,7 +622,7 @@ func TestSlowJWKSTimesOut(t *testing.T) {
 		t.Fatalf("request held %s by a slow JWKS", d)
 	}
 	is.SetFault("", 0)
-	time.Sleep(60 * time.Millisecond)
+	time.Sleep(60 * time.Millisecond) // waits out jwks_refresh_min_interval (50ms), a time the handler measures: no event to wait for
 	if r := serve(t, h, "POST", "http://e/mcp", bearer(tok)); r.status != 200 {
 		t.Fatalf("after the JWKS recovered: %d %s", r.status, r.challenge)
 	}
@@ -647,19 +647,19 @@ func TestTokenCache(t *testing.T) {
 	}
 	// removing the key from the JWKS invalidates the cache at the next refresh
 	is.SetKeys(other)
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(20 * time.Millisecond) // waits out jwks_refresh_min_interval (10ms), a time the handler measures
 	serve(t, h, "POST", "http://e/mcp", bearer(jwkstest.Mint(t, k, is.Claims("x", testAudience, ""), map[string]any{"kid": "new"})))
 	if r := serve(t, h, "POST", "http://e/mcp", bearer(tok)); r.status != 401 {
 		t.Fatalf("cached token of a removed key: %d", r.status)
 	}
 	// and an entry never outlives exp
 	is.SetKeys(k, other)
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(20 * time.Millisecond) // waits out jwks_refresh_min_interval (10ms), a time the handler measures
 	serve(t, h, "POST", "http://e/mcp", bearer(jwkstest.Mint(t, k, is.Claims("x", testAudience, ""), map[string]any{"kid": "newer"})))
 	if r := serve(t, h, "POST", "http://e/mcp", bearer(tok)); r.status != 200 {
 		t.Fatalf("token after the key came back: %d %s", r.status, r.challenge)
 	}
-	time.Sleep(time.Until(time.Unix(c["exp"].(int64), 0)) + 100*time.Millisecond)
+	time.Sleep(time.Until(time.Unix(c["exp"].(int64), 0)) + 100*time.Millisecond) // until the token has expired: a clock, not an event
 	if r := serve(t, h, "POST", "http://e/mcp", bearer(tok)); r.status != 401 || !strings.Contains(r.challenge, "token is expired") {
 		t.Fatalf("cached token after exp: %d %s", r.status, r.challenge)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/caddymcp/caddymcp/internal/adapttest"
+	"github.com/caddymcp/caddymcp/internal/caddyrun"
 	"github.com/caddymcp/caddymcp/internal/mcpserver"
 )
 
@@ -20,7 +21,8 @@ func TestAdapt(t *testing.T) { adapttest.Run(t, "testdata") }
 // rounds fail, with the spec's errors, clients that start again succeed,
 // none of its children survive it. The demo checks and reports; a failed
 // check exits 1.
-func TestScaleOut(t *testing.T) {
+func TestSoakScaleOut(t *testing.T) {
+	caddyrun.Soak(t, "the scale-out demo: 3 instances behind lb_policy mcp, 2000 sessions and rounds, one instance killed: nothing lost or misrouted but its own")
 	bin := os.Getenv("CADDYMCP_CADDY_BIN")
 	if bin == "" {
 		t.Skip("CADDYMCP_CADDY_BIN not set; `make test` builds Caddy and sets it")

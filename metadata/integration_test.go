@@ -191,7 +191,7 @@ http://127.0.0.1:{{PORT}} {
 	expect(t, resp, 200, nil, `{"resource":"http://127.0.0.1:`+itoa(c.Port)+`/mcp","authorization_servers":["https://auth.example.com"]}`)
 }
 
-// Item 24: a derived resource never holds dot segments or a fragment, and
+// A derived resource never holds dot segments or a fragment, and
 // the response says what it varies on.
 func TestDerivedResourceIsClean(t *testing.T) {
 	c := caddyrun.StartCaddyfile(t, "", `

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddymcp/caddymcp/internal/jwkstest"
 	"github.com/caddymcp/caddymcp/internal/mcpserver"
 )
 
@@ -258,4 +259,63 @@ func awaitListen(t *testing.T, port int, logs func() string) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling a port another process opens
 	}
+}
+
+// authOpts describes a route of mcp_auth (issuer and JWKS from a
+// jwkstest.Issuer, audience http://Host:{{PORT}}/mcp) in front of
+// mcp_stdio; the zero value is the fake at /mcp on 127.0.0.1.
+type authOpts struct {
+	Host    string // the site's host and the audience's; 127.0.0.1 when empty
+	Path    string // the route's path; /mcp when empty
+	Command string // the child; this test binary (the fake) when empty
+	Mode    string // the fake's mode (CADDYMCP_FAKE_SERVER); none when empty
+	Era     string // child_era; mcp_stdio's default when empty
+	Auth    string // more mcp_auth lines, each starting "\n\t\t\t"
+	Stdio   string // more mcp_stdio lines, each starting "\n\t\t\t"
+	Site    string // more of the site block, after the route
+}
+
+// authRoute is the route block of o (inside a site block).
+func authRoute(t *testing.T, is *jwkstest.Issuer, o authOpts) string {
+	if o.Host == "" {
+		o.Host = "127.0.0.1"
+	}
+	if o.Path == "" {
+		o.Path = "/mcp"
+	}
+	if o.Command == "" {
+		o.Command = self(t)
+	}
+	stdio := ""
+	if o.Mode != "" {
+		stdio += "\n\t\t\tenv " + mcpserver.FakeEnv + " " + o.Mode
+	}
+	if o.Era != "" {
+		stdio += "\n\t\t\tchild_era " + o.Era
+	}
+	return `
+	route ` + o.Path + ` {
+		mcp_auth {
+			issuer ` + is.URL() + `
+			jwks_url ` + is.JWKSURL() + `
+			audience http://` + o.Host + `:{{PORT}}/mcp` + o.Auth + `
+		}
+		mcp_stdio {
+			command ` + o.Command + stdio + `
+			shutdown_timeout 500ms` + o.Stdio + `
+		}
+	}
+`
+}
+
+// authSiteWith is a site (http://Host:{{PORT}}) holding o's route.
+func authSiteWith(t *testing.T, is *jwkstest.Issuer, o authOpts) string {
+	host := o.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return `
+http://` + host + `:{{PORT}} {
+	bind 127.0.0.1` + authRoute(t, is, o) + o.Site + `}
+`
 }

@@ -1,6 +1,7 @@
 package stdiobridge_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -23,8 +24,22 @@ func TestCancelWhenClientGoesAway(t *testing.T) {
 	cl.version = "2025-06-18" // cannot resume: cancelled at once
 	cl.initialize()
 	get := cl.do("GET", "", nil)
-	reports := make(chan []sseEvent, 1)
-	go func() { reports <- readEvents(t, get) }()
+	defer get.Body.Close()
+	// the GET stream, line by line, until the child's report of the
+	// cancellation (a notifications/message on the standalone stream)
+	reported := make(chan string, 1)
+	go func() {
+		var seen strings.Builder
+		sc := bufio.NewScanner(get.Body)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), `"data":"cancelled `) {
+				reported <- ""
+				return
+			}
+			seen.WriteString(sc.Text() + "\n")
+		}
+		reported <- seen.String()
+	}()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	resp := cl.do("POST", `{"jsonrpc":"2.0","id":"never","method":"tools/call","params":{"name":"t"}}`, func(r *http.Request) {
@@ -33,24 +48,21 @@ func TestCancelWhenClientGoesAway(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("POST: %d", resp.StatusCode)
 	}
-	time.Sleep(100 * time.Millisecond)
+	// the headers come after the call was written to the child, so the
+	// notifications/cancelled that the client's going away causes follows
+	// it on the child's stdin
 	cancel()
 	resp.Body.Close()
 
-	deadline := time.After(5 * time.Second)
-	// DELETE after the report ends the GET stream
-	go func() {
-		time.Sleep(700 * time.Millisecond)
-		cl.status("DELETE", "", nil)
-	}()
 	select {
-	case evs := <-reports:
-		if got := strings.Join(messages(evs), "\n"); !strings.Contains(got, `"data":"cancelled `) {
+	case got := <-reported:
+		if got != "" {
 			t.Fatalf("the server was not told about the cancellation; GET stream: %s", got)
 		}
-	case <-deadline:
-		t.Fatal("GET stream did not end")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server was not told about the cancellation within 5s")
 	}
+	cl.status("DELETE", "", nil)
 }
 
 func TestResumeWithLastEventID(t *testing.T) {
@@ -76,23 +88,7 @@ func TestResumeWithLastEventID(t *testing.T) {
 func TestSessionBoundToUser(t *testing.T) {
 	k := jwkstest.NewKey(t, "k", "ES256")
 	is := jwkstest.NewIssuer(t, k)
-	c := caddyrun.StartCaddyfile(t, "", `
-:{{PORT}} {
-	bind 127.0.0.1
-	route /mcp {
-		mcp_auth {
-			issuer `+is.URL()+`
-			jwks_url `+is.JWKSURL()+`
-			audience http://127.0.0.1:{{PORT}}/mcp
-		}
-		mcp_stdio {
-			command `+self(t)+`
-			env CADDYMCP_FAKE_SERVER env
-			env MCP_USER {http.auth.user.id}
-		}
-	}
-}
-`)
+	c := caddyrun.StartCaddyfile(t, "", authSiteWith(t, is, authOpts{Mode: "env", Stdio: "\n\t\t\tenv MCP_USER {http.auth.user.id}"}))
 	aud := c.URL + "/mcp"
 	alice := newClient(t, aud)
 	alice.header.Set("Authorization", "Bearer "+jwkstest.Mint(t, k, is.Claims("alice", aud, ""), nil))
@@ -168,7 +164,11 @@ func TestReloadKeepsOrEndsSessions(t *testing.T) {
 	waitNoProcesses(t, self(t), 30*time.Second)
 }
 
-func TestNoProcessLeftBehind(t *testing.T) {
+// 200 sessions, each child with a grandchild in its process group: all
+// of them start, they hold no OS thread each, and none is left when half
+// end by DELETE and the rest when Caddy stops.
+func TestSoakNoProcessLeftBehind(t *testing.T) {
+	caddyrun.Soak(t, "200 sessions' children and grandchildren all end (DELETE, stop), without an OS thread per child")
 	const sessions = 200
 	marker := "sleep 6123." + runTag
 	c := caddyrun.StartCaddyfile(t, "", `

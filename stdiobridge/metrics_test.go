@@ -52,27 +52,10 @@ func scrape(t *testing.T, url string) map[string]float64 {
 const metricsRoute = "127.0.0.1/mcp"
 
 func metricsSite(t *testing.T, is *jwkstest.Issuer, extra string) string {
-	return `
-http://127.0.0.1:{{PORT}} {
-	bind 127.0.0.1
-	metrics /metrics
-	route /mcp {
-		mcp_auth {
-			issuer ` + is.URL() + `
-			jwks_url ` + is.JWKSURL() + `
-			audience http://127.0.0.1:{{PORT}}/mcp
-			tool write_* scopes write:all
-		}
-		mcp_stdio {
-			command ` + self(t) + `
-			env CADDYMCP_FAKE_SERVER mrtr
-			child_era legacy
-			shutdown_timeout 500ms
-			metrics_max_tools 10` + extra + `
-		}
-	}
-}
-`
+	return authSiteWith(t, is, authOpts{Mode: "mrtr", Era: "legacy",
+		Auth:  "\n\t\t\ttool write_* scopes write:all",
+		Stdio: "\n\t\t\tmetrics_max_tools 10" + extra,
+		Site:  "\tmetrics /metrics\n"})
 }
 
 // Metrics after scripted traffic, value by value: decisions, operations by

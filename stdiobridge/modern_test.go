@@ -103,28 +103,10 @@ func textOf(m map[string]any) string {
 // authSite is mcp_auth + mcp_stdio (the fake in mode mrtr) at /mcp, the
 // child's environment naming its principal when perUser.
 func authSite(t *testing.T, is *jwkstest.Issuer, perUser bool, extra string) string {
-	env := ""
 	if perUser {
-		env = "\n\t\t\tenv CADDYMCP_FAKE_USER {http.auth.user.id}"
+		extra = "\n\t\t\tenv CADDYMCP_FAKE_USER {http.auth.user.id}" + extra
 	}
-	return `
-http://127.0.0.1:{{PORT}} {
-	bind 127.0.0.1
-	route /mcp {
-		mcp_auth {
-			issuer ` + is.URL() + `
-			jwks_url ` + is.JWKSURL() + `
-			audience http://127.0.0.1:{{PORT}}/mcp
-		}
-		mcp_stdio {
-			command ` + self(t) + `
-			env CADDYMCP_FAKE_SERVER mrtr
-			child_era legacy
-			shutdown_timeout 500ms` + env + extra + `
-		}
-	}
-}
-`
+	return authSiteWith(t, is, authOpts{Mode: "mrtr", Era: "legacy", Stdio: extra})
 }
 
 func TestModernTwoPrincipalsNeverShare(t *testing.T) {
@@ -279,18 +261,10 @@ func TestModernClientDisconnects(t *testing.T) {
 		defer close(done)
 		modernPost(ctx, t, url, "", 1, "tools/call", `{"name":"hold","arguments":{}}`)
 	}()
-	for !strings.Contains(read(), "holding") {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitLog(t, read, "holding")
 	cancel()
 	<-done
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(read(), "cancelled") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the child was not told that the request was cancelled:\n%s", read())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitLog(t, read, "cancelled") // the child was told that the request was cancelled
 	// mid-round: the client answers the child's question, and goes away
 	// while the call goes on after the answer
 	status, r := modernPost(context.Background(), t, url, "", 2, "tools/call", `{"name":"askhold","arguments":{}}`)
@@ -309,17 +283,11 @@ func TestModernClientDisconnects(t *testing.T) {
 		defer close(done)
 		modernPost(ctx, t, url, "", 3, "tools/call", retry)
 	}()
-	for strings.Count(read(), "holding") < 2 {
-		time.Sleep(10 * time.Millisecond)
-	}
+	caddyrun.WaitFor(t, 30*time.Second, func() bool { return strings.Count(read(), "holding") >= 2 }, "the child holds the retried call")
 	cancel()
 	<-done
-	for strings.Count(read(), "cancelled") < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the child was not told that the call was cancelled mid-round:\n%s", read())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	caddyrun.WaitFor(t, 30*time.Second, func() bool { return strings.Count(read(), "cancelled") >= 2 },
+		"the child was told that the call was cancelled mid-round")
 	// the child is usable afterwards
 	if _, r := modernPost(context.Background(), t, url, "", 4, "tools/call", `{"name":"whoami","arguments":{}}`); !strings.HasPrefix(textOf(r), "pid=") {
 		t.Fatalf("after disconnects: %v", r)
@@ -369,9 +337,7 @@ func TestModernReloadWithRequestsInFlight(t *testing.T) {
 			results <- status
 		}()
 	}
-	for strings.Count(read(), "holding") < n {
-		time.Sleep(10 * time.Millisecond)
-	}
+	caddyrun.WaitFor(t, 30*time.Second, func() bool { return strings.Count(read(), "holding") >= n }, "the child holds every call")
 	done := make(chan struct{})
 	go func() {
 		c.LoadCaddyfile("", plainModernSite(t, log, "\n\t\tinput_timeout 1m"))
@@ -395,7 +361,11 @@ func TestModernReloadWithRequestsInFlight(t *testing.T) {
 	}
 }
 
-func TestModern1000RequestsFrom50Principals(t *testing.T) {
+// 1000 2026-07-28 calls from 50 principals, 64 at a time, through
+// mcp_auth + mcp_stdio with a child per principal: each answer reaches the
+// request that asked, with its principal's identity.
+func TestSoakModern1000RequestsFrom50Principals(t *testing.T) {
+	caddyrun.Soak(t, "1000 concurrent calls from 50 principals: none lost, none answered with another's child")
 	k := jwkstest.NewKey(t, "k", "RS256")
 	is := jwkstest.NewIssuer(t, k)
 	c := caddyrun.StartCaddyfile(t, "", authSite(t, is, true, "\n\t\t\tmax_sessions 200\n\t\t\tinitialize_rate 1000"))

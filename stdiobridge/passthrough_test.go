@@ -22,21 +22,7 @@ func TestModernPassThroughStateBound(t *testing.T) {
 	logA, readA := fakeLog(t)
 	logB, readB := fakeLog(t)
 	route := func(path, log string) string {
-		return `
-	route ` + path + ` {
-		mcp_auth {
-			issuer ` + is.URL() + `
-			jwks_url ` + is.JWKSURL() + `
-			audience http://127.0.0.1:{{PORT}}/mcp
-		}
-		mcp_stdio {
-			command ` + self(t) + `
-			env CADDYMCP_FAKE_SERVER modern
-			env CADDYMCP_FAKE_LOG ` + log + `
-			child_era modern
-			shutdown_timeout 500ms
-		}
-	}`
+		return authRoute(t, is, authOpts{Path: path, Mode: "modern", Era: "modern", Stdio: "\n\t\t\tenv CADDYMCP_FAKE_LOG " + log})
 	}
 	c := caddyrun.StartCaddyfile(t, "", "http://127.0.0.1:{{PORT}} {\n\tbind 127.0.0.1"+route("/a", logA)+route("/b", logB)+"\n}\n")
 	base := "http://127.0.0.1:" + strconv.Itoa(c.Port)

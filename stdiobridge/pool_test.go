@@ -21,24 +21,7 @@ func poolSite(t *testing.T, is *jwkstest.Issuer, mode, extra string) string {
 	if strings.Contains(mode, "modern") {
 		era = "modern"
 	}
-	return `
-http://127.0.0.1:{{PORT}} {
-	bind 127.0.0.1
-	route /mcp {
-		mcp_auth {
-			issuer ` + is.URL() + `
-			jwks_url ` + is.JWKSURL() + `
-			audience http://127.0.0.1:{{PORT}}/mcp
-		}
-		mcp_stdio {
-			command ` + self(t) + `
-			env CADDYMCP_FAKE_SERVER ` + mode + `
-			child_era ` + era + `
-			shutdown_timeout 500ms` + extra + `
-		}
-	}
-}
-`
+	return authSiteWith(t, is, authOpts{Mode: mode, Era: era, Stdio: extra})
 }
 
 // sessionWith is a 2025 session of the holder of token.

@@ -35,6 +35,8 @@ func TestPrewarm(t *testing.T) {
 	if err := caddy.Validate(&parsed); err != nil {
 		t.Fatalf("validate: %v", err)
 	}
+	// a negative check, so a sleep (kept): a child that validate started
+	// would be visible by now, and there is no event to wait for instead
 	time.Sleep(200 * time.Millisecond)
 	if n := processesMatching(self(t)); n != 0 {
 		t.Fatalf("caddy validate started %d processes", n)
@@ -56,6 +58,9 @@ func TestPrewarm(t *testing.T) {
 
 	// an unchanged route keeps its warm children across a reload
 	c.LoadCaddyfile("", site("")+"\nhttp://127.0.0.1:{{PORT}}/x {\n\trespond x\n}\n")
+	// a negative check, so a sleep (kept): warm children that the reload
+	// wrongly ended would be gone (or replaced) by now; no event says that
+	// nothing happened
 	time.Sleep(200 * time.Millisecond)
 	waitProcesses(t, self(t), 3)
 	// a changed route ends them (and the session)

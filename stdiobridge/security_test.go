@@ -36,7 +36,7 @@ func firstStreamID(t *testing.T, evs []sseEvent) string {
 	return ""
 }
 
-// Item 7: a Last-Event-ID past the stream (or past int64) is refused with
+// A Last-Event-ID past the stream (or past int64) is refused with
 // 400 and freezes nothing: other sessions are served and Caddy stops.
 func TestLastEventIDOverflow(t *testing.T) {
 	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "plain", ""))
@@ -81,7 +81,7 @@ func stopWithin(t *testing.T, c *caddyrun.Caddy, d time.Duration) {
 	}
 }
 
-// Item 9: a child gets exactly stdin, stdout and stderr, even when Caddy
+// A child gets exactly stdin, stdout and stderr, even when Caddy
 // holds descriptors without close-on-exec (socket activation, a pipe).
 func TestChildInheritsNoDescriptors(t *testing.T) {
 	marker, err := os.CreateTemp(t.TempDir(), "inherited-*")
@@ -126,7 +126,7 @@ func TestChildInheritsNoDescriptors(t *testing.T) {
 	}
 }
 
-// Item 10: a stateless child holds its max_sessions slot until it ends.
+// A stateless child holds its max_sessions slot until it ends.
 func TestStatelessRespectsMaxSessions(t *testing.T) {
 	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "silent", "\n\t\tstateless\n\t\tmax_sessions 2\n\t\tmax_sessions_per_user 2"))
 	call := func(ctx context.Context) (*http.Response, error) {
@@ -183,36 +183,20 @@ func TestStatelessRespectsMaxSessions(t *testing.T) {
 	}
 }
 
-// Item 11: one principal cannot take every slot, nor start sessions at any
+// One principal cannot take every slot, nor start sessions at any
 // rate.
 func TestPerUserLimits(t *testing.T) {
 	k := jwkstest.NewKey(t, "k", "RS256")
 	is := jwkstest.NewIssuer(t, k)
-	c := caddyrun.StartCaddyfile(t, "", `
-:{{PORT}} {
-	bind 127.0.0.1
-	route /mcp {
-		mcp_auth {
-			issuer `+is.URL()+`
-			jwks_url `+is.JWKSURL()+`
-			audience http://127.0.0.1:{{PORT}}/mcp
-		}
-		mcp_stdio {
-			command `+self(t)+`
-			env CADDYMCP_FAKE_SERVER plain
-			max_sessions 4
-			max_sessions_per_user 2
-			shutdown_timeout 500ms
-		}
-	}
-	mcp_stdio /anon {
-		command `+self(t)+`
+	c := caddyrun.StartCaddyfile(t, "", authSiteWith(t, is, authOpts{Mode: "plain",
+		Stdio: "\n\t\t\tmax_sessions 4\n\t\t\tmax_sessions_per_user 2",
+		Site: `	mcp_stdio /anon {
+		command ` + self(t) + `
 		env CADDYMCP_FAKE_SERVER plain
 		initialize_rate 1
 		shutdown_timeout 500ms
 	}
-}
-`)
+`}))
 	aud := c.URL + "/mcp"
 	client := func(sub string) *mcpClient {
 		cl := newClient(t, aud)
@@ -247,7 +231,7 @@ func TestPerUserLimits(t *testing.T) {
 	}
 }
 
-// Item 13: a batch cannot outrun the stream's buffer: over 1000 messages it
+// A batch cannot outrun the stream's buffer: over 1000 messages it
 // is refused with a clear error; up to that every request is answered.
 func TestBatchLength(t *testing.T) {
 	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "plain", "\n\t\tmax_message_size 8MiB"))
@@ -271,7 +255,7 @@ func TestBatchLength(t *testing.T) {
 	}
 }
 
-// Item 14: a client that stops reading (a zero receive window, in the
+// A client that stops reading (a zero receive window, in the
 // middle of a message larger than every socket buffer) cannot hold up
 // Caddy's stop. Caddy waits for active connections only when the process
 // exits, so this runs the built binary (make test sets CADDYMCP_CADDY_BIN)
@@ -345,7 +329,7 @@ func TestNonReadingClientDoesNotHoldUpStop(t *testing.T) {
 	}
 }
 
-// Item 16: a grandchild that left the process group (setsid) does not
+// A grandchild that left the process group (setsid) does not
 // survive its session.
 func TestSetsidGrandchildEndsWithSession(t *testing.T) {
 	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "setsid", ""))
@@ -384,7 +368,7 @@ func TestSetsidGrandchildrenEndWhenManySessionsEndTogether(t *testing.T) {
 	waitNoProcesses(t, "sleep 6124."+runTag, 30*time.Second)
 }
 
-// Items 17 and 20: prewarm can be switched off by a reload, and a reload
+// Prewarm can be switched off by a reload, and a reload
 // that Caddy rejects changes nothing of the running route.
 func TestReloadPublishesSettingsOnlyWhenTheConfigRuns(t *testing.T) {
 	site := func(extra string) string {
@@ -433,7 +417,10 @@ func TestReloadPublishesSettingsOnlyWhenTheConfigRuns(t *testing.T) {
 		t.Fatalf("the broken config: %v", err)
 	}
 	http.DefaultClient.CloseIdleConnections()
-	time.Sleep(100 * time.Millisecond) // the reaper would have ended first's session by now (1ms)
+	// a negative check, so a sleep (kept): had the rejected config's 1ms
+	// session_idle_timeout taken effect, the reaper (a pass every 10ms)
+	// would have ended first's session by now; no event says it did not
+	time.Sleep(100 * time.Millisecond)
 	if msgs := first.call("4", "ping", ""); len(msgs) != 1 {
 		t.Fatalf("first session after the failed reload: %v", msgs)
 	}
@@ -458,7 +445,7 @@ func TestReloadPublishesSettingsOnlyWhenTheConfigRuns(t *testing.T) {
 	}
 }
 
-// Items 18 and 19: initialize requests caught by reloads that change the
+// Initialize requests caught by reloads that change the
 // route leave no child behind.
 func TestReloadsDuringInitializeOrphanNothing(t *testing.T) {
 	site := func(n int) string {
@@ -528,27 +515,11 @@ func TestReloadsDuringInitializeOrphanNothing(t *testing.T) {
 	waitNoProcesses(t, self(t), 30*time.Second)
 }
 
-// Item 21: an open stream ends when the token that opened it expires.
+// An open stream ends when the token that opened it expires.
 func TestStreamEndsWhenTokenExpires(t *testing.T) {
 	k := jwkstest.NewKey(t, "k", "RS256")
 	is := jwkstest.NewIssuer(t, k)
-	c := caddyrun.StartCaddyfile(t, "", `
-:{{PORT}} {
-	bind 127.0.0.1
-	route /mcp {
-		mcp_auth {
-			issuer `+is.URL()+`
-			jwks_url `+is.JWKSURL()+`
-			audience http://127.0.0.1:{{PORT}}/mcp
-			leeway 1s
-		}
-		mcp_stdio {
-			command `+self(t)+`
-			env CADDYMCP_FAKE_SERVER plain
-		}
-	}
-}
-`)
+	c := caddyrun.StartCaddyfile(t, "", authSiteWith(t, is, authOpts{Mode: "plain", Auth: "\n\t\t\tleeway 1s"}))
 	aud := c.URL + "/mcp"
 	claims := is.Claims("carol", aud, "")
 	claims["exp"] = time.Now().Add(3 * time.Second).Unix()
@@ -574,7 +545,7 @@ func TestStreamEndsWhenTokenExpires(t *testing.T) {
 	}
 }
 
-// Item 23: duplicate and case-variant members are refused, so the child
+// Duplicate and case-variant members are refused, so the child
 // can never see the client's raw id beside the rewritten one.
 func TestAmbiguousMembersRefused(t *testing.T) {
 	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "plain", ""))
@@ -676,7 +647,7 @@ func nonLoopbackIP() string {
 	return ""
 }
 
-// Item 15: allowed_hosts protects listeners that are not loopback: the
+// allowed_hosts protects listeners that are not loopback: the
 // Host, and an Origin's host, must be listed.
 func TestAllowedHostsOffLoopback(t *testing.T) {
 	ip := nonLoopbackIP()
@@ -727,31 +698,14 @@ func TestAllowedHostsOffLoopback(t *testing.T) {
 	}
 }
 
-// Item 6: sessions are bound to issuer and subject, and identical
+// Sessions are bound to issuer and subject, and identical
 // mcp_stdio blocks on two sites keep their own sessions and limits.
 func TestSessionsBoundToIssuerAndSubject(t *testing.T) {
 	k := jwkstest.NewKey(t, "k", "RS256")
 	is1 := jwkstest.NewIssuer(t, k)
 	is2 := jwkstest.NewIssuer(t, k)
 	block := func(is *jwkstest.Issuer, host string) string {
-		return `
-http://` + host + `:{{PORT}} {
-	bind 127.0.0.1
-	route /mcp {
-		mcp_auth {
-			issuer ` + is.URL() + `
-			jwks_url ` + is.JWKSURL() + `
-			audience http://` + host + `:{{PORT}}/mcp
-		}
-		mcp_stdio {
-			command ` + self(t) + `
-			env CADDYMCP_FAKE_SERVER plain
-			max_sessions 1
-			shutdown_timeout 500ms
-		}
-	}
-}
-`
+		return authSiteWith(t, is, authOpts{Host: host, Mode: "plain", Stdio: "\n\t\t\tmax_sessions 1"})
 	}
 	c := caddyrun.StartCaddyfile(t, "", block(is1, "127.0.0.1")+block(is2, "localhost"))
 	port := strconv.Itoa(c.Port)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddymcp/caddymcp/internal/caddyrun"
 )
 
 func testSettings() *settings {
@@ -49,7 +51,7 @@ func answeredPinned(t testing.TB, s *Session, id int, size int, gone bool) *stre
 	return st
 }
 
-// Item 7, at unit level: since() is safe for any seq a client can send.
+// A stream's since() is safe for any seq a client can send (a Last-Event-ID).
 func TestSinceAnySeq(t *testing.T) {
 	s := newSession(nil, "", "", testSettings(), zap.NewNop())
 	st := answered(t, s, 1, 10)
@@ -99,7 +101,7 @@ func FuzzLastEventID(f *testing.F) {
 	})
 }
 
-// Item 8: the reaper, DELETE and child exits take the table's and the
+// The reaper, DELETE and child exits take the table's and the
 // sessions' locks in one order; with the old order this deadlocked.
 func TestReaperEndAndExitDoNotDeadlock(t *testing.T) {
 	cfg := testSettings()
@@ -147,7 +149,7 @@ func TestReaperEndAndExitDoNotDeadlock(t *testing.T) {
 	}
 }
 
-// Item 8, deterministically: while a session's lock is held (as end() and
+// The same, deterministically: while a session's lock is held (as end() and
 // ChildExited() hold it before they take the table's), a reaper pass that
 // waits for that lock must not hold the table's lock meanwhile.
 func TestReaperHoldsNoTableLockWhileWaitingForASession(t *testing.T) {
@@ -181,9 +183,10 @@ func TestReaperHoldsNoTableLockWhileWaitingForASession(t *testing.T) {
 	s.end("DELETE") // takes the session's lock, then the table's
 }
 
-// Item 12: finished streams are kept within the session's and the route's
+// Finished streams are kept within the session's and the route's
 // byte bounds, and dropped once delivered and past the resume window.
-func TestRetentionIsBounded(t *testing.T) {
+func TestSoakRetentionIsBounded(t *testing.T) {
+	caddyrun.Soak(t, "1.25 GiB of finished streams (40 sessions × 32 × 1 MiB) stay within the session's and the route's retention bounds")
 	cfg := testSettings()
 	tb := newTable(zap.NewNop(), 1, cfg, nil)
 	defer tb.Destruct()

@@ -36,7 +36,7 @@ func parseEventID(s string) (streamID string, seq uint64, ok bool) {
 
 // streamWriteTimeout bounds every write of an SSE stream: a client that
 // stops reading (a zero receive window) cannot pin the handler, and so
-// cannot hold up a reload or stop. A variable so tests can shorten it.
+// cannot hold up a reload or stop.
 var streamWriteTimeout = 10 * time.Second
 
 // sseWriter writes Server-Sent Events and flushes after each batch. The

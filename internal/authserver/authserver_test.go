@@ -186,7 +186,7 @@ func register(t *testing.T, issuer string, meta map[string]any) (int, map[string
 	return resp.StatusCode, m
 }
 
-// Item 25: the example authorization server is a good example, not an
+// The example authorization server is a good example, not an
 // open door: CORS for the Inspector only, registered grant types, redirect
 // URIs, resources, PKCE verifiers, refresh token reuse, a private state file.
 func TestExampleServerIsNotAnOpenDoor(t *testing.T) {
