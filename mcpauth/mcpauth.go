@@ -1,22 +1,7 @@
 // Package mcpauth provides the mcp_auth handler: bearer-JWT middleware that
 // follows the MCP authorization specification (2025-06-18, 2025-11-25).
 //
-// Caddyfile syntax:
-//
-//	mcp_auth [<matcher>] {
-//		issuer <url>
-//		audience <aud...>
-//		jwks_url <url>
-//		jwks_file <path>
-//		jwks_refresh_interval <duration>
-//		jwks_refresh_min_interval <duration>
-//		scopes <scope...>
-//		algorithms <alg...>
-//		leeway <duration>
-//		mode strict|optional|permissive
-//		resource_metadata <url>
-//		pass_token
-//	}
+// The Caddyfile syntax is documented on (*Handler).UnmarshalCaddyfile.
 package mcpauth
 
 import (

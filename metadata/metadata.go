@@ -2,27 +2,7 @@
 // serves OAuth 2.0 Protected Resource Metadata (RFC 9728) so that MCP clients
 // can discover the authorization server of a protected MCP endpoint.
 //
-// Caddyfile syntax:
-//
-//	oauth_protected_resource [<matcher>] {
-//		resource <url>
-//		authorization_servers <url...>
-//		jwks_uri <url>
-//		scopes_supported <scope...>
-//		bearer_methods_supported <header|body|query...>
-//		resource_signing_alg_values_supported <alg...>
-//		resource_name <text>
-//		resource_documentation <url>
-//		resource_policy_uri <url>
-//		resource_tos_uri <url>
-//		tls_client_certificate_bound_access_tokens
-//		authorization_details_types_supported <type...>
-//		dpop_signing_alg_values_supported <alg...>
-//		dpop_bound_access_tokens_required
-//		field <name> <json value>
-//		cors [<origin...>]
-//		max_age <duration>
-//	}
+// The Caddyfile syntax is documented on (*Handler).UnmarshalCaddyfile.
 //
 // What the gateway cannot honour is refused at load: a document without
 // authorization_servers (MCP clients find the authorization server only

@@ -78,6 +78,8 @@ func siteHosts(h httpcaddyfile.Helper) []string {
 //		cache_ttl <duration>
 //		child_era auto|legacy|modern
 //		pool per_user|shared
+//		name <name>
+//		instance_id <id>
 //		audit_arguments hash|full
 //		metrics_max_tools <n>
 //		roots none|forward|<file-uri...>

@@ -63,27 +63,5 @@
 // probe). A child's output is routed under its own lock only, and the
 // pool's lock is taken after it is released.
 //
-// Caddyfile syntax:
-//
-//	mcp_stdio [<matcher>] {
-//		command <program> [<args...>]
-//		env <NAME> <value>
-//		inherit_env <NAME...>
-//		dir <path>
-//		session_idle_timeout <duration>
-//		max_sessions <n>
-//		stateless
-//		shutdown_timeout <duration>
-//		allowed_origins <origin...>
-//		max_message_size <size>
-//		prewarm <n>
-//		max_sessions_per_user <n>
-//		initialize_rate <n>
-//		allowed_hosts <host...>
-//		input_timeout <duration>
-//		cache_ttl <duration>
-//		child_era auto|legacy|modern
-//		audit_arguments hash|full
-//		metrics_max_tools <n>
-//	}
+// The Caddyfile syntax is documented on (*Handler).UnmarshalCaddyfile.
 package stdiobridge
