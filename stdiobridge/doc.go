@@ -48,20 +48,47 @@
 //
 // # Locks
 //
-// Locks are taken in this order, never the reverse:
+// Every lock of the package (and of internal/childproc), what it guards,
+// and the locks that may be taken while it is held. Locks are taken only
+// in the order given by these arrows, never the reverse; a lock marked
+// "alone" is never held while another is taken, and none is taken under it.
 //
-//	switchSink.mu → Session.mu → table.mu
-//	warmPool.mu → table.mu
-//	table.pubMu → warmPool.mu
-//	table.poolsMu → childPool.mu → poolChild.mu
-//	call.mu, table.roundsMu, table.probeMu, sweeper.mu: alone
-//	toolLabels.mu: a leaf (taken under Session.mu or childPool.mu)
+//	routeState.mu (route.go): a handler's route settlement (resolved, dead)
+//	  → unsettledMu, table.pubMu (newTable, under caddy.UsagePool's lock), toolLabels.mu
+//	unsettledMu (route.go): the handlers whose route is not settled; a leaf
+//	tableOrdinalsMu (stdiobridge.go): handler ordinals per server; alone
+//	table.pubMu: publish (the settings, the spawner, the warm pool's size)
+//	  → warmPool.mu
+//	warmPool.mu (prewarm.go): ready warm children, how many are starting
+//	  → switchSink.mu (start), table.mu (count)
+//	switchSink.mu (prewarm.go): a warm child's target and its early lines;
+//	adopt hands the early lines to the new owner's sink under it
+//	  → Session.mu, poolChild.mu, childPool.mu
+//	Session.mu (session.go): a session's streams, pending requests, state
+//	  → table.mu, toolLabels.mu
+//	table.mu (sessionTable): sessions, reservations, per-user counts, the
+//	initialize_rate limiters, the reaper's state
+//	table.poolsMu (poolTable): the pools and each pool's users
+//	  → childPool.mu
+//	childPool.mu (pool.go): a pool's children and listeners
+//	  → poolChild.mu, toolLabels.mu
+//	poolChild.mu (pool.go): a child's calls, progress tokens, asker, log level
+//	call.mu (pool.go): a call's open questions, whether it was cancelled; alone
+//	table.roundsMu (roundTable): parked rounds, unused requestState ids; alone
+//	table.probeMu (serverFacts): one probe at a time, and whether its
+//	verdict is a guess; alone, held across one probe (bounded by probeTimeout)
+//	toolLabels.mu (metrics.go): the tool names metrics label; a leaf
+//	pendingSet.mu (table.go): a count of work in flight; a leaf
+//	childproc.Process.writeMu: one child's stdin; alone, held across one
+//	write under a deadline (the only lock held across I/O)
+//	childproc sweeper.mu: the descendant sweeps pending; alone
 //
-// No lock is held across I/O (childproc.Process.writeMu serializes one child's stdin
-// writes, each under a deadline; table.probeMu is held while one probe runs,
-// bounded by probeTimeout, so that concurrent first requests wait for one
-// probe). A child's output is routed under its own lock only, and the
-// pool's lock is taken after it is released.
+// table.mu is never held while a Session's or a pool's lock is taken (the
+// reaper copies the session list, releases table.mu, then looks at each
+// session). A child's output is routed under its own lock only, and the
+// pool's lock is taken after it is released. Code that holds a lock calls
+// nothing that can panic, or releases it in a defer, and no deferred
+// function takes a lock the panicking code may hold.
 //
 // The Caddyfile syntax is documented on (*Handler).UnmarshalCaddyfile.
 package stdiobridge
