@@ -9,6 +9,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddymcp/caddymcp/internal/cfargs"
 )
 
 func init() {
@@ -44,15 +46,23 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		resource <uri-glob...> scopes <scope...>
 //		rate <n>/<window> [tool <glob...>]
 //	}
+//
+// audience, scopes, algorithms, scope_implies (once per scope), tool,
+// prompt, resource and rate may be repeated: lists accumulate, rules and
+// limits add up. Any other option given twice is refused.
 func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	once := cfargs.Once{}
 	for d.NextBlock(0) {
 		opt := d.Val()
 		switch opt {
 		case "issuer", "jwks_url", "jwks_file", "mode", "resource_metadata":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -83,6 +93,9 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				m.Algorithms = append(m.Algorithms, args...)
 			}
 		case "jwks_refresh_interval", "jwks_refresh_min_interval", "leeway":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -100,6 +113,9 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				m.Leeway = caddy.Duration(dur)
 			}
 		case "token_cache":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -114,6 +130,9 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.TokenCache = n
 		case "pass_token":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}
@@ -142,8 +161,8 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) < 2 {
 				return d.Errf("scope_implies <scope> <implied-scope...>")
 			}
-			if _, dup := m.ScopeImplies[args[0]]; dup {
-				return d.Errf("scope_implies %s: already specified", args[0])
+			if err := once.CheckKey(d, "scope_implies", args[0]); err != nil {
+				return err
 			}
 			if m.ScopeImplies == nil {
 				m.ScopeImplies = map[string][]string{}

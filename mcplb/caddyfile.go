@@ -5,6 +5,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
+	"github.com/caddymcp/caddymcp/internal/cfargs"
 	"github.com/caddymcp/caddymcp/internal/mcpreq"
 )
 
@@ -16,11 +17,15 @@ import (
 //		fallback <policy> [<args...>]
 //		max_size <size>
 //	}
+//
+// instance (once per id) and drain may be repeated; fallback and max_size
+// may not.
 func (s *Selection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // policy name
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	once := cfargs.Once{}
 	for d.NextBlock(0) {
 		switch d.Val() {
 		case "instance":
@@ -28,11 +33,11 @@ func (s *Selection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&id, &dial) {
 				return d.ArgErr()
 			}
+			if err := once.CheckKey(d, "instance", id); err != nil {
+				return err
+			}
 			if s.Instances == nil {
 				s.Instances = map[string]string{}
-			}
-			if _, dup := s.Instances[id]; dup {
-				return d.Errf("instance %s: given twice", id)
 			}
 			s.Instances[id] = dial
 		case "drain":
@@ -42,11 +47,11 @@ func (s *Selection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			s.Drain = append(s.Drain, ids...)
 		case "fallback":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			if !d.NextArg() {
 				return d.ArgErr()
-			}
-			if s.FallbackRaw != nil {
-				return d.Err("fallback selection policy already specified")
 			}
 			name := d.Val()
 			unm, err := caddyfile.UnmarshalModule(d, "http.reverse_proxy.selection_policies."+name)
@@ -59,6 +64,9 @@ func (s *Selection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			s.FallbackRaw = caddyconfig.JSONModuleObject(sel, "policy", name, nil)
 		case "max_size":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()

@@ -5,6 +5,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/caddymcp/caddymcp/internal/cfargs"
 	"github.com/caddymcp/caddymcp/internal/mcpreq"
 )
 
@@ -19,20 +20,29 @@ var stringSlice = reflect.TypeOf([]string{})
 //		unreadable
 //		max_size <size>
 //	}
+//
+// Each option may be given once.
 func (m *MatchMCP) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // matcher name
 	args := d.RemainingArgs()
 	if len(args) > 0 {
 		m.Method, m.Names = args[0], args[1:]
 	}
+	once := cfargs.Once{}
 	for d.NextBlock(0) {
 		switch d.Val() {
 		case "unreadable":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}
 			m.Unreadable = true
 		case "max_size":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()

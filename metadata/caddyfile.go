@@ -8,6 +8,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddymcp/caddymcp/internal/cfargs"
 )
 
 func init() {
@@ -43,7 +45,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_age <duration>
 //	}
 //
-// List options may be repeated; their values accumulate.
+// List options, field (once per name) and cors may be repeated; their values
+// accumulate. Any other option given twice is refused.
 //
 // What the gateway cannot honour is refused at load: a document without
 // authorization_servers (MCP clients find the authorization server only
@@ -58,11 +61,15 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	once := cfargs.Once{}
 	for d.NextBlock(0) {
 		opt := d.Val()
 		switch opt {
 		case "resource", "jwks_uri", "resource_name", "resource_documentation",
 			"resource_policy_uri", "resource_tos_uri":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -78,11 +85,17 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			f := m.listField(opt)
 			*f = append(*f, args...)
 		case "tls_client_certificate_bound_access_tokens":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}
 			m.TLSClientCertificateBoundAccessTokens = true
 		case "dpop_bound_access_tokens_required":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}
@@ -95,8 +108,8 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !json.Valid([]byte(value)) {
 				return d.Errf("field %s: value %q is not valid JSON (quote strings as JSON: `\"text\"`)", name, value)
 			}
-			if _, dup := m.Fields[name]; dup {
-				return d.Errf("field %s: set twice", name)
+			if err := once.CheckKey(d, "field", name); err != nil {
+				return err
 			}
 			if m.Fields == nil {
 				m.Fields = make(map[string]json.RawMessage)
@@ -109,6 +122,9 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.CORS = append(m.CORS, args...)
 		case "max_age":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()

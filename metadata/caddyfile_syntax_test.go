@@ -1,13 +1,41 @@
 package metadata_test
 
 import (
+	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
 	"github.com/caddymcp/caddymcp/internal/caddyfiledoc"
+	"github.com/caddymcp/caddymcp/metadata"
 )
 
 // The syntax above UnmarshalCaddyfile and the README's syntax block list
 // every option the parser reads, and no other.
 func TestCaddyfileSyntax(t *testing.T) {
 	caddyfiledoc.Check(t, "caddyfile.go", "../README.md", "oauth_protected_resource")
+}
+
+// An option that takes one value is refused when given twice in a block,
+// in cfargs' wording; an option that accumulates may repeat.
+func TestCaddyfileSetTwice(t *testing.T) {
+	for _, tc := range []struct{ name, in, err string }{
+		{"resource twice", "oauth_protected_resource {\n\tresource https://a.example/mcp\n\tresource https://b.example/mcp\n}", "resource: set twice"},
+		{"max_age twice", "oauth_protected_resource {\n\tmax_age 1h\n\tmax_age 2h\n}", "max_age: set twice"},
+		{"tls_client_certificate_bound_access_tokens twice", "oauth_protected_resource {\n\ttls_client_certificate_bound_access_tokens\n\ttls_client_certificate_bound_access_tokens\n}", "tls_client_certificate_bound_access_tokens: set twice"},
+		{"lists, field and cors repeat", "oauth_protected_resource {\n\tauthorization_servers https://a.example\n\tauthorization_servers https://b.example\n\tscopes_supported x\n\tscopes_supported y\n\tfield a 1\n\tfield b 2\n\tcors https://a.example\n\tcors https://b.example\n}", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := new(metadata.Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.in))
+			if tc.err == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("error %v, want one containing %q", err, tc.err)
+			}
+		})
+	}
 }

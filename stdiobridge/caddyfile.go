@@ -11,6 +11,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+
+	"github.com/caddymcp/caddymcp/internal/cfargs"
 )
 
 func init() {
@@ -84,15 +86,22 @@ func siteHosts(h httpcaddyfile.Helper) []string {
 //		metrics_max_tools <n>
 //		roots none|forward|<file-uri...>
 //	}
+//
+// env (once per name), inherit_env, allowed_hosts and allowed_origins may be
+// repeated; their values accumulate. Any other option given twice is refused.
 func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	once := cfargs.Once{}
 	for d.NextBlock(0) {
 		opt := d.Val()
 		switch opt {
 		case "command":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			args := d.RemainingArgs()
 			if len(args) == 0 {
 				return d.ArgErr()
@@ -103,11 +112,11 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&name, &value) {
 				return d.ArgErr()
 			}
+			if err := once.CheckKey(d, "env", name); err != nil {
+				return err
+			}
 			if m.Env == nil {
 				m.Env = map[string]string{}
-			}
-			if _, dup := m.Env[name]; dup {
-				return d.Errf("env %s: set twice", name)
 			}
 			m.Env[name] = value
 		case "inherit_env":
@@ -117,10 +126,16 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.InheritEnv = append(m.InheritEnv, args...)
 		case "dir":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			if !d.AllArgs(&m.Dir) {
 				return d.ArgErr()
 			}
 		case "call_timeout":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -135,6 +150,9 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.CallTimeout = caddy.Duration(dur)
 		case "session_idle_timeout", "shutdown_timeout", "input_timeout", "cache_ttl":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -154,6 +172,9 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				m.CacheTTL = caddy.Duration(dur)
 			}
 		case "max_sessions", "max_sessions_per_user", "initialize_rate":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -171,12 +192,12 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				m.InitializeRate = n
 			}
 		case "roots":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			args := d.RemainingArgs()
 			if len(args) == 0 {
 				return d.ArgErr()
-			}
-			if m.Roots != nil {
-				return d.Errf("roots: already specified")
 			}
 			m.Roots = args
 		case "allowed_hosts":
@@ -186,6 +207,9 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.AllowedHosts = append(m.AllowedHosts, args...)
 		case "stateless":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}
@@ -197,6 +221,9 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.AllowedOrigins = append(m.AllowedOrigins, args...)
 		case "max_message_size":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -207,10 +234,16 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.MaxMessageSize = int(n)
 		case "child_era":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			if !d.AllArgs(&m.ChildEra) {
 				return d.ArgErr()
 			}
 		case "pool":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			if !d.AllArgs(&m.Pool) {
 				return d.ArgErr()
 			}
@@ -218,18 +251,30 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("pool: %q is not per_user or shared", m.Pool)
 			}
 		case "instance_id":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			if !d.AllArgs(&m.InstanceID) {
 				return d.ArgErr()
 			}
 		case "name":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			if !d.AllArgs(&m.Name) {
 				return d.ArgErr()
 			}
 		case "audit_arguments":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			if !d.AllArgs(&m.AuditArguments) {
 				return d.ArgErr()
 			}
 		case "metrics_max_tools":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -240,6 +285,9 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.MetricsMaxTools = n
 		case "prewarm":
+			if err := once.Check(d); err != nil {
+				return err
+			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
