@@ -1,7 +1,6 @@
 package mcpmatch_test
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -19,22 +18,9 @@ func TestCaddyfileSyntax(t *testing.T) {
 // An option that takes one value is refused when given twice in a block,
 // in cfargs' wording; an option that accumulates may repeat.
 func TestCaddyfileSetTwice(t *testing.T) {
-	for _, tc := range []struct{ name, in, err string }{
-		{"max_size twice", "mcp tools/call {\n\tmax_size 1MiB\n\tmax_size 2MiB\n}", "max_size: set twice"},
-		{"unreadable twice", "mcp {\n\tunreadable\n\tunreadable\n}", "unreadable: set twice"},
-		{"each once", "mcp {\n\tunreadable\n\tmax_size 1MiB\n}", ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			err := new(mcpmatch.MatchMCP).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.in))
-			if tc.err == "" {
-				if err != nil {
-					t.Fatalf("refused: %v", err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Fatalf("error %v, want one containing %q", err, tc.err)
-			}
-		})
-	}
+	caddyfiledoc.CheckRepeats(t, func() caddyfile.Unmarshaler { return new(mcpmatch.MatchMCP) }, []caddyfiledoc.Repeat{
+		{Name: "max_size twice", In: "mcp tools/call {\n\tmax_size 1MiB\n\tmax_size 2MiB\n}", Err: "max_size: set twice"},
+		{Name: "unreadable twice", In: "mcp {\n\tunreadable\n\tunreadable\n}", Err: "unreadable: set twice"},
+		{Name: "each once", In: "mcp {\n\tunreadable\n\tmax_size 1MiB\n}", Err: ""},
+	})
 }

@@ -1,7 +1,6 @@
 package metadata_test
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -19,23 +18,10 @@ func TestCaddyfileSyntax(t *testing.T) {
 // An option that takes one value is refused when given twice in a block,
 // in cfargs' wording; an option that accumulates may repeat.
 func TestCaddyfileSetTwice(t *testing.T) {
-	for _, tc := range []struct{ name, in, err string }{
-		{"resource twice", "oauth_protected_resource {\n\tresource https://a.example/mcp\n\tresource https://b.example/mcp\n}", "resource: set twice"},
-		{"max_age twice", "oauth_protected_resource {\n\tmax_age 1h\n\tmax_age 2h\n}", "max_age: set twice"},
-		{"tls_client_certificate_bound_access_tokens twice", "oauth_protected_resource {\n\ttls_client_certificate_bound_access_tokens\n\ttls_client_certificate_bound_access_tokens\n}", "tls_client_certificate_bound_access_tokens: set twice"},
-		{"lists, field and cors repeat", "oauth_protected_resource {\n\tauthorization_servers https://a.example\n\tauthorization_servers https://b.example\n\tscopes_supported x\n\tscopes_supported y\n\tfield a 1\n\tfield b 2\n\tcors https://a.example\n\tcors https://b.example\n}", ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			err := new(metadata.Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.in))
-			if tc.err == "" {
-				if err != nil {
-					t.Fatalf("refused: %v", err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Fatalf("error %v, want one containing %q", err, tc.err)
-			}
-		})
-	}
+	caddyfiledoc.CheckRepeats(t, func() caddyfile.Unmarshaler { return new(metadata.Handler) }, []caddyfiledoc.Repeat{
+		{Name: "resource twice", In: "oauth_protected_resource {\n\tresource https://a.example/mcp\n\tresource https://b.example/mcp\n}", Err: "resource: set twice"},
+		{Name: "max_age twice", In: "oauth_protected_resource {\n\tmax_age 1h\n\tmax_age 2h\n}", Err: "max_age: set twice"},
+		{Name: "tls_client_certificate_bound_access_tokens twice", In: "oauth_protected_resource {\n\ttls_client_certificate_bound_access_tokens\n\ttls_client_certificate_bound_access_tokens\n}", Err: "tls_client_certificate_bound_access_tokens: set twice"},
+		{Name: "lists, field and cors repeat", In: "oauth_protected_resource {\n\tauthorization_servers https://a.example\n\tauthorization_servers https://b.example\n\tscopes_supported x\n\tscopes_supported y\n\tfield a 1\n\tfield b 2\n\tcors https://a.example\n\tcors https://b.example\n}", Err: ""},
+	})
 }

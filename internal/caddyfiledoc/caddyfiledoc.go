@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
 // Check fails t naming every option that the parser in caddyfileGo reads
@@ -311,4 +313,30 @@ func readmeOptions(path, directive string, headers []string) (map[string]bool, b
 		}
 	}
 	return options, found, sc.Err()
+}
+
+// Repeat is a Caddyfile block and the error its parser must give: Err is a
+// substring of it ("" for a block that must parse).
+type Repeat struct{ Name, In, Err string }
+
+// CheckRepeats parses each case's block with a fresh unmarshaler from
+// fresh and checks the error it gives: the one argument helper's wording
+// (cfargs, "<option>: set twice") for a repeated single-value option,
+// none for options that accumulate.
+func CheckRepeats(t *testing.T, fresh func() caddyfile.Unmarshaler, cases []Repeat) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.Name, func(t *testing.T) {
+			err := fresh().UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.In))
+			if tc.Err == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.Err) {
+				t.Fatalf("error %v, want one containing %q", err, tc.Err)
+			}
+		})
+	}
 }
