@@ -8,7 +8,7 @@ XCADDY_VERSION ?= v0.4.5
 # fetching our unpublished module path from its VCS host.
 XCADDY_GOPROXY := $(shell go env GOPROXY | cut -d, -f1)|off
 
-.PHONY: build example test test-go soak conformance example-test fuzz bench bench-overhead bench-idle scale-demo hydra lint clean
+.PHONY: build example test test-go soak request-path conformance example-test fuzz bench bench-overhead bench-idle scale-demo hydra lint clean
 
 ## build: a ./caddy binary with the plugin (xcaddy build --with github.com/caddymcp/caddymcp=.)
 build: caddy
@@ -34,6 +34,10 @@ test-go: lint caddy
 ## soak: the soak, load and scale tests alone (named TestSoak*, skipped under go test -short; make test runs them too)
 soak: caddy
 	CADDYMCP_CADDY_BIN=$(CURDIR)/caddy go test -race -count=1 -timeout 20m -run '^TestSoak' ./...
+
+## request-path: the functions and files a 2025 and a 2026 tools/call visit in mcp_stdio (dlv trace of TestRequestPath)
+request-path:
+	./.ci/request-path.sh
 
 ## example-test: run the example and check it as a user would (needs ports 3000, 8000, 9000, 2019, 6274)
 example-test: caddy

@@ -1,6 +1,9 @@
 package stdiobridge
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // SetProbeTimeout lowers probeTimeout for one test; the returned func
 // restores it.
@@ -16,3 +19,11 @@ func SetDefaultCallTimeout(d time.Duration) (restore func()) {
 	defaultCallTimeout = d
 	return func() { defaultCallTimeout = old }
 }
+
+// PathMark does nothing: `.ci/request-path.sh` traces the functions a
+// request visits between two marks (TestRequestPath).
+//
+//go:noinline
+func PathMark(what string) { pathMarks.Add(1) }
+
+var pathMarks atomic.Int64
