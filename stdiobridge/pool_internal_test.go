@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -68,29 +69,50 @@ func TestPoolsAreFreed(t *testing.T) {
 }
 `)
 	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
-	served := 0
+	// all at once: the first to reserve one of max_sessions' 4 slots are
+	// served, the rest refused while those children start and work,
+	// however slow the machine (one by one, a loaded machine let each
+	// child go idle and end before the next request, and served all 30)
+	var (
+		mu     sync.Mutex
+		served int
+		wg     sync.WaitGroup
+	)
+	errs := make(chan string, 30)
 	for i := range 30 {
-		body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","arguments":{},"_meta":{` +
-			`"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`
-		req, _ := http.NewRequest("POST", url, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("MCP-Protocol-Version", "2026-07-28")
-		req.Header.Set("Mcp-Method", "tools/call")
-		req.Header.Set("Mcp-Name", "whoami")
-		req.SetBasicAuth("u"+strconv.Itoa(i), "pw")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		switch resp.StatusCode {
-		case 200:
-			served++
-		case 503:
-		default:
-			t.Fatalf("user %d: %d", i, resp.StatusCode)
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","arguments":{},"_meta":{` +
+				`"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`
+			req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("MCP-Protocol-Version", "2026-07-28")
+			req.Header.Set("Mcp-Method", "tools/call")
+			req.Header.Set("Mcp-Name", "whoami")
+			req.SetBasicAuth("u"+strconv.Itoa(i), "pw")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				errs <- err.Error()
+				return
+			}
+			resp.Body.Close()
+			switch resp.StatusCode {
+			case 200:
+				mu.Lock()
+				served++
+				mu.Unlock()
+			case 503:
+			default:
+				errs <- "user " + strconv.Itoa(i) + ": " + resp.Status
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
 	}
 	if served == 0 || served == 30 {
 		t.Fatalf("%d of 30 served: the test needs some served and some refused", served)

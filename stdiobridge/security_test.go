@@ -521,11 +521,15 @@ func TestStreamEndsWhenTokenExpires(t *testing.T) {
 	is := jwkstest.NewIssuer(t, k)
 	c := caddyrun.StartCaddyfile(t, "", authSiteWith(t, is, authOpts{Mode: "plain", Auth: "\n\t\t\tleeway 1s"}))
 	aud := c.URL + "/mcp"
-	claims := is.Claims("carol", aud, "")
-	claims["exp"] = time.Now().Add(3 * time.Second).Unix()
+	// the session starts with a token of an hour; the GET stream carries
+	// one of the same user that expires 2 s after the session is up (a
+	// loaded machine may take seconds to start the child)
 	cl := newClient(t, aud)
-	cl.header.Set("Authorization", "Bearer "+jwkstest.Mint(t, k, claims, nil))
+	cl.header.Set("Authorization", "Bearer "+jwkstest.Mint(t, k, is.Claims("carol", aud, ""), nil))
 	cl.initialize()
+	claims := is.Claims("carol", aud, "")
+	claims["exp"] = time.Now().Add(2 * time.Second).Unix()
+	cl.header.Set("Authorization", "Bearer "+jwkstest.Mint(t, k, claims, nil))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", aud, nil)
