@@ -20,6 +20,3 @@ type sessionServer struct{ *Handler }
 
 // poolServer serves 2026-07-28 requests.
 type poolServer struct{ *Handler }
-
-func (h *Handler) sessions() sessionServer { return sessionServer{h} }
-func (h *Handler) pools() poolServer       { return poolServer{h} }

@@ -543,9 +543,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	case r.Method == http.MethodPost:
 		h.servePOST(w, r)
 	case r.Method == http.MethodGet && !h.Stateless:
-		h.sessions().serveGET(w, r)
+		sessionServer{h}.serveGET(w, r)
 	case r.Method == http.MethodDelete && !h.Stateless:
-		h.sessions().serveDELETE(w, r)
+		sessionServer{h}.serveDELETE(w, r)
 	case r.Method == http.MethodOptions:
 		w.Header().Set("Allow", allow+", OPTIONS")
 		w.WriteHeader(http.StatusNoContent)
@@ -604,7 +604,7 @@ func (h *Handler) servePOST(w http.ResponseWriter, r *http.Request) {
 	trimmed := bytes.TrimSpace(body)
 	version := r.Header.Get("Mcp-Protocol-Version")
 	if len(trimmed) > 0 && trimmed[0] == '[' {
-		h.sessions().serveBatch(w, r, trimmed, version) // batches are 2025's (mcpreq.Era)
+		sessionServer{h}.serveBatch(w, r, trimmed, version) // batches are 2025's (mcpreq.Era)
 		return
 	}
 	e, rerr := decodeMessage(trimmed)
@@ -617,10 +617,10 @@ func (h *Handler) servePOST(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h.clientModern(r, e) {
-		h.pools().serveModern(w, r, e)
+		poolServer{h}.serveModern(w, r, e)
 		return
 	}
-	h.sessions().serveMessage(w, r, e, version)
+	sessionServer{h}.serveMessage(w, r, e, version)
 }
 
 // childUnavailable answers a message the child could not be sent.
