@@ -24,6 +24,11 @@ port_var() { # NAME DEFAULT
 	fi
 	export "${1?}"
 }
+# Two runs on one machine (a second make test beside this one) take turns:
+# a port found free is only ours once our Caddy holds it, so two runs
+# choosing at once took the same ones.
+exec 9> "${TMPDIR:-/tmp}/caddymcp-example.lock"
+if command -v flock > /dev/null; then flock 9; fi
 port_var CADDYMCP_PORT 3000
 port_var CADDYMCP_AUTH_PORT 9000
 port_var CADDYMCP_UPSTREAM_PORT 8000
@@ -142,14 +147,24 @@ step "Ctrl-C stops everything"
 kill -INT -- "-$example"
 for _ in $(seq 100); do kill -0 "$example" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$example" 2>/dev/null; then echo "examples/run.sh still running after Ctrl-C"; exit 1; fi
-sleep 0.5
 # everything the example started is in its process group (setsid above),
-# stdio servers started by mcp_stdio in groups of their own under Caddy
+# stdio servers started by mcp_stdio in groups of their own under Caddy:
+# those of this checkout (their working directory), not another run's
+ours() {
+	local pid
+	for pid in $(pgrep -f "^bin/everything-server$"); do
+		[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$root" ] && echo "$pid"
+	done
+}
+for _ in $(seq 100); do
+	pgrep -g "$example" > /dev/null || [ -n "$(ours)" ] || break
+	sleep 0.1 # a group ends as its processes exit
+done
 if pgrep -g "$example" > /dev/null; then
 	ps -o pid,pgid,args -g "$example"; echo "processes left after Ctrl-C"; exit 1
 fi
-if pgrep -f "^bin/everything-server$" > /dev/null; then
-	pgrep -fa "^bin/everything-server$"; echo "stdio server processes left after Ctrl-C"; exit 1
+if [ -n "$(ours)" ]; then
+	ps -o pid,args -p "$(ours | paste -sd,)"; echo "stdio server processes left after Ctrl-C"; exit 1
 fi
 grep -q "example stopped" "$out/example.log" || { echo "run.sh did not report stopping"; exit 1; }
 trap - EXIT
