@@ -191,7 +191,7 @@ func main() {
 		if len(st) == 0 {
 			delete(stale, g)
 		}
-		if cur == nil || leafUnder || stale[g] || strings.HasSuffix(f.fn, "PathMark") {
+		if cur == nil || leafUnder || stale[g] || strings.HasSuffix(f.fn, "PathMark") || background(stacks[g]) {
 			continue
 		}
 		if _, seen := cur.funcs[f.fn]; !seen {
@@ -262,4 +262,16 @@ func short(fn string) string {
 		return fn[i+1:]
 	}
 	return fn
+}
+
+// background reports whether a goroutine's stack is the route's
+// background work (the reaper of idle sessions and pool children), which
+// is not the request's whenever it runs.
+func background(st []frame) bool {
+	for _, fr := range st {
+		if strings.Contains(fr.fn, ".reap") {
+			return true
+		}
+	}
+	return false
 }
