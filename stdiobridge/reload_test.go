@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddymcp/caddymcp/internal/caddyrun"
 	"github.com/caddymcp/caddymcp/internal/mcpserver"
@@ -15,6 +16,8 @@ import (
 func routesSite(t *testing.T, paths []string, extra map[string]string) string {
 	var b strings.Builder
 	b.WriteString(":{{PORT}} {\n\tbind 127.0.0.1\n")
+	// which config answers (loadRoutes waits for it)
+	b.WriteString("\thandle /config {\n\t\trespond \"config " + strings.Join(paths, ",") + "\" 200\n\t}\n")
 	for _, p := range paths {
 		b.WriteString("\troute " + p + " {\n\t\tmcp_stdio {\n\t\t\tcommand " + self(t) +
 			"\n\t\t\tenv " + mcpserver.FakeEnv + " plain\n\t\t\tshutdown_timeout 500ms\n" + extra[p] + "\t\t}\n\t}\n")
@@ -82,11 +85,29 @@ func TestReloadKeepsRoutesApart(t *testing.T) {
 			}
 		}
 	}
+	// Caddy's reload returns once the old server has begun to shut down,
+	// but a loaded machine may let it accept one more connection and
+	// serve it with the old config; each step waits until the new config
+	// answers
+	load := func(paths []string, extra map[string]string) {
+		t.Helper()
+		c.LoadCaddyfile("", routesSite(t, paths, extra))
+		want := "config " + strings.Join(paths, ",")
+		caddyrun.WaitFor(t, 10*time.Second, func() bool {
+			resp, err := client.Get(c.URL + "/config")
+			if err != nil {
+				return false
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return string(b) == want
+		}, "the reloaded config answers "+want)
+	}
 	a := start("/a/mcp")
 
 	// added: a longer path, sorted before /a/mcp, with its own limit
 	limit := map[string]string{"/bbbbbbbb/mcp": "\t\t\tmax_sessions 3\n\t\t\tmax_sessions_per_user 3\n"}
-	c.LoadCaddyfile("", routesSite(t, []string{"/a/mcp", "/bbbbbbbb/mcp"}, limit))
+	load([]string{"/a/mcp", "/bbbbbbbb/mcp"}, limit)
 	check("route added", a, "/a/mcp", "/bbbbbbbb/mcp")
 	var b []string
 	for range 3 { // all of the new route's max_sessions: it inherited no count
@@ -95,13 +116,13 @@ func TestReloadKeepsRoutesApart(t *testing.T) {
 	check("route added", b[0], "/bbbbbbbb/mcp", "/a/mcp")
 
 	// another added, and the blocks written in another order
-	c.LoadCaddyfile("", routesSite(t, []string{"/bbbbbbbb/mcp", "/cc/mcp", "/a/mcp"}, limit))
+	load([]string{"/bbbbbbbb/mcp", "/cc/mcp", "/a/mcp"}, limit)
 	check("reordered", a, "/a/mcp", "/bbbbbbbb/mcp", "/cc/mcp")
 	check("reordered", b[2], "/bbbbbbbb/mcp", "/a/mcp", "/cc/mcp")
 	cc := start("/cc/mcp")
 
 	// removed: the other routes keep theirs
-	c.LoadCaddyfile("", routesSite(t, []string{"/cc/mcp", "/a/mcp"}, nil))
+	load([]string{"/cc/mcp", "/a/mcp"}, nil)
 	check("route removed", a, "/a/mcp", "/cc/mcp")
 	check("route removed", cc, "/cc/mcp", "/a/mcp")
 	if s := on(b[1], "/a/mcp"); s != 404 {

@@ -72,9 +72,16 @@ func (h *Handler) resolve() {
 		return
 	}
 	rs.resolved = true
-	unsettledMu.Lock()
-	delete(unsettled, h)
-	unsettledMu.Unlock()
+	// h leaves unsettled only once it holds its table (below): an old
+	// config's handler that calls resolvePending then waits on rs.mu for
+	// this resolve to finish, instead of missing h and letting the table
+	// go while h is about to join it (a reload under load ended an
+	// unchanged route's sessions so)
+	defer func() {
+		unsettledMu.Lock()
+		delete(unsettled, h)
+		unsettledMu.Unlock()
+	}()
 
 	id, label := routeIdentity(rs.srv, h, rs.fallback)
 	h.poolKey = h.procKey + " " + id
