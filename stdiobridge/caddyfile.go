@@ -58,6 +58,11 @@ func siteHosts(h httpcaddyfile.Helper) []string {
 	return hosts
 }
 
+// repeatable are the options whose values accumulate; any other given
+// twice in one block is refused ("<option>: set twice"). env repeats with
+// distinct names only.
+var repeatable = map[string]bool{"env": true, "inherit_env": true, "allowed_hosts": true, "allowed_origins": true}
+
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	mcp_stdio [<matcher>] {
@@ -97,11 +102,13 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	once := cfargs.Once{}
 	for d.NextBlock(0) {
 		opt := d.Val()
-		switch opt {
-		case "command":
+		if !repeatable[opt] {
 			if err := once.Check(d); err != nil {
 				return err
 			}
+		}
+		switch opt {
+		case "command":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
 				return d.ArgErr()
@@ -126,16 +133,10 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.InheritEnv = append(m.InheritEnv, args...)
 		case "dir":
-			if err := once.Check(d); err != nil {
-				return err
-			}
 			if !d.AllArgs(&m.Dir) {
 				return d.ArgErr()
 			}
 		case "call_timeout":
-			if err := once.Check(d); err != nil {
-				return err
-			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -150,9 +151,6 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.CallTimeout = caddy.Duration(dur)
 		case "session_idle_timeout", "shutdown_timeout", "input_timeout", "cache_ttl":
-			if err := once.Check(d); err != nil {
-				return err
-			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -172,9 +170,6 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				m.CacheTTL = caddy.Duration(dur)
 			}
 		case "max_sessions", "max_sessions_per_user", "initialize_rate":
-			if err := once.Check(d); err != nil {
-				return err
-			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -192,9 +187,6 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				m.InitializeRate = n
 			}
 		case "roots":
-			if err := once.Check(d); err != nil {
-				return err
-			}
 			args := d.RemainingArgs()
 			if len(args) == 0 {
 				return d.ArgErr()
@@ -207,9 +199,6 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.AllowedHosts = append(m.AllowedHosts, args...)
 		case "stateless":
-			if err := once.Check(d); err != nil {
-				return err
-			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}
@@ -221,9 +210,6 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.AllowedOrigins = append(m.AllowedOrigins, args...)
 		case "max_message_size":
-			if err := once.Check(d); err != nil {
-				return err
-			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -234,16 +220,10 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.MaxMessageSize = int(n)
 		case "child_era":
-			if err := once.Check(d); err != nil {
-				return err
-			}
 			if !d.AllArgs(&m.ChildEra) {
 				return d.ArgErr()
 			}
 		case "pool":
-			if err := once.Check(d); err != nil {
-				return err
-			}
 			if !d.AllArgs(&m.Pool) {
 				return d.ArgErr()
 			}
@@ -251,30 +231,18 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("pool: %q is not per_user or shared", m.Pool)
 			}
 		case "instance_id":
-			if err := once.Check(d); err != nil {
-				return err
-			}
 			if !d.AllArgs(&m.InstanceID) {
 				return d.ArgErr()
 			}
 		case "name":
-			if err := once.Check(d); err != nil {
-				return err
-			}
 			if !d.AllArgs(&m.Name) {
 				return d.ArgErr()
 			}
 		case "audit_arguments":
-			if err := once.Check(d); err != nil {
-				return err
-			}
 			if !d.AllArgs(&m.AuditArguments) {
 				return d.ArgErr()
 			}
 		case "metrics_max_tools":
-			if err := once.Check(d); err != nil {
-				return err
-			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -285,9 +253,6 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.MetricsMaxTools = n
 		case "prewarm":
-			if err := once.Check(d); err != nil {
-				return err
-			}
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
