@@ -29,6 +29,9 @@ func TestTransportStatuses(t *testing.T) {
 		// version, no header naming a 2026 version) is 2025's and needs a
 		// session; one with the 2026 header needs its _meta envelope
 		{"request without session", "POST", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, nil, 400, `"code":-32600,"message":"Bad Request: Mcp-Session-Id header is required"`},
+		// a _meta version that is not a string is no 2026 signal, for the
+		// bridge as for mcp_auth's rules and {http.mcp.era}
+		{"_meta version not a string", "POST", `{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":5}}}`, nil, 400, `"code":-32600,"message":"Bad Request: Mcp-Session-Id header is required"`},
 		{"2026 request without _meta", "POST", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, func(r *http.Request) { r.Header.Set("Mcp-Protocol-Version", "2026-07-28") }, 400, `"code":-32602,"message":"missing _meta`},
 		{"unknown session", "POST", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, func(r *http.Request) { r.Header.Set("Mcp-Session-Id", "nope") }, 404, "Session not found"},
 		{"unsupported protocol version", "POST", `{"jsonrpc":"2.0","id":7,"method":"ping"}`, func(r *http.Request) { r.Header.Set("Mcp-Protocol-Version", "1999-01-01") }, 400, `"code":-32022`},

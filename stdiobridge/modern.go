@@ -64,8 +64,13 @@ const (
 
 // clientModern decides the client's era of a POSTed message (not what the
 // child speaks: childEra) by mcpreq.Era, the rule every module and
-// {http.mcp.era} use.
-func (h *Handler) clientModern(r *http.Request, e *envelope) bool {
+// {http.mcp.era} use: q's own verdict, from the reading the rules decided
+// on, where q read this body; else (a body beyond the bound an earlier
+// module read it within) the same rule on the bridge's reading.
+func (h *Handler) clientModern(r *http.Request, q *mcpreq.Request, e *envelope) bool {
+	if q.Body() != nil {
+		return q.Era == "2026"
+	}
 	return mcpreq.Era(r.Header.Get("Mcp-Session-Id"), r.Header.Get("Mcp-Protocol-Version"), hasMetaVersion(e.Params), false) == "2026"
 }
 

@@ -616,7 +616,7 @@ func (h *Handler) servePOST(w http.ResponseWriter, r *http.Request) {
 		writeRPCError(w, http.StatusBadRequest, id, rerr)
 		return
 	}
-	if h.clientModern(r, e) {
+	if h.clientModern(r, q, e) {
 		poolServer{h}.serveModern(w, r, e)
 		return
 	}
