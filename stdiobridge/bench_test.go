@@ -1,26 +1,38 @@
 package stdiobridge
 
 import (
+	"bytes"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddymcp/caddymcp/internal/mcpreq"
 )
 
-// BenchmarkMessagePath is the bridge's own work for one tools/call: decode
-// the client's message, rewrite its id and register it, then route the
+// BenchmarkMessagePath is the bridge's own work for one tools/call: take
+// the client's message as mcpreq read it (mcpreq's parse is
+// BenchmarkParse there), rewrite its id and register it, then route the
 // child's answer back (restore the id, append it to the stream) and hand it
 // to the SSE writer's buffer. No process and no HTTP: just the bridge.
 func BenchmarkMessagePath(b *testing.B) {
 	cfg := &settings{idleTimeout: time.Hour, shutdownTimeout: time.Second, maxMessageSize: 4 << 20, writeTimeout: time.Second}
 	s := newSession(nil, "", "", cfg, zap.NewNop())
 	request := []byte(`{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"test_simple_text","arguments":{}}}`)
+	r := httptest.NewRequest(http.MethodPost, "/mcp", bytes.NewReader(request))
+	r.Header.Set("Mcp-Session-Id", "s")
+	parsed := mcpreq.Get(r, 4<<20).Parsed()
+	if len(parsed) != 1 {
+		b.Fatal("mcpreq did not read the message")
+	}
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
 		i++
-		e, rerr := decodeMessage(request)
+		e, rerr := envelopeOf(parsed[0])
 		if rerr != nil {
 			b.Fatal(rerr)
 		}

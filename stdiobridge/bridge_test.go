@@ -24,6 +24,10 @@ func TestTransportStatuses(t *testing.T) {
 		{"Accept without SSE", "POST", `{}`, func(r *http.Request) { r.Header.Set("Accept", "application/json") }, 406, "Accept must include"},
 		{"invalid JSON", "POST", `{"jsonrpc":`, nil, 400, `"code":-32700`},
 		{"wrong jsonrpc version", "POST", `{"jsonrpc":"1.0","id":1,"method":"ping"}`, nil, 400, `"id":1,"error":{"code":-32600`},
+		// the rules read only identity-encoded bodies (mcpreq): one with a
+		// Content-Encoding is refused, never served as the bytes it came in
+		{"Content-Encoding", "POST", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, func(r *http.Request) { r.Header.Set("Content-Encoding", "gzip") }, 415, "must not have a Content-Encoding"},
+		{"not an object", "POST", `42`, nil, 400, `"code":-32600`},
 		{"object id", "POST", `{"jsonrpc":"2.0","id":{},"method":"ping"}`, nil, 400, `"code":-32600`},
 		// the era rule (mcpreq.Era): a message with no 2026 signal (no _meta
 		// version, no header naming a 2026 version) is 2025's and needs a

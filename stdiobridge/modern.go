@@ -62,27 +62,11 @@ const (
 	metaSubID    = "io.modelcontextprotocol/subscriptionId"
 )
 
-// clientModern decides the client's era of a POSTed message (not what the
-// child speaks: childEra) by mcpreq.Era, the rule every module and
-// {http.mcp.era} use: q's own verdict, from the reading the rules decided
-// on, where q read this body; else (a body beyond the bound an earlier
-// module read it within) the same rule on the bridge's reading.
-func (h *Handler) clientModern(r *http.Request, q *mcpreq.Request, e *envelope) bool {
-	if q.Body() != nil {
-		return q.Era == "2026"
-	}
-	return mcpreq.Era(r.Header.Get("Mcp-Session-Id"), r.Header.Get("Mcp-Protocol-Version"), hasMetaVersion(e.Params), false) == "2026"
-}
-
-func hasMetaVersion(params json.RawMessage) bool {
-	if len(params) == 0 || !strings.Contains(string(params), metaVersion) {
-		return false
-	}
-	var p struct {
-		Meta map[string]json.RawMessage `json:"_meta"`
-	}
-	return json.Unmarshal(params, &p) == nil && p.Meta[metaVersion] != nil
-}
+// clientModern reports the client's era of a POSTed message (not what the
+// child speaks: childEra): mcpreq's verdict (mcpreq.Era) on the very
+// reading that mcp_auth's rules, the mcp matcher and {http.mcp.era}
+// decided on, so that what they call 2025 is served as 2025.
+func clientModern(q *mcpreq.Request) bool { return q.Era == "2026" }
 
 // modernReq is a validated 2026-07-28 request.
 type modernReq struct {

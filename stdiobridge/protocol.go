@@ -10,6 +10,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/caddymcp/caddymcp/internal/jsonscan"
+	"github.com/caddymcp/caddymcp/internal/mcpreq"
 )
 
 // Protocol versions the bridge serves, newest first. The Streamable HTTP
@@ -174,7 +177,42 @@ type rpcError struct {
 	Data    any    `json:"data,omitempty"`
 }
 
-// decodeMessage parses and checks one JSON-RPC message from a client.
+// envelopeOf is a client's message as mcpreq read it (the reading every
+// rule and matcher decided on: no second parse), checked as JSON-RPC.
+func envelopeOf(m mcpreq.Message) (*envelope, *rpcError) {
+	b := m.Raw
+	at := func(s jsonscan.Span) json.RawMessage {
+		if s.End == 0 {
+			return nil
+		}
+		return b[s.Start:s.End]
+	}
+	e := &envelope{raw: b, ID: m.ID, Method: m.Method, Params: at(m.Top.Params), Result: at(m.Top.Result), Error: at(m.Top.Error),
+		idSpan: span{m.Top.ID.Start, m.Top.ID.End}}
+	if v := at(m.Top.JSONRPC); v != nil {
+		e.JSONRPC, _ = jsonscan.String(v) // not a string: "", refused below
+	}
+	return e, checkEnvelope(e)
+}
+
+// notRPC answers a body that mcpreq found to be no JSON-RPC message (not
+// JSON, not an object, no member it could read): with what is wrong with
+// it, in the words of the bridge's own decoder. It is never served, even
+// where that decoder would take it.
+func notRPC(w http.ResponseWriter, body []byte) {
+	e, rerr := decodeMessage(bytes.TrimSpace(body))
+	if rerr == nil {
+		rerr = &rpcError{Code: codeInvalidRequest, Message: "invalid request: not a JSON-RPC message"}
+	}
+	var id json.RawMessage
+	if e != nil && validID(e.ID) {
+		id = e.ID
+	}
+	writeRPCError(w, http.StatusBadRequest, id, rerr)
+}
+
+// decodeMessage parses and checks one JSON-RPC message: the bridge's
+// reading of what mcpreq did not read (notRPC's wording, tests).
 func decodeMessage(b []byte) (*envelope, *rpcError) {
 	if !json.Valid(b) {
 		var v any
@@ -185,23 +223,28 @@ func decodeMessage(b []byte) (*envelope, *rpcError) {
 	if err != nil {
 		return nil, &rpcError{Code: codeInvalidRequest, Message: "invalid request: " + err.Error()}
 	}
+	return e, checkEnvelope(e)
+}
+
+// checkEnvelope checks a client's message against JSON-RPC 2.0.
+func checkEnvelope(e *envelope) *rpcError {
 	if e.JSONRPC != "2.0" {
-		return e, &rpcError{Code: codeInvalidRequest, Message: `invalid request: "jsonrpc" must be "2.0"`}
+		return &rpcError{Code: codeInvalidRequest, Message: `invalid request: "jsonrpc" must be "2.0"`}
 	}
 	if e.ID != nil && !validID(e.ID) {
-		return e, &rpcError{Code: codeInvalidRequest, Message: "invalid request: id must be a string or a number"}
+		return &rpcError{Code: codeInvalidRequest, Message: "invalid request: id must be a string or a number"}
 	}
 	switch {
 	case e.Method != "":
 		if e.Result != nil || e.Error != nil {
-			return e, &rpcError{Code: codeInvalidRequest, Message: "invalid request: a request has no result or error"}
+			return &rpcError{Code: codeInvalidRequest, Message: "invalid request: a request has no result or error"}
 		}
 	case e.ID == nil:
-		return e, &rpcError{Code: codeInvalidRequest, Message: "invalid request: neither method nor id"}
+		return &rpcError{Code: codeInvalidRequest, Message: "invalid request: neither method nor id"}
 	case (e.Result == nil) == (e.Error == nil):
-		return e, &rpcError{Code: codeInvalidRequest, Message: "invalid response: exactly one of result and error"}
+		return &rpcError{Code: codeInvalidRequest, Message: "invalid response: exactly one of result and error"}
 	}
-	return e, nil
+	return nil
 }
 
 // validID accepts JSON strings and numbers (JSON-RPC 2.0 section 4; null

@@ -277,14 +277,10 @@ func (s *Session) handshake(r *http.Request, version string) error {
 	return s.proc.Send(initializedNotification, s.cfg.writeTimeout)
 }
 
-// serveBatch handles a JSON-RPC batch: allowed only for protocol versions
+// serveBatch handles a JSON-RPC batch (its messages as mcpreq read them;
+// none for an empty one): allowed only for protocol versions
 // that have batching (2025-03-26 and before).
-func (h sessionServer) serveBatch(w http.ResponseWriter, r *http.Request, body []byte, version string) {
-	var raws []json.RawMessage
-	if err := json.Unmarshal(body, &raws); err != nil {
-		writeRPCError(w, http.StatusBadRequest, nil, &rpcError{Code: codeParseError, Message: "parse error: " + err.Error()})
-		return
-	}
+func (h sessionServer) serveBatch(w http.ResponseWriter, r *http.Request, raws []mcpreq.Message, version string) {
 	if h.Stateless {
 		badRequest(w, nil, "JSON-RPC batches are not supported on a stateless endpoint")
 		return
@@ -312,7 +308,7 @@ func (h sessionServer) serveBatch(w http.ResponseWriter, r *http.Request, body [
 	}
 	envs := make([]*envelope, 0, len(raws))
 	for _, raw := range raws {
-		e, rerr := decodeMessage(raw)
+		e, rerr := envelopeOf(raw)
 		if rerr != nil {
 			writeRPCError(w, http.StatusBadRequest, nil, rerr)
 			return

@@ -1,11 +1,9 @@
 package stdiobridge
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -589,34 +587,40 @@ func (h *Handler) servePOST(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body := q.Body()
-	if body == nil {
-		var err error
-		if body, err = io.ReadAll(io.LimitReader(r.Body, int64(h.MaxMessageSize)+1)); err != nil {
-			badRequest(w, nil, "reading body: "+err.Error())
-			return
-		}
-	}
-	if len(body) > h.MaxMessageSize {
+	switch {
+	case body == nil && mcpreq.IsEncoded(q.Err):
+		writeRPCError(w, http.StatusUnsupportedMediaType, nil, &rpcError{Code: codeInvalidRequest, Message: "Unsupported Media Type: a request body must not have a Content-Encoding"})
+		return
+	case (body == nil && mcpreq.IsTooLarge(q.Err)) || len(body) > h.MaxMessageSize:
 		writeRPCError(w, http.StatusRequestEntityTooLarge, nil, &rpcError{Code: codeInvalidRequest,
 			Message: "Request Entity Too Large: message exceeds max_message_size (" + strconv.Itoa(h.MaxMessageSize) + " bytes)"})
 		return
-	}
-	trimmed := bytes.TrimSpace(body)
-	version := r.Header.Get("Mcp-Protocol-Version")
-	if len(trimmed) > 0 && trimmed[0] == '[' {
-		sessionServer{h}.serveBatch(w, r, trimmed, version) // batches are 2025's (mcpreq.Era)
+	case body == nil:
+		badRequest(w, nil, "reading body: "+q.Err.Error())
 		return
 	}
-	e, rerr := decodeMessage(trimmed)
+	version := r.Header.Get("Mcp-Protocol-Version")
+	msgs := q.Parsed()
+	if q.Batch {
+		sessionServer{h}.serveBatch(w, r, msgs, version) // batches are 2025's (mcpreq.Era)
+		return
+	}
+	if len(msgs) == 0 {
+		// not a JSON-RPC message (mcpreq read no member that rules could
+		// decide on): answered with what is wrong with it, never served
+		notRPC(w, body)
+		return
+	}
+	e, rerr := envelopeOf(msgs[0])
 	if rerr != nil {
 		var id json.RawMessage
-		if e != nil && validID(e.ID) {
+		if validID(e.ID) {
 			id = e.ID
 		}
 		writeRPCError(w, http.StatusBadRequest, id, rerr)
 		return
 	}
-	if h.clientModern(r, q, e) {
+	if clientModern(q) {
 		poolServer{h}.serveModern(w, r, e)
 		return
 	}

@@ -50,11 +50,21 @@ type Message struct {
 	// RequestState is params.requestState of a 2026-07-28 retry (the
 	// selection policy routes it to the instance that issued it).
 	RequestState string
+	// Raw is the message as sent (a batch's element), and Top where its
+	// top-level members are in Raw: a module that serves the message reads
+	// these very bytes rather than parsing it again.
+	Raw []byte
+	Top Top
 	// headerName is what a 2026-07-28 Mcp-Name header mirrors:
 	// params.name of tools/call and prompts/get, params.uri of
 	// resources/read, resources/subscribe and resources/unsubscribe.
 	headerName string
 }
+
+// Top is where a message's top-level JSON-RPC members are in its Raw
+// bytes (End 0: absent), found by the scan that refused every other
+// reading of them (a member twice, escaped or in another case).
+type Top struct{ JSONRPC, ID, Method, Params, Result, Error jsonscan.Span }
 
 // Request is what a request asks, as far as MCP is concerned.
 type Request struct {
@@ -69,15 +79,25 @@ type Request struct {
 	// Messages is empty.
 	Err error
 
-	metaVersion bool   // ProtocolVersion came from _meta
-	bound       int64  // the bound it was read within
-	body        []byte // the body as read (nil beyond the bound or on a read error)
+	parsed      []Message // Messages, kept where Err is ErrMismatch (Parsed)
+	metaVersion bool      // ProtocolVersion came from _meta
+	bound       int64     // the bound it was read within
+	body        []byte    // the body as read (nil beyond the bound or on a read error)
 }
 
 // Body returns the body as it was read and parsed (nil if it was beyond
 // the bound or could not be read), so that a module serving the request
 // reads exactly what the rules read, and reads it once.
 func (q *Request) Body() []byte { return q.body }
+
+// Parsed returns the messages as read, also where the headers contradict
+// them (Err is ErrMismatch and Messages empty), for the module that
+// answers the request and says which header was wrong; nil where the body
+// was not read as JSON-RPC.
+func (q *Request) Parsed() []Message { return q.parsed }
+
+// IsEncoded reports whether err says the body had a Content-Encoding.
+func IsEncoded(err error) bool { return errors.Is(err, errEncoded) }
 
 // First is the first message (the only one outside a batch).
 func (q *Request) First() Message {
@@ -206,6 +226,7 @@ func parse(r *http.Request, maxBytes int64) *Request {
 	if !q.Batch {
 		q.ID = q.First().ID
 	}
+	q.parsed = q.Messages
 	if q.Err == nil && q.Era == "2026" && !headersMatch(r.Header, q.First()) {
 		q.Err = ErrMismatch
 		q.Messages = nil
@@ -272,6 +293,7 @@ var (
 // Indexes into the lists above.
 const (
 	topJSONRPC, topID, topMethod, topParams = 0, 1, 2, 3
+	topResult, topError                     = 4, 5
 	parName, parURI, parRef, parState       = 0, 1, 2, 3
 	parMeta, parNotifications               = 4, 5
 	refType, refName, refURI                = 0, 1, 2
@@ -388,7 +410,7 @@ func literalReplacement(v []byte) bool {
 // anything decides on (no reflection, no copies but the strings it
 // returns), and refuses it where a server could read them otherwise.
 func parseMessage(b []byte) (Message, string, error) {
-	var msg Message
+	msg := Message{Raw: b}
 	if i := jsonscan.SkipSpace(b, 0); i >= len(b) || b[i] != '{' {
 		return msg, "", errNotJSON
 	}
@@ -399,6 +421,7 @@ func parseMessage(b []byte) (Message, string, error) {
 		}
 		return msg, "", err
 	}
+	msg.Top = Top{top[topJSONRPC], top[topID], top[topMethod], top[topParams], top[topResult], top[topError]}
 	if s := top[topID]; s.End != 0 {
 		msg.ID = json.RawMessage(b[s.Start:s.End])
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddymcp/caddymcp/internal/jsonscan"
 )
 
 func request(body string, header map[string]string) *http.Request {
@@ -102,3 +104,28 @@ func FuzzParse(f *testing.F) {
 }
 
 var _ = caddyhttp.VarsCtxKey
+
+// TestServedReading: a module that serves the message (mcp_stdio) reads
+// the members where the rules' scan found them, and gets the messages of a
+// request whose headers contradict them, to say which header was wrong.
+func TestServedReading(t *testing.T) {
+	body := ` {"id":7, "jsonrpc":"2.0","method":"tools/call","params":{"name":"t","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}} `
+	q := Get(request(body, map[string]string{"Mcp-Method": "tools/call", "Mcp-Name": "other"}), 1<<20)
+	if q.Err != ErrMismatch || len(q.Messages) != 0 || len(q.Parsed()) != 1 {
+		t.Fatalf("mismatch: Err %v, %d messages, %d parsed", q.Err, len(q.Messages), len(q.Parsed()))
+	}
+	m := q.Parsed()[0]
+	at := func(s jsonscan.Span) string { return string(m.Raw[s.Start:s.End]) }
+	if at(m.Top.ID) != "7" || at(m.Top.JSONRPC) != `"2.0"` || at(m.Top.Method) != `"tools/call"` ||
+		!strings.HasPrefix(at(m.Top.Params), `{"name":"t"`) || m.Top.Result.End != 0 || m.Top.Error.End != 0 {
+		t.Fatalf("spans: %+v in %s", m.Top, m.Raw)
+	}
+	batch := Get(request(`[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":2,"error":{"code":1,"message":"x"}}]`, map[string]string{"Mcp-Session-Id": "s"}), 1<<20)
+	if p := batch.Parsed(); len(p) != 2 || string(p[0].Raw[p[0].Top.Result.Start:p[0].Top.Result.End]) != "{}" ||
+		!strings.HasPrefix(string(p[1].Raw[p[1].Top.Error.Start:]), `{"code":1`) {
+		t.Fatalf("batch: %+v", batch.Parsed())
+	}
+	if q := Get(request(`{"jsonrpc":`, nil), 1<<20); q.Parsed() != nil {
+		t.Fatal("a body that is not JSON has parsed messages")
+	}
+}
