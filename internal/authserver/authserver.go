@@ -31,6 +31,8 @@ import (
 	"time"
 
 	"github.com/MicahParks/jwkset"
+
+	"github.com/caddymcp/caddymcp/internal/cimd"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -90,8 +92,7 @@ type Server struct {
 	codes       map[string]*grant
 	refresh     map[string]*grant
 	usedRefresh map[string]string // rotated refresh token -> its family (reuse revokes the family)
-	cimd        map[string]*cimdEntry
-	cimdHTTP    *http.Client
+	cimd        *cimd.Cache
 }
 
 type client struct {
@@ -132,9 +133,11 @@ func New(opts Options) (*Server, error) {
 		opts.Logf = func(string, ...any) {}
 	}
 	s := &Server{opts: opts, clients: map[string]*client{}, codes: map[string]*grant{}, refresh: map[string]*grant{},
-		usedRefresh: map[string]string{}, cimd: map[string]*cimdEntry{}, cimdHTTP: opts.CIMDClient}
-	if s.cimdHTTP == nil {
-		s.cimdHTTP = cimdHTTPClient(opts.AllowPrivateCIMD)
+		usedRefresh: map[string]string{}}
+	s.cimd = &cimd.Cache{HTTP: opts.CIMDClient, ValidRedirect: validRedirectURI,
+		Refused: func(id string, err error) { s.opts.Logf("client metadata document %s refused: %v", id, err) }}
+	if s.cimd.HTTP == nil {
+		s.cimd.HTTP = cimd.HTTPClient(opts.AllowPrivateCIMD)
 	}
 	if err := s.loadState(); err != nil {
 		return nil, err

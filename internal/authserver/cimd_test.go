@@ -106,7 +106,7 @@ func TestClientIDMetadataDocument(t *testing.T) {
 
 	// without AllowPrivateCIMD, a document on a loopback address is never fetched
 	guarded, _ := New(Options{Issuer: issuer, Scopes: []string{"read:all"}})
-	guarded.cimdHTTP.Transport.(*http.Transport).TLSClientConfig = docSrv.Client().Transport.(*http.Transport).TLSClientConfig
+	guarded.cimd.HTTP.Transport.(*http.Transport).TLSClientConfig = docSrv.Client().Transport.(*http.Transport).TLSClientConfig
 	before := fetches.Load()
 	if _, err := guarded.lookupClient(t.Context(), docSrv.URL+"/fresh.json"); err == nil || !strings.Contains(err.Error(), "non-public address") {
 		t.Fatalf("a loopback document was fetched: %v", err)

@@ -493,3 +493,11 @@ func (r *Ring) DerivedFor(k *Key, purpose string) []byte {
 	r.mu.Unlock()
 	return d
 }
+
+// All is every key of the ring, newest first (Current among them): what
+// verifies, where Current is what signs. A key another instance added is
+// in it once this process has read the ring again.
+func (r *Ring) All() []*Key {
+	r.maybeRefresh()
+	return slices.Clone(r.current())
+}
