@@ -76,13 +76,16 @@ type browser struct {
 	http     *http.Client
 	jar      *jar
 	redirect string
+	stopAt   []string // more URL prefixes not to follow
 }
 
 func newBrowser(t *testing.T, redirect string) *browser {
 	b := &browser{t: t, jar: &jar{c: map[string]*http.Cookie{}}, redirect: redirect}
 	b.http = &http.Client{Jar: b.jar, Timeout: 10 * time.Second, CheckRedirect: func(req *http.Request, _ []*http.Request) error {
-		if strings.HasPrefix(req.URL.String(), redirect) {
-			return http.ErrUseLastResponse
+		for _, p := range append([]string{b.redirect}, b.stopAt...) {
+			if strings.HasPrefix(req.URL.String(), p) {
+				return http.ErrUseLastResponse
+			}
 		}
 		return nil
 	}}
@@ -130,6 +133,23 @@ type site struct {
 
 func startSite(t *testing.T, extra string) *site {
 	t.Helper()
+	return startSiteWith(t, "storage file_system "+t.TempDir(), "allow email_domain zitadel.ch", extra)
+}
+
+// startSiteAllow is startSite with another allow rule.
+func startSiteAllow(t *testing.T, allow string) *site {
+	t.Helper()
+	return startSiteWith(t, "storage file_system "+t.TempDir(), allow, "")
+}
+
+// startSiteStorage is startSite on another storage.
+func startSiteStorage(t *testing.T, storage string) *site {
+	t.Helper()
+	return startSiteWith(t, storage, "allow email_domain zitadel.ch", "")
+}
+
+func startSiteWith(t *testing.T, global, allow, extra string) *site {
+	t.Helper()
 	s := &site{issuer: "http://127.0.0.1:{{PORT}}", up: upstream(t)}
 	s.resource = s.issuer + "/mcp"
 	cfg := fmt.Sprintf(`http://127.0.0.1:%[1]s {
@@ -150,13 +170,13 @@ func startSite(t *testing.T, extra string) *site {
 			client_secret upstream-secret
 			label "Example Corp"
 		}
-		allow email_domain zitadel.ch
+		%[6]s
 		grant tools:read
 		grant tools:write if email test-user@zitadel.ch
 		%[5]s
 	}
-}`, "{{PORT}}", s.issuer, s.resource, s.up, extra)
-	s.c = caddyrun.StartCaddyfile(t, "storage file_system "+t.TempDir(), cfg)
+}`, "{{PORT}}", s.issuer, s.resource, s.up, extra, allow)
+	s.c = caddyrun.StartCaddyfile(t, global, cfg)
 	port := strconv.Itoa(s.c.Port)
 	s.issuer = strings.ReplaceAll(s.issuer, "{{PORT}}", port)
 	s.resource = strings.ReplaceAll(s.resource, "{{PORT}}", port)
@@ -191,17 +211,33 @@ func pkce() (verifier, challenge string) {
 // the client (its query: code, state, iss, or error).
 func (s *site) login(t *testing.T, b *browser, clientID, scope, user, challenge string) url.Values {
 	t.Helper()
-	q := url.Values{"response_type": {"code"}, "client_id": {clientID}, "redirect_uri": {b.redirect}, "state": {"client-state-123"},
+	resp, page := s.loginUntil(t, b, s.authorizeQuery(clientID, b.redirect, scope, challenge), user)
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode/100 != 3 || err != nil || !strings.HasPrefix(loc.String(), b.redirect) {
+		t.Fatalf("the flow did not end at the client: %d %v\n%s", resp.StatusCode, resp.Header, page)
+	}
+	return loc.Query()
+}
+
+func (s *site) authorizeQuery(clientID, redirect, scope, challenge string) url.Values {
+	q := url.Values{"response_type": {"code"}, "client_id": {clientID}, "redirect_uri": {redirect}, "state": {"client-state-123"},
 		"code_challenge": {challenge}, "code_challenge_method": {"S256"}, "resource": {s.resource}}
 	if scope != "" {
 		q.Set("scope", scope)
 	}
+	return q
+}
+
+// loginUntil runs the browser flow from an authorization request until
+// the browser stops (at the client's redirect URI, or one of stopAt).
+func (s *site) loginUntil(t *testing.T, b *browser, q url.Values, user string) (*http.Response, string) {
+	t.Helper()
 	resp, page := b.get(s.issuer + "/authorize?" + q.Encode())
 	if resp.StatusCode == http.StatusOK && strings.Contains(page, "Allow access?") {
 		if resp.Header.Get("X-Frame-Options") != "DENY" || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
 			t.Fatalf("the consent page may be framed: %v", resp.Header)
 		}
-		for _, want := range []string{"Test MCP client", clientID, b.redirect, s.resource} {
+		for _, want := range []string{"Test MCP client", q.Get("client_id"), q.Get("redirect_uri"), s.resource} {
 			if !strings.Contains(page, want) {
 				t.Fatalf("the consent page does not name %q:\n%s", want, page)
 			}
@@ -217,11 +253,7 @@ func (s *site) login(t *testing.T, b *browser, clientID, scope, user, challenge 
 		form.Set("password", "verysecure")
 		resp, page = b.post(s.up+"/login/username", form)
 	}
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if resp.StatusCode/100 != 3 || err != nil || !strings.HasPrefix(loc.String(), b.redirect) {
-		t.Fatalf("the flow did not end at the client: %d %v\n%s", resp.StatusCode, resp.Header, page)
-	}
-	return loc.Query()
+	return resp, page
 }
 
 func tokenRequest(t *testing.T, issuer string, form url.Values) (int, map[string]any) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -49,6 +50,17 @@ func (h *Handler) intercept(next http.Handler) http.Handler {
 		case "/authorize":
 			if err := r.ParseForm(); err != nil {
 				page(w, http.StatusBadRequest, "The authorization request could not be read.")
+				return
+			}
+			// the redirect URI exactly as registered, before the provider
+			// (which lets a native client's loopback port and host vary, and
+			// would send its refusal there)
+			if c, err := h.lookupClient(r.Context(), r.Form.Get("client_id")); err != nil || !slices.Contains(c.RedirectURIs, r.Form.Get("redirect_uri")) {
+				if errors.Is(err, errStorage) {
+					h.storageError(w, r, "looking up a client", err)
+					return
+				}
+				page(w, http.StatusBadRequest, "The client is unknown, or the redirect_uri is not exactly one it registered.")
 				return
 			}
 			ctx := h.withResource(r.Context(), r.Form["resource"])

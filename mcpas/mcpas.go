@@ -63,7 +63,7 @@ func init() {
 }
 
 // codeLifetime is how long an authorization code lives.
-const codeLifetime = 2 * time.Minute
+var codeLifetime = 2 * time.Minute
 
 // stateLifetime is how long a user may take between consent and the
 // upstream's callback (the state, the pending request).
@@ -334,10 +334,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if rest != "keys" && !h.limit(w, r, h.tokenRate) {
 			return nil
 		}
-		r2 := r.Clone(r.Context())
+		ctx, fault := withFaultFlag(r.Context())
+		r2 := r.Clone(ctx)
 		r2.URL.Path = "/" + rest
 		r2.URL.RawPath = ""
-		h.provider.ServeHTTP(w, r2)
+		h.provider.ServeHTTP(&faultWriter{ResponseWriter: w, fault: fault, h: h, r: r}, r2)
 	default:
 		return next.ServeHTTP(w, r)
 	}
@@ -411,6 +412,33 @@ func (h *Handler) storageError(w http.ResponseWriter, r *http.Request, what stri
 	h.logger.Error(what+": storage unavailable; answered 503", zap.String("path", r.URL.Path), zap.Error(err))
 	w.Header().Set("Retry-After", "5")
 	writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable", "error_description": "the server's storage is unavailable; try again"})
+}
+
+// faultWriter turns the provider's refusal of a request during which storage
+// failed into 503 temporarily_unavailable with Retry-After (and a log
+// line): the request was fine, the storage was not.
+type faultWriter struct {
+	http.ResponseWriter
+	fault   *atomic.Bool
+	h       *Handler
+	r       *http.Request
+	swallow bool
+}
+
+func (f *faultWriter) WriteHeader(status int) {
+	if status >= 300 && f.fault.Load() {
+		f.swallow = true
+		f.h.storageError(f.ResponseWriter, f.r, "a request to the OpenID provider", errStorage)
+		return
+	}
+	f.ResponseWriter.WriteHeader(status)
+}
+
+func (f *faultWriter) Write(b []byte) (int, error) {
+	if f.swallow {
+		return len(b), nil
+	}
+	return f.ResponseWriter.Write(b)
 }
 
 // sweepLoop deletes expired records every ten minutes (and counts the

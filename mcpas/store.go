@@ -47,6 +47,24 @@ type record struct {
 // errNotFound: no such record (or it expired).
 var errNotFound = errors.New("not found")
 
+// faultKey marks, in a request's context, that storage failed while it
+// was served: the provider answers such a request 500 server_error, which
+// the handler turns into 503 temporarily_unavailable (the client may try
+// again; nothing was wrong with its request).
+type faultKey struct{}
+
+func withFaultFlag(ctx context.Context) (context.Context, *atomic.Bool) {
+	f := new(atomic.Bool)
+	return context.WithValue(ctx, faultKey{}, f), f
+}
+
+func (s *store) fault(ctx context.Context) {
+	s.faults.Add(1)
+	if f, ok := ctx.Value(faultKey{}).(*atomic.Bool); ok {
+		f.Store(true)
+	}
+}
+
 func digest(s string) string {
 	d := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(d[:16])
@@ -67,7 +85,7 @@ func (s *store) put(ctx context.Context, kind, id string, rec *record) error {
 	ctx, cancel := bounded(ctx)
 	defer cancel()
 	if err := s.st.Store(ctx, s.key(kind, id), b); err != nil {
-		s.faults.Add(1)
+		s.fault(ctx)
 		return fmt.Errorf("%w: storing %s: %v", errStorage, kind, err)
 	}
 	return nil
@@ -82,7 +100,7 @@ func (s *store) get(ctx context.Context, kind, id string) (*record, error) {
 		return nil, errNotFound
 	}
 	if err != nil {
-		s.faults.Add(1)
+		s.fault(ctx)
 		return nil, fmt.Errorf("%w: loading %s: %v", errStorage, kind, err)
 	}
 	var rec record
@@ -100,7 +118,7 @@ func (s *store) del(ctx context.Context, kind, id string) error {
 	defer cancel()
 	err := s.st.Delete(ctx, s.key(kind, id))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		s.faults.Add(1)
+		s.fault(ctx)
 		return fmt.Errorf("%w: deleting %s: %v", errStorage, kind, err)
 	}
 	return nil
@@ -113,7 +131,7 @@ func (s *store) locked(ctx context.Context, kind, id string, f func() error) err
 	defer cancel()
 	name := "caddymcp_as_" + digest(s.prefix+kind+id)
 	if err := s.st.Lock(lctx, name); err != nil {
-		s.faults.Add(1)
+		s.fault(ctx)
 		return fmt.Errorf("%w: locking %s: %v", errStorage, kind, err)
 	}
 	defer func() {
