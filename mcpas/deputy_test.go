@@ -115,14 +115,14 @@ func TestConsentCannotBeSkipped(t *testing.T) {
 	q := s.authorizeQuery(clientID, redirect, "tools:read", challenge)
 
 	// the provider sends the browser to the login (consent) page
-	code, loc := getNR(t, s.issuer + "/authorize?" + q.Encode())
+	code, loc := getNR(t, s.issuer+"/authorize?"+q.Encode())
 	if code/100 != 3 || !strings.Contains(loc, "/login?id=") {
 		t.Fatalf("authorize: %d %s", code, loc)
 	}
 	lu, _ := url.Parse(loc)
 	id := lu.Query().Get("id")
 	// the provider's own callback before consent and login issues no code
-	code, loc = getNR(t, s.issuer + "/authorize/callback?id=" + url.QueryEscape(id))
+	code, loc = getNR(t, s.issuer+"/authorize/callback?id="+url.QueryEscape(id))
 	if strings.Contains(loc, "code=") {
 		t.Fatalf("a code without consent: %d %s", code, loc)
 	}
@@ -141,10 +141,10 @@ func TestConsentCannotBeSkipped(t *testing.T) {
 		t.Fatalf("consent with a forged CSRF token: %d", resp.StatusCode)
 	}
 	// a callback with a state nobody was given
-	if code, _ := getNR(t, s.issuer + "/callback/corp?state=" + strings.Repeat("A", 43) + "&code=x"); code != http.StatusBadRequest {
+	if code, _ := getNR(t, s.issuer+"/callback/corp?state="+strings.Repeat("A", 43)+"&code=x"); code != http.StatusBadRequest {
 		t.Fatalf("callback with an unknown state: %d", code)
 	}
-	if code, _ := getNR(t, s.issuer + "/callback/corp?code=x"); code != http.StatusBadRequest {
+	if code, _ := getNR(t, s.issuer+"/callback/corp?code=x"); code != http.StatusBadRequest {
 		t.Fatalf("callback without state: %d", code)
 	}
 }
@@ -205,7 +205,7 @@ func TestRedirectURIExactMatch(t *testing.T) {
 	_, challenge := pkce()
 	for _, bad := range []string{"http://127.0.0.1:2/callback", "http://127.0.0.1:1/callback/x", "http://localhost:1/callback", "https://evil.example/callback"} {
 		q := s.authorizeQuery(clientID, bad, "tools:read", challenge)
-		code, loc := getNR(t, s.issuer + "/authorize?" + q.Encode())
+		code, loc := getNR(t, s.issuer+"/authorize?"+q.Encode())
 		if strings.HasPrefix(loc, bad) || strings.Contains(loc, "/login?") || code/100 == 3 && !strings.HasPrefix(loc, "/") {
 			t.Errorf("redirect_uri %s: %d %s", bad, code, loc)
 		}
@@ -242,7 +242,7 @@ func TestCodeRedemption(t *testing.T) {
 	} {
 		q := s.authorizeQuery(clientID, redirect, "tools:read", challenge)
 		mod(q)
-		_, loc := getNR(t, s.issuer + "/authorize?" + q.Encode())
+		_, loc := getNR(t, s.issuer+"/authorize?"+q.Encode())
 		if !strings.HasPrefix(loc, redirect) || !strings.Contains(loc, "error=invalid_request") || !strings.Contains(loc, "iss=") {
 			t.Errorf("%s: %s", name, loc)
 		}
@@ -258,13 +258,13 @@ func TestResourceOutsideTheList(t *testing.T) {
 	verifier, challenge := pkce()
 	q := s.authorizeQuery(clientID, redirect, "tools:read", challenge)
 	q.Set("resource", "https://other.example/mcp")
-	_, loc := getNR(t, s.issuer + "/authorize?" + q.Encode())
+	_, loc := getNR(t, s.issuer+"/authorize?"+q.Encode())
 	if !strings.HasPrefix(loc, redirect) || !strings.Contains(loc, "error=invalid_target") {
 		t.Errorf("authorize with a foreign resource: %s", loc)
 	}
 	// the scheme and host of a resource compare without case
 	q.Set("resource", strings.Replace(s.resource, "http://", "HTTP://", 1))
-	if _, loc := getNR(t, s.issuer + "/authorize?" + q.Encode()); !strings.Contains(loc, "/login?id=") {
+	if _, loc := getNR(t, s.issuer+"/authorize?"+q.Encode()); !strings.Contains(loc, "/login?id=") {
 		t.Errorf("authorize with the resource in upper case: %s", loc)
 	}
 	got := s.login(t, newBrowser(t, redirect), clientID, "tools:read", "test-user2", challenge)
