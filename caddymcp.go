@@ -3,6 +3,8 @@
 //
 //   - http.handlers.oauth_protected_resource (package metadata): OAuth 2.0
 //     Protected Resource Metadata, RFC 9728;
+//   - http.handlers.mcp_authorization_server (package mcpas): an OAuth 2.1
+//     authorization server for MCP clients that logs users in upstream;
 //   - http.handlers.mcp_auth (package mcpauth): bearer-JWT middleware per the
 //     MCP authorization spec;
 //   - http.handlers.mcp_stdio (package stdiobridge): a stdio MCP server served

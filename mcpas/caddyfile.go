@@ -198,6 +198,7 @@ func parseUpstream(d *caddyfile.Dispenser) (*Upstream, error) {
 			return nil, d.ArgErr()
 		}
 		switch opt {
+		case "scopes": // read above: a list
 		case "client_id":
 			up.ClientID = v
 		case "client_secret":
