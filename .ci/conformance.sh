@@ -182,6 +182,17 @@ compare native-ts bridge-ts || fail=1
 # the authorization-server scenarios against the example authorization server
 ./.ci/authz-conformance.sh || fail=1
 
+# the authorization-server scenarios (0.2.0-alpha.12 `authorization`)
+# against mcp_authorization_server: the Go test is the browser that consents
+# and logs in upstream; every check must pass, no warning
+if CADDYMCP_CONFORMANCE_CLI=$tools/node_modules/conformance-2026/dist/index.js CONFORMANCE_OUT=$out \
+	go test -count=1 -run '^TestConformanceAuthorization$' -v ./mcpas/ > "$out/authorization-server.log" 2>&1; then
+	echo "authorization server: $(grep -E '^ +Total' "$out/authorization-server.log" | sed 's/^ *//')"
+else
+	echo "authorization server: FAILED (log in $out/authorization-server.log)"
+	fail=1
+fi
+
 # the per-scenario table
 {
 	echo "| scenario | go-sdk HTTP (native) | mcp_stdio, passed through | mcp_stdio, translated |"
@@ -210,4 +221,4 @@ if [ $fail -ne 0 ]; then
 	echo "conformance: FAILED (logs in $out)"
 	exit 1
 fi
-echo "conformance: 2026-07-28 (40 scenarios) and 2025-11-25 (33) pass through mcp_stdio; table in $out/results.md"
+echo "conformance: 2026-07-28 (40 scenarios) and 2025-11-25 (33) pass through mcp_stdio, the authorization-server scenarios pass against mcp_authorization_server; table in $out/results.md"

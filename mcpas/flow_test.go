@@ -219,6 +219,15 @@ func (s *site) login(t *testing.T, b *browser, clientID, scope, user, challenge 
 	return loc.Query()
 }
 
+func mustQuery(t *testing.T, u string) url.Values {
+	t.Helper()
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pu.Query()
+}
+
 func (s *site) authorizeQuery(clientID, redirect, scope, challenge string) url.Values {
 	q := url.Values{"response_type": {"code"}, "client_id": {clientID}, "redirect_uri": {redirect}, "state": {"client-state-123"},
 		"code_challenge": {challenge}, "code_challenge_method": {"S256"}, "resource": {s.resource}}
