@@ -152,7 +152,19 @@ func startSiteWith(t *testing.T, global, allow, extra string) *site {
 	t.Helper()
 	s := &site{issuer: "http://127.0.0.1:{{PORT}}", up: upstream(t)}
 	s.resource = s.issuer + "/mcp"
-	cfg := fmt.Sprintf(`http://127.0.0.1:%[1]s {
+	s.c = caddyrun.StartCaddyfile(t, global, siteConfig("{{PORT}}", s.issuer, s.resource, s.up, allow, extra))
+	port := strconv.Itoa(s.c.Port)
+	s.issuer = strings.ReplaceAll(s.issuer, "{{PORT}}", port)
+	s.resource = strings.ReplaceAll(s.resource, "{{PORT}}", port)
+	// the upstream's client for this server's callback
+	storage.RegisterClients(storage.WebClient("caddymcp-as", "upstream-secret", s.issuer+"/callback/corp"))
+	return s
+}
+
+// siteConfig is a site with mcp_authorization_server and, at /mcp,
+// mcp_auth in front of a respond handler that echoes the principal.
+func siteConfig(port, issuer, resource, up, allow, extra string) string {
+	return fmt.Sprintf(`http://127.0.0.1:%[1]s {
 	route /mcp* {
 		mcp_auth {
 			issuer %[2]s
@@ -175,14 +187,7 @@ func startSiteWith(t *testing.T, global, allow, extra string) *site {
 		grant tools:write if email test-user@zitadel.ch
 		%[5]s
 	}
-}`, "{{PORT}}", s.issuer, s.resource, s.up, extra, allow)
-	s.c = caddyrun.StartCaddyfile(t, global, cfg)
-	port := strconv.Itoa(s.c.Port)
-	s.issuer = strings.ReplaceAll(s.issuer, "{{PORT}}", port)
-	s.resource = strings.ReplaceAll(s.resource, "{{PORT}}", port)
-	// the upstream's client for this server's callback
-	storage.RegisterClients(storage.WebClient("caddymcp-as", "upstream-secret", s.issuer+"/callback/corp"))
-	return s
+}`, port, issuer, resource, up, extra, allow)
 }
 
 func (s *site) register(t *testing.T, redirect string) string {
