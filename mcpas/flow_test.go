@@ -382,3 +382,41 @@ func TestLoginUpstreamTokenAndRefresh(t *testing.T) {
 		t.Fatalf("a replayed code's refresh token still works: %d %v", status, out)
 	}
 }
+
+// TestMCPAuthNeedsNoHopToItself: mcp_auth in the same Caddy verifies the
+// server's tokens with the keys the server holds, even where its metadata
+// and keys cannot be fetched (here answered 404 before the module).
+func TestMCPAuthNeedsNoHopToItself(t *testing.T) {
+	up := upstream(t)
+	cfg := strings.Replace(siteConfig("{{PORT}}", "http://127.0.0.1:{{PORT}}", "http://127.0.0.1:{{PORT}}/mcp", up, "allow email_domain zitadel.ch", ""),
+		"\troute /mcp* {", "\t@keys path /keys /.well-known/*\n\trespond @keys 404\n\troute /mcp* {", 1)
+	c := caddyrun.StartCaddyfile(t, "storage file_system "+t.TempDir()+"\n\torder respond first", cfg)
+	port := strconv.Itoa(c.Port)
+	s := &site{c: c, issuer: "http://127.0.0.1:" + port, resource: "http://127.0.0.1:" + port + "/mcp", up: up}
+	storage.RegisterClients(storage.WebClient("caddymcp-as", "upstream-secret", s.issuer+"/callback/corp"))
+	if code := fetchStatus(t, s.issuer+"/keys"); code != http.StatusNotFound {
+		t.Fatalf("/keys is reachable (%d): the test would prove nothing", code)
+	}
+	redirect := "http://127.0.0.1:1/callback"
+	clientID := s.register(t, redirect)
+	verifier, challenge := pkce()
+	got := s.login(t, newBrowser(t, redirect), clientID, "tools:read", "test-user2", challenge)
+	status, tok := tokenRequest(t, s.issuer, url.Values{"grant_type": {"authorization_code"}, "code": {got.Get("code")},
+		"redirect_uri": {redirect}, "client_id": {clientID}, "code_verifier": {verifier}})
+	if status != http.StatusOK {
+		t.Fatalf("token: %d %v", status, tok)
+	}
+	if code, body := callMCP(t, s.resource, tok["access_token"].(string)); code != http.StatusOK {
+		t.Fatalf("mcp_auth needed the keys over the network: %d %s", code, body)
+	}
+}
+
+func fetchStatus(t *testing.T, u string) int {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}

@@ -56,6 +56,7 @@ import (
 
 	"github.com/caddymcp/caddymcp/internal/cimd"
 	"github.com/caddymcp/caddymcp/internal/keyring"
+	"github.com/caddymcp/caddymcp/internal/localissuer"
 )
 
 func init() {
@@ -181,8 +182,18 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.setupOAuth(); err != nil {
 		return fmt.Errorf("the OpenID provider: %w", err)
 	}
+	// mcp_auth in this process verifies this server's tokens without
+	// fetching its keys over the network
+	unregister := localissuer.Register(h.Issuer, func(kid string) (any, string, bool) {
+		for _, k := range h.ring.All() {
+			if k.ID == kid {
+				return h.signingKey(k).Public().Key, string(jose.ES256), true
+			}
+		}
+		return nil, "", false
+	})
 	sctx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
+	h.cancel = func() { cancel(); unregister() }
 	go h.sweepLoop(sctx)
 	return nil
 }

@@ -17,6 +17,8 @@ import (
 
 	"github.com/MicahParks/jwkset"
 	"github.com/MicahParks/keyfunc/v3"
+
+	"github.com/caddymcp/caddymcp/internal/localissuer"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
@@ -431,6 +433,18 @@ func (s *keySource) fetchMetadata(ctx context.Context, metadataURL string) (stri
 func (s *keySource) key(ctx context.Context, token *jwt.Token) (any, error) {
 	alg, _ := token.Header["alg"].(string)
 	kid, kidIsString := token.Header["kid"].(string)
+	// an authorization server in this process (mcp_authorization_server)
+	// answers for its own keys: no network hop to ourselves
+	if s.issuer != "" && kidIsString {
+		if local := localissuer.Lookup(s.issuer); local != nil {
+			if k, kalg, ok := local(kid); ok {
+				if kalg != alg {
+					return nil, &keyError{"token alg does not match the alg of its JWK"}
+				}
+				return k, nil
+			}
+		}
+	}
 	if kidIsString {
 		if v, ok := s.cache.Load(kid); ok {
 			if ck := v.(cachedKey); ck.version == s.keys.Load().version.Load() {
