@@ -2,6 +2,8 @@ package mcpas_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -317,4 +319,86 @@ func TestStorageFaults(t *testing.T) {
 	if code, out := tokenRequest(t, s.issuer, form); code != http.StatusOK {
 		t.Errorf("token once storage is back: %d %v", code, out)
 	}
+}
+
+// TestRateLimitsAndBounds: registrations and token requests per client
+// IP are limited (429 slow_down with Retry-After), and registered clients
+// are bounded (503 once max_clients are kept).
+func TestRateLimitsAndBounds(t *testing.T) {
+	s := startSite(t, "register_rate 2/1h\n\t\ttoken_rate 3/1h")
+	redirect := "http://127.0.0.1:1/callback"
+	s.register(t, redirect)
+	s.register(t, redirect)
+	resp, err := http.Post(s.issuer+"/register", "application/json", strings.NewReader(`{"redirect_uris":["`+redirect+`"]}`))
+	if code, _ := status(t, resp, err); code != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a third registration within the window: %d", code)
+	}
+	for i := 0; i < 3; i++ {
+		if code, out := tokenRequest(t, s.issuer, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"x"}, "client_id": {"y"}}); code == http.StatusTooManyRequests {
+			t.Fatalf("request %d of 3 refused: %v", i+1, out)
+		}
+	}
+	if code, out := tokenRequest(t, s.issuer, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"x"}, "client_id": {"y"}}); code != http.StatusTooManyRequests || out["error"] != "slow_down" {
+		t.Errorf("a fourth token request within the window: %d %v", code, out)
+	}
+}
+
+// TestMaxClients: a site that keeps two clients refuses a third.
+func TestMaxClients(t *testing.T) {
+	redirect := "http://127.0.0.1:1/callback"
+	s2 := startSite(t, "max_clients 2")
+	s2.register(t, redirect)
+	s2.register(t, redirect)
+	resp, err := http.Post(s2.issuer+"/register", "application/json", strings.NewReader(`{"redirect_uris":["`+redirect+`"]}`))
+	if code, _ := status(t, resp, err); code != http.StatusServiceUnavailable {
+		t.Errorf("a third client beyond max_clients 2: %d", code)
+	}
+}
+
+// TestRegistrationChecks: what a client may register.
+func TestRegistrationChecks(t *testing.T) {
+	s := startSite(t, "register_rate 100/1m")
+	for name, body := range map[string]string{
+		"no redirect_uris":       `{}`,
+		"http redirect off host": `{"redirect_uris":["http://evil.example/cb"]}`,
+		"fragment":               `{"redirect_uris":["https://app.example/cb#x"]}`,
+		"javascript scheme":      `{"redirect_uris":["javascript:alert(1)"]}`,
+		"implicit grant":         `{"redirect_uris":["https://app.example/cb"],"grant_types":["implicit"]}`,
+		"password grant":         `{"redirect_uris":["https://app.example/cb"],"grant_types":["password"]}`,
+		"token response type":    `{"redirect_uris":["https://app.example/cb"],"response_types":["token"]}`,
+		"unknown scope":          `{"redirect_uris":["https://app.example/cb"],"scope":"admin"}`,
+		"private_key_jwt":        `{"redirect_uris":["https://app.example/cb"],"token_endpoint_auth_method":"private_key_jwt"}`,
+		"not JSON":               `redirect_uris=x`,
+	} {
+		resp, err := http.Post(s.issuer+"/register", "application/json", strings.NewReader(body))
+		if code, _ := status(t, resp, err); code != http.StatusBadRequest {
+			t.Errorf("%s: %d", name, code)
+		}
+	}
+	// a confidential client gets a secret and authenticates with it
+	resp, err := http.Post(s.issuer+"/register", "application/json", strings.NewReader(`{"redirect_uris":["https://app.example/cb","com.example.app:/cb"],"token_endpoint_auth_method":"client_secret_basic"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&c)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || c["client_secret"] == nil || c["client_secret_expires_at"] == nil {
+		t.Fatalf("confidential client: %d %v", resp.StatusCode, c)
+	}
+	// metadata names the endpoints and what the server supports
+	var md map[string]any
+	resp, _ = http.Get(s.issuer + "/.well-known/oauth-authorization-server")
+	_ = json.NewDecoder(resp.Body).Decode(&md)
+	resp.Body.Close()
+	if md["issuer"] != s.issuer || md["registration_endpoint"] != s.issuer+"/register" || md["authorization_response_iss_parameter_supported"] != true ||
+		md["client_id_metadata_document_supported"] != true || fmt.Sprint(md["code_challenge_methods_supported"]) != "[S256]" ||
+		fmt.Sprint(md["response_types_supported"]) != "[code]" || fmt.Sprint(md["grant_types_supported"]) != "[authorization_code refresh_token]" {
+		t.Errorf("metadata: %v", md)
+	}
+	resp, _ = http.Get(s.issuer + "/.well-known/openid-configuration")
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("OpenID discovery: %d", resp.StatusCode)
+	}
+	resp.Body.Close()
 }
