@@ -89,6 +89,15 @@ func registrationError(w http.ResponseWriter, status int, code, desc string) {
 
 // register is the registration endpoint (RFC 7591).
 func (h *Handler) register(w http.ResponseWriter, r *http.Request) {
+	// browser-based clients register from their own origin (no cookies or
+	// credentials are involved: any origin may)
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	if r.Method == http.MethodOptions {
+		w.Header().Set("Access-Control-Allow-Methods", "POST, OPTIONS")
+		w.Header().Set("Access-Control-Allow-Headers", "Content-Type, Authorization, MCP-Protocol-Version")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
 		registrationError(w, http.StatusMethodNotAllowed, "invalid_request", "use POST")

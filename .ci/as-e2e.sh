@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# mcp_authorization_server end to end with real MCP clients doing
+# everything by themselves: a real Caddy (./caddy) with the module, mcp_auth
+# and mcp_stdio (go-sdk's everything-server); the upstream OpenID provider
+# is zitadel/oidc's example provider (cmd/devidp: not ours, with a login
+# form). The TypeScript SDK's OAuth client, 1.x and 2.x (.ci/tsoauth.mjs),
+# registers, sends the user (headless Chromium: consent page, upstream
+# login) through the flow, gets and refreshes tokens, and calls tools.
+# Needs Debian's chromium (skipped with a notice unless
+# CADDYMCP_REQUIRE_BROWSER=1, as .ci/run sets).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+tools=$root/.ci/node
+out=${AS_E2E_OUT:-$root/.ci/artifacts/as-e2e}
+rm -rf "$out"
+mkdir -p "$out" bin
+if ! command -v "${CHROMIUM:-chromium}" > /dev/null; then
+	if [ -n "${CADDYMCP_REQUIRE_BROWSER:-}" ]; then echo "as-e2e: chromium is required (CADDYMCP_REQUIRE_BROWSER)"; exit 1; fi
+	echo "as-e2e: skipped: no chromium (apt-get install chromium)"
+	exit 0
+fi
+. .ci/node-tools.sh
+[ -x ./caddy ] || make build
+go build -o bin/everything-server github.com/modelcontextprotocol/go-sdk/conformance/everything-server
+go build -o bin/devidp ./cmd/devidp
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened"; return 1; }
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+port=$(free_port) idp=$(free_port)
+issuer=http://127.0.0.1:$port
+bin/devidp -addr 127.0.0.1:$idp -client-id caddymcp-as -client-secret devidp-secret -redirect "$issuer/callback/corp" > "$out/devidp.log" 2>&1 &
+pids+=($!)
+cat > "$out/Caddyfile" <<CADDY
+{
+	admin off
+	auto_https off
+	storage file_system $out/storage
+}
+http://127.0.0.1:$port {
+	oauth_protected_resource /.well-known/oauth-protected-resource/mcp {
+		resource $issuer/mcp
+		authorization_servers $issuer
+		scopes_supported tools:read
+	}
+	route /mcp {
+		mcp_auth {
+			issuer $issuer
+			audience $issuer/mcp
+			scopes tools:read
+		}
+		mcp_stdio {
+			command $root/bin/everything-server
+		}
+	}
+	mcp_authorization_server {
+		issuer $issuer
+		resource $issuer/mcp
+		scopes tools:read tools:write
+		upstream corp oidc http://127.0.0.1:$idp {
+			client_id caddymcp-as
+			client_secret devidp-secret
+			label "Example Corp"
+		}
+		allow email_domain zitadel.ch
+		grant tools:read
+	}
+}
+CADDY
+./caddy run --config "$out/Caddyfile" --adapter caddyfile > "$out/caddy.log" 2>&1 &
+pids+=($!)
+wait_port "$idp"
+wait_port "$port"
+cp .ci/tsoauth.mjs "$tools/"
+fail=0
+for major in 1 2; do
+	if node "$tools/tsoauth.mjs" "$major" "$issuer/mcp" "$(free_port)" > "$out/tsoauth-$major.log" 2>&1; then
+		tail -1 "$out/tsoauth-$major.log"
+	else
+		cat "$out/tsoauth-$major.log"; echo "as-e2e: the TypeScript SDK $major.x OAuth client failed"; fail=1
+	fi
+done
+if [ $fail -ne 0 ]; then
+	tail -30 "$out/caddy.log"
+	exit 1
+fi
+echo "as-e2e: passed (logs in $out)"
