@@ -5,7 +5,9 @@
 # is zitadel/oidc's example provider (cmd/devidp: not ours, with a login
 # form). The TypeScript SDK's OAuth client, 1.x and 2.x (.ci/tsoauth.mjs),
 # registers, sends the user (headless Chromium: consent page, upstream
-# login) through the flow, gets and refreshes tokens, and calls tools.
+# login) through the flow, gets and refreshes tokens, and calls tools; then
+# the MCP Inspector's web UI does the same in headless Chromium
+# (.ci/browser-as.mjs).
 # Needs Debian's chromium (skipped with a notice unless
 # CADDYMCP_REQUIRE_BROWSER=1, as .ci/run sets).
 set -euo pipefail
@@ -30,7 +32,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-port=$(free_port) idp=$(free_port)
+port=$(free_port) idp=$(free_port) insp=$(free_port)
 issuer=http://127.0.0.1:$port
 bin/devidp -addr 127.0.0.1:$idp -client-id caddymcp-as -client-secret devidp-secret -redirect "$issuer/callback/corp" > "$out/devidp.log" 2>&1 &
 pids+=($!)
@@ -41,6 +43,26 @@ cat > "$out/Caddyfile" <<CADDY
 	storage file_system $out/storage
 }
 http://127.0.0.1:$port {
+	# CORS for the MCP Inspector's web UI (its origin only)
+	@inspector {
+		header Origin http://localhost:$insp
+		header Origin http://127.0.0.1:$insp
+	}
+	header @inspector {
+		Access-Control-Allow-Origin {http.request.header.Origin}
+		Access-Control-Allow-Methods "GET, POST, DELETE, OPTIONS"
+		Access-Control-Allow-Headers "Authorization, Content-Type, Accept, Mcp-Protocol-Version, Mcp-Session-Id, Last-Event-ID, Mcp-Method, Mcp-Name"
+		Access-Control-Expose-Headers "Mcp-Session-Id, WWW-Authenticate"
+	}
+	@preflight {
+		method OPTIONS
+		header Origin http://localhost:$insp
+		header Origin http://127.0.0.1:$insp
+		path /mcp
+	}
+	handle @preflight {
+		respond 204
+	}
 	oauth_protected_resource /.well-known/oauth-protected-resource/mcp {
 		resource $issuer/mcp
 		authorization_servers $issuer
@@ -83,6 +105,21 @@ for major in 1 2; do
 		cat "$out/tsoauth-$major.log"; echo "as-e2e: the TypeScript SDK $major.x OAuth client failed"; fail=1
 	fi
 done
+# the MCP Inspector's web UI in headless Chromium, doing the same by itself
+HOME="$out/inspector-home" MCP_AUTO_OPEN_ENABLED=false CLIENT_PORT=$insp setsid node "$tools/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js" \
+	--web --transport http --server-url "$issuer/mcp" > "$out/inspector-web.log" 2>&1 &
+inspector=$!
+pids+=("-$inspector")
+for _ in $(seq 300); do grep -q 'MCP_INSPECTOR_API_TOKEN=' "$out/inspector-web.log" && break; sleep 0.1; done
+url=$(grep -o "http://127.0.0.1:$insp[^ ]*MCP_INSPECTOR_API_TOKEN=[0-9a-f]*" "$out/inspector-web.log" | head -1)
+if [ -z "$url" ]; then
+	cat "$out/inspector-web.log"; echo "as-e2e: the Inspector's web UI did not start"; fail=1
+else
+	cp .ci/browser-as.mjs "$tools/browser-as.mjs"
+	node "$tools/browser-as.mjs" "$url" "$issuer" "$out/inspector-connected.png" || { echo "as-e2e: the Inspector failed"; fail=1; }
+	grep -q '"msg":"client registered".*"client_name":"[^"]*Inspector' "$out/caddy.log" && echo "as-e2e: the Inspector registered by DCR" ||
+		{ echo "as-e2e: no registration by the Inspector in the log"; fail=1; }
+fi
 if [ $fail -ne 0 ]; then
 	tail -30 "$out/caddy.log"
 	exit 1
