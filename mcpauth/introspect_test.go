@@ -301,7 +301,21 @@ func TestIntrospectionEndpointFailure(t *testing.T) {
 	ep := startEndpoint(t)
 	logPath := filepath.Join(t.TempDir(), "introspection.log")
 	global := "\tlog introspection {\n\t\toutput file " + logPath + "\n\t\tinclude http.handlers.mcp_auth.introspection\n\t}\n"
-	site := strings.Replace(introSite(ep.url, "\t\t\tintrospection_timeout 300ms\n"), "\tmetrics /metrics", `	metrics /metrics
+	// /slow gives up on a call after 300ms; the other routes wait the
+	// default 5s, so that a loaded machine does not turn their failures
+	// into timeouts
+	site := strings.Replace(introSite(ep.url, ""), "\tmetrics /metrics", `	metrics /metrics
+	route /slow {
+		mcp_auth {
+			issuer `+introIssuer+`
+			audience http://127.0.0.1:{{PORT}}/slow
+			introspection_url `+ep.url+`
+			introspection_client_id `+introClient+`
+			introspection_client_secret `+introSecretCF+`
+			introspection_timeout 300ms
+		}
+		respond "hello"
+	}
 	route /badsecret {
 		mcp_auth {
 			issuer `+introIssuer+`
@@ -314,27 +328,28 @@ func TestIntrospectionEndpointFailure(t *testing.T) {
 	}`, 1)
 	c := caddyrun.StartCaddyfile(t, global, site)
 	const token = "opaque-token-under-test"
-	ep.set(token, map[string]any{"aud": []any{c.URL + "/respond"}, "scope": "read:all"})
+	ep.set(token, map[string]any{"aud": []any{c.URL + "/respond", c.URL + "/slow"}, "scope": "read:all"})
 	errorsBefore := metric(t, c, `mcp_auth_introspections_total{result="error"}`)
 	huge := `{"active":true,"pad":"` + strings.Repeat("x", 70<<10) + `"}`
 	for _, tc := range []struct {
 		name, why string
 		fail      func(w http.ResponseWriter, r *http.Request)
+		path      string
 	}{
-		{"HTTP 500", "HTTP 500", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "oops", 500) }},
+		{"HTTP 500", "HTTP 500", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "oops", 500) }, ""},
 		{"connection closed", "EOF", func(w http.ResponseWriter, r *http.Request) {
 			conn, _, _ := w.(http.Hijacker).Hijack()
 			conn.Close()
-		}},
-		{"not JSON", "not a JSON object", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "<html>") }},
-		{"JSON array", "not a JSON object", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `[{"active":true}]`) }},
-		{"null", "not a JSON object: null", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `null`) }},
-		{"active not boolean", `no boolean \"active\"`, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"active":"true","sub":"alice"}`) }},
-		{"no active", `no boolean \"active\"`, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"sub":"alice"}`) }},
-		{"huge", "larger than 65536 bytes", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, huge) }},
+		}, ""},
+		{"not JSON", "not a JSON object", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "<html>") }, ""},
+		{"JSON array", "not a JSON object", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `[{"active":true}]`) }, ""},
+		{"null", "not a JSON object: null", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `null`) }, ""},
+		{"active not boolean", `no boolean \"active\"`, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"active":"true","sub":"alice"}`) }, ""},
+		{"no active", `no boolean \"active\"`, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"sub":"alice"}`) }, ""},
+		{"huge", "larger than 65536 bytes", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, huge) }, ""},
 		{"redirect", "HTTP 302", func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, "/introspect", http.StatusFound)
-		}},
+		}, ""},
 		{"timeout", "context deadline exceeded", func(w http.ResponseWriter, r *http.Request) {
 			// with the body read, the server notices the client leave
 			io.Copy(io.Discard, r.Body)
@@ -343,14 +358,18 @@ func TestIntrospectionEndpointFailure(t *testing.T) {
 			case <-time.After(30 * time.Second): // a guard
 				t.Error("mcp_auth did not give up on a call past introspection_timeout")
 			}
-		}},
+		}, "/slow"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ep.failWith(tc.fail)
 			defer ep.failWith(nil)
 			before := ep.calls.Load()
 			for i := range 2 {
-				r := get(t, c, "/respond", token)
+				path := tc.path
+				if path == "" {
+					path = "/respond"
+				}
+				r := get(t, c, path, token)
 				if r.status != 503 || r.challenge != "" || r.header.Get("Retry-After") != "5" ||
 					r.body != `{"error":"temporarily_unavailable","error_description":"the token could not be checked: the token introspection endpoint did not answer"}` {
 					t.Fatalf("request %d: %d %q %q %s", i, r.status, r.challenge, r.header.Get("Retry-After"), r.body)

@@ -440,17 +440,20 @@ func (h *Handler) Validate() error {
 
 func (h *Handler) validateIntrospection() error {
 	if h.IntrospectionURL == "" {
-		for name, set := range map[string]bool{
-			"introspection_client_id":     h.IntrospectionClientID != "",
-			"introspection_client_secret": h.IntrospectionClientSecret != "",
-			"introspection_auth_method":   h.IntrospectionAuthMethod != "",
-			"introspection_timeout":       h.IntrospectionTimeout != 0,
-			"introspection_cache":         h.IntrospectionCache != 0,
-			"introspection_cache_ttl":     h.IntrospectionCacheTTL != 0,
-			"introspection_negative_ttl":  h.IntrospectionNegativeTTL != 0,
+		for _, o := range []struct {
+			name string
+			set  bool
+		}{
+			{"introspection_client_id", h.IntrospectionClientID != ""},
+			{"introspection_client_secret", h.IntrospectionClientSecret != ""},
+			{"introspection_auth_method", h.IntrospectionAuthMethod != ""},
+			{"introspection_timeout", h.IntrospectionTimeout != 0},
+			{"introspection_cache", h.IntrospectionCache != 0},
+			{"introspection_cache_ttl", h.IntrospectionCacheTTL != 0},
+			{"introspection_negative_ttl", h.IntrospectionNegativeTTL != 0},
 		} {
-			if set {
-				return fmt.Errorf("%s: needs introspection_url", name)
+			if o.set {
+				return fmt.Errorf("%s: needs introspection_url", o.name)
 			}
 		}
 		return nil
