@@ -28,6 +28,7 @@ while read -r pkg target; do
 done <<'TARGETS'
 ./mcpauth FuzzAuthorizationHeader
 ./mcpauth FuzzToken
+./mcpauth FuzzIntrospectionAnswer
 ./metadata FuzzCaddyfile
 ./stdiobridge FuzzScanTop
 ./stdiobridge FuzzLastEventID

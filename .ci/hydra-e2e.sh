@@ -5,23 +5,14 @@
 # itself, trailing slash included; JWKS discovered from its OpenID
 # metadata), a per-tool scope rule, and go-sdk's everything-server behind
 # mcp_stdio. Also dynamic client registration, once enabled in Hydra.
-# Hydra: HYDRA_BIN, else built from the module (its go.mod replaces
-# hydra-client-go with ./internal/httpclient, which the module zip lacks:
-# the script puts the published module there), cached in bin/hydra.
+# Hydra: HYDRA_BIN, else bin/hydra, built once by .ci/build-hydra.sh
+# (`make bin/hydra`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=.ci/artifacts/hydra
 mkdir -p "$out" bin
 hydra=${HYDRA_BIN:-$PWD/bin/hydra}
-if [ ! -x "$hydra" ]; then
-	src=$(mktemp -d)
-	cp -r "$(go mod download -json github.com/ory/hydra/v2@v2.3.0 | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')/." "$src"
-	chmod -R u+w "$src"
-	cp -r "$(go mod download -json github.com/ory/hydra-client-go/v2@v2.2.1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')/." "$src/internal/httpclient"
-	chmod -R u+w "$src/internal/httpclient"
-	(cd "$src" && go build -tags sqlite,json1 -o "$hydra" .) # the memory DSN needs SQLite
-	rm -rf "$src"
-fi
+[ -x "$hydra" ] || ./.ci/build-hydra.sh "$hydra"
 [ -x ./caddy ] || make build
 go build -o bin/everything-server github.com/modelcontextprotocol/go-sdk/conformance/everything-server
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

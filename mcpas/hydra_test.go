@@ -119,7 +119,6 @@ func hydraUpstream(t *testing.T, user string, claims map[string]any) (issuer, ad
 	return issuer, admin
 }
 
-
 // TestHydraUpstream: the whole flow with Ory Hydra as the upstream
 // provider (discovery, PKCE and nonce to Hydra, its ID token verified),
 // rules over the ID token's groups claim, and the scopes they grant.

@@ -59,12 +59,20 @@ func newTokenCache(limit int) *tokenCache {
 }
 
 func (c *tokenCache) get(token string, version uint64, now time.Time) (jwt.MapClaims, bool) {
-	key := sha256.Sum256([]byte(token))
-	return c.shards[key[0]%cacheShards].get(key, version, now)
+	return c.getKey(sha256.Sum256([]byte(token)), version, now)
 }
 
 func (c *tokenCache) put(token string, claims jwt.MapClaims, expires time.Time, version uint64) {
-	key := sha256.Sum256([]byte(token))
+	c.putKey(sha256.Sum256([]byte(token)), claims, expires, version)
+}
+
+// getKey and putKey take the token's SHA-256, for callers that need it
+// besides (introspection coalesces requests by it).
+func (c *tokenCache) getKey(key [32]byte, version uint64, now time.Time) (jwt.MapClaims, bool) {
+	return c.shards[key[0]%cacheShards].get(key, version, now)
+}
+
+func (c *tokenCache) putKey(key [32]byte, claims jwt.MapClaims, expires time.Time, version uint64) {
 	c.shards[key[0]%cacheShards].put(key, claims, expires, version)
 }
 

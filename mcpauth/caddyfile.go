@@ -40,6 +40,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		resource_metadata <url>
 //		pass_token
 //		token_cache <entries>|off
+//		introspection_url <url>
+//		introspection_client_id <id>
+//		introspection_client_secret <secret>
+//		introspection_auth_method client_secret_basic|client_secret_post
+//		introspection_timeout <duration>
+//		introspection_cache <entries>|off
+//		introspection_cache_ttl <duration>
+//		introspection_negative_ttl <duration>
 //		scope_implies <scope> <implied-scope...>
 //		tool <glob...> scopes <scope...>
 //		prompt <glob...> scopes <scope...>
@@ -59,7 +67,8 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		opt := d.Val()
 		switch opt {
-		case "issuer", "jwks_url", "jwks_file", "mode", "resource_metadata":
+		case "issuer", "jwks_url", "jwks_file", "mode", "resource_metadata",
+			"introspection_url", "introspection_client_id", "introspection_client_secret", "introspection_auth_method":
 			if err := once.Check(d); err != nil {
 				return err
 			}
@@ -78,6 +87,14 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				m.Mode = v
 			case "resource_metadata":
 				m.ResourceMetadata = v
+			case "introspection_url":
+				m.IntrospectionURL = v
+			case "introspection_client_id":
+				m.IntrospectionClientID = v
+			case "introspection_client_secret":
+				m.IntrospectionClientSecret = v
+			case "introspection_auth_method":
+				m.IntrospectionAuthMethod = v
 			}
 		case "audience", "scopes", "algorithms":
 			args := d.RemainingArgs()
@@ -92,7 +109,8 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case "algorithms":
 				m.Algorithms = append(m.Algorithms, args...)
 			}
-		case "jwks_refresh_interval", "jwks_refresh_min_interval", "leeway":
+		case "jwks_refresh_interval", "jwks_refresh_min_interval", "leeway",
+			"introspection_timeout", "introspection_cache_ttl", "introspection_negative_ttl":
 			if err := once.Check(d); err != nil {
 				return err
 			}
@@ -111,8 +129,14 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				m.JWKSRefreshMinInterval = caddy.Duration(dur)
 			case "leeway":
 				m.Leeway = caddy.Duration(dur)
+			case "introspection_timeout":
+				m.IntrospectionTimeout = caddy.Duration(dur)
+			case "introspection_cache_ttl":
+				m.IntrospectionCacheTTL = caddy.Duration(dur)
+			case "introspection_negative_ttl":
+				m.IntrospectionNegativeTTL = caddy.Duration(dur)
 			}
-		case "token_cache":
+		case "token_cache", "introspection_cache":
 			if err := once.Check(d); err != nil {
 				return err
 			}
@@ -120,15 +144,19 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
 			}
-			if v == "off" {
-				m.TokenCache = -1
-				break
+			n := -1 // off
+			if v != "off" {
+				var err error
+				n, err = strconv.Atoi(v)
+				if err != nil || n < 1 || n > maxTokenCache {
+					return d.Errf("%s: %q is not off or a number of entries between 1 and %d", opt, v, maxTokenCache)
+				}
 			}
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > maxTokenCache {
-				return d.Errf("token_cache: %q is not off or a number of entries between 1 and %d", v, maxTokenCache)
+			if opt == "token_cache" {
+				m.TokenCache = n
+			} else {
+				m.IntrospectionCache = n
 			}
-			m.TokenCache = n
 		case "pass_token":
 			if err := once.Check(d); err != nil {
 				return err

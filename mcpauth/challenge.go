@@ -45,6 +45,8 @@ func invalidReason(desc string) string {
 
 var invalidReasons = []struct{ needle, reason string }{
 	{"keys are not available", "keys_unavailable"}, // first: its detail may say anything
+	{"not active", "inactive"},
+	{"not an access token", "not_access_token"},
 	{"expired", "expired"},
 	{"not valid yet", "not_yet_valid"},
 	{"issued in the future", "not_yet_valid"},
@@ -71,9 +73,21 @@ func insufficientScope(desc string) *failure {
 	return &failure{status: http.StatusForbidden, code: "insufficient_scope", description: desc}
 }
 
+// unavailable is a token that could not be checked (the introspection
+// endpoint failed): 503, no challenge, since the token may well be good and
+// a challenge would send the client to fetch another.
+func unavailable(desc string) *failure {
+	return &failure{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", description: desc}
+}
+
+// unavailableRetryAfter is the Retry-After of a 503 for a token that could
+// not be checked, in seconds.
+const unavailableRetryAfter = "5"
+
 // writeChallenge writes the RFC 6750 response for f, pointing the client at
 // the protected resource metadata (RFC 9728 section 5.1) and, for step-up,
-// at the scopes it needs (MCP 2025-11-25).
+// at the scopes it needs (MCP 2025-11-25). A 503 (unavailable) gets the
+// same body and Retry-After instead of a challenge.
 func writeChallenge(w http.ResponseWriter, f *failure, metadataURL, scope string) {
 	var b strings.Builder
 	b.WriteString("Bearer ")
@@ -102,7 +116,11 @@ func writeChallenge(w http.ResponseWriter, f *failure, metadataURL, scope string
 	}{code, f.description})
 
 	h := w.Header()
-	h.Set("WWW-Authenticate", b.String())
+	if f.status == http.StatusServiceUnavailable {
+		h.Set("Retry-After", unavailableRetryAfter)
+	} else {
+		h.Set("WWW-Authenticate", b.String())
+	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("Cache-Control", "no-store")

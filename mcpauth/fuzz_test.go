@@ -1,8 +1,11 @@
 package mcpauth
 
 import (
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/caddymcp/caddymcp/internal/jwkstest"
@@ -80,4 +83,66 @@ func fuzzHandler(tb testing.TB) *Handler {
 		provisionNoCleanup(tb, fuzzH)
 	}
 	return fuzzH
+}
+
+// FuzzIntrospectionAnswer feeds arbitrary introspection answers (bodies of
+// a 200) through the middleware: it must never panic; a request passes only
+// for a JSON object with "active": true, a string sub and our audience;
+// anything that is no answer at all is 503, never a pass or a challenge.
+func FuzzIntrospectionAnswer(f *testing.F) {
+	f.Add(`{"active":true,"sub":"a","aud":["` + testAudience + `"],"scope":"read:all","exp":4102444800}`)
+	f.Add(`{"active":true,"sub":"a","aud":"` + testAudience + `","scope":"read:all","iss":"https://as.example","nbf":1,"iat":1}`)
+	f.Add(`{"active":false}`)
+	f.Add(`{"active":"true"}`)
+	f.Add(`{"active":true,"exp":"soon","sub":["a"],"aud":[1,2],"scope":["read:all"]}`)
+	f.Add(`{"active":true,"active":false}`)
+	f.Add(`null`)
+	f.Add(`[]`)
+	f.Add(`{"active":true,"token_use":"refresh_token","sub":"a","aud":["` + testAudience + `"],"scope":"read:all"}`)
+	f.Add(`{"active":true,"exp":1e400}`)
+	h := fuzzIntrospectionHandler(f)
+	f.Fuzz(func(t *testing.T, body string) {
+		fuzzAnswer.Store(&body)
+		res := serve(t, h, "POST", "http://example.com/mcp", http.Header{"Authorization": {"Bearer opaque-fuzz-token"}})
+		claims, perr := parseIntrospection([]byte(body))
+		switch res.status {
+		case 200:
+			sub, _ := claims["sub"].(string)
+			if perr != nil || claims == nil || sub == "" || !res.called {
+				t.Fatalf("passed an answer that is not an active token with a subject: %q", body)
+			}
+		case 401, 403:
+			if perr != nil || res.called {
+				t.Fatalf("%d for an answer that is no answer (%v)", res.status, perr)
+			}
+		case 503:
+			if perr == nil || res.called || res.challenge != "" {
+				t.Fatalf("503 for a readable answer, or with a challenge: %q", body)
+			}
+		default:
+			t.Fatalf("status %d", res.status)
+		}
+		if strings.Contains(res.challenge+res.body, "opaque-fuzz-token") {
+			t.Fatal("response echoes the token")
+		}
+	})
+}
+
+var (
+	fuzzAnswer atomic.Pointer[string]
+	fuzzIH     *Handler
+)
+
+// fuzzIntrospectionHandler introspects at an endpoint that answers
+// fuzzAnswer, with no cache: every input is asked.
+func fuzzIntrospectionHandler(tb testing.TB) *Handler {
+	if fuzzIH == nil {
+		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, *fuzzAnswer.Load())
+		}))
+		fuzzIH = &Handler{Issuer: "https://as.example", Audience: []string{testAudience}, Scopes: []string{"read:all"},
+			IntrospectionURL: ts.URL, IntrospectionCache: -1}
+		provisionNoCleanup(tb, fuzzIH)
+	}
+	return fuzzIH
 }

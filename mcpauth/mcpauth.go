@@ -1,5 +1,7 @@
-// Package mcpauth provides the mcp_auth handler: bearer-JWT middleware that
-// follows the MCP authorization specification (2025-06-18, 2025-11-25).
+// Package mcpauth provides the mcp_auth handler: bearer-token middleware
+// that follows the MCP authorization specification (2025-06-18,
+// 2025-11-25): JWTs verified locally, other tokens by RFC 7662 token
+// introspection (introspect.go).
 //
 // The Caddyfile syntax is documented on (*Handler).UnmarshalCaddyfile.
 package mcpauth
@@ -44,6 +46,11 @@ func init() {
 // Tokens are verified against a JWKS (`jwks_url`, `jwks_file`, or the
 // `jwks_uri` of the issuer's RFC 8414 / OpenID metadata): signature with an
 // allowed asymmetric algorithm, `iss`, `aud` (RFC 8707), `exp`, `nbf`, `iat`.
+// With `introspection_url`, a token that is not a JWT (an opaque token) is
+// sent to the authorization server's RFC 7662 introspection endpoint and
+// the answer for an active token is checked as a JWT's claims are (`iss`,
+// `aud`, `exp`, `nbf`, `iat`, `sub`, scopes, rules); JWTs are still
+// verified locally, so both kinds may share a route.
 //
 // After a valid token the handler sets these placeholders:
 // `{http.auth.user.id}` (sub), `{http.auth.user.scope}`,
@@ -136,16 +143,64 @@ type Handler struct {
 	// Default: 4096; -1 turns it off (every request verifies its token).
 	TokenCache int `json:"token_cache,omitempty"`
 
-	keys      *keySource
-	cache     *tokenCache
-	limiters  []*limiter
-	audit     *zap.Logger
-	poolKey   string
-	parser    *jwt.Parser
-	audiences []string
-	scope     string
-	implied   map[string][]string // ScopeImplies, closed transitively
-	logger    *zap.Logger
+	// URL of the authorization server's token introspection endpoint (RFC
+	// 7662), e.g. Ory Hydra's admin `/admin/oauth2/introspect`. With it, a
+	// bearer token that is not a JWT (three base64url segments, the first
+	// a JSON object) is posted there, and an active token's answer is
+	// checked like a verified JWT's claims: `iss` (taken as `issuer` when
+	// the answer has none), `exp`, `nbf` and `iat` with `leeway`, `sub`,
+	// `aud`, `scope`, the rules and the rates. An inactive token gets 401
+	// invalid_token; an endpoint that does not answer (network, timeout,
+	// a status other than 200, not a JSON object with a boolean `active`,
+	// over 64 KiB) gets 503 and is not cached. JWTs are still verified
+	// locally. Default: none, and every token must be a JWT.
+	IntrospectionURL string `json:"introspection_url,omitempty"`
+
+	// The client id mcp_auth authenticates with at the introspection
+	// endpoint. Default: none, and no client authentication is sent (as
+	// Hydra's admin endpoint expects). Global placeholders ({env.*},
+	// {file.*}) are resolved when the config loads.
+	IntrospectionClientID string `json:"introspection_client_id,omitempty"`
+
+	// The client secret that goes with `introspection_client_id`. Global
+	// placeholders ({env.*}, {file.*}) are resolved when the config loads.
+	IntrospectionClientSecret string `json:"introspection_client_secret,omitempty"`
+
+	// How the client authenticates at the introspection endpoint:
+	// `client_secret_basic` (default; HTTP Basic, RFC 6749 section 2.3.1)
+	// or `client_secret_post` (client_id and client_secret in the form).
+	IntrospectionAuthMethod string `json:"introspection_auth_method,omitempty"`
+
+	// How long one call to the introspection endpoint may take; requests
+	// with the same token wait for the same call. Default: 5s.
+	IntrospectionTimeout caddy.Duration `json:"introspection_timeout,omitempty"`
+
+	// Remember up to this many introspection answers (by the token's
+	// SHA-256), in 16 shards of n/16 (rounded up) entries each, evicted
+	// oldest first. At most 1000000. Default: 4096; -1 turns it off (every
+	// request is introspected; concurrent requests with one token still
+	// share a call).
+	IntrospectionCache int `json:"introspection_cache,omitempty"`
+
+	// Upper bound of an active answer's life in the cache: an entry lives
+	// until the token's `exp` (plus `leeway`) or this long, whichever comes
+	// first. A revoked token is refused within this bound. Default: 1m.
+	IntrospectionCacheTTL caddy.Duration `json:"introspection_cache_ttl,omitempty"`
+
+	// How long an inactive answer is cached. Default: 10s.
+	IntrospectionNegativeTTL caddy.Duration `json:"introspection_negative_ttl,omitempty"`
+
+	keys       *keySource
+	cache      *tokenCache
+	introspect *introspector // nil without introspection_url
+	limiters   []*limiter
+	audit      *zap.Logger
+	poolKey    string
+	parser     *jwt.Parser
+	audiences  []string
+	scope      string
+	implied    map[string][]string // ScopeImplies, closed transitively
+	logger     *zap.Logger
 }
 
 var defaultAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -205,18 +260,25 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.TokenCache > 0 {
 		h.cache = newTokenCache(h.TokenCache)
 	}
-	h.parser = jwt.NewParser(
+	// the claim checks of a JWT, and of an introspection answer (which
+	// may lack exp: the endpoint is asked again within the cache bound)
+	claimChecks := []jwt.ParserOption{
+		jwt.WithIssuer(h.Issuer),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(time.Duration(h.Leeway)),
+	}
+	h.parser = jwt.NewParser(append([]jwt.ParserOption{
 		// one spelling per token: base64url with unused trailing bits set
 		// is refused, not read as the token it would decode to (else each
 		// respelling of one token is a new token_cache entry, verified
 		// again)
 		jwt.WithStrictDecoding(),
 		jwt.WithValidMethods(h.Algorithms),
-		jwt.WithIssuer(h.Issuer),
 		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithLeeway(time.Duration(h.Leeway)),
-	)
+	}, claimChecks...)...)
+	if h.IntrospectionURL != "" {
+		h.provisionIntrospection(ctx, claimChecks)
+	}
 
 	if h.JWKSFile != "" {
 		raw, err := os.ReadFile(h.JWKSFile)
@@ -241,6 +303,55 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.keys = val.(*keySource)
 	return nil
+}
+
+// provisionIntrospection sets the introspection defaults and prepares the
+// introspector; like the key source, it contacts nobody until a request
+// needs it.
+func (h *Handler) provisionIntrospection(ctx caddy.Context, claimChecks []jwt.ParserOption) {
+	if h.IntrospectionAuthMethod == "" {
+		h.IntrospectionAuthMethod = clientSecretBasic
+	}
+	if h.IntrospectionTimeout == 0 {
+		h.IntrospectionTimeout = caddy.Duration(defaultIntrospectionTimeout)
+	}
+	if h.IntrospectionCacheTTL == 0 {
+		h.IntrospectionCacheTTL = caddy.Duration(defaultIntrospectionCacheTTL)
+	}
+	if h.IntrospectionNegativeTTL == 0 {
+		h.IntrospectionNegativeTTL = caddy.Duration(defaultIntrospectionNegativeTTL)
+	}
+	if h.IntrospectionCache == 0 {
+		h.IntrospectionCache = defaultTokenCache
+	}
+	repl := caddy.NewReplacer()
+	flightCtx, cancel := context.WithCancel(ctx)
+	client, transport := introspectionClient(time.Duration(h.IntrospectionTimeout))
+	i := &introspector{
+		url:          h.IntrospectionURL,
+		clientID:     repl.ReplaceKnown(h.IntrospectionClientID, ""),
+		clientSecret: repl.ReplaceKnown(h.IntrospectionClientSecret, ""),
+		post:         h.IntrospectionAuthMethod == clientSecretPost,
+		timeout:      time.Duration(h.IntrospectionTimeout),
+		ttl:          time.Duration(h.IntrospectionCacheTTL),
+		negativeTTL:  time.Duration(h.IntrospectionNegativeTTL),
+		leeway:       time.Duration(h.Leeway),
+		issuer:       h.Issuer,
+		validator:    jwt.NewValidator(append(claimChecks, jwt.WithTimeFunc(introspectNow))...),
+		http:         client,
+		transport:    transport,
+		ctx:          flightCtx,
+		cancel:       cancel,
+		logger:       h.logger.Named("introspection"),
+	}
+	if h.IntrospectionCache > 0 {
+		i.cache = newTokenCache(h.IntrospectionCache)
+	}
+	if plainOverNetwork(h.IntrospectionURL) {
+		h.logger.Warn("introspection_url is plain http to another host: every opaque token (and the client secret) crosses the network unencrypted; use https",
+			zap.String("introspection_url", h.IntrospectionURL))
+	}
+	h.introspect = i
 }
 
 // Validate checks the configuration; every error names the offending field.
@@ -324,11 +435,58 @@ func (h *Handler) Validate() error {
 	if h.JWKSRefreshInterval < 0 || h.JWKSRefreshMinInterval < 0 {
 		return fmt.Errorf("jwks_refresh_interval, jwks_refresh_min_interval: must not be negative")
 	}
+	return h.validateIntrospection()
+}
+
+func (h *Handler) validateIntrospection() error {
+	if h.IntrospectionURL == "" {
+		for _, o := range []struct {
+			name string
+			set  bool
+		}{
+			{"introspection_client_id", h.IntrospectionClientID != ""},
+			{"introspection_client_secret", h.IntrospectionClientSecret != ""},
+			{"introspection_auth_method", h.IntrospectionAuthMethod != ""},
+			{"introspection_timeout", h.IntrospectionTimeout != 0},
+			{"introspection_cache", h.IntrospectionCache != 0},
+			{"introspection_cache_ttl", h.IntrospectionCacheTTL != 0},
+			{"introspection_negative_ttl", h.IntrospectionNegativeTTL != 0},
+		} {
+			if o.set {
+				return fmt.Errorf("%s: needs introspection_url", o.name)
+			}
+		}
+		return nil
+	}
+	if err := wellknown.CheckURL(h.IntrospectionURL, true); err != nil {
+		return fmt.Errorf("introspection_url: %w", err)
+	}
+	if h.IntrospectionClientSecret != "" && h.IntrospectionClientID == "" {
+		return fmt.Errorf("introspection_client_secret: needs introspection_client_id")
+	}
+	switch h.IntrospectionAuthMethod {
+	case "", clientSecretBasic, clientSecretPost:
+	default:
+		return fmt.Errorf("introspection_auth_method: %q is not %s or %s", h.IntrospectionAuthMethod, clientSecretBasic, clientSecretPost)
+	}
+	if h.IntrospectionAuthMethod == clientSecretPost && h.IntrospectionClientID == "" {
+		return fmt.Errorf("introspection_auth_method: %s needs introspection_client_id", clientSecretPost)
+	}
+	if h.IntrospectionTimeout < 0 || h.IntrospectionCacheTTL < 0 || h.IntrospectionNegativeTTL < 0 {
+		return fmt.Errorf("introspection_timeout, introspection_cache_ttl, introspection_negative_ttl: must not be negative")
+	}
+	if h.IntrospectionCache < -1 || h.IntrospectionCache > maxTokenCache {
+		return fmt.Errorf("introspection_cache: must be between 1 and %d entries, or -1 (off)", maxTokenCache)
+	}
 	return nil
 }
 
-// Cleanup releases the shared key source.
+// Cleanup ends introspection calls in flight and releases the shared key
+// source.
 func (h *Handler) Cleanup() error {
+	if h.introspect != nil {
+		h.introspect.close()
+	}
 	if h.poolKey != "" {
 		_, err := keySources.Delete(h.poolKey)
 		return err
@@ -378,6 +536,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			result = "no_token"
 		case "invalid_token":
 			reason = invalidReason(fail.description)
+		case "temporarily_unavailable":
+			result = "unavailable"
 		}
 		countDecision(result, reason)
 		writeChallenge(w, fail, h.metadataURL(r, repl), h.scope)
@@ -518,7 +678,9 @@ func (h *Handler) stripToken(r *http.Request) {
 	}
 }
 
-// authenticate returns the verified claims, or why the request fails.
+// authenticate returns the verified claims, or why the request fails. A
+// JWT's claims come from verify, an opaque token's from introspection;
+// from there on both take the same checks.
 func (h *Handler) authenticate(ctx context.Context, r *http.Request) (jwt.MapClaims, *failure) {
 	raw, fail := bearerToken(r)
 	if fail != nil {
@@ -527,7 +689,12 @@ func (h *Handler) authenticate(ctx context.Context, r *http.Request) (jwt.MapCla
 	if raw == "" {
 		return nil, missingToken()
 	}
-	claims, fail := h.verify(ctx, raw)
+	var claims jwt.MapClaims
+	if h.introspect != nil && !isJWS(raw) {
+		claims, fail = h.introspect.check(ctx, raw)
+	} else {
+		claims, fail = h.verify(ctx, raw)
+	}
 	if fail != nil {
 		return nil, fail
 	}
