@@ -7,15 +7,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/caddymcp/caddymcp/internal/caddyrun"
+	"github.com/caddymcp/caddymcp/internal/hydratest"
 )
 
 // hydraUpstream runs Ory Hydra v2.3.0 (CADDYMCP_HYDRA_BIN, in memory) as
@@ -24,16 +21,6 @@ import (
 // returns Hydra's issuer (with its trailing slash) and its admin URL.
 func hydraUpstream(t *testing.T, user string, claims map[string]any) (issuer, admin string) {
 	t.Helper()
-	bin := os.Getenv("CADDYMCP_HYDRA_BIN")
-	if bin == "" {
-		t.Skip("CADDYMCP_HYDRA_BIN is not set: this test logs in through a real Ory Hydra v2.3.0 " +
-			"(`make test` builds it into bin/hydra and sets the variable)")
-	}
-	pub, adm := caddyrun.FreePort(t), caddyrun.FreePort(t)
-	for adm == pub {
-		adm = caddyrun.FreePort(t)
-	}
-	issuer, admin = "http://127.0.0.1:"+strconv.Itoa(pub)+"/", "http://127.0.0.1:"+strconv.Itoa(adm)
 	// the login and consent app Hydra sends the browser to
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -81,41 +68,7 @@ func hydraUpstream(t *testing.T, user string, claims map[string]any) (issuer, ad
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 
-	cmd := exec.Command(bin, "serve", "all", "--dev")
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "STRATEGIES_") && !strings.HasPrefix(kv, "DSN=") && !strings.HasPrefix(kv, "URLS_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, "DSN=memory", "URLS_SELF_ISSUER="+issuer, "URLS_LOGIN="+app+"/login", "URLS_CONSENT="+app+"/consent",
-		"SECRETS_SYSTEM=caddymcp-hydra-upstream-secret-0123", "SERVE_PUBLIC_PORT="+strconv.Itoa(pub), "SERVE_ADMIN_PORT="+strconv.Itoa(adm),
-		"SERVE_PUBLIC_HOST=127.0.0.1", "SERVE_ADMIN_HOST=127.0.0.1", "LOG_LEVEL=warn")
-	logPath := filepath.Join(t.TempDir(), "hydra.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		logFile.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("hydra's log:\n%s", b)
-		}
-	})
-	caddyrun.WaitFor(t, 60*time.Second, func() bool {
-		resp, err := http.Get(admin + "/health/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	}, "hydra ready")
+	issuer, admin = hydratest.Start(t, "this test logs in through Hydra", "URLS_LOGIN="+app+"/login", "URLS_CONSENT="+app+"/consent")
 	return issuer, admin
 }
 

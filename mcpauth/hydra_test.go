@@ -5,15 +5,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddymcp/caddymcp/internal/caddyrun"
+	"github.com/caddymcp/caddymcp/internal/hydratest"
 	"github.com/caddymcp/caddymcp/internal/mcpserver"
 	"github.com/caddymcp/caddymcp/mcpauth"
 )
@@ -26,61 +23,12 @@ type hydra struct {
 	admin  string
 }
 
-// startHydra runs the Hydra binary named by CADDYMCP_HYDRA_BIN on two free
-// loopback ports; the test is skipped without one.
+// startHydra runs Hydra (internal/hydratest) with its default access
+// token strategy: opaque tokens.
 func startHydra(t *testing.T) *hydra {
 	t.Helper()
-	bin := os.Getenv("CADDYMCP_HYDRA_BIN")
-	if bin == "" {
-		t.Skip("CADDYMCP_HYDRA_BIN is not set: this test runs mcp_auth against a real Ory Hydra v2.3.0 " +
-			"(`make bin/hydra` builds one into bin/hydra; `make test` builds it and sets the variable)")
-	}
-	pub, adm := caddyrun.FreePort(t), caddyrun.FreePort(t)
-	for pub == adm {
-		adm = caddyrun.FreePort(t)
-	}
-	h := &hydra{t: t, public: "http://127.0.0.1:" + strconv.Itoa(pub) + "/", admin: "http://127.0.0.1:" + strconv.Itoa(adm)}
-	cmd := exec.Command(bin, "serve", "all", "--dev")
-	for _, kv := range os.Environ() {
-		// the access token strategy stays Hydra's default (opaque)
-		if !strings.HasPrefix(kv, "STRATEGIES_") && !strings.HasPrefix(kv, "DSN=") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, "DSN=memory", "URLS_SELF_ISSUER="+h.public, "SECRETS_SYSTEM=caddymcp-hydra-test-secret-0123456789",
-		"SERVE_PUBLIC_PORT="+strconv.Itoa(pub), "SERVE_ADMIN_PORT="+strconv.Itoa(adm),
-		"SERVE_PUBLIC_HOST=127.0.0.1", "SERVE_ADMIN_HOST=127.0.0.1", "LOG_LEVEL=warn")
-	logPath := filepath.Join(t.TempDir(), "hydra.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", bin, err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		logFile.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("hydra's log:\n%s", b)
-		}
-	})
-	ready := func(u string) func() bool {
-		return func() bool {
-			resp, err := http.Get(u + "health/ready")
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == 200
-		}
-	}
-	caddyrun.WaitFor(t, 60*time.Second, ready(h.admin+"/"), "hydra's admin port answers /health/ready")
-	caddyrun.WaitFor(t, 60*time.Second, ready(h.public), "hydra's public port answers /health/ready")
-	return h
+	public, admin := hydratest.Start(t, "this test runs mcp_auth")
+	return &hydra{t: t, public: public, admin: admin}
 }
 
 // client registers a client_credentials client through the admin API,
