@@ -33,6 +33,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 port=$(free_port) idp=$(free_port) insp=$(free_port)
+export ACCESS_TOKEN_SECONDS=5
 issuer=http://127.0.0.1:$port
 bin/devidp -addr 127.0.0.1:$idp -client-id caddymcp-as -client-secret devidp-secret -redirect "$issuer/callback/corp" > "$out/devidp.log" 2>&1 &
 pids+=($!)
@@ -73,6 +74,7 @@ http://127.0.0.1:$port {
 			issuer $issuer
 			audience $issuer/mcp
 			scopes tools:read
+			leeway 1s
 		}
 		mcp_stdio {
 			command $root/bin/everything-server
@@ -89,6 +91,8 @@ http://127.0.0.1:$port {
 		}
 		allow email_domain zitadel.ch
 		grant tools:read
+		# short, so that the clients' refresh is exercised (the Inspector's by waiting)
+		access_token_lifetime ${ACCESS_TOKEN_SECONDS}s
 	}
 }
 CADDY
@@ -117,8 +121,10 @@ if [ -z "$url" ]; then
 else
 	cp .ci/browser-as.mjs "$tools/browser-as.mjs"
 	node "$tools/browser-as.mjs" "$url" "$issuer" "$out/inspector-connected.png" || { echo "as-e2e: the Inspector failed"; fail=1; }
-	grep -q '"msg":"client registered".*"client_name":"[^"]*Inspector' "$out/caddy.log" && echo "as-e2e: the Inspector registered by DCR" ||
-		{ echo "as-e2e: no registration by the Inspector in the log"; fail=1; }
+	icid=$(grep -o '"msg":"client registered","client_id":"[^"]*","client_name":"MCP Inspector"' "$out/caddy.log" | head -1 | sed -E 's/.*"client_id":"([^"]*)".*/\1/')
+	[ -n "$icid" ] && echo "as-e2e: the Inspector registered by DCR" || { echo "as-e2e: no registration by the Inspector in the log"; fail=1; }
+	grep -q "\"msg\":\"token issued\",\"grant_type\":\"refresh_token\",\"client_id\":\"$icid\"" "$out/caddy.log" &&
+		echo "as-e2e: the Inspector refreshed its token" || { echo "as-e2e: the Inspector did not refresh its token"; fail=1; }
 fi
 if [ $fail -ne 0 ]; then
 	tail -30 "$out/caddy.log"

@@ -62,6 +62,18 @@ try {
 	await page.getByRole("button", { name: "Execute Tool" }).click();
 	await page.getByText("This is a simple text response for testing.").first().waitFor({ timeout: 15000 });
 	await page.screenshot({ path: screenshot });
+	// the access token lives ACCESS_TOKEN_SECONDS (as-e2e's Caddyfile): once
+	// it has expired, a call needs the refresh token (this waits for the
+	// expiry itself, not for some other event)
+	const lifetime = Number(process.env.ACCESS_TOKEN_SECONDS || 0);
+	if (lifetime > 0) {
+		await page.waitForTimeout((lifetime + 2) * 1000);
+		const before = await page.getByText("This is a simple text response for testing.").count();
+		await page.getByRole("button", { name: "Execute Tool" }).click();
+		await page.waitForFunction((n) => document.body.innerText.split("This is a simple text response for testing.").length - 1 > n, before, { timeout: 20000 })
+			.catch(() => page.getByText("This is a simple text response for testing.").first().waitFor({ timeout: 1000 }));
+		console.log("browser: after the access token expired, the Inspector called test_simple_text again");
+	}
 	console.log("browser: the Inspector registered, the user consented and logged in upstream, the Inspector connected, listed tools and called test_simple_text; screenshot", screenshot);
 } catch (e) {
 	await fail(e.message);

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -401,4 +402,53 @@ func TestRegistrationChecks(t *testing.T) {
 		t.Errorf("OpenID discovery: %d", resp.StatusCode)
 	}
 	resp.Body.Close()
+}
+
+// TestClientMetadataDocument: a client_id that is an https URL names its
+// metadata document; the server fetches it (here from a loopback server,
+// which only allow_private_metadata permits), shows its name, and issues
+// tokens to it; a document that is not its URL's is refused, and without
+// allow_private_metadata a loopback document is never fetched.
+func TestClientMetadataDocument(t *testing.T) {
+	redirect := "http://127.0.0.1:1/callback"
+	var docURL string
+	fetched := 0
+	doc := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetched++
+		id := docURL
+		if r.URL.Path == "/liar.json" {
+			id = "https://other.example/client.json"
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"client_id":%q,"client_name":"CIMD client","redirect_uris":[%q]}`, id, redirect)
+	}))
+	defer doc.Close()
+	docURL = doc.URL + "/client.json"
+	defer mcpas.TrustForMetadata(doc.Client().Transport.(*http.Transport).TLSClientConfig)()
+	t.Run("allowed", func(t *testing.T) {
+		s := startSite(t, "allow_private_metadata")
+		verifier, challenge := pkce()
+		got := s.login(t, newBrowserNamed(t, redirect, "CIMD client"), docURL, "tools:read", "test-user2", challenge)
+		status, tok := tokenRequest(t, s.issuer, url.Values{"grant_type": {"authorization_code"}, "code": {got.Get("code")},
+			"redirect_uri": {redirect}, "client_id": {docURL}, "code_verifier": {verifier}})
+		if status != http.StatusOK {
+			t.Fatalf("token for a metadata-document client: %d %v", status, tok)
+		}
+		q := s.authorizeQuery(doc.URL+"/liar.json", redirect, "tools:read", challenge)
+		if code, loc := getNR(t, s.issuer+"/authorize?"+q.Encode()); code != http.StatusBadRequest || loc != "" {
+			t.Errorf("a document naming another client_id: %d %s", code, loc)
+		}
+	})
+	t.Run("guarded", func(t *testing.T) {
+		s := startSite(t, "")
+		before := fetched
+		_, challenge := pkce()
+		q := s.authorizeQuery(docURL, redirect, "tools:read", challenge)
+		if code, loc := getNR(t, s.issuer+"/authorize?"+q.Encode()); code != http.StatusBadRequest || loc != "" {
+			t.Errorf("a loopback document without allow_private_metadata: %d %s", code, loc)
+		}
+		if fetched != before {
+			t.Errorf("the loopback document was fetched")
+		}
+	})
 }

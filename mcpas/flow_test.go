@@ -77,6 +77,17 @@ type browser struct {
 	jar      *jar
 	redirect string
 	stopAt   []string // more URL prefixes not to follow
+	// clientName is what the consent page must show (default: the
+	// registered test client's name)
+	clientName string
+}
+
+// newBrowserNamed is newBrowser for a client whose consent page shows
+// name (not the registered test client's).
+func newBrowserNamed(t *testing.T, redirect, name string) *browser {
+	b := newBrowser(t, redirect)
+	b.clientName = name
+	return b
 }
 
 func newBrowser(t *testing.T, redirect string) *browser {
@@ -251,7 +262,11 @@ func (s *site) loginUntil(t *testing.T, b *browser, q url.Values, user string) (
 		if resp.Header.Get("X-Frame-Options") != "DENY" || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
 			t.Fatalf("the consent page may be framed: %v", resp.Header)
 		}
-		for _, want := range []string{"Test MCP client", q.Get("client_id"), q.Get("redirect_uri"), s.resource} {
+		name := "Test MCP client"
+		if b.clientName != "" {
+			name = b.clientName
+		}
+		for _, want := range []string{name, q.Get("client_id"), q.Get("redirect_uri"), s.resource} {
 			if !strings.Contains(page, want) {
 				t.Fatalf("the consent page does not name %q:\n%s", want, page)
 			}

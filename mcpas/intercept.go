@@ -89,7 +89,7 @@ func (h *Handler) intercept(next http.Handler) http.Handler {
 			r = r.WithContext(h.withResource(r.Context(), r.PostForm["resource"]))
 			tw := &tokenWriter{header: http.Header{}}
 			next.ServeHTTP(tw, r)
-			h.finishToken(w, tw)
+			h.finishToken(w, tw, r.PostForm.Get("grant_type"))
 		default:
 			next.ServeHTTP(w, r)
 		}
@@ -178,7 +178,7 @@ func (t *tokenWriter) Write(b []byte) (int, error) {
 
 // finishToken writes the provider's token response with the access token
 // typed at+jwt and without the ID token.
-func (h *Handler) finishToken(w http.ResponseWriter, t *tokenWriter) {
+func (h *Handler) finishToken(w http.ResponseWriter, t *tokenWriter, grant string) {
 	if t.status == 0 {
 		t.status = http.StatusOK
 	}
@@ -195,6 +195,17 @@ func (h *Handler) finishToken(w http.ResponseWriter, t *tokenWriter) {
 				}
 				resp["access_token"] = retyped
 				delete(resp, "id_token")
+				if c := h.logger.Check(zap.InfoLevel, "token issued"); c != nil {
+					var claims struct {
+						Sub      string `json:"sub"`
+						ClientID string `json:"client_id"`
+						Scope    string `json:"scope"`
+					}
+					if jws, err := jose.ParseSigned(retyped, []jose.SignatureAlgorithm{jose.ES256}); err == nil {
+						_ = json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &claims)
+					}
+					c.Write(zap.String("grant_type", grant), zap.String("client_id", claims.ClientID), zap.String("sub", claims.Sub), zap.String("scope", claims.Scope))
+				}
 				if sc, ok := resp["scope"].(string); ok {
 					// the provider's scopes include the two it was shown
 					var out []string

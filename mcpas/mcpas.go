@@ -66,6 +66,10 @@ func init() {
 // codeLifetime is how long an authorization code lives.
 var codeLifetime = 2 * time.Minute
 
+// metadataHTTPClient fetches client metadata documents (a test trusts its
+// own TLS server's certificate through it; the address guard stays).
+var metadataHTTPClient = cimd.HTTPClient
+
 // stateLifetime is how long a user may take between consent and the
 // upstream's callback (the state, the pending request).
 const stateLifetime = 10 * time.Minute
@@ -166,7 +170,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("the signing keys' ring in storage: %w", err)
 	}
 	h.store = &store{st: ctx.Storage(), prefix: "caddymcp/authorization_server/" + digest(h.Issuer) + "/"}
-	h.cimd = &cimd.Cache{HTTP: cimd.HTTPClient(h.AllowPrivateMetadata), ValidRedirect: validRedirectURI,
+	h.cimd = &cimd.Cache{HTTP: metadataHTTPClient(h.AllowPrivateMetadata), ValidRedirect: validRedirectURI,
 		Refused: func(id string, err error) {
 			h.logger.Info("client metadata document refused", zap.String("client_id", id), zap.Error(err))
 		}}
