@@ -91,7 +91,9 @@ func startGitHub(t *testing.T, login string, orgs, teams []string, verified bool
 }
 
 // TestGitHubUpstream: users of a GitHub organisation may log in, a team
-// gets more scopes, anyone else is refused; sub is the GitHub user id.
+// gets more scopes, anyone else is refused; sub is the GitHub user id. The
+// site offers a second upstream beside GitHub (the consent page has a
+// button for each).
 func TestGitHubUpstream(t *testing.T) {
 	for _, c := range []struct {
 		name        string
@@ -105,6 +107,7 @@ func TestGitHubUpstream(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			g := startGitHub(t, "octocat", c.orgs, c.teams, true)
+			up := upstream(t)
 			cfg := fmt.Sprintf(`http://127.0.0.1:{{PORT}} {
 	mcp_authorization_server {
 		issuer http://127.0.0.1:{{PORT}}
@@ -117,11 +120,16 @@ func TestGitHubUpstream(t *testing.T) {
 			token_url %[1]s/login/oauth/access_token
 			api_url %[1]s
 		}
+		upstream corp oidc %[2]s {
+			client_id caddymcp-as
+			client_secret upstream-secret
+			label "Example Corp"
+		}
 		allow github_org acme
 		grant tools:read
 		grant tools:write if github_team acme/platform
 	}
-}`, g.url)
+}`, g.url, up)
 			cd := caddyrun.StartCaddyfile(t, "storage file_system "+t.TempDir(), cfg)
 			port := strconv.Itoa(cd.Port)
 			s := &site{c: cd, issuer: "http://127.0.0.1:" + port, resource: "http://127.0.0.1:" + port + "/mcp"}
@@ -131,6 +139,10 @@ func TestGitHubUpstream(t *testing.T) {
 			verifier, challenge := pkce()
 			q := s.authorizeQuery(clientID, redirect, "tools:read tools:write", challenge)
 			_, page := b.get(s.issuer + "/authorize?" + q.Encode())
+			// both upstreams are offered; the user picks GitHub
+			if !strings.Contains(page, `value="gh">Allow and log in with gh`) || !strings.Contains(page, "Allow and log in with Example Corp") {
+				t.Fatalf("the consent page does not offer both upstreams:\n%s", page)
+			}
 			form := formValues(page)
 			form.Set("upstream", "gh")
 			resp, page := b.post(s.issuer+"/consent", form)
