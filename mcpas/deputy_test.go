@@ -452,3 +452,37 @@ func TestClientMetadataDocument(t *testing.T) {
 		}
 	})
 }
+
+// TestTwoResources: a server for two MCP servers needs the resource at
+// the authorization request; the token requests may leave it out (the
+// code and the refresh token name theirs) but may not name the other.
+func TestTwoResources(t *testing.T) {
+	s := startSite(t, "resource http://127.0.0.1:{{PORT}}/other")
+	redirect := "http://127.0.0.1:1/callback"
+	clientID := s.register(t, redirect)
+	verifier, challenge := pkce()
+	q := s.authorizeQuery(clientID, redirect, "tools:read", challenge)
+	q.Del("resource")
+	if _, loc := getNR(t, s.issuer+"/authorize?"+q.Encode()); !strings.Contains(loc, "error=invalid_target") {
+		t.Errorf("no resource with two configured: %s", loc)
+	}
+	got := s.login(t, newBrowser(t, redirect), clientID, "tools:read", "test-user2", challenge)
+	form := url.Values{"grant_type": {"authorization_code"}, "code": {got.Get("code")}, "redirect_uri": {redirect}, "client_id": {clientID},
+		"code_verifier": {verifier}, "resource": {s.issuer + "/other"}}
+	if code, out := tokenRequest(t, s.issuer, form); code != http.StatusBadRequest {
+		t.Errorf("a code redeemed for the other resource: %d %v", code, out)
+	}
+	got = s.login(t, newBrowser(t, redirect), clientID, "tools:read", "test-user2", challenge)
+	form.Set("code", got.Get("code"))
+	form.Del("resource")
+	code, tok := tokenRequest(t, s.issuer, form)
+	if code != http.StatusOK {
+		t.Fatalf("a code redeemed without resource: %d %v", code, tok)
+	}
+	if c, _ := claims(t, tok["access_token"].(string)); fmt.Sprint(c["aud"]) != "["+s.resource+"]" && c["aud"] != s.resource {
+		t.Errorf("aud: %v", c["aud"])
+	}
+	if code, out := tokenRequest(t, s.issuer, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok["refresh_token"].(string)}, "client_id": {clientID}}); code != http.StatusOK {
+		t.Errorf("a refresh without resource: %d %v", code, out)
+	}
+}

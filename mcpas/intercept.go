@@ -82,7 +82,9 @@ func (h *Handler) intercept(next http.Handler) http.Handler {
 				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type", "error_description": "grant_type must be authorization_code or refresh_token"})
 				return
 			}
-			if v := h.withResource(r.Context(), r.PostForm["resource"]).Value(resourceKey).(resourceValue); v.err != nil {
+			// a token request may leave resource out (the code or refresh
+			// token names one); one it names must be a configured one
+			if v := h.withResource(r.Context(), r.PostForm["resource"]).Value(resourceKey).(resourceValue); v.given && v.err != nil {
 				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_target", "error_description": v.err.Description})
 				return
 			}

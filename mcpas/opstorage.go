@@ -157,6 +157,11 @@ func (s opStorage) AuthRequestByCode(ctx context.Context, code string) (op.AuthR
 		if a.Code != digest(code) {
 			return errNotFound
 		}
+		if hasResource(ctx) {
+			if res, rerr := s.h.requestResource(ctx); rerr != nil || res != a.Resource {
+				return errors.New("the token request names another resource than the authorization request")
+			}
+		}
 		if a.CodeRedeemed {
 			_ = s.revokeFamily(ctx, a.ID)
 			return errors.New("authorization code already redeemed: its tokens are revoked")
@@ -256,8 +261,10 @@ func (s opStorage) TokenRequestByRefreshToken(ctx context.Context, token string)
 		s.h.logger.Warn("refresh token reused: its family is revoked (a stolen token, or a client that retried)")
 		return nil, errors.New("refresh token reused: its family is revoked")
 	}
-	if resource, err := s.h.requestResource(ctx); err != nil || (resource != "" && resource != rec.Resource && hasResource(ctx)) {
-		return nil, oidc.ErrInvalidTarget().WithDescription("the refresh token was granted for another resource")
+	if hasResource(ctx) {
+		if resource, err := s.h.requestResource(ctx); err != nil || resource != rec.Resource {
+			return nil, oidc.ErrInvalidTarget().WithDescription("the refresh token was granted for another resource")
+		}
 	}
 	return &refreshRequest{rec: &rec, token: token, scopes: append([]string{oidc.ScopeOpenID, oidc.ScopeOfflineAccess}, rec.Scopes...)}, nil
 }
