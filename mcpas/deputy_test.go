@@ -486,3 +486,38 @@ func TestTwoResources(t *testing.T) {
 		t.Errorf("a refresh without resource: %d %v", code, out)
 	}
 }
+
+// TestRememberedConsentIsTheUsers: a browser whose user consented before
+// skips the consent page, but if someone else logs in upstream, they are
+// shown the consent page; the user who consented goes straight through.
+func TestRememberedConsentIsTheUsers(t *testing.T) {
+	s := startSite(t, "")
+	redirect := "http://127.0.0.1:1/callback"
+	clientID := s.register(t, redirect)
+	_, challenge := pkce()
+	b := newBrowser(t, redirect)
+	if got := s.login(t, b, clientID, "tools:read", "test-user2", challenge); got.Get("code") == "" {
+		t.Fatalf("first login: %v", got)
+	}
+	q := s.authorizeQuery(clientID, redirect, "tools:read", challenge)
+	// the same user again: no consent page, a code after the upstream login
+	resp, page := b.get(s.issuer + "/authorize?" + q.Encode())
+	if strings.Contains(page, "Allow access?") || !strings.Contains(page, "password") {
+		t.Fatalf("a remembered consent still showed the consent page: %d", resp.StatusCode)
+	}
+	form := formValues(page)
+	form.Set("username", "test-user2")
+	form.Set("password", "verysecure")
+	if resp, _ := b.post(s.up+"/login/username", form); !strings.Contains(resp.Header.Get("Location"), "code=") {
+		t.Fatalf("the consenting user did not get a code: %d %v", resp.StatusCode, resp.Header)
+	}
+	// another user at this browser logs in upstream: asked for consent
+	_, page = b.get(s.issuer + "/authorize?" + q.Encode())
+	form = formValues(page)
+	form.Set("username", "test-user@127.0.0.1")
+	form.Set("password", "verysecure")
+	resp, page = b.post(s.up+"/login/username", form)
+	if strings.Contains(resp.Header.Get("Location"), "code=") || !strings.Contains(page, "Allow access?") {
+		t.Fatalf("another user got through on a remembered consent: %d %v", resp.StatusCode, resp.Header)
+	}
+}

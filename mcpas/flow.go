@@ -57,6 +57,9 @@ type loginState struct {
 	Upstream string `json:"upstream"`
 	Nonce    string `json:"nonce"`
 	Verifier string `json:"verifier"`
+	// ConsentOf is set when the consent page was not shown because this
+	// user had consented before: whoever logs in upstream must be them
+	ConsentOf string `json:"consent_of,omitempty"`
 }
 
 // consentRecord is a user's stored consent to a client.
@@ -189,7 +192,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		err := h.store.getData(ctx, "consent", consentID(sc.Sub, a.ClientID), &rec)
 		if err == nil && rec.RedirectURI == a.RedirectURI && rec.Resource == a.Resource && subset(a.Requested, rec.Scopes) {
 			if up, ok := h.upstreams[strings.SplitN(sc.Sub, ":", 2)[0]]; ok {
-				h.startLogin(w, r, a, up)
+				h.startLogin(w, r, a, up, sc.Sub)
 				return
 			}
 		} else if err != nil && errors.Is(err, errStorage) {
@@ -332,15 +335,16 @@ func (h *Handler) consent(w http.ResponseWriter, r *http.Request) {
 		page(w, http.StatusBadRequest, "No such identity provider.")
 		return
 	}
-	h.startLogin(w, r, a, up)
+	h.startLogin(w, r, a, up, "")
 }
 
 // startLogin makes the state (only now: after consent), and sends the
 // user to the upstream.
-func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request, a *authRequest, up *upstream) {
+func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request, a *authRequest, up *upstream, consentOf string) {
 	ctx := r.Context()
 	state := randomToken(32)
-	ls := &loginState{Request: a.ID, ClientID: a.ClientID, Upstream: up.cfg.Name, Nonce: randomToken(24), Verifier: xoauth2.GenerateVerifier()}
+	ls := &loginState{Request: a.ID, ClientID: a.ClientID, Upstream: up.cfg.Name, Nonce: randomToken(24), Verifier: xoauth2.GenerateVerifier(),
+		ConsentOf: consentOf}
 	target, err := up.authURL(ctx, state, ls.Nonce, ls.Verifier)
 	if err != nil {
 		h.logger.Error("identity provider unavailable; answered 502", zap.String("upstream", up.cfg.Name), zap.Error(err))
@@ -425,6 +429,17 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, name string) 
 		return
 	}
 	sub := id.subject()
+	if ls.ConsentOf != "" && ls.ConsentOf != sub {
+		// the consent page was skipped for the user this browser was
+		// logged in as, and someone else logged in upstream: they have not
+		// consented; show them the page
+		h.logger.Info("another user logged in upstream than the one whose consent was remembered; asking for consent",
+			zap.String("remembered", ls.ConsentOf), zap.String("sub", sub))
+		clearCookie(w, cookieSession)
+		securePage(w)
+		http.Redirect(w, r, h.base+"/login?id="+url.QueryEscape(a.ID), http.StatusSeeOther)
+		return
+	}
 	a.Subject, a.AuthTime, a.IsDone = sub, time.Now().UTC(), true
 	a.Granted = grantable(a.Requested, h.entitled(id))
 	if id.EmailVerified {
