@@ -68,10 +68,16 @@ try {
 	const lifetime = Number(process.env.ACCESS_TOKEN_SECONDS || 0);
 	if (lifetime > 0) {
 		await page.waitForTimeout((lifetime + 2) * 1000);
+		// the Inspector refreshes ("Refreshing authorization…" in a toast);
+		// the call is made anew: close the result, pick the tool, execute
+		await page.getByText("Results", { exact: true }).first().waitFor({ timeout: 5000 });
+		await page.locator("button:near(:text('Results'))").first().click();
+		await page.getByText("This is a simple text response for testing.").first().waitFor({ state: "hidden", timeout: 5000 });
+		await page.getByText("test_simple_text", { exact: true }).first().click();
 		const before = await page.getByText("This is a simple text response for testing.").count();
-		await page.getByRole("button", { name: "Execute Tool" }).click();
-		await page.waitForFunction((n) => document.body.innerText.split("This is a simple text response for testing.").length - 1 > n, before, { timeout: 20000 })
-			.catch(() => page.getByText("This is a simple text response for testing.").first().waitFor({ timeout: 1000 }));
+		await page.getByRole("button", { name: "Execute Tool" }).click({ timeout: 30000 });
+		if (before !== 0) await fail("the first result is still shown");
+		await page.getByText("This is a simple text response for testing.").first().waitFor({ timeout: 20000 });
 		console.log("browser: after the access token expired, the Inspector called test_simple_text again");
 	}
 	console.log("browser: the Inspector registered, the user consented and logged in upstream, the Inspector connected, listed tools and called test_simple_text; screenshot", screenshot);
