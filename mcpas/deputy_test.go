@@ -521,3 +521,24 @@ func TestRememberedConsentIsTheUsers(t *testing.T) {
 		t.Fatalf("another user got through on a remembered consent: %d %v", resp.StatusCode, resp.Header)
 	}
 }
+
+// TestBrowserClientsCORS: a browser-based client may register and redeem
+// codes from its own origin (CORS preflights answered; no cookies are
+// involved at these endpoints).
+func TestBrowserClientsCORS(t *testing.T) {
+	s := startSite(t, "")
+	for _, path := range []string{"/register", "/oauth/token"} {
+		req, _ := http.NewRequest(http.MethodOptions, s.issuer+path, nil)
+		req.Header.Set("Origin", "https://app.example")
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		req.Header.Set("Access-Control-Request-Headers", "content-type")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 || resp.Header.Get("Access-Control-Allow-Origin") == "" {
+			t.Errorf("preflight of %s: %d %v", path, resp.StatusCode, resp.Header)
+		}
+	}
+}

@@ -73,6 +73,10 @@ func (h *Handler) intercept(next http.Handler) http.Handler {
 		case "/authorize/callback":
 			next.ServeHTTP(&issWriter{ResponseWriter: w, iss: h.Issuer}, r)
 		case "/oauth/token":
+			if r.Method != http.MethodPost {
+				next.ServeHTTP(w, r) // CORS preflights, and the provider's own 405
+				return
+			}
 			r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
 			if err := r.ParseForm(); err != nil {
 				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the token request could not be read"})

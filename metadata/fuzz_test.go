@@ -26,7 +26,14 @@ func FuzzCaddyfile(f *testing.F) {
 		var h Handler
 		// with an authorization server (required), so that what follows is
 		// what decides
-		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("oauth_protected_resource {\nauthorization_servers https://as.example\n" + body + "\n}")); err != nil {
+		// Tokenize, not NewTestDispenser: that one exits the process on input
+		// the lexer refuses (a heredoc with too many '<'), which Caddy
+		// answers with an error
+		tokens, err := caddyfile.Tokenize([]byte("oauth_protected_resource {\nauthorization_servers https://as.example\n"+body+"\n}"), "Caddyfile")
+		if err != nil {
+			return
+		}
+		if err := h.UnmarshalCaddyfile(caddyfile.NewDispenser(tokens)); err != nil {
 			return
 		}
 		if err := h.Validate(); err != nil {

@@ -19,12 +19,25 @@ import (
 // sent first.
 func Readings(uri string) []string {
 	out := []string{uri}
-	for _, r := range []string{NormalizeURI(uri), resolvedURI(uri)} {
-		if !contains(out, r) {
+	norm := NormalizeURI(uri)
+	for _, r := range []string{norm, resolvedURI(uri), emptyAuthority(norm)} {
+		if r != "" && !contains(out, r) {
 			out = append(out, r)
 		}
 	}
 	return out
+}
+
+// emptyAuthority is the reading of a server that keys resources by scheme,
+// host and path: `x:/secret/key` is `x:///secret/key` to it (net/url gives
+// both the same scheme, host and path). "" when uri has an authority, or
+// no scheme, or a path that is not absolute.
+func emptyAuthority(uri string) string {
+	p := splitURI(uri)
+	if p.scheme == "" || p.hasAuthority || !strings.HasPrefix(p.path, "/") {
+		return ""
+	}
+	return p.scheme + "://" + strings.TrimPrefix(uri, p.scheme+":")
 }
 
 func contains(list []string, s string) bool {
