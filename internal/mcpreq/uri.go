@@ -20,12 +20,22 @@ import (
 func Readings(uri string) []string {
 	out := []string{uri}
 	norm := NormalizeURI(uri)
-	for _, r := range []string{norm, resolvedURI(uri), emptyAuthority(norm)} {
+	for _, r := range []string{norm, resolvedURI(uri), emptyAuthority(norm), withoutFragment(norm)} {
 		if r != "" && !contains(out, r) {
 			out = append(out, r)
 		}
 	}
 	return out
+}
+
+// withoutFragment is the reading of a server that resolves the URI to a
+// resource and drops its fragment (as net/url and WHATWG URL parsers
+// split it off): "" when it has none.
+func withoutFragment(uri string) string {
+	if i := strings.IndexByte(uri, '#'); i >= 0 {
+		return uri[:i]
+	}
+	return ""
 }
 
 // emptyAuthority is the reading of a server that keys resources by scheme,
