@@ -104,6 +104,7 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !h.limit(w, r, h.registerRate) {
+		count(asMetrics.registrations, "limited")
 		return
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
@@ -126,11 +127,13 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(err.Error(), "redirect_uris") {
 			code = "invalid_redirect_uri"
 		}
+		count(asMetrics.registrations, "invalid")
 		registrationError(w, http.StatusBadRequest, code, err.Error())
 		return
 	}
 	if n := h.rt.clientCount.Load(); n >= int64(h.MaxClients) {
 		h.logger.Warn("client registration refused: max_clients reached (raise it, or lower client_lifetime)", zap.Int64("clients", n))
+		count(asMetrics.registrations, "full")
 		w.Header().Set("Retry-After", "3600")
 		registrationError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the server has as many registered clients as it keeps")
 		return
@@ -148,6 +151,7 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.rt.clientCount.Add(1)
+	count(asMetrics.registrations, "ok")
 	resp := map[string]any{
 		"client_id": c.ID, "client_id_issued_at": c.Created.Unix(),
 		"redirect_uris": c.RedirectURIs, "token_endpoint_auth_method": c.AuthMethod,

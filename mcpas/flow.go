@@ -327,6 +327,7 @@ func (h *Handler) consent(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.PostForm.Get("deny") != "" {
 		_ = h.store.del(ctx, "authreq", id)
+		count(asMetrics.logins, "", "denied")
 		h.toClient(w, r, a, "access_denied", "The user denied the request.")
 		return
 	}
@@ -413,18 +414,21 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, name string) 
 		return
 	}
 	if e := q.Get("error"); e != "" {
+		count(asMetrics.logins, name, "denied")
 		h.toClient(w, r, a, "access_denied", "The identity provider answered "+e+".")
 		return
 	}
 	id, err := up.identify(ctx, q.Get("code"), ls.Nonce, ls.Verifier)
 	if err != nil {
 		h.logger.Error("login failed at the identity provider", zap.String("upstream", name), zap.Error(err))
+		count(asMetrics.logins, name, "failed")
 		h.toClient(w, r, a, "temporarily_unavailable", "The identity provider's answer could not be used.")
 		return
 	}
 	if !h.allowed(id) {
 		h.logger.Info("login refused: no allow rule matches the user", zap.String("upstream", name), zap.String("sub", id.Subject),
 			zap.String("email", id.Email), zap.Bool("email_verified", id.EmailVerified))
+		count(asMetrics.logins, name, "refused")
 		h.toClient(w, r, a, "access_denied", "This account may not use this server.")
 		return
 	}
@@ -456,6 +460,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, name string) 
 		return
 	}
 	setCookie(w, cookieSession, h.sign(sessionCookie{Sub: sub, Expires: time.Now().Add(time.Duration(h.SessionLifetime))}), time.Duration(h.SessionLifetime))
+	count(asMetrics.logins, name, "ok")
 	h.logger.Info("user logged in", zap.String("sub", sub), zap.String("client_id", a.ClientID),
 		zap.Strings("scopes", a.Granted), zap.String("resource", a.Resource))
 	securePage(w)

@@ -435,3 +435,61 @@ func fetchStatus(t *testing.T, u string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+func scrape(t *testing.T, u string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
+}
+
+// TestMetrics: registrations, logins and tokens are counted in Caddy's
+// metrics registry.
+func TestMetrics(t *testing.T) {
+	up := upstream(t)
+	cfg := strings.Replace(siteConfig("{{PORT}}", "http://127.0.0.1:{{PORT}}", "http://127.0.0.1:{{PORT}}/mcp", up, "allow email_domain zitadel.ch", ""),
+		"\troute /mcp* {", "\tmetrics /metrics\n\troute /mcp* {", 1)
+	c := caddyrun.StartCaddyfile(t, "storage file_system "+t.TempDir(), cfg)
+	port := strconv.Itoa(c.Port)
+	s := &site{c: c, issuer: "http://127.0.0.1:" + port, resource: "http://127.0.0.1:" + port + "/mcp", up: up}
+	storage.RegisterClients(storage.WebClient("caddymcp-as", "upstream-secret", s.issuer+"/callback/corp"))
+	before := scrape(t, s.issuer+"/metrics")
+	redirect := "http://127.0.0.1:1/callback"
+	clientID := s.register(t, redirect)
+	resp, err := http.Post(s.issuer+"/register", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	verifier, challenge := pkce()
+	got := s.login(t, newBrowser(t, redirect), clientID, "tools:read", "test-user2", challenge)
+	_, tok := tokenRequest(t, s.issuer, url.Values{"grant_type": {"authorization_code"}, "code": {got.Get("code")},
+		"redirect_uri": {redirect}, "client_id": {clientID}, "code_verifier": {verifier}})
+	tokenRequest(t, s.issuer, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok["refresh_token"].(string)}, "client_id": {clientID}})
+	after := scrape(t, s.issuer+"/metrics")
+	for series, want := range map[string]float64{
+		`mcp_authorization_server_registrations_total{result="ok"}`:          1,
+		`mcp_authorization_server_registrations_total{result="invalid"}`:     1,
+		`mcp_authorization_server_logins_total{result="ok",upstream="corp"}`: 1,
+		`mcp_authorization_server_tokens_total{grant="authorization_code"}`:  1,
+		`mcp_authorization_server_tokens_total{grant="refresh_token"}`:       1,
+	} {
+		if d := after[series] - before[series]; d != want {
+			t.Errorf("%s went up by %v, want %v", series, d, want)
+		}
+	}
+}

@@ -201,6 +201,7 @@ func (h *Handler) finishToken(w http.ResponseWriter, t *tokenWriter, grant strin
 				}
 				resp["access_token"] = retyped
 				delete(resp, "id_token")
+				count(asMetrics.tokens, grant)
 				if c := h.logger.Check(zap.InfoLevel, "token issued"); c != nil {
 					var claims struct {
 						Sub      string `json:"sub"`

@@ -162,6 +162,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision sets up the handler.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	initMetrics(ctx.GetMetricsRegistry())
 	if err := h.defaults(); err != nil {
 		return err
 	}
