@@ -88,11 +88,12 @@ func (h *Handler) intercept(next http.Handler) http.Handler {
 			}
 			// a token request may leave resource out (the code or refresh
 			// token names one); one it names must be a configured one
-			if v := h.withResource(r.Context(), r.PostForm["resource"]).Value(resourceKey).(resourceValue); v.given && v.err != nil {
+			ctx := h.withResource(r.Context(), r.PostForm["resource"])
+			if v := ctx.Value(resourceKey).(resourceValue); v.given && v.err != nil {
 				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_target", "error_description": v.err.Description})
 				return
 			}
-			r = r.WithContext(h.withResource(r.Context(), r.PostForm["resource"]))
+			r = r.WithContext(ctx)
 			tw := &tokenWriter{header: http.Header{}}
 			next.ServeHTTP(tw, r)
 			h.finishToken(w, tw, r.PostForm.Get("grant_type"))
@@ -193,7 +194,7 @@ func (h *Handler) finishToken(w http.ResponseWriter, t *tokenWriter, grant strin
 		var resp map[string]any
 		if err := json.Unmarshal(body, &resp); err == nil {
 			if at, ok := resp["access_token"].(string); ok {
-				retyped, err := h.retype(at)
+				retyped, payload, err := h.retype(at)
 				if err != nil {
 					h.logger.Error("re-signing an access token as at+jwt failed; answered 500", zap.Error(err))
 					writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error"})
@@ -208,9 +209,7 @@ func (h *Handler) finishToken(w http.ResponseWriter, t *tokenWriter, grant strin
 						ClientID string `json:"client_id"`
 						Scope    string `json:"scope"`
 					}
-					if jws, err := jose.ParseSigned(retyped, []jose.SignatureAlgorithm{jose.ES256}); err == nil {
-						_ = json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &claims)
-					}
+					_ = json.Unmarshal(payload, &claims)
 					c.Write(zap.String("grant_type", grant), zap.String("client_id", claims.ClientID), zap.String("sub", claims.Sub), zap.String("scope", claims.Scope))
 				}
 				if sc, ok := resp["scope"].(string); ok {
@@ -240,40 +239,32 @@ func (h *Handler) finishToken(w http.ResponseWriter, t *tokenWriter, grant strin
 }
 
 // retype signs the provider's access token again, with the same key and
-// claims, under the JOSE type at+jwt (RFC 9068 section 2.1).
-func (h *Handler) retype(at string) (string, error) {
+// claims, under the JOSE type at+jwt (RFC 9068 section 2.1); payload is
+// the claims.
+func (h *Handler) retype(at string) (token string, payload []byte, err error) {
 	jws, err := jose.ParseSigned(at, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	kid := jws.Signatures[0].Header.KeyID
-	var key *jose.JSONWebKey
-	for _, k := range h.ring.All() {
-		if k.ID == kid {
-			key = h.signingKey(k)
-		}
-	}
+	key := h.keyByID(jws.Signatures[0].Header.KeyID)
 	if key == nil {
-		return "", errUnknownKey
+		return "", nil, errUnknownKey
 	}
-	payload, err := jws.Verify(key.Public())
+	payload, err = jws.Verify(key.Public())
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
 		(&jose.SignerOptions{}).WithType("at+jwt"))
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	out, err := signer.Sign(payload)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	return out.CompactSerialize()
+	token, err = out.CompactSerialize()
+	return token, payload, err
 }
 
-var errUnknownKey = jsonError("the access token names a key this server does not have")
-
-type jsonError string
-
-func (e jsonError) Error() string { return string(e) }
+var errUnknownKey = errors.New("the access token names a key this server does not have")

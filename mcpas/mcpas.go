@@ -149,6 +149,7 @@ type runtimeState struct {
 	clientCount atomic.Int64 // registered clients (as of the last sweep, plus those since)
 	mu          sync.Mutex   // guards limiters (a leaf)
 	limiters    map[string]*rate.Limiter
+	keys        sync.Map // ring key id -> *jose.JSONWebKey (signingKey)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -162,6 +163,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision sets up the handler.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.rt = &runtimeState{limiters: map[string]*rate.Limiter{}}
 	initMetrics(ctx.GetMetricsRegistry())
 	if err := h.defaults(); err != nil {
 		return err
@@ -183,17 +185,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.upstreams[u.Name] = up
 	}
-	h.rt = &runtimeState{limiters: map[string]*rate.Limiter{}}
 	if err := h.setupOAuth(); err != nil {
 		return fmt.Errorf("the OpenID provider: %w", err)
 	}
 	// mcp_auth in this process verifies this server's tokens without
 	// fetching its keys over the network
 	unregister := localissuer.Register(h.Issuer, func(kid string) (any, string, bool) {
-		for _, k := range h.ring.All() {
-			if k.ID == kid {
-				return h.signingKey(k).Public().Key, string(jose.ES256), true
-			}
+		if k := h.keyByID(kid); k != nil {
+			return k.Public().Key, string(jose.ES256), true
 		}
 		return nil, "", false
 	})
@@ -310,6 +309,11 @@ func (h *Handler) setupOAuth() error {
 // signingKey is the ES256 key derived from a ring key: every instance on
 // the same storage derives the same one, and it rotates with the ring.
 func (h *Handler) signingKey(k *keyring.Key) *jose.JSONWebKey {
+	// derived once per ring key: every token issued, every JWKS answer and
+	// every in-process verification by mcp_auth ask for it
+	if v, ok := h.rt.keys.Load(k.ID); ok {
+		return v.(*jose.JSONWebKey)
+	}
 	seed := h.ring.DerivedFor(k, "mcp_authorization_server signing "+h.Issuer)
 	var priv *ecdsa.PrivateKey
 	for i := uint32(0); priv == nil; i++ {
@@ -319,7 +323,20 @@ func (h *Handler) signingKey(k *keyring.Key) *jose.JSONWebKey {
 			priv = p
 		}
 	}
-	return &jose.JSONWebKey{Key: priv, KeyID: k.ID, Algorithm: string(jose.ES256), Use: "sig"}
+	jwk := &jose.JSONWebKey{Key: priv, KeyID: k.ID, Algorithm: string(jose.ES256), Use: "sig"}
+	h.rt.keys.Store(k.ID, jwk)
+	return jwk
+}
+
+// keyByID is the signing key of the ring key kid names, nil if the ring
+// has none such.
+func (h *Handler) keyByID(kid string) *jose.JSONWebKey {
+	for _, k := range h.ring.All() {
+		if k.ID == kid {
+			return h.signingKey(k)
+		}
+	}
+	return nil
 }
 
 // ServeHTTP serves the endpoints under the issuer's path and passes every

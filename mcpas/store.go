@@ -27,8 +27,6 @@ import (
 type store struct {
 	st     certmagic.Storage
 	prefix string
-	// faults counts storage errors
-	faults atomic.Int64
 }
 
 // storageTimeout bounds one storage call (a slow storage answers 503, not
@@ -59,7 +57,6 @@ func withFaultFlag(ctx context.Context) (context.Context, *atomic.Bool) {
 }
 
 func (s *store) fault(ctx context.Context) {
-	s.faults.Add(1)
 	if f, ok := ctx.Value(faultKey{}).(*atomic.Bool); ok {
 		f.Store(true)
 	}
