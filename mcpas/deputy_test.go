@@ -213,6 +213,12 @@ func TestRedirectURIExactMatch(t *testing.T) {
 			t.Errorf("redirect_uri %s: %d %s", bad, code, loc)
 		}
 	}
+	// the registered one beside another: the two readers could pick either
+	q := s.authorizeQuery(clientID, redirect, "tools:read", challenge)
+	q.Add("redirect_uri", "http://127.0.0.1:2/callback")
+	if code, loc := getNR(t, s.issuer+"/authorize?"+q.Encode()); code != http.StatusBadRequest || loc != "" {
+		t.Errorf("redirect_uri twice: %d %s", code, loc)
+	}
 }
 
 // TestCodeRedemption: PKCE mismatch, another client's code, an expired

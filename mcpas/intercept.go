@@ -52,6 +52,14 @@ func (h *Handler) intercept(next http.Handler) http.Handler {
 				page(w, http.StatusBadRequest, "The authorization request could not be read.")
 				return
 			}
+			// a parameter given twice could be read one way here and another
+			// by the provider's decoder: refused
+			for _, k := range []string{"client_id", "redirect_uri", "response_type", "state", "code_challenge", "code_challenge_method", "scope", "response_mode"} {
+				if len(r.Form[k]) > 1 {
+					page(w, http.StatusBadRequest, "The authorization request gives "+k+" more than once.")
+					return
+				}
+			}
 			// the redirect URI exactly as registered, before the provider
 			// (which lets a native client's loopback port and host vary, and
 			// would send its refusal there)
