@@ -303,7 +303,8 @@ func (h poolServer) child(w http.ResponseWriter, r *http.Request, m *modernReq, 
 		return c
 	case r.Context().Err() != nil:
 		// the client went away while waiting
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, context.Canceled) || (err != nil && h.table.isStopped()):
+		// a child that failed because the route ended is not a fault
 		h.logger.Info("request ended while waiting for a child: the route is reloading or stopping")
 		writeRPCError(w, http.StatusServiceUnavailable, m.e.ID, &rpcError{Code: codeInternalError,
 			Message: "the route is reloading or stopping; retry the request"})
@@ -587,6 +588,11 @@ func (h poolServer) await(w http.ResponseWriter, r *http.Request, m *modernReq, 
 				Message: "the call exceeded call_timeout (" + limit.String() + "); the server was sent notifications/cancelled"}))
 			return
 		case b := <-cl.final:
+			for _, ev := range cl.pendingEvents() {
+				if rp.event(ev) != nil {
+					break
+				}
+			}
 			status, body := h.translate(b, m, cl)
 			rp.finish(status, body)
 			outcome, code := outcomeOf(body)

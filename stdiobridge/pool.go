@@ -749,6 +749,22 @@ func (c *poolChild) routeSubscription(e *envelope) bool {
 	return true
 }
 
+// pendingEvents takes the notifications already queued for cl without
+// waiting. The child's reader queues them before the final response, so
+// once that has been received every earlier one is in the buffer; a select
+// over both channels may pick the final first, and they would be lost.
+func (cl *call) pendingEvents() [][]byte {
+	var out [][]byte
+	for {
+		select {
+		case b := <-cl.events:
+			out = append(out, b)
+		default:
+			return out
+		}
+	}
+}
+
 func (cl *call) event(b []byte) {
 	select {
 	case cl.events <- b:

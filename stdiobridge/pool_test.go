@@ -316,27 +316,39 @@ func TestModernChildLogMessages(t *testing.T) {
 `)
 			url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
 			meta := strings.Replace(modernMeta, `"_meta":{`, `"_meta":{"io.modelcontextprotocol/logLevel":"debug",`, 1)
-			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"log","arguments":{"n":1},` + meta + `}}`
-			req, _ := http.NewRequest("POST", url, strings.NewReader(body))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Accept", "application/json, text/event-stream")
-			req.Header.Set("MCP-Protocol-Version", "2026-07-28")
-			req.Header.Set("Mcp-Method", "tools/call")
-			req.Header.Set("Mcp-Name", "log")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			logs := 0
-			sc := bufio.NewScanner(resp.Body)
-			for sc.Scan() {
-				if strings.Contains(sc.Text(), `"notifications/message"`) && strings.Contains(sc.Text(), `log of {\"n\":1}`) {
-					logs++
+			// n messages come just before the answer: they are queued
+			// before it, and every one must go out before it (a select
+			// over both could pick the answer first and lose them)
+			for _, n := range []int{1, 12} {
+				args := `{"n":` + strconv.Itoa(n) + `}`
+				body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"log","arguments":` + args + `,` + meta + `}}`
+				req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Accept", "application/json, text/event-stream")
+				req.Header.Set("MCP-Protocol-Version", "2026-07-28")
+				req.Header.Set("Mcp-Method", "tools/call")
+				req.Header.Set("Mcp-Name", "log")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			if logs != 1 {
-				t.Fatalf("%d log messages reached the request that asked for them, want 1", logs)
+				logs, answered := 0, false
+				sc := bufio.NewScanner(resp.Body)
+				for sc.Scan() {
+					if strings.Contains(sc.Text(), `"notifications/message"`) && strings.Contains(sc.Text(), `log of {\"n\":`+strconv.Itoa(n)+`}`) {
+						if answered {
+							t.Errorf("n=%d: a log message came after the answer", n)
+						}
+						logs++
+					}
+					if strings.Contains(sc.Text(), `"result"`) {
+						answered = true
+					}
+				}
+				resp.Body.Close()
+				if logs != n || !answered {
+					t.Fatalf("%d log messages reached the request that asked for %d (answered: %v)", logs, n, answered)
+				}
 			}
 		})
 	}

@@ -191,7 +191,7 @@ func (h sessionServer) initialize(w http.ResponseWriter, r *http.Request, e *env
 	}
 	if err != nil {
 		s.end("initialize could not be sent")
-		if errors.Is(err, errSessionClosed) {
+		if errors.Is(err, errSessionClosed) || h.table.isStopped() {
 			// ended meanwhile (route removed or changed, server stopping)
 			h.refuse(w, e.ID, refusedStopped, key)
 			return

@@ -358,6 +358,9 @@ func (h poolServer) listenModern(w http.ResponseWriter, r *http.Request, m *mode
 				return
 			}
 		case b := <-cl.final:
+			for _, ev := range cl.pendingEvents() {
+				sw.add("", ev)
+			}
 			_, body := h.translate(b, m, cl)
 			sw.add("", body)
 			_ = sw.flush()

@@ -269,6 +269,14 @@ func (t *table) add(s *Session) bool {
 	return true
 }
 
+// isStopped says whether the route was removed or changed (Destruct ran):
+// a child's failure after that is the route's end, not the child's fault.
+func (t *table) isStopped() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.stopped
+}
+
 // release gives back a reservation that did not become a session (or the
 // slot of a stateless child that has exited).
 func (t *table) release(user string) {

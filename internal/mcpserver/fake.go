@@ -42,8 +42,9 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	         "uri" argument and tools/list_changed), "hold"
 //	         (answered only when cancelled), "remember" (keeps its "note"
 //	         argument in memory and answers with every note kept so far),
-//	         "recall" (answers with the notes), "log" (sends a
-//	         notifications/message of level info, then answers; in mode
+//	         "recall" (answers with the notes), "log" (sends
+//	         arguments.n (at least one) notifications/message of level
+//	         info, then answers; in mode
 //	         modern only when the request's _meta set a logLevel), "roots"
 //	         (asks its client roots/list, then answers with what it got),
 //	         "caps" (the capabilities its initialize got); it declares
@@ -308,7 +309,11 @@ func RunFakeIfRequested() {
 					Meta map[string]json.RawMessage `json:"_meta"`
 				}
 				_ = json.Unmarshal(msg.Params, &p)
-				if !has("modern") || p.Meta["io.modelcontextprotocol/logLevel"] != nil {
+				var a struct {
+					N int `json:"n"`
+				}
+				_ = json.Unmarshal(call.Arguments, &a)
+				for i := 0; i < max(a.N, 1) && (!has("modern") || p.Meta["io.modelcontextprotocol/logLevel"] != nil); i++ {
 					send(map[string]any{"jsonrpc": "2.0", "method": "notifications/message",
 						"params": map[string]any{"level": "info", "data": "log of " + string(call.Arguments)}})
 				}
