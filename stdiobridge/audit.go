@@ -43,6 +43,7 @@ type auditRecord struct {
 	started   time.Time
 	outcome   string // result, error, tool_error, input_required, cancelled
 	errorCode int
+	exitCause string // the sandbox limit that ended the server (memory, cpu, file_size)
 }
 
 // newAudit starts a record for an audited request, nil for others.
@@ -148,6 +149,9 @@ func (a *auditRecord) write() {
 	}
 	if a.pid != 0 {
 		fields = append(fields, zap.Int("pid", a.pid))
+	}
+	if a.exitCause != "" {
+		fields = append(fields, zap.String("exit_cause", a.exitCause))
 	}
 	if a.args != "" {
 		fields = append(fields, zap.String("arguments", a.args))

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -13,6 +14,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/caddymcp/caddymcp/internal/cfargs"
+	"github.com/caddymcp/caddymcp/internal/sandbox"
 )
 
 func init() {
@@ -90,10 +92,27 @@ var repeatable = map[string]bool{"env": true, "inherit_env": true, "allowed_host
 //		audit_arguments hash|full
 //		metrics_max_tools <n>
 //		roots none|forward|<file-uri...>
+//		sandbox {
+//			read <path...>
+//			write <path...>
+//			no_default_paths
+//			network none|outbound [<port...>]
+//			user <user> [<group>]
+//			memory <size>
+//			processes <n>
+//			cpu_time <duration>
+//			open_files <n>
+//			file_size <size>
+//			seccomp on|off
+//			best_effort
+//		}
 //	}
 //
 // env (once per name), inherit_env, allowed_hosts and allowed_origins may be
-// repeated; their values accumulate. Any other option given twice is refused.
+// repeated; their values accumulate, as do read and write in sandbox. Any
+// other option given twice is refused. sandbox without a block confines the
+// server with the defaults (network none, the default read-only paths,
+// seccomp, no limits).
 func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -262,11 +281,134 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("prewarm: %q is not a number of processes", v)
 			}
 			m.Prewarm = n
+		case "sandbox":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			sb, err := parseSandbox(d)
+			if err != nil {
+				return err
+			}
+			m.Sandbox = sb
 		default:
 			return d.Errf("unrecognized mcp_stdio option %q", opt)
 		}
 	}
 	return nil
+}
+
+// parseSandbox reads a sandbox block (its syntax is UnmarshalCaddyfile's).
+func parseSandbox(d *caddyfile.Dispenser) (*sandbox.Config, error) {
+	sb := &sandbox.Config{}
+	once := cfargs.Once{}
+	for d.NextBlock(1) {
+		opt := d.Val()
+		if opt != "read" && opt != "write" {
+			if err := once.Check(d); err != nil {
+				return nil, err
+			}
+		}
+		switch opt {
+		case "read", "write":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			if opt == "read" {
+				sb.Read = append(sb.Read, args...)
+			} else {
+				sb.Write = append(sb.Write, args...)
+			}
+		case "no_default_paths", "best_effort":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			if opt == "best_effort" {
+				sb.BestEffort = true
+			} else {
+				sb.NoDefaultPaths = true
+			}
+		case "network":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			sb.Network = args[0]
+			if sb.Network != "none" && sb.Network != "outbound" {
+				return nil, d.Errf("sandbox network: %q is not none or outbound", sb.Network)
+			}
+			if sb.Network == "none" && len(args) > 1 {
+				return nil, d.Errf("sandbox network none takes no ports")
+			}
+			for _, a := range args[1:] {
+				n, err := strconv.Atoi(a)
+				if err != nil || n < 1 || n > 65535 {
+					return nil, d.Errf("sandbox network outbound: %q is not a TCP port", a)
+				}
+				sb.ConnectPorts = append(sb.ConnectPorts, n)
+			}
+		case "user":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return nil, d.ArgErr()
+			}
+			sb.User = args[0]
+			if len(args) == 2 {
+				sb.Group = args[1]
+			}
+		case "memory", "file_size":
+			var v string
+			if !d.AllArgs(&v) {
+				return nil, d.ArgErr()
+			}
+			n, err := humanize.ParseBytes(v)
+			if err != nil || n == 0 || n > 1<<50 {
+				return nil, d.Errf("sandbox %s: %q is not a size", opt, v)
+			}
+			if opt == "memory" {
+				sb.Memory = int64(n)
+			} else {
+				sb.FileSize = int64(n)
+			}
+		case "processes", "open_files":
+			var v string
+			if !d.AllArgs(&v) {
+				return nil, d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return nil, d.Errf("sandbox %s: %q is not a positive number", opt, v)
+			}
+			if opt == "processes" {
+				sb.Processes = n
+			} else {
+				sb.OpenFiles = n
+			}
+		case "cpu_time":
+			var v string
+			if !d.AllArgs(&v) {
+				return nil, d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur < time.Second {
+				return nil, d.Errf("sandbox cpu_time: %q is not a duration of a second or more", v)
+			}
+			sb.CPUTime = caddy.Duration(dur)
+		case "seccomp":
+			var v string
+			if !d.AllArgs(&v) {
+				return nil, d.ArgErr()
+			}
+			if v != "on" && v != "off" {
+				return nil, d.Errf("sandbox seccomp: %q is not on or off", v)
+			}
+			on := v == "on"
+			sb.Seccomp = &on
+		default:
+			return nil, d.Errf("unrecognized sandbox option %q", opt)
+		}
+	}
+	return sb, nil
 }
 
 // Interface guard

@@ -3,6 +3,7 @@ package stdiobridge_test
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,6 +63,22 @@ func newClient(t *testing.T, url string) *mcpClient {
 
 func (c *mcpClient) do(method, body string, mod func(*http.Request)) *http.Response {
 	c.t.Helper()
+	// a connection that the server a reload just replaced accepted may be
+	// reset before it read the request: sent again, a few times (the
+	// request did not reach the handler)
+	for i := 0; ; i++ {
+		resp, err := c.try(method, body, mod)
+		if err == nil {
+			return resp
+		}
+		if i == 3 || !(errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF)) {
+			c.t.Fatalf("%s: %v", method, err)
+		}
+		http.DefaultClient.CloseIdleConnections()
+	}
+}
+
+func (c *mcpClient) try(method, body string, mod func(*http.Request)) (*http.Response, error) {
 	req, err := http.NewRequest(method, c.url, strings.NewReader(body))
 	if err != nil {
 		c.t.Fatal(err)
@@ -81,11 +99,7 @@ func (c *mcpClient) do(method, body string, mod func(*http.Request)) *http.Respo
 	if mod != nil {
 		mod(req)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		c.t.Fatalf("%s: %v", method, err)
-	}
-	return resp
+	return http.DefaultClient.Do(req)
 }
 
 type sseEvent struct {

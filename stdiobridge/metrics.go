@@ -214,13 +214,17 @@ func (h *Handler) observe(method, name, version string, errCode int, toolError b
 
 // countExit counts a server process that exited: ended by the bridge, or
 // on its own.
-func countExit(cfg *settings, expected bool) {
+func countExit(cfg *settings, expected bool, err error) {
 	if bridgeMetrics.childExits == nil || cfg == nil {
 		return
 	}
-	cause := "exited"
-	if expected {
+	cause := childproc.ExitCause(err) // a sandbox limit: memory, cpu, file_size
+	switch {
+	case cause != "":
+	case expected:
 		cause = "ended"
+	default:
+		cause = "exited"
 	}
 	bridgeMetrics.childExits.WithLabelValues(cfg.command, cause).Inc()
 }

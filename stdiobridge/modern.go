@@ -371,7 +371,7 @@ func (h poolServer) startPoolChild(r *http.Request, p *childPool, requester stri
 	} else {
 		h.table.discovered(c.initResult)
 	}
-	c.logger.Info("pool child started", zap.Int("pid", c.proc.Pid()), zap.Bool("prewarmed", prewarmed), zap.Bool("modern", c.modern))
+	c.logger.Info("pool child started", zap.Int("pid", c.proc.Pid()), zap.Bool("prewarmed", prewarmed), zap.Bool("modern", c.modern), h.sandboxField())
 	return c, admitted, nil
 }
 
@@ -598,6 +598,7 @@ func (h poolServer) await(w http.ResponseWriter, r *http.Request, m *modernReq, 
 			outcome, code := outcomeOf(body)
 			if rec != nil {
 				rec.outcome, rec.errorCode = outcome, code
+				rec.exitCause = cl.child.limitCause()
 			}
 			h.observe(m.e.Method, m.name, modernVersion, code, outcome == "tool_error", m.started)
 			if outcome == "input_required" {

@@ -85,6 +85,7 @@ type poolChild struct {
 	closed    bool
 	idleSince time.Time               // when the last call finished (zero while busy)
 	logLevel  int                     // the level last set on the child (-1: none)
+	exitCause string                  // the sandbox limit that ended it (ChildExited), c.mu
 	stuckAt   time.Time               // when the asker was cancelled (it may never answer)
 	subs      map[string]*resourceSub // resources/subscribe sent to this child, by URI (subscriptions.go)
 	exited    chan struct{}           // closed when the process has exited
@@ -792,6 +793,7 @@ func (c *poolChild) ChildExited(err error) {
 	expected := c.closed
 	c.closed = true
 	evicted := c.evicted
+	c.exitCause = childproc.ExitCause(err)
 	c.mu.Unlock()
 	close(c.exited)
 	c.failCalls("MCP server process exited (" + desc + ")")
@@ -804,7 +806,14 @@ func (c *poolChild) ChildExited(err error) {
 	} else {
 		c.logger.Warn("pool child exited", zap.String("status", desc))
 	}
-	countExit(c.pool.t.settings.Load(), expected)
+	countExit(c.pool.t.settings.Load(), expected, err)
+}
+
+// limitCause is the sandbox limit that ended c, once it has exited.
+func (c *poolChild) limitCause() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.exitCause
 }
 
 // failCalls answers every call in flight with a JSON-RPC error.

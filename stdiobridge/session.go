@@ -36,8 +36,10 @@ type Session struct {
 	limitKey string // whom the session counts against for max_sessions_per_user
 	table    *table
 	proc     *childproc.Process
-	logger   *zap.Logger
-	cfg      *settings
+	// exitCause is the sandbox limit that ended the child (ChildExited), s.mu
+	exitCause string
+	logger    *zap.Logger
+	cfg       *settings
 
 	mu              sync.Mutex
 	nextID          uint64
@@ -645,6 +647,7 @@ func (s *Session) ChildExited(err error) {
 		s.mu.Lock()
 		defer s.mu.Unlock() // before the deferred flushAudit, also on a panic
 		expected := s.closed
+		s.exitCause = childproc.ExitCause(err)
 		s.failPendingLocked("MCP server process exited (" + desc + ")")
 		for _, st := range s.streams {
 			st.done = true
@@ -658,7 +661,7 @@ func (s *Session) ChildExited(err error) {
 	} else {
 		s.logger.Warn("server process exited; session ended", zap.String("status", desc))
 	}
-	countExit(s.cfg, expected)
+	countExit(s.cfg, expected, err)
 }
 
 // failPending answers every pending request with a JSON-RPC error.
@@ -673,6 +676,7 @@ func (s *Session) failPendingLocked(message string) {
 	for id, p := range s.pending {
 		if p.audit != nil {
 			p.audit.outcome, p.audit.errorCode = "error", codeInternalError
+			p.audit.exitCause = s.exitCause
 		}
 		p.stream.append(encodeError(p.clientID, &rpcError{Code: codeInternalError, Message: message}))
 		s.finishLocked(id)

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddymcp/caddymcp/internal/childproc"
+	"github.com/caddymcp/caddymcp/internal/sandbox"
 )
 
 // spawner starts a route's children, every kind alike: a 2025 session's,
@@ -24,6 +25,7 @@ type spawner struct {
 	inherited []string          // the variables children inherit from Caddy (inherit_env)
 	env       map[string]string // env, with its placeholders
 	label     string            // the route label of the children-started metric
+	policy    *sandbox.Policy   // the route's sandbox, nil: none
 }
 
 // environ is a child's environment: the inherited variables and env, its
@@ -53,6 +55,15 @@ func (s *spawner) environ(r *http.Request) []string {
 	return env
 }
 
+// sandboxField says what a child runs under, for the line that logs its
+// start: the restrictions the route's sandbox applied ("none" without one).
+func (h *Handler) sandboxField() zap.Field {
+	if h.policy == nil {
+		return zap.String("sandbox", "none")
+	}
+	return zap.String("sandbox", h.policy.Summary())
+}
+
 // start starts a child with the environment env (nil: environ(nil)),
 // whose stdout lines are held to maxSize as it reads when each begins.
 func (s *spawner) start(env []string, maxSize func() int, sink childproc.Sink, logger *zap.Logger) (*childproc.Process, error) {
@@ -60,5 +71,5 @@ func (s *spawner) start(env []string, maxSize func() int, sink childproc.Sink, l
 		env = s.environ(nil)
 	}
 	countStart(s.label, sink)
-	return childproc.Start(childproc.Config{Command: s.command, Args: s.args, Env: env, Dir: s.dir, MaxMessageSize: maxSize}, sink, logger)
+	return childproc.Start(childproc.Config{Command: s.command, Args: s.args, Env: env, Dir: s.dir, MaxMessageSize: maxSize, Sandbox: s.policy}, sink, logger)
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/caddymcp/caddymcp/internal/keyring"
 	"github.com/caddymcp/caddymcp/internal/mcpreq"
 	"github.com/caddymcp/caddymcp/internal/rpccode"
+	"github.com/caddymcp/caddymcp/internal/sandbox"
 )
 
 func init() {
@@ -196,6 +197,14 @@ type Handler struct {
 	// grow a metric's label set. Default: 100.
 	MetricsMaxTools int `json:"metrics_max_tools,omitempty"`
 
+	// Sandbox confines every server process of the route (sessions,
+	// pools, the probe, prewarmed ones) with Landlock, namespaces,
+	// seccomp, another user and rlimits (README, Sandbox). Provisioning
+	// fails if a restriction cannot be applied here, unless it says
+	// best_effort. Linux only.
+	Sandbox *sandbox.Config `json:"sandbox,omitempty"`
+
+	policy       *sandbox.Policy // Sandbox resolved on this machine
 	table        *table
 	sealer       *stateSealer
 	observers    *sync.Map // opKey -> prometheus.Observer (metrics.go)
@@ -315,6 +324,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 	h.spawner = &spawner{command: h.Command, args: h.Args, dir: h.Dir, inherited: h.inherited, env: h.Env, label: h.cmdLabel}
+	if h.Sandbox != nil {
+		pol, err := sandbox.Resolve(*h.Sandbox, h.Command, h.spawner.environ(nil))
+		if err != nil {
+			return fmt.Errorf("mcp_stdio %s: %w", h.Command, err)
+		}
+		for _, why := range pol.Skipped() {
+			h.logger.Warn("sandbox best_effort: a restriction is not applied", zap.String("command", h.Command), zap.String("skipped", why))
+		}
+		h.logger.Info("sandbox ready", zap.String("command", h.Command), zap.String("sandbox", pol.Summary()))
+		h.policy, h.spawner.policy = pol, pol
+	}
 	h.cfg = &settings{
 		idleTimeout:     time.Duration(h.SessionIdleTimeout),
 		shutdownTimeout: time.Duration(h.ShutdownTimeout),

@@ -20,8 +20,10 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/caddymcp/caddymcp/internal/sandbox"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 )
@@ -39,6 +41,10 @@ type Config struct {
 	// MaxMessageSize bounds one stdout line, read when a line begins (a
 	// reload may change it); a longer line is reported to Sink.ChildOversized.
 	MaxMessageSize func() int
+	// Sandbox, if set, confines the child (internal/sandbox): it is
+	// started through the launcher, in the policy's namespaces, with a
+	// private temporary directory removed once it has exited.
+	Sandbox *sandbox.Policy
 }
 
 // markerVar names the variable that marks a child's environment, so that
@@ -54,6 +60,7 @@ type Process struct {
 	writeMu sync.Mutex
 	exited  chan struct{} // closed after Wait returned and stdout is drained
 	exitErr error
+	oom     atomic.Bool // its stderr reported running out of memory (sandbox memory limit)
 
 	termOnce sync.Once
 }
@@ -82,14 +89,26 @@ func Start(cfg Config, sink Sink, logger *zap.Logger) (*Process, error) {
 	cmd.Dir = cfg.Dir
 	markInheritableFDs()
 
+	var flags uintptr
+	cleanup := func() {}
+	if cfg.Sandbox != nil {
+		var err error
+		if cleanup, err = cfg.Sandbox.Wrap(cmd); err != nil {
+			return nil, err
+		}
+		flags = cfg.Sandbox.Cloneflags()
+	}
+
 	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
+		cleanup()
 		return nil, err
 	}
 	stdoutR, stdoutW, err := os.Pipe()
 	if err != nil {
 		stdinR.Close()
 		stdinW.Close()
+		cleanup()
 		return nil, err
 	}
 	stderrR, stderrW, err := os.Pipe()
@@ -98,13 +117,15 @@ func Start(cfg Config, sink Sink, logger *zap.Logger) (*Process, error) {
 		stdinW.Close()
 		stdoutR.Close()
 		stdoutW.Close()
+		cleanup()
 		return nil, err
 	}
-	c, err := startChild(cmd, stdinR, stdoutW, stderrW)
+	c, err := startChild(cmd, stdinR, stdoutW, stderrW, flags)
 	if err != nil {
 		for _, f := range []*os.File{stdinR, stdinW, stdoutR, stdoutW, stderrR, stderrW} {
 			f.Close()
 		}
+		cleanup()
 		return nil, err
 	}
 	// the child holds its ends now
@@ -121,7 +142,7 @@ func Start(cfg Config, sink Sink, logger *zap.Logger) (*Process, error) {
 	}()
 	go func() {
 		defer close(stderrDone)
-		p.readStderr(stderrR)
+		p.readStderr(stderrR, cfg.Sandbox != nil && cfg.Sandbox.WatchesMemory())
 	}()
 	go func() {
 		err := c.wait()
@@ -135,6 +156,12 @@ func Start(cfg Config, sink Sink, logger *zap.Logger) (*Process, error) {
 		stdoutR.Close()
 		<-stderrDone
 		stderrR.Close()
+		if cfg.Sandbox != nil {
+			if l := cfg.Sandbox.Classify(err, c.cpuTime(), p.oom.Load()); l != nil {
+				err = &LimitError{Limit: *l, Err: err}
+			}
+			cleanup()
+		}
 		p.exitErr = err
 		close(p.exited)
 		stdinW.Close()
@@ -253,7 +280,7 @@ func (p *Process) readStdout(r io.Reader, limit func() int, sink Sink) {
 const stderrLineMax = 2048
 
 // readStderr logs the child's stderr line by line, bounded in size and rate.
-func (p *Process) readStderr(r io.Reader) {
+func (p *Process) readStderr(r io.Reader, watchOOM bool) {
 	br := bufio.NewReaderSize(r, 16<<10)
 	limit := rate.NewLimiter(rate.Limit(50), 200)
 	dropped := 0
@@ -267,6 +294,9 @@ func (p *Process) readStderr(r io.Reader) {
 			continue
 		}
 		if text := bytes.TrimRight(line, "\r\n"); len(text) > 0 {
+			if watchOOM && sandbox.OutOfMemory(text) {
+				p.oom.Store(true)
+			}
 			if limit.Allow() {
 				if dropped > 0 {
 					p.logger.Warn("server stderr lines dropped (rate limit)", zap.Int("dropped", dropped))
@@ -303,23 +333,61 @@ type child struct {
 	// cmd is set where os/exec started the process (everywhere but
 	// Linux with pidfds); nil on the pidfd path.
 	cmd *exec.Cmd
+	// cpu is the CPU time the process used, set when wait returns (the
+	// pidfd path; the os/exec path reads cmd's ProcessState).
+	cpu time.Duration
+}
+
+// cpuTime is the user and system time the exited process used.
+func (c *child) cpuTime() time.Duration {
+	if c.cmd != nil && c.cmd.ProcessState != nil {
+		return c.cmd.ProcessState.UserTime() + c.cmd.ProcessState.SystemTime()
+	}
+	return c.cpu
 }
 
 // startWithExec starts cmd through os/exec, in its own process group. Its
 // Wait holds an OS thread in waitid while the child lives.
-func startWithExec(cmd *exec.Cmd, stdin, stdout, stderr *os.File) (*child, error) {
+func startWithExec(cmd *exec.Cmd, stdin, stdout, stderr *os.File, cloneflags uintptr) (*child, error) {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	setProcessGroup(cmd)
+	setCloneflags(cmd, cloneflags)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	return &child{pid: cmd.Process.Pid, wait: cmd.Wait, cmd: cmd}, nil
 }
 
+// LimitError is how a child that a sandbox limit ended exited.
+type LimitError struct {
+	Limit sandbox.Limit
+	Err   error // how it exited
+}
+
+func (e *LimitError) Error() string {
+	return sandbox.CauseMessage(&e.Limit) + "; " + ExitDescription(e.Err)
+}
+
+func (e *LimitError) Unwrap() error { return e.Err }
+
+// ExitCause is the sandbox limit that ended a child (memory, cpu,
+// file_size), or "".
+func ExitCause(err error) string {
+	var le *LimitError
+	if errors.As(err, &le) {
+		return le.Limit.Cause
+	}
+	return ""
+}
+
 // ExitDescription renders how a child ended, for clients and logs.
 func ExitDescription(err error) string {
 	if err == nil {
 		return "exit status 0"
+	}
+	var le *LimitError
+	if errors.As(err, &le) {
+		return le.Error()
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {

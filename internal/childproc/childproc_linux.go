@@ -166,9 +166,9 @@ var pidfdWorks = sync.OnceValue(func() bool {
 // startChild starts cmd's process (its resolved path, arguments,
 // environment and directory) in its own process group, with the parent
 // death signal, holding a pidfd for it.
-func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File) (*child, error) {
+func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File, cloneflags uintptr) (*child, error) {
 	if !pidfdWorks() {
-		return startWithExec(cmd, stdin, stdout, stderr)
+		return startWithExec(cmd, stdin, stdout, stderr, cloneflags)
 	}
 	if cmd.Err != nil { // the command was not found (exec.Command's LookPath)
 		return nil, cmd.Err
@@ -177,6 +177,7 @@ func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File) (*child, error) {
 	pidfd := -1
 	sys := *cmd.SysProcAttr
 	sys.PidFD = &pidfd
+	sys.Cloneflags = cloneflags
 	pid, _, err := syscall.StartProcess(cmd.Path, cmd.Args, &syscall.ProcAttr{
 		Dir:   cmd.Dir,
 		Env:   cmd.Environ(),
@@ -186,31 +187,43 @@ func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File) (*child, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "fork/exec", Path: cmd.Path, Err: err}
 	}
+	c := &child{pid: pid}
 	if pidfd < 0 {
-		return &child{pid: pid, wait: func() error { return waitBlocking(pid) }}, nil
+		c.wait = func() error { return waitBlocking(pid, &c.cpu) }
+	} else {
+		c.wait = func() error { return waitPidfd(pid, pidfd, &c.cpu) }
 	}
-	return &child{pid: pid, wait: func() error { return waitPidfd(pid, pidfd) }}, nil
+	return c, nil
+}
+
+// setCloneflags starts the child in new namespaces (a sandbox's).
+func setCloneflags(cmd *exec.Cmd, flags uintptr) { cmd.SysProcAttr.Cloneflags = flags }
+
+// cpuOf is the user and system time in ru.
+func cpuOf(ru *syscall.Rusage) time.Duration {
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // waitPidfd parks until pidfd is readable (the child exited), then reaps
 // the child. It closes pidfd.
-func waitPidfd(pid, pidfd int) error {
+func waitPidfd(pid, pidfd int, cpu *time.Duration) error {
 	if err := unix.SetNonblock(pidfd, true); err != nil {
 		unix.Close(pidfd)
-		return waitBlocking(pid)
+		return waitBlocking(pid, cpu)
 	}
 	f := os.NewFile(uintptr(pidfd), "pidfd")
 	defer f.Close()
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return waitBlocking(pid)
+		return waitBlocking(pid, cpu)
 	}
 	var ws syscall.WaitStatus
+	var ru syscall.Rusage
 	var werr error
 	reaped := false
 	err = rc.Read(func(uintptr) bool {
 		for {
-			got, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+			got, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, &ru)
 			if err == syscall.EINTR {
 				continue
 			}
@@ -227,22 +240,25 @@ func waitPidfd(pid, pidfd int) error {
 		return os.NewSyscallError("wait4", werr)
 	case err != nil || !reaped:
 		// the netpoller refused the pidfd: wait the blocking way
-		return waitBlocking(pid)
+		return waitBlocking(pid, cpu)
 	}
+	*cpu = cpuOf(&ru)
 	return exitError(ws)
 }
 
 // waitBlocking reaps pid with a blocking wait4 (one OS thread while it waits).
-func waitBlocking(pid int) error {
+func waitBlocking(pid int, cpu *time.Duration) error {
 	var ws syscall.WaitStatus
+	var ru syscall.Rusage
 	for {
-		_, err := syscall.Wait4(pid, &ws, 0, nil)
+		_, err := syscall.Wait4(pid, &ws, 0, &ru)
 		if err == syscall.EINTR {
 			continue
 		}
 		if err != nil {
 			return os.NewSyscallError("wait4", err)
 		}
+		*cpu = cpuOf(&ru)
 		return exitError(ws)
 	}
 }
@@ -257,6 +273,9 @@ func exitError(ws syscall.WaitStatus) error {
 
 // waitStatusError words a wait status as os.ProcessState.String does.
 type waitStatusError syscall.WaitStatus
+
+// WaitStatus is the status itself (sandbox.WaitStatus).
+func (e waitStatusError) WaitStatus() syscall.WaitStatus { return syscall.WaitStatus(e) }
 
 func (e waitStatusError) Error() string {
 	ws := syscall.WaitStatus(e)

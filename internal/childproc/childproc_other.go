@@ -9,9 +9,11 @@ import (
 )
 
 // startChild starts the server process through os/exec.
-func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File) (*child, error) {
-	return startWithExec(cmd, stdin, stdout, stderr)
+func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File, cloneflags uintptr) (*child, error) {
+	return startWithExec(cmd, stdin, stdout, stderr, cloneflags)
 }
+
+func setCloneflags(*exec.Cmd, uintptr) {}
 
 func setParentDeathSignal(*syscall.SysProcAttr) {}
 

@@ -16,9 +16,11 @@ func killGroup(c *child, _ bool) {
 }
 
 // startChild starts the server process through os/exec.
-func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File) (*child, error) {
-	return startWithExec(cmd, stdin, stdout, stderr)
+func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File, cloneflags uintptr) (*child, error) {
+	return startWithExec(cmd, stdin, stdout, stderr, cloneflags)
 }
+
+func setCloneflags(*exec.Cmd, uintptr) {}
 
 // markInheritableFDs: Windows children inherit only handles marked
 // inheritable, and Go marks none but the child's stdio.

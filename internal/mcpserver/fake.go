@@ -66,6 +66,8 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	         $CADDYMCP_FAKE_LOG)
 //	v32022   answers server/discover with -32022 (a modern server that does
 //	         not speak 2026-07-28), everything else as the plain fake
+//	escape   a server whose tools try to get out of a sandbox (escape.go)
+//	orphan   a grandchild that ignores SIGTERM and sleeps (escape.go)
 //	cold     (with modern) a 2026-only server slow to start: the first
 //	         process started (counted in the file $CADDYMCP_FAKE_COUNT)
 //	         never answers server/discover, and initialize is refused with
@@ -79,6 +81,13 @@ func RunFakeIfRequested() {
 		return
 	}
 	has := func(m string) bool { return strings.Contains(","+mode+",", ","+m+",") }
+	switch mode {
+	case "escape":
+		runEscape()
+		os.Exit(0)
+	case "orphan":
+		runOrphan()
+	}
 	if has("ignore-term") {
 		ignoreTerm()
 	}

@@ -1,0 +1,173 @@
+package mcpserver
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// runEscape is the fake's mode "escape": a stdio MCP server whose tools try
+// to get out of a sandbox, each answering what happened ("ok: …" or
+// "refused: <error>"), so that a test can show each attempt refused under
+// the sandbox and succeeding without it:
+//
+//	read {path}          reads a file or lists a directory
+//	write {path}         creates a file
+//	environ {pid}        reads /proc/<pid>/environ
+//	connect {addr}       opens a TCP connection
+//	listen {addr}        listens on a TCP address
+//	fork {n}             starts n processes that sleep, and says how many started
+//	alloc {mib}          allocates and touches mib MiB (the process dies if it cannot)
+//	spin                 burns CPU until it is killed
+//	grandchild {tag}     starts a process in a session of its own, without the
+//	                     bridge's marker, ignoring SIGTERM, named caddymcp-orphan-<tag>
+//	pid                  its pid as Caddy's /proc sees it
+func runEscape() {
+	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 1<<20), 1<<20)
+	out := json.NewEncoder(os.Stdout)
+	for in.Scan() {
+		var msg struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+			Params struct {
+				Name            string         `json:"name"`
+				Arguments       map[string]any `json:"arguments"`
+				ProtocolVersion string         `json:"protocolVersion"`
+			} `json:"params"`
+		}
+		if json.Unmarshal(in.Bytes(), &msg) != nil || msg.ID == nil {
+			continue
+		}
+		var result any
+		switch msg.Method {
+		case "initialize":
+			result = map[string]any{"protocolVersion": msg.Params.ProtocolVersion, "capabilities": map[string]any{"tools": map[string]any{}},
+				"serverInfo": map[string]any{"name": "escape", "version": "1"}}
+		case "tools/list":
+			var tools []any
+			for _, n := range []string{"read", "write", "environ", "connect", "listen", "fork", "alloc", "spin", "grandchild", "pid"} {
+				tools = append(tools, map[string]any{"name": n, "inputSchema": map[string]any{"type": "object"}})
+			}
+			result = map[string]any{"tools": tools}
+		case "tools/call":
+			text := escapeTool(msg.Params.Name, msg.Params.Arguments)
+			result = map[string]any{"content": []any{map[string]any{"type": "text", "text": text}}}
+		case "ping":
+			result = map[string]any{}
+		default:
+			_ = out.Encode(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "error": map[string]any{"code": -32601, "message": "method not found"}})
+			continue
+		}
+		_ = out.Encode(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "result": result})
+	}
+}
+
+func escapeTool(name string, args map[string]any) string {
+	str := func(k string) string { s, _ := args[k].(string); return s }
+	num := func(k string) int { f, _ := args[k].(float64); return int(f) }
+	refused := func(err error) string { return "refused: " + err.Error() }
+	switch name {
+	case "read":
+		st, err := os.Stat(str("path"))
+		if err == nil && st.IsDir() {
+			ents, err := os.ReadDir(str("path"))
+			if err != nil {
+				return refused(err)
+			}
+			return fmt.Sprintf("ok: %d entries", len(ents))
+		}
+		b, err := os.ReadFile(str("path"))
+		if err != nil {
+			return refused(err)
+		}
+		return fmt.Sprintf("ok: %d bytes", len(b))
+	case "write":
+		if err := os.WriteFile(str("path"), []byte("written by a server\n"), 0o600); err != nil {
+			return refused(err)
+		}
+		return "ok: written"
+	case "environ":
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", num("pid")))
+		if err != nil {
+			return refused(err)
+		}
+		return "ok: " + strings.ReplaceAll(string(b), "\x00", "\n")
+	case "connect":
+		c, err := net.DialTimeout("tcp", str("addr"), 5*time.Second)
+		if err != nil {
+			return refused(err)
+		}
+		c.Close()
+		return "ok: connected"
+	case "listen":
+		l, err := net.Listen("tcp4", str("addr"))
+		if err != nil {
+			return refused(err)
+		}
+		l.Close()
+		return "ok: listening on " + l.Addr().String()
+	case "fork":
+		started := 0
+		var firstErr error
+		for i := 0; i < num("n"); i++ {
+			cmd := exec.Command("sleep", "30")
+			if err := cmd.Start(); err != nil {
+				firstErr = err
+				break
+			}
+			started++
+			go func() { _ = cmd.Wait() }()
+		}
+		if firstErr != nil {
+			return fmt.Sprintf("refused: %d started, then %v", started, firstErr)
+		}
+		return fmt.Sprintf("ok: %d started", started)
+	case "alloc":
+		var keep [][]byte
+		for i := 0; i < num("mib"); i++ {
+			b := make([]byte, 1<<20)
+			for j := range b {
+				b[j] = byte(j)
+			}
+			keep = append(keep, b)
+		}
+		return fmt.Sprintf("ok: %d MiB", len(keep))
+	case "spin":
+		for x := 0; ; x++ {
+			_ = x
+		}
+	case "grandchild":
+		exe, _ := os.Executable()
+		cmd := exec.Command(exe)
+		cmd.Args = []string{"caddymcp-orphan-" + str("tag")}
+		cmd.Env = []string{FakeEnv + "=orphan"}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			return refused(err)
+		}
+		return fmt.Sprintf("ok: started %d", cmd.Process.Pid)
+	case "pid":
+		self, err := os.Readlink("/proc/self")
+		if err != nil {
+			return refused(err)
+		}
+		return "ok: " + self
+	}
+	return "refused: no such tool"
+}
+
+// runOrphan is a grandchild that tries to outlive its server: it ignores
+// SIGTERM and SIGHUP and sleeps.
+func runOrphan() {
+	signal.Ignore(syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT)
+	time.Sleep(10 * time.Minute)
+	os.Exit(0)
+}

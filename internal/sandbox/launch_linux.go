@@ -1,0 +1,313 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"syscall"
+	"unsafe"
+
+	seccomp "github.com/elastic/go-seccomp-bpf"
+	"github.com/elastic/go-seccomp-bpf/arch"
+	"github.com/landlock-lsm/go-landlock/landlock"
+	llsyscall "github.com/landlock-lsm/go-landlock/landlock/syscall"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// launcherName is argv[0] of Caddy's executable started as a launcher.
+const launcherName = "caddymcp-sandbox"
+
+// launchExit is the launcher's exit status when a restriction could not
+// be applied (the server was not started).
+const launchExit = 126
+
+// spec is what one launcher applies, passed as its only argument.
+type spec struct {
+	Path string   `json:"path,omitempty"` // the server; "" for a probe
+	Args []string `json:"args,omitempty"`
+
+	ABI        int      `json:"abi"`         // the go-landlock preset (0: no Landlock)
+	NetHandled uint64   `json:"net"`         // the TCP rights Landlock handles
+	Connect    []uint16 `json:"connect"`     // TCP ports connect is allowed to
+	RODirs     []string `json:"ro_dirs"`     // read and execute beneath
+	ROFiles    []string `json:"ro_files"`    // read and execute
+	RWDirs     []string `json:"rw_dirs"`     // read, write, create, remove beneath
+	RWFiles    []string `json:"rw_files"`    // read and write
+	LoUp       bool     `json:"lo_up"`       // bring loopback up (a network namespace of its own)
+	UID        int      `json:"uid"`         // -1: Caddy's
+	GID        int      `json:"gid"`         // -1: Caddy's
+	DropCaps   bool     `json:"drop_caps"`   // empty the bounding set (needs CAP_SETPCAP)
+	Rlimits    []rlimit `json:"rlimits"`     // set after the user switch
+	Seccomp    bool     `json:"seccomp"`     // load the filter
+	BestEffort bool     `json:"best_effort"` // skip what cannot be applied, saying so
+}
+
+type rlimit struct {
+	Name     string `json:"name"`
+	Resource int    `json:"resource"`
+	Cur      uint64 `json:"cur"`
+	Max      uint64 `json:"max"`
+}
+
+// report is what a probe launcher prints: what it applied and skipped.
+type report struct {
+	Applied []string `json:"applied"`
+	Skipped []string `json:"skipped"`
+}
+
+func init() {
+	if len(os.Args) == 2 && os.Args[0] == launcherName {
+		launch(os.Args[1]) // never returns
+	}
+}
+
+// launch applies s to this process and executes the server (or, for a
+// probe, reports what it applied). Every step runs on this one OS thread,
+// which is never unlocked: Landlock, the capability sets, no_new_privs and
+// seccomp are per thread, and execve keeps the thread's.
+func launch(arg string) {
+	runtime.LockOSThread()
+	var s spec
+	if err := json.Unmarshal([]byte(arg), &s); err != nil {
+		fmt.Fprintln(os.Stderr, "caddymcp sandbox: bad launcher argument:", err)
+		os.Exit(launchExit)
+	}
+	var rep report
+	step := func(name string, err error) {
+		if err == nil {
+			rep.Applied = append(rep.Applied, name)
+			return
+		}
+		if s.BestEffort {
+			rep.Skipped = append(rep.Skipped, name+": "+err.Error())
+			if s.Path != "" {
+				fmt.Fprintf(os.Stderr, "caddymcp sandbox: best_effort: not applied: %s: %v\n", name, err)
+			}
+			return
+		}
+		fmt.Fprintf(os.Stderr, "caddymcp sandbox: %s: %v\n", name, err)
+		os.Exit(launchExit)
+	}
+	if s.LoUp {
+		step("loopback", loopbackUp())
+	}
+	if s.DropCaps {
+		step("capability bounding set", dropBounding())
+	}
+	if s.UID >= 0 {
+		step(fmt.Sprintf("user %d:%d", s.UID, s.GID), switchUser(s.UID, s.GID))
+	}
+	step("no_new_privs", unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+	step("no capabilities", dropCaps())
+	for _, r := range s.Rlimits {
+		step("rlimit "+r.Name, setRlimit(r))
+	}
+	if s.ABI > 0 {
+		step(fmt.Sprintf("landlock (ABI %d)", s.ABI), restrictLandlock(&s))
+	}
+	name := "seccomp (network protocols, native ABI)"
+	if s.Seccomp {
+		name = "seccomp"
+	}
+	step(name, loadSeccomp(s.Seccomp))
+	if s.Path == "" {
+		b, _ := json.Marshal(rep)
+		os.Stdout.Write(append(b, '\n'))
+		os.Exit(0)
+	}
+	err := syscall.Exec(s.Path, s.Args, os.Environ())
+	fmt.Fprintf(os.Stderr, "caddymcp sandbox: could not execute %s: %v\n", s.Path, err)
+	os.Exit(launchExit)
+}
+
+// loopbackUp brings lo up in the process's own network namespace.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}
+
+// dropBounding empties the capability bounding set, so that not even a
+// root server regains a capability at execve.
+func dropBounding() error {
+	for c := 0; c <= 63; c++ {
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
+			if errors.Is(err, unix.EINVAL) && c > 0 {
+				return nil // past the last capability this kernel knows
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// switchUser becomes uid:gid with no supplementary groups (all threads).
+func switchUser(uid, gid int) error {
+	if err := syscall.Setgroups([]int{gid}); err != nil {
+		return err
+	}
+	if err := syscall.Setgid(gid); err != nil {
+		return err
+	}
+	return syscall.Setuid(uid)
+}
+
+// dropCaps empties the effective, permitted, inheritable and ambient sets.
+func dropCaps() error {
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+		return err
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	return unix.Capset(&hdr, &data[0])
+}
+
+// setRlimit lowers one limit; a hard limit already below it stays.
+func setRlimit(r rlimit) error {
+	var cur syscall.Rlimit
+	if err := syscall.Getrlimit(r.Resource, &cur); err != nil {
+		return err
+	}
+	want := syscall.Rlimit{Cur: min(r.Cur, cur.Max), Max: min(r.Max, cur.Max)}
+	// syscall.Setrlimit (not x/sys/unix): for RLIMIT_NOFILE it also drops
+	// the soft limit Go would restore at execve
+	return syscall.Setrlimit(r.Resource, &want)
+}
+
+// restrictLandlock enforces the file system, TCP and IPC scope rules on
+// this thread.
+func restrictLandlock(s *spec) error {
+	cfg := presets[s.ABI]
+	cfg.HandledAccessNet &= landlock.AccessNetSet(s.NetHandled)
+	if s.BestEffort {
+		cfg = cfg.BestEffort()
+	}
+	var rules []landlock.Rule
+	if len(s.RODirs) > 0 {
+		rules = append(rules, landlock.RODirs(s.RODirs...).IgnoreIfMissing())
+	}
+	if len(s.ROFiles) > 0 {
+		rules = append(rules, landlock.ROFiles(s.ROFiles...).IgnoreIfMissing())
+	}
+	if len(s.RWDirs) > 0 {
+		rules = append(rules, landlock.RWDirs(s.RWDirs...).IgnoreIfMissing())
+	}
+	if len(s.RWFiles) > 0 {
+		rules = append(rules, landlock.RWFiles(s.RWFiles...).IgnoreIfMissing())
+	}
+	if cfg.HandledAccessNet&llsyscall.AccessNetConnectTCP != 0 {
+		for _, p := range s.Connect {
+			rules = append(rules, landlock.ConnectTCP(p))
+		}
+	}
+	fd, flags, err := cfg.NewRulesetFD(rules...)
+	if err != nil {
+		return err
+	}
+	if fd < 0 {
+		return errors.New("Landlock is not available on this kernel")
+	}
+	defer unix.Close(fd)
+	return llsyscall.LandlockRestrictSelf(fd, flags)
+}
+
+// presets are go-landlock's configs by ABI (index: ABI version).
+var presets = []landlock.Config{{}, landlock.V1, landlock.V2, landlock.V3, landlock.V4, landlock.V5,
+	landlock.V6, landlock.V7, landlock.V8, landlock.V9, landlock.V10, landlock.V11}
+
+// deniedSyscalls are refused with EPERM: no stdio MCP server needs them,
+// and each is a way out of the sandbox or into the kernel (Docker's
+// default profile refuses the same ones).
+var deniedSyscalls = []string{
+	"ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
+	"mount", "umount", "umount2", "pivot_root", "move_mount", "open_tree", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
+	"unshare", "setns",
+	"init_module", "finit_module", "delete_module", "create_module", "query_module", "get_kernel_syms",
+	"kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff",
+	"keyctl", "add_key", "request_key",
+	"bpf", "perf_event_open", "userfaultfd", "lookup_dcookie", "fanotify_init",
+	"acct", "quotactl", "quotactl_fd", "nfsservctl", "uselib", "_sysctl", "syslog", "vhangup",
+	"settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "stime",
+	"iopl", "ioperm", "open_by_handle_at", "name_to_handle_at",
+	"io_uring_setup", "io_uring_enter", "io_uring_register",
+}
+
+// Protocols that Landlock's TCP rules do not cover: a socket of one would
+// connect or listen past them, so none can be created.
+const (
+	ipprotoSCTP  = 132
+	ipprotoMPTCP = 262
+)
+
+// loadSeccomp installs the filters on this thread: always one that refuses
+// sockets of the protocols Landlock does not restrict (MPTCP, SCTP) and
+// every system call of another ABI (a 32-bit call of an x86-64 process is
+// not what a filter by number reads); with deny, the deny list too.
+func loadSeccomp(deny bool) error {
+	info, err := arch.GetInfo("")
+	if err != nil {
+		return err
+	}
+	if err := loadNativeOnly(uint32(info.ID)); err != nil {
+		return err
+	}
+	groups := []seccomp.SyscallGroup{{Action: seccomp.ActionErrno, NamesWithCondtions: []seccomp.NameWithConditions{
+		{Name: "socket", Conditions: seccomp.ArgumentConditions{{Argument: 2, Operation: seccomp.Equal, Value: ipprotoMPTCP}}},
+		{Name: "socket", Conditions: seccomp.ArgumentConditions{{Argument: 2, Operation: seccomp.Equal, Value: ipprotoSCTP}}},
+	}}}
+	if deny {
+		var names []string
+		for _, n := range deniedSyscalls {
+			if _, ok := info.SyscallNames[n]; ok {
+				names = append(names, n)
+			}
+		}
+		groups = append(groups, seccomp.SyscallGroup{Action: seccomp.ActionErrno, Names: names})
+	}
+	return seccomp.LoadFilter(seccomp.Filter{
+		NoNewPrivs: true,
+		Policy:     seccomp.Policy{DefaultAction: seccomp.ActionAllow, Syscalls: groups},
+	})
+}
+
+// loadNativeOnly refuses (ENOSYS) every system call made through another
+// ABI than the process's own (go-seccomp-bpf's filter lets those through).
+func loadNativeOnly(native uint32) error {
+	prog, err := bpf.Assemble([]bpf.Instruction{
+		bpf.LoadAbsolute{Off: 4, Size: 4}, // seccomp_data.arch
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: native, SkipTrue: 1},
+		bpf.RetConstant{Val: unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)},
+		bpf.RetConstant{Val: unix.SECCOMP_RET_ALLOW},
+	})
+	if err != nil {
+		return err
+	}
+	filter := make([]unix.SockFilter, len(prog))
+	for i, in := range prog {
+		filter[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
+	}
+	fprog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return err
+	}
+	_, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&fprog)))
+	runtime.KeepAlive(filter)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}

@@ -1,0 +1,489 @@
+package sandbox
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	llsyscall "github.com/landlock-lsm/go-landlock/landlock/syscall"
+	"golang.org/x/sys/unix"
+)
+
+// Policy is a Config resolved on this machine for one command: the
+// launcher's spec, the namespaces and what the probe found applied.
+type Policy struct {
+	base       spec
+	cloneflags uintptr
+	memory     *Limit
+	cpu        *Limit
+	fsize      *Limit
+	cpuTime    time.Duration
+	uid, gid   int
+	summary    string
+	skipped    []string
+}
+
+// minABI is the Landlock ABI the sandbox needs: 4 (Linux 6.7) restricts
+// TCP bind and connect.
+const minABI = 4
+
+// defaultRead are the read-only paths every server gets (those that
+// exist): the system's binaries and libraries, the /etc files a runtime
+// reads to resolve names and verify certificates, /proc (another
+// process's environ and memory stay closed: Landlock refuses ptrace
+// access across domains), and the devices every program opens.
+var defaultRead = []string{
+	"/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin",
+	"/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/crypto-policies",
+	"/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/nsswitch.conf", "/etc/gai.conf",
+	"/etc/passwd", "/etc/group", "/etc/localtime", "/etc/timezone", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+	"/etc/alternatives", "/etc/os-release", "/etc/protocols", "/etc/services", "/etc/mime.types", "/etc/nodejs",
+	"/proc", "/sys/devices/system/cpu", "/sys/fs/cgroup",
+	"/dev/urandom", "/dev/random",
+}
+
+// defaultWrite are the devices every program writes.
+var defaultWrite = []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/tty"}
+
+// Resolve checks cfg against this kernel and Caddy's privileges for the
+// command (as exec.Command resolves it) and the environment its children
+// get, and runs the launcher once to prove that every restriction
+// applies. Without best_effort, any that does not fails with an error
+// naming it.
+func Resolve(cfg Config, command string, env []string) (*Policy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Policy{uid: -1, gid: -1}
+	p.memory, p.cpu, p.fsize = cfg.limitsOf()
+	p.cpuTime = time.Duration(cfg.CPUTime)
+	s := &p.base
+	s.UID, s.GID = -1, -1
+	s.BestEffort = cfg.BestEffort
+	s.Seccomp = cfg.seccomp()
+	root := os.Geteuid() == 0
+
+	// Landlock
+	abi, err := llsyscall.LandlockGetABIVersion()
+	switch {
+	case err != nil || abi < 1:
+		if !cfg.BestEffort {
+			return nil, fmt.Errorf("sandbox: Landlock is not available on this kernel (Linux 5.13+ with landlock in the lsm= list); add best_effort to start servers without it")
+		}
+		p.skipped = append(p.skipped, "landlock: not available")
+	case abi < minABI && !cfg.BestEffort:
+		return nil, fmt.Errorf("sandbox: this kernel's Landlock ABI is %d; the sandbox needs %d (Linux 6.7) to restrict TCP; add best_effort to start servers with ABI %d", abi, minABI, abi)
+	default:
+		s.ABI = min(abi, len(presets)-1)
+	}
+	s.NetHandled = llsyscall.AccessNetBindTCP
+	if cfg.network() == "none" || len(cfg.ConnectPorts) > 0 {
+		s.NetHandled |= llsyscall.AccessNetConnectTCP
+	}
+	for _, port := range cfg.ConnectPorts {
+		s.Connect = append(s.Connect, uint16(port))
+	}
+
+	// paths
+	var ro, rw []string
+	if !cfg.NoDefaultPaths {
+		ro = append(ro, defaultRead...)
+		rw = append(rw, defaultWrite...)
+		ro = append(ro, commandPaths(command, env)...)
+		if home := envValue(env, "HOME"); home != "" {
+			ro = append(ro, filepath.Join(home, ".npm"), filepath.Join(home, ".cache"))
+		}
+	}
+	for _, path := range append(append([]string(nil), cfg.Read...), cfg.Write...) {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("sandbox: %w", err)
+		}
+	}
+	ro = append(ro, cfg.Read...)
+	rw = append(rw, cfg.Write...)
+	s.RODirs, s.ROFiles = splitPaths(ro)
+	s.RWDirs, s.RWFiles = splitPaths(rw)
+
+	// namespaces: a PID namespace always (no descendant outlives the
+	// server), a network namespace for network none
+	p.cloneflags = syscall.CLONE_NEWPID
+	if cfg.network() == "none" {
+		p.cloneflags |= syscall.CLONE_NEWNET
+		s.LoUp = true
+	}
+
+	// identity
+	s.DropCaps = root
+	if cfg.User != "" {
+		if !root {
+			return nil, fmt.Errorf("sandbox: user %s needs Caddy to run as root (it runs as uid %d)", cfg.User, os.Geteuid())
+		}
+		uid, gid, err := lookupUser(cfg.User, cfg.Group)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: %w", err)
+		}
+		s.UID, s.GID = uid, gid
+		p.uid, p.gid = uid, gid
+	}
+	childUID := os.Geteuid()
+	if s.UID >= 0 {
+		childUID = s.UID
+	}
+
+	// rlimits
+	if cfg.Memory > 0 {
+		s.Rlimits = append(s.Rlimits, rlimit{Name: "memory", Resource: syscall.RLIMIT_DATA, Cur: uint64(cfg.Memory), Max: uint64(cfg.Memory)})
+	}
+	if cfg.Processes > 0 {
+		if childUID == 0 {
+			if !cfg.BestEffort {
+				return nil, fmt.Errorf("sandbox: processes cannot bind a server that runs as root (the kernel exempts root from RLIMIT_NPROC); set user")
+			}
+			p.skipped = append(p.skipped, "rlimit processes: the server runs as root")
+		} else {
+			s.Rlimits = append(s.Rlimits, rlimit{Name: "processes", Resource: unix.RLIMIT_NPROC, Cur: uint64(cfg.Processes), Max: uint64(cfg.Processes)})
+		}
+	}
+	if cfg.CPUTime > 0 {
+		secs := uint64((time.Duration(cfg.CPUTime) + time.Second - 1) / time.Second)
+		// SIGXCPU at the limit, SIGKILL a second later
+		s.Rlimits = append(s.Rlimits, rlimit{Name: "cpu_time", Resource: syscall.RLIMIT_CPU, Cur: secs, Max: secs + 1})
+	}
+	if cfg.OpenFiles > 0 {
+		s.Rlimits = append(s.Rlimits, rlimit{Name: "open_files", Resource: syscall.RLIMIT_NOFILE, Cur: uint64(cfg.OpenFiles), Max: uint64(cfg.OpenFiles)})
+	}
+	if cfg.FileSize > 0 {
+		s.Rlimits = append(s.Rlimits, rlimit{Name: "file_size", Resource: syscall.RLIMIT_FSIZE, Cur: uint64(cfg.FileSize), Max: uint64(cfg.FileSize)})
+	}
+
+	rep, err := p.probe()
+	if err != nil && cfg.BestEffort && p.cloneflags != 0 {
+		// namespaces need root (CAP_SYS_ADMIN): without them, a server
+		// shares Caddy's network and PID namespaces
+		p.skipped = append(p.skipped, "namespaces: "+err.Error())
+		p.cloneflags, s.LoUp = 0, false
+		rep, err = p.probe()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	p.skipped = append(p.skipped, rep.Skipped...)
+	applied := rep.Applied
+	if p.cloneflags&syscall.CLONE_NEWNET != 0 {
+		applied = append([]string{"network namespace"}, applied...)
+	}
+	if p.cloneflags&syscall.CLONE_NEWPID != 0 {
+		applied = append([]string{"pid namespace"}, applied...)
+	}
+	p.summary = strings.Join(applied, ", ")
+	return p, nil
+}
+
+// probe runs the launcher with the policy and no server, and reads what
+// it applied.
+func (p *Policy) probe() (*report, error) {
+	b, _ := json.Marshal(p.base)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/proc/self/exe")
+	cmd.Args = []string{launcherName, string(b)}
+	cmd.Env = []string{}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: p.cloneflags, Pdeathsig: syscall.SIGKILL}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(stderr.String()), "caddymcp sandbox: "))
+		if msg == "" {
+			msg = err.Error()
+			if p.cloneflags != 0 && errors.Is(err, syscall.EPERM) {
+				msg = "cannot create PID and network namespaces (" + err.Error() + "): Caddy needs root or CAP_SYS_ADMIN"
+			}
+		}
+		return nil, errors.New(msg)
+	}
+	var rep report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		return nil, fmt.Errorf("the launcher's report: %w", err)
+	}
+	return &rep, nil
+}
+
+// Summary says what a child of this policy runs under, for the log line
+// that starts it.
+func (p *Policy) Summary() string { return p.summary }
+
+// Skipped lists what best_effort left out, and why.
+func (p *Policy) Skipped() []string { return slices.Clone(p.skipped) }
+
+// Cloneflags are the namespaces a child is started in.
+func (p *Policy) Cloneflags() uintptr { return p.cloneflags }
+
+// WatchesMemory reports whether a memory limit is set: the server's
+// stderr is then read for an out-of-memory report.
+func (p *Policy) WatchesMemory() bool { return p.memory != nil }
+
+// Wrap turns cmd (the server, as exec.Command made it) into the launcher
+// that confines and then becomes it, with a private temporary directory
+// (TMPDIR) that cleanup removes once the child has exited.
+func (p *Policy) Wrap(cmd *exec.Cmd) (cleanup func(), err error) {
+	if cmd.Err != nil {
+		return nil, cmd.Err
+	}
+	tmp, err := os.MkdirTemp("", "caddymcp-child-")
+	if err != nil {
+		return nil, err
+	}
+	cleanup = func() { _ = os.RemoveAll(tmp) }
+	if p.uid >= 0 {
+		if err := os.Chown(tmp, p.uid, p.gid); err != nil {
+			cleanup()
+			return nil, err
+		}
+	}
+	s := p.base
+	s.Path, s.Args = cmd.Path, cmd.Args
+	s.RWDirs = append(slices.Clone(s.RWDirs), tmp)
+	b, err := json.Marshal(s)
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	cmd.Path = "/proc/self/exe"
+	cmd.Args = []string{launcherName, string(b)}
+	env := make([]string, 0, len(cmd.Env)+1)
+	for _, kv := range cmd.Env {
+		if !strings.HasPrefix(kv, "TMPDIR=") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = append(env, "TMPDIR="+tmp)
+	return cleanup, nil
+}
+
+// Classify says which limit ended a child, if one did: err is how it
+// exited, cpu the CPU time it used, oom whether its stderr reported
+// running out of memory.
+func (p *Policy) Classify(err error, cpu time.Duration, oom bool) *Limit {
+	if err == nil {
+		return nil
+	}
+	var ws syscall.WaitStatus
+	var st interface{ Sys() any }
+	switch {
+	case errors.As(err, &st):
+		if w, ok := st.Sys().(syscall.WaitStatus); ok {
+			ws = w
+		}
+	default:
+		if w, ok := waitStatusOf(err); ok {
+			ws = w
+		}
+	}
+	if ws.Signaled() {
+		switch ws.Signal() {
+		case syscall.SIGXCPU:
+			if p.cpu != nil {
+				return p.cpu
+			}
+		case syscall.SIGXFSZ:
+			if p.fsize != nil {
+				return p.fsize
+			}
+		case syscall.SIGKILL:
+			if p.cpu != nil && cpu >= p.cpuTime {
+				return p.cpu
+			}
+		}
+	}
+	if oom && p.memory != nil {
+		return p.memory
+	}
+	return nil
+}
+
+// WaitStatus lets childproc's own exit error say how a child ended.
+type WaitStatus interface{ WaitStatus() syscall.WaitStatus }
+
+func waitStatusOf(err error) (syscall.WaitStatus, bool) {
+	var w WaitStatus
+	if errors.As(err, &w) {
+		return w.WaitStatus(), true
+	}
+	return 0, false
+}
+
+// OutOfMemory reports whether a stderr line is a runtime saying it ran
+// out of memory (Go, Node.js, Python, C++, glibc).
+func OutOfMemory(line []byte) bool {
+	l := bytes.ToLower(line)
+	for _, m := range oomMarkers {
+		if bytes.Contains(l, m) {
+			return true
+		}
+	}
+	return false
+}
+
+var oomMarkers = [][]byte{[]byte("out of memory"), []byte("memoryerror"), []byte("bad_alloc"),
+	[]byte("cannot allocate memory"), []byte("allocation failed"), []byte("enomem")}
+
+// commandPaths are the read-only paths a command needs: its directory
+// (its install prefix if it lies in a bin directory), and those of the
+// interpreter its #! line names, looked up in the child's PATH.
+func commandPaths(command string, env []string) []string {
+	path, err := exec.LookPath(command)
+	if err != nil {
+		return nil
+	}
+	out := prefixOf(path)
+	interp := shebang(path)
+	if len(interp) == 0 {
+		return out
+	}
+	name := interp[0]
+	if filepath.Base(name) == "env" && len(interp) > 1 {
+		name = interp[len(interp)-1]
+		for _, a := range interp[1:] {
+			if !strings.HasPrefix(a, "-") {
+				name = a
+				break
+			}
+		}
+		if p, ok := lookPathIn(name, envValue(env, "PATH")); ok {
+			name = p
+		}
+	}
+	if filepath.IsAbs(name) {
+		out = append(out, prefixOf(name)...)
+	}
+	return out
+}
+
+// prefixOf is the directory of path's target, or its parent for a bin
+// directory (/opt/node/bin/node: /opt/node), never "/" or a directory
+// right beneath it.
+func prefixOf(path string) []string {
+	out := []string{filepath.Dir(path)}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return out
+	}
+	dir := filepath.Dir(real)
+	if filepath.Base(dir) == "bin" {
+		if up := filepath.Dir(dir); strings.Count(up, "/") >= 2 {
+			dir = up
+		}
+	}
+	return append(out, dir)
+}
+
+// shebang reads the interpreter line of a script ("" words: a binary).
+func shebang(path string) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	line, err := bufio.NewReaderSize(f, 256).ReadSlice('\n')
+	if err != nil && len(line) == 0 {
+		return nil
+	}
+	if !bytes.HasPrefix(line, []byte("#!")) {
+		return nil
+	}
+	return strings.Fields(string(line[2:]))
+}
+
+func lookPathIn(name, path string) (string, bool) {
+	if strings.Contains(name, "/") {
+		return name, true
+	}
+	for _, dir := range filepath.SplitList(path) {
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+func envValue(env []string, name string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], name+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// splitPaths sorts existing paths into directories and files (Landlock's
+// directory rights do not apply to a file), each once.
+func splitPaths(paths []string) (dirs, files []string) {
+	seen := map[string]bool{}
+	for _, p := range paths {
+		p = filepath.Clean(p)
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		st, err := os.Stat(p)
+		switch {
+		case err != nil:
+		case st.IsDir():
+			dirs = append(dirs, p)
+		default:
+			files = append(files, p)
+		}
+	}
+	return dirs, files
+}
+
+// lookupUser resolves a user and group (names or numbers).
+func lookupUser(name, group string) (uid, gid int, err error) {
+	var u *user.User
+	if n, err := strconv.Atoi(name); err == nil {
+		uid, gid = n, n
+		if u, err = user.LookupId(name); err == nil {
+			gid, _ = strconv.Atoi(u.Gid)
+		}
+	} else {
+		if u, err = user.Lookup(name); err != nil {
+			return 0, 0, err
+		}
+		uid, _ = strconv.Atoi(u.Uid)
+		gid, _ = strconv.Atoi(u.Gid)
+	}
+	if group != "" {
+		if n, err := strconv.Atoi(group); err == nil {
+			gid = n
+		} else {
+			g, err := user.LookupGroup(group)
+			if err != nil {
+				return 0, 0, err
+			}
+			gid, _ = strconv.Atoi(g.Gid)
+		}
+	}
+	return uid, gid, nil
+}
+
+// LandlockABI is the Landlock ABI this kernel offers (0: none).
+func LandlockABI() int {
+	abi, err := llsyscall.LandlockGetABIVersion()
+	if err != nil {
+		return 0
+	}
+	return abi
+}

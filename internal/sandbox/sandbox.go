@@ -1,0 +1,158 @@
+// Package sandbox confines the stdio MCP servers that mcp_stdio starts,
+// with the Linux kernel's own primitives and no container runtime:
+// Landlock (through go-landlock) for the file system, TCP ports and IPC
+// scopes, a network namespace with only loopback, a PID namespace so that
+// no descendant outlives its server, a seccomp filter (through
+// elastic/go-seccomp-bpf), no_new_privs, no capabilities, another user,
+// and rlimits.
+//
+// A child is started as Caddy's own executable (/proc/self/exe) under the
+// name "caddymcp-sandbox": the package's init applies the restrictions to
+// that process and then executes the server in its place, so the server
+// never runs a single instruction unconfined. Provision (Resolve) runs the
+// same launcher once without a server, so that a restriction this kernel
+// or Caddy's privileges cannot apply fails the config, not a session.
+package sandbox
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/dustin/go-humanize"
+)
+
+// Config is a route's sandbox block. Every child of the route (sessions,
+// pools, the probe, prewarmed children) is started under it.
+type Config struct {
+	// Read lists files and directories the server may read and execute
+	// (directories: everything beneath), added to the defaults: the
+	// system's libraries and binaries, the certificates and name-service
+	// files of /etc, /proc, the command's own install prefix and that of
+	// the interpreter its #! line names, and the npm and uv caches.
+	Read []string `json:"read,omitempty"`
+	// Write lists files and directories the server may also write,
+	// create and remove beneath. Each child gets a private writable
+	// temporary directory of its own as well (TMPDIR), removed when it
+	// exits.
+	Write []string `json:"write,omitempty"`
+	// NoDefaultPaths leaves out the default read-only paths: the server
+	// sees only Read, Write and its temporary directory.
+	NoDefaultPaths bool `json:"no_default_paths,omitempty"`
+	// Network is "none" (default: a network namespace of its own with
+	// only loopback, and no TCP connect) or "outbound" (the host's
+	// network; TCP connect only to ConnectPorts, or to any port if none
+	// are listed). Listening on a TCP port (bind) is refused in both.
+	Network string `json:"network,omitempty"`
+	// ConnectPorts are the TCP ports an outbound server may connect to.
+	ConnectPorts []int `json:"connect_ports,omitempty"`
+	// User runs the server as this user (a name or a numeric uid); it
+	// needs Caddy to run as root (or with CAP_SETUID and CAP_SETGID).
+	User string `json:"user,omitempty"`
+	// Group is the server's group (a name or gid); default: the user's.
+	Group string `json:"group,omitempty"`
+	// Memory bounds the server's private writable memory in bytes
+	// (RLIMIT_DATA, per process).
+	Memory int64 `json:"memory,omitempty"`
+	// Processes bounds the processes and threads of the server's user
+	// (RLIMIT_NPROC: counted per user, so a route's own user makes it
+	// the route's bound). The kernel does not apply it to root: it
+	// needs User when Caddy runs as root.
+	Processes int `json:"processes,omitempty"`
+	// CPUTime bounds the CPU time of each process of the server
+	// (RLIMIT_CPU); a server past it is killed and reported so.
+	CPUTime caddy.Duration `json:"cpu_time,omitempty"`
+	// OpenFiles bounds the server's open descriptors (RLIMIT_NOFILE).
+	OpenFiles int `json:"open_files,omitempty"`
+	// FileSize bounds the size of a file the server writes, in bytes
+	// (RLIMIT_FSIZE); a server past it is killed and reported so.
+	FileSize int64 `json:"file_size,omitempty"`
+	// Seccomp is false to leave out the seccomp filter (default true:
+	// the system calls a stdio server never needs are refused with
+	// EPERM: ptrace, mount, kernel modules, keyctl, bpf, namespaces…).
+	Seccomp *bool `json:"seccomp,omitempty"`
+	// BestEffort starts the server with what this kernel and Caddy's
+	// privileges allow, logging what could not be applied. Without it,
+	// a restriction that cannot be applied fails provisioning.
+	BestEffort bool `json:"best_effort,omitempty"`
+}
+
+// Validate checks the block without looking at the machine.
+func (c *Config) Validate() error {
+	switch c.Network {
+	case "", "none":
+		if len(c.ConnectPorts) > 0 {
+			return fmt.Errorf("sandbox: connect ports need network outbound")
+		}
+	case "outbound":
+	default:
+		return fmt.Errorf("sandbox: network must be none or outbound, not %q", c.Network)
+	}
+	for _, p := range c.ConnectPorts {
+		if p < 1 || p > 65535 {
+			return fmt.Errorf("sandbox: connect port %d is not a TCP port", p)
+		}
+	}
+	for _, p := range append(append([]string(nil), c.Read...), c.Write...) {
+		if !strings.HasPrefix(p, "/") {
+			return fmt.Errorf("sandbox: path %q is not absolute", p)
+		}
+	}
+	if c.Memory < 0 || c.Processes < 0 || c.CPUTime < 0 || c.OpenFiles < 0 || c.FileSize < 0 {
+		return fmt.Errorf("sandbox: a limit is negative")
+	}
+	if c.Group != "" && c.User == "" {
+		return fmt.Errorf("sandbox: group needs user")
+	}
+	return nil
+}
+
+func (c *Config) network() string {
+	if c.Network == "" {
+		return "none"
+	}
+	return c.Network
+}
+
+func (c *Config) seccomp() bool { return c.Seccomp == nil || *c.Seccomp }
+
+// Limit names a resource bound that can end a server, for reporting.
+type Limit struct {
+	Cause string // memory, cpu, file_size
+	Value string // as configured, in words: "256 MiB", "10s"
+}
+
+// limitsOf lists the bounds that can end a server (the others only refuse).
+func (c *Config) limitsOf() (memory, cpu, fsize *Limit) {
+	if c.Memory > 0 {
+		memory = &Limit{Cause: "memory", Value: humanize.IBytes(uint64(c.Memory))}
+	}
+	if c.CPUTime > 0 {
+		cpu = &Limit{Cause: "cpu", Value: time.Duration(c.CPUTime).String()}
+	}
+	if c.FileSize > 0 {
+		fsize = &Limit{Cause: "file_size", Value: humanize.IBytes(uint64(c.FileSize))}
+	}
+	return
+}
+
+// CauseMessage words a limit that ended a server, for its client.
+func CauseMessage(l *Limit) string {
+	switch l.Cause {
+	case "memory":
+		return "server ran out of memory (limit " + l.Value + ")"
+	case "cpu":
+		return "server exceeded its CPU time (limit " + l.Value + ")"
+	case "file_size":
+		return "server wrote a file past its size limit (limit " + l.Value + ")"
+	}
+	return "server hit a limit (" + l.Cause + ")"
+}
+
+// String is the Config as JSON (for error messages and tests).
+func (c *Config) String() string {
+	b, _ := json.Marshal(c)
+	return string(b)
+}

@@ -1,0 +1,33 @@
+//go:build !linux
+
+package sandbox
+
+import (
+	"errors"
+	"os/exec"
+	"time"
+)
+
+// Policy is a resolved Config; there is none off Linux.
+type Policy struct{}
+
+// Resolve refuses the sandbox: its restrictions are Linux's.
+func Resolve(cfg Config, command string, env []string) (*Policy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return nil, errors.New("sandbox: needs Linux (Landlock, namespaces, seccomp)")
+}
+
+func (p *Policy) Summary() string                            { return "" }
+func (p *Policy) Skipped() []string                          { return nil }
+func (p *Policy) Cloneflags() uintptr                        { return 0 }
+func (p *Policy) WatchesMemory() bool                        { return false }
+func (p *Policy) Wrap(cmd *exec.Cmd) (func(), error)         { return nil, errors.New("sandbox: needs Linux") }
+func (p *Policy) Classify(error, time.Duration, bool) *Limit { return nil }
+
+// OutOfMemory reports whether a stderr line reports running out of memory.
+func OutOfMemory(line []byte) bool { return false }
+
+// LandlockABI is 0: there is no Landlock here.
+func LandlockABI() int { return 0 }

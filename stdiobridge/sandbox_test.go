@@ -1,0 +1,320 @@
+//go:build linux
+
+package stdiobridge_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddymcp/caddymcp/internal/caddyrun"
+	"github.com/caddymcp/caddymcp/internal/mcpserver"
+	"github.com/caddymcp/caddymcp/internal/sandbox"
+)
+
+// needSandbox skips where the kernel or the privileges cannot sandbox (the
+// tests of what then happens are TestSandboxFailsClosed).
+func needSandbox(t *testing.T) {
+	t.Helper()
+	why := ""
+	switch {
+	case os.Geteuid() != 0:
+		why = "the sandbox tests start children in namespaces and as other users: they need root"
+	case sandbox.LandlockABI() < 4:
+		why = fmt.Sprintf("this kernel's Landlock ABI is %d; the sandbox needs 4", sandbox.LandlockABI())
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CADDYMCP_REQUIRE_SANDBOX") != "" {
+		t.Fatal(why + " (CADDYMCP_REQUIRE_SANDBOX is set)")
+	}
+	t.Skip(why)
+}
+
+// escapeSite serves the escape server twice: /bare without a sandbox and
+// /boxed with box (a sandbox block's body); Caddy's storage is storage.
+func escapeSite(t *testing.T, storage, box string) string {
+	route := func(path, extra string) string {
+		return `
+	mcp_stdio ` + path + ` {
+		command ` + self(t) + `
+		env ` + mcpserver.FakeEnv + ` escape
+		env ESCAPE_SECRET secret-of-` + strings.TrimPrefix(path, "/") + `
+		shutdown_timeout 500ms` + extra + `
+	}`
+	}
+	return `
+:{{PORT}} {
+	bind 127.0.0.1
+	metrics /metrics` + route("/bare", "") + route("/boxed", "\n\t\tsandbox {"+box+"\n\t\t}") + `
+}
+`
+}
+
+// tool calls one of the escape server's tools and returns its text (or
+// the JSON-RPC error's message, prefixed "error: ").
+func tool(t *testing.T, cl *mcpClient, name string, args any) string {
+	t.Helper()
+	a, _ := json.Marshal(args)
+	msgs := cl.call(strconv.Itoa(int(time.Now().UnixNano()%1e9)), "tools/call", `{"name":"`+name+`","arguments":`+string(a)+`}`)
+	if len(msgs) == 0 {
+		t.Fatalf("%s: no answer", name)
+	}
+	var m struct {
+		Result struct {
+			Content []struct {
+				Text string `json:"text"`
+			} `json:"content"`
+		} `json:"result"`
+		Error *struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(msgs[len(msgs)-1]), &m); err != nil {
+		t.Fatalf("%s: %v: %s", name, err, msgs)
+	}
+	if m.Error != nil {
+		return "error: " + m.Error.Message
+	}
+	if len(m.Result.Content) == 0 {
+		t.Fatalf("%s: %s", name, msgs)
+	}
+	return m.Result.Content[0].Text
+}
+
+func listenLoopback(t *testing.T) (net.Listener, int) {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return l, l.Addr().(*net.TCPAddr).Port
+}
+
+// Every escape a sandboxed server tries is refused, and the same attempt
+// by the same server without the sandbox succeeds (so that no row passes
+// because the attempt was broken).
+func TestSandboxRefusesEscapes(t *testing.T) {
+	needSandbox(t)
+	storage := t.TempDir()
+	if err := os.WriteFile(filepath.Join(storage, "key.pem"), []byte("PRIVATE KEY"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	allowedDir := t.TempDir()
+	outside := t.TempDir()
+	_, allowedPort := listenLoopback(t)
+	_, otherPort := listenLoopback(t)
+	box := "\n\t\t\tnetwork outbound " + strconv.Itoa(allowedPort) + "\n\t\t\twrite " + allowedDir
+	c := caddyrun.StartCaddyfile(t, "\tstorage file_system "+storage+"\n", escapeSite(t, storage, box))
+
+	open := func(path string) *mcpClient {
+		cl := newClient(t, c.URL+path)
+		cl.initialize()
+		return cl
+	}
+	bare, boxed := open("/bare"), open("/boxed")
+	bare2, boxed2 := open("/bare"), open("/boxed")
+	pidOf := func(cl *mcpClient) int {
+		s := tool(t, cl, "pid", nil)
+		n, err := strconv.Atoi(strings.TrimPrefix(s, "ok: "))
+		if err != nil {
+			t.Fatalf("pid: %s", s)
+		}
+		return n
+	}
+	bareSibling, boxedSibling := pidOf(bare2), pidOf(boxed2)
+
+	rows := []struct {
+		name       string
+		tool       string
+		args       func(sibling int) map[string]any
+		wantBoxed  string // a prefix of the sandboxed answer
+		bareToo    bool   // the bare server must succeed ("ok: ")
+		boxedAllow bool   // allowed in the sandbox as well
+	}{
+		{"read Caddy's storage", "read", func(int) map[string]any { return map[string]any{"path": storage} }, "refused:", true, false},
+		{"read a key in Caddy's storage", "read", func(int) map[string]any { return map[string]any{"path": filepath.Join(storage, "key.pem")} }, "refused:", true, false},
+		{"read /etc/shadow", "read", func(int) map[string]any { return map[string]any{"path": "/etc/shadow"} }, "refused:", true, false},
+		{"write outside the allowed paths", "write", func(int) map[string]any { return map[string]any{"path": filepath.Join(outside, "x")} }, "refused:", true, false},
+		{"write an allowed path", "write", func(int) map[string]any { return map[string]any{"path": filepath.Join(allowedDir, "x")} }, "ok:", true, true},
+		{"read a sibling's environ", "environ", func(sibling int) map[string]any { return map[string]any{"pid": sibling} }, "refused:", true, false},
+		{"read Caddy's environ", "environ", func(int) map[string]any { return map[string]any{"pid": os.Getpid()} }, "refused:", true, false},
+		{"connect to a port not allowed", "connect", func(int) map[string]any { return map[string]any{"addr": "127.0.0.1:" + strconv.Itoa(otherPort)} }, "refused:", true, false},
+		{"connect to the allowed port", "connect", func(int) map[string]any { return map[string]any{"addr": "127.0.0.1:" + strconv.Itoa(allowedPort)} }, "ok:", true, true},
+		{"listen on a port", "listen", func(int) map[string]any { return map[string]any{"addr": "127.0.0.1:0"} }, "refused:", true, false},
+	}
+	for _, row := range rows {
+		t.Run(row.name, func(t *testing.T) {
+			got := tool(t, boxed, row.tool, row.args(boxedSibling))
+			if !strings.HasPrefix(got, row.wantBoxed) {
+				t.Errorf("sandboxed: %s; want %s…", got, row.wantBoxed)
+			}
+			if row.bareToo {
+				if got := tool(t, bare, row.tool, row.args(bareSibling)); !strings.HasPrefix(got, "ok:") {
+					t.Errorf("without the sandbox: %s; want ok (the attempt itself must work)", got)
+				}
+			}
+		})
+	}
+	if got := tool(t, bare, "environ", map[string]any{"pid": bareSibling}); !strings.Contains(got, "secret-of-bare") {
+		t.Errorf("without the sandbox a sibling's environ holds its secret: %s", got)
+	}
+}
+
+// With network none a server has only loopback of its own: even a port
+// Caddy's machine listens on cannot be reached.
+func TestSandboxNetworkNone(t *testing.T) {
+	needSandbox(t)
+	_, port := listenLoopback(t)
+	c := caddyrun.StartCaddyfile(t, "", escapeSite(t, "", ""))
+	bare, boxed := newClient(t, c.URL+"/bare"), newClient(t, c.URL+"/boxed")
+	bare.initialize()
+	boxed.initialize()
+	addr := map[string]any{"addr": "127.0.0.1:" + strconv.Itoa(port)}
+	if got := tool(t, boxed, "connect", addr); !strings.HasPrefix(got, "refused:") {
+		t.Errorf("network none: %s", got)
+	}
+	if got := tool(t, bare, "connect", addr); !strings.HasPrefix(got, "ok:") {
+		t.Errorf("without the sandbox: %s", got)
+	}
+	if got := tool(t, boxed, "connect", map[string]any{"addr": "1.1.1.1:443"}); !strings.HasPrefix(got, "refused:") {
+		t.Errorf("network none, outside: %s", got)
+	}
+}
+
+// A grandchild that leaves the process group, drops the bridge's marker
+// and ignores SIGTERM is gone when its sandboxed server's session ends
+// (the PID namespace ends with its first process); without the sandbox it
+// outlives the session.
+func TestSandboxGrandchildEndsWithSession(t *testing.T) {
+	needSandbox(t)
+	c := caddyrun.StartCaddyfile(t, "", escapeSite(t, "", ""))
+	for _, path := range []string{"/boxed", "/bare"} {
+		tag := strings.TrimPrefix(path, "/") + runTag
+		cl := newClient(t, c.URL+path)
+		cl.initialize()
+		pid, err := strconv.Atoi(strings.TrimPrefix(tool(t, cl, "pid", nil), "ok: "))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tool(t, cl, "grandchild", map[string]any{"tag": tag}); !strings.HasPrefix(got, "ok:") {
+			t.Fatalf("%s grandchild: %s", path, got)
+		}
+		marker := "caddymcp-orphan-" + tag
+		if processesMatching(marker) != 1 {
+			t.Fatalf("%s: the grandchild is not running", path)
+		}
+		if code, body := cl.status("DELETE", "", nil); code != 204 && code != 200 {
+			t.Fatalf("DELETE: %d %s", code, body)
+		}
+		if path == "/boxed" {
+			waitNoProcesses(t, marker, 30*time.Second)
+			continue
+		}
+		// without the sandbox: the session's server ends, its grandchild
+		// does not (the gap the sandbox closes)
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the bare server %d did not end with its session", pid)
+			}
+		}
+		if processesMatching(marker) != 1 {
+			t.Fatalf("without the sandbox the grandchild was ended too: the test cannot tell the sandbox's work apart")
+		}
+		killMatching(marker)
+	}
+}
+
+// killMatching SIGKILLs the processes whose command line holds marker.
+func killMatching(marker string) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if strings.Contains(string(b), marker) {
+			p, _ := os.FindProcess(pid)
+			_ = p.Kill()
+		}
+	}
+}
+
+// A server that allocates past its memory limit dies, and the client whose
+// call it was serving is told why; so do the log, the metric and the audit
+// entry. A server that burns its CPU time is killed and reported so.
+func TestSandboxLimitsReportTheCause(t *testing.T) {
+	needSandbox(t)
+	logPath := t.TempDir() + "/audit.log"
+	global := "\tlog audit {\n\t\toutput file " + logPath + "\n\t\tinclude http.handlers.mcp_stdio.audit\n\t}\n"
+	c := caddyrun.StartCaddyfile(t, global, escapeSite(t, "", "\n\t\t\tmemory 256MiB\n\t\t\tcpu_time 1s"))
+	bare, boxed := newClient(t, c.URL+"/bare"), newClient(t, c.URL+"/boxed")
+	bare.initialize()
+	boxed.initialize()
+	if got := tool(t, bare, "alloc", map[string]any{"mib": 400}); got != "ok: 400 MiB" {
+		t.Fatalf("without the sandbox: %s", got)
+	}
+	got := tool(t, boxed, "alloc", map[string]any{"mib": 400})
+	if !strings.Contains(got, "server ran out of memory (limit 256 MiB)") {
+		t.Fatalf("past the memory limit the client got: %s", got)
+	}
+	spin := newClient(t, c.URL+"/boxed")
+	spin.initialize()
+	if got := tool(t, spin, "spin", nil); !strings.Contains(got, "server exceeded its CPU time (limit 1s)") {
+		t.Fatalf("past the CPU limit the client got: %s", got)
+	}
+	m := scrape(t, c.URL+"/metrics")
+	causes := map[string]float64{}
+	for k, v := range m {
+		if strings.HasPrefix(k, "mcp_stdio_child_exits_total{") {
+			for _, cause := range []string{"memory", "cpu"} {
+				if strings.Contains(k, `cause="`+cause+`"`) {
+					causes[cause] += v
+				}
+			}
+		}
+	}
+	if causes["memory"] != 1 || causes["cpu"] != 1 {
+		t.Errorf("mcp_stdio_child_exits_total by cause: %v; want memory 1, cpu 1", causes)
+	}
+	want := map[string]bool{"memory": false, "cpu": false}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		raw, _ := os.ReadFile(logPath)
+		for _, line := range strings.Split(string(raw), "\n") {
+			var e map[string]any
+			if json.Unmarshal([]byte(line), &e) == nil {
+				if cause, ok := e["exit_cause"].(string); ok {
+					want[cause] = true
+				}
+			}
+		}
+		if want["memory"] && want["cpu"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("audit entries with exit_cause: %v\n%s", want, raw)
+		}
+	}
+}
+
