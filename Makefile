@@ -8,7 +8,7 @@ XCADDY_VERSION ?= v0.4.5
 # fetching our unpublished module path from its VCS host.
 XCADDY_GOPROXY := $(shell go env GOPROXY | cut -d, -f1)|off
 
-.PHONY: build example test test-go soak as-e2e request-path conformance example-test fuzz bench bench-overhead bench-idle scale-demo hydra lint clean
+.PHONY: build example test test-go soak as-e2e sandbox-e2e request-path conformance example-test fuzz bench bench-overhead bench-idle scale-demo hydra lint clean
 
 ## build: a ./caddy binary with the plugin (xcaddy build --with github.com/caddymcp/caddymcp=.)
 build: caddy
@@ -24,7 +24,7 @@ example: caddy
 ## test: every test: gofmt, go vet, the plugin build, Go unit and integration
 ## tests (with -race), the MCP conformance suite against mcp_stdio, and the
 ## example end to end (README walkthrough, Inspector CLI, Inspector in Chromium)
-test: test-go conformance example-test as-e2e
+test: test-go conformance example-test as-e2e sandbox-e2e
 
 ## test-go: gofmt, go vet, the plugin build and go test -race ./... (stdiobridge, the longest package,
 ## takes about 250 s alone on 2 cores and 365 s beside a `go build -a` loop: -timeout 20m, not go's 10m);
@@ -44,6 +44,11 @@ request-path:
 ## headless Chromium as the user; the upstream is zitadel/oidc's example OpenID provider, cmd/devidp)
 as-e2e: caddy
 	./.ci/as-e2e.sh
+
+## sandbox-e2e: server-filesystem and server-memory from npm under the recommended sandbox, every tool called
+## by the TypeScript SDK client, and what the sandbox refuses them (README "Sandbox"; needs root)
+sandbox-e2e: caddy
+	./.ci/sandbox-e2e.sh
 
 ## example-test: run the example and check it as a user would (needs ports 3000, 8000, 9000, 2019, 6274)
 example-test: caddy

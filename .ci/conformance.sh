@@ -43,9 +43,11 @@ run_suite() { # name url [suite args] -> $out/name.txt with one "scenario passed
 	echo "$name: $(grep -E '^Total' "$out/$name.log" || echo 'no summary')"
 }
 
+# SANDBOX, when set, is the body of a sandbox block for the route started next
 start_bridge() { # port era command... -> Caddy with mcp_stdio on port
-	local port=$1 era=$2
+	local port=$1 era=$2 box=""
 	shift 2
+	if [ -n "${SANDBOX:-}" ]; then box=$'\t\tsandbox {\n'"$SANDBOX"$'\n\t\t}'; fi
 	cat > "$out/Caddyfile.$port" <<CADDY
 {
 	admin off
@@ -63,6 +65,7 @@ start_bridge() { # port era command... -> Caddy with mcp_stdio on port
 		# the suite is a client on this machine and checks that a server's
 		# roots/list reaches it (the default, roots none, answers it itself)
 		roots forward
+$box
 	}
 }
 CADDY
@@ -146,6 +149,20 @@ for mode in pin auto default; do
 	node "$tools/tsclient2.mjs" "$bridge" $mode || { echo "TypeScript SDK 2.x client ($mode) failed"; fail=1; }
 done
 
+# the same, with the server sandboxed under the recommended profile
+# (Caddyfile.example): every check still passes
+SANDBOX=$'\t\t\tread '"$tools $root/bin"$'\n\t\t\tmemory 1GiB\n\t\t\topen_files 1024\n\t\t\tfile_size 64MiB'
+p=$(free_port)
+SANDBOX=$SANDBOX start_bridge "$p" auto "$root/bin/everything-server"
+grep -q '"sandbox ready"' "$out/caddy.$p.log" || { echo "the sandboxed bridge did not log its sandbox"; fail=1; }
+boxed=http://127.0.0.1:$p/mcp
+run_suite bridge-go-2026-sandboxed "$boxed" --requirements 2026-07-28
+rerun_failed bridge-go-2026-sandboxed "$boxed" 2026-07-28
+strict bridge-go-2026-sandboxed 40 || fail=1
+run_suite bridge-go-2025-sandboxed "$boxed" --requirements 2025-11-25
+rerun_failed bridge-go-2025-sandboxed "$boxed" 2025-11-25
+strict bridge-go-2025-sandboxed 33 || fail=1
+
 # the same server treated as a 2025 one: the bridge does the handshake and
 # turns its questions into input_required rounds. Known failure: the
 # basic-elicitation scenario wants the server's own key ("user_name") in
@@ -178,6 +195,10 @@ p=$(free_port)
 start_bridge "$p" auto npx -y @modelcontextprotocol/server-everything
 run_suite bridge-ts "http://127.0.0.1:$p/mcp"
 compare native-ts bridge-ts || fail=1
+p=$(free_port)
+SANDBOX=$SANDBOX start_bridge "$p" auto npx -y @modelcontextprotocol/server-everything
+run_suite bridge-ts-sandboxed "http://127.0.0.1:$p/mcp"
+compare native-ts bridge-ts-sandboxed || fail=1
 
 # the authorization-server scenarios against the example authorization server
 ./.ci/authz-conformance.sh || fail=1

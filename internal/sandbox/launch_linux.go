@@ -204,7 +204,9 @@ func restrictLandlock(s *spec) error {
 		rules = append(rules, landlock.ROFiles(s.ROFiles...).IgnoreIfMissing())
 	}
 	if len(s.RWDirs) > 0 {
-		rules = append(rules, landlock.RWDirs(s.RWDirs...).IgnoreIfMissing())
+		// WithRefer: a rename or link from one writable directory to another
+		// (Landlock refuses it with EXDEV otherwise)
+		rules = append(rules, landlock.RWDirs(s.RWDirs...).WithRefer().IgnoreIfMissing())
 	}
 	if len(s.RWFiles) > 0 {
 		rules = append(rules, landlock.RWFiles(s.RWFiles...).IgnoreIfMissing())

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Real servers from npm under mcp_stdio's recommended sandbox (README,
+# Sandbox): @modelcontextprotocol/server-filesystem and server-memory in a
+# real Caddy (./caddy), every tool called by the TypeScript SDK 1.x client
+# (.ci/sandbox-servers.mjs), and what the sandbox refuses them. The
+# conformance suites through a sandboxed route are in .ci/conformance.sh.
+# Needs root (namespaces) and Landlock ABI 4; elsewhere it says so and
+# fails if CADDYMCP_REQUIRE_SANDBOX is set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+tools=$root/.ci/node
+out=${SANDBOX_OUT:-$root/.ci/artifacts/sandbox}
+mkdir -p "$tools" "$out"
+if [ "$(id -u)" != 0 ]; then
+	echo "sandbox-e2e: needs root (the sandbox starts servers in namespaces)"
+	[ -z "${CADDYMCP_REQUIRE_SANDBOX:-}" ] || exit 1
+	exit 0
+fi
+. .ci/node-tools.sh
+[ -x ./caddy ] || make build
+cp .ci/sandbox-servers.mjs "$tools/"
+work=$(mktemp -d /tmp/caddymcp-sandbox-e2e.XXXXXX)
+pid=
+cleanup() { [ -z "$pid" ] || kill "$pid" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+mkdir -p "$work/files" "$work/data" "$work/outside"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$out/Caddyfile" <<CADDY
+{
+	admin off
+	auto_https off
+}
+:$port {
+	bind 127.0.0.1
+	# the recommended profile (Caddyfile.example), with the paths of this test
+	mcp_stdio /fs {
+		command npx -y @modelcontextprotocol/server-filesystem $work/files $work/outside /etc
+		dir $tools
+		sandbox {
+			read $tools
+			write $work/files
+			memory 1GiB
+			open_files 1024
+			file_size 64MiB
+		}
+	}
+	mcp_stdio /memory {
+		command npx -y @modelcontextprotocol/server-memory
+		dir $tools
+		env MEMORY_FILE_PATH $work/data/memory.jsonl
+		sandbox {
+			read $tools
+			write $work/data
+			memory 1GiB
+			open_files 1024
+			file_size 64MiB
+		}
+	}
+}
+CADDY
+./caddy run --config "$out/Caddyfile" --adapter caddyfile > "$out/caddy.log" 2>&1 &
+pid=$!
+for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+grep '"sandbox ready"' "$out/caddy.log" | head -2
+node "$tools/sandbox-servers.mjs" "http://127.0.0.1:$port" "$work/files" "$work/data" "$work/outside" || {
+	echo "sandbox-e2e: FAILED (Caddy's log: $out/caddy.log)"; exit 1; }
+# every server process started under the sandbox, and said so
+n=$(grep -c '"session started".*"sandbox":"pid namespace' "$out/caddy.log" || true)
+[ "$n" -ge 2 ] || { echo "sandbox-e2e: $n session lines name the sandbox, want 2"; exit 1; }
+echo "sandbox-e2e: ok"
