@@ -3,6 +3,7 @@
 package stdiobridge_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -318,3 +319,169 @@ func TestSandboxLimitsReportTheCause(t *testing.T) {
 	}
 }
 
+// publicCopy copies this test binary where another user may run it (go
+// test's build directory is root's alone).
+func publicCopy(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "caddymcp-sandbox-bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(self(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(dir, "escape-server")
+	if err := os.WriteFile(exe, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
+
+// A server run as another user with a process limit cannot fork past it;
+// the same server without the sandbox can.
+func TestSandboxProcessLimit(t *testing.T) {
+	needSandbox(t)
+	exe := publicCopy(t)
+	site := `
+:{{PORT}} {
+	bind 127.0.0.1
+	mcp_stdio /bare {
+		command ` + exe + `
+		env ` + mcpserver.FakeEnv + ` escape
+		shutdown_timeout 500ms
+	}
+	mcp_stdio /boxed {
+		command ` + exe + `
+		env ` + mcpserver.FakeEnv + ` escape
+		shutdown_timeout 500ms
+		sandbox {
+			user nobody
+			processes 24
+		}
+	}
+}
+`
+	c := caddyrun.StartCaddyfile(t, "", site)
+	bare, boxed := newClient(t, c.URL+"/bare"), newClient(t, c.URL+"/boxed")
+	bare.initialize()
+	boxed.initialize()
+	if got := tool(t, bare, "fork", map[string]any{"n": 40}); got != "ok: 40 started" {
+		t.Fatalf("without the sandbox: %s", got)
+	}
+	got := tool(t, boxed, "fork", map[string]any{"n": 40})
+	if !strings.HasPrefix(got, "refused: ") || !strings.Contains(got, "resource temporarily unavailable") {
+		t.Fatalf("past processes 24: %s", got)
+	}
+	// it still serves: the limit refused the forks, it did not end the server
+	if got := tool(t, boxed, "pid", nil); !strings.HasPrefix(got, "ok: ") {
+		t.Fatalf("after the refused forks: %s", got)
+	}
+	// and it runs as nobody, the bare one as Caddy's root
+	if got := tool(t, boxed, "uid", nil); got != "ok: uid=65534 gid=65534" {
+		t.Errorf("sandboxed with user nobody: %s", got)
+	}
+	if got := tool(t, bare, "uid", nil); got != "ok: uid=0 gid=0" {
+		t.Errorf("without the sandbox: %s", got)
+	}
+}
+
+// A restriction that cannot be applied fails the config with an error
+// naming it; best_effort loads it with what can be applied, logged.
+func TestSandboxFailsClosed(t *testing.T) {
+	needSandbox(t)
+	storage := t.TempDir()
+	c := caddyrun.StartCaddyfile(t, "\tstorage file_system "+storage+"\n", `
+:{{PORT}} {
+	bind 127.0.0.1
+	respond "up"
+}
+`)
+	route := func(box string) string {
+		return `
+:{{PORT}} {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command ` + self(t) + `
+		env ` + mcpserver.FakeEnv + ` escape
+		sandbox {` + box + `
+		}
+	}
+}
+`
+	}
+	for _, row := range []struct{ box, err string }{
+		{"\n\t\t\twrite " + storage, "would give the server Caddy's own " + storage},
+		{"\n\t\t\tread " + filepath.Dir(storage), "would give the server Caddy's own " + storage},
+		{"\n\t\t\tuser no-such-user-here", "unknown user no-such-user-here"},
+		{"\n\t\t\tprocesses 10", "the kernel exempts root from RLIMIT_NPROC"},
+		{"\n\t\t\tread /does/not/exist", "no such file or directory"},
+	} {
+		err := c.TryLoadCaddyfile("\tstorage file_system "+storage+"\n", route(row.box))
+		if err == nil || !strings.Contains(err.Error(), row.err) {
+			t.Errorf("sandbox {%s }: %v; want an error with %q", strings.ReplaceAll(row.box, "\n\t\t\t", " "), err, row.err)
+		}
+	}
+	// best_effort: the limit that cannot bind root is left out, and said so
+	logPath := t.TempDir() + "/caddy.log"
+	global := "\tstorage file_system " + storage + "\n\tlog {\n\t\toutput file " + logPath + "\n\t\tinclude http.handlers.mcp_stdio\n\t}\n"
+	if err := c.TryLoadCaddyfile(global, route("\n\t\t\tprocesses 10\n\t\t\tbest_effort")); err != nil {
+		t.Fatalf("best_effort: %v", err)
+	}
+	logs, _ := os.ReadFile(logPath)
+	if !strings.Contains(string(logs), "sandbox best_effort: a restriction is not applied") || !strings.Contains(string(logs), "rlimit processes: the server runs as root") {
+		t.Errorf("best_effort did not log what it left out: %s", logs)
+	}
+}
+
+// The sandbox applies to every child of a route: a 2026-07-28 pool child
+// and a prewarmed session child are as confined as a session's own.
+func TestSandboxEveryChild(t *testing.T) {
+	needSandbox(t)
+	logPath := t.TempDir() + "/caddy.log"
+	global := "\tlog {\n\t\toutput file " + logPath + "\n\t\tinclude http.handlers.mcp_stdio\n\t}\n"
+	c := caddyrun.StartCaddyfile(t, global, `
+:{{PORT}} {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command `+self(t)+`
+		env `+mcpserver.FakeEnv+` escape
+		child_era legacy
+		prewarm 1
+		shutdown_timeout 500ms
+		sandbox
+	}
+}
+`)
+	// 2026: a pool child
+	_, msg := modernPost(context.Background(), t, c.URL+"/mcp", "", 1, "tools/call", `{"name":"read","arguments":{"path":"/etc/shadow"}}`)
+	b, _ := json.Marshal(msg)
+	if !strings.Contains(string(b), "refused: ") {
+		t.Errorf("2026 pool child read /etc/shadow: %s", b)
+	}
+	// 2025: the prewarmed child
+	cl := newClient(t, c.URL+"/mcp")
+	cl.initialize()
+	if got := tool(t, cl, "read", map[string]any{"path": "/etc/shadow"}); !strings.HasPrefix(got, "refused:") {
+		t.Errorf("2025 session child read /etc/shadow: %s", got)
+	}
+	logs, _ := os.ReadFile(logPath)
+	for _, line := range []string{`"pool child started"`, `"session started"`} {
+		ok := false
+		for _, l := range strings.Split(string(logs), "\n") {
+			if strings.Contains(l, line) && strings.Contains(l, `"sandbox":"pid namespace, network namespace`) {
+				ok = true
+			}
+		}
+		if !ok {
+			t.Errorf("no %s line names the sandbox:\n%s", line, logs)
+		}
+	}
+	if !strings.Contains(string(logs), `"prewarmed":true`) {
+		t.Errorf("the session did not get the prewarmed child")
+	}
+}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
 	"github.com/caddymcp/caddymcp/internal/instanceid"
@@ -325,7 +326,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.spawner = &spawner{command: h.Command, args: h.Args, dir: h.Dir, inherited: h.inherited, env: h.Env, label: h.cmdLabel}
 	if h.Sandbox != nil {
-		pol, err := sandbox.Resolve(*h.Sandbox, h.Command, h.spawner.environ(nil))
+		pol, err := sandbox.Resolve(*h.Sandbox, h.Command, h.Dir, h.spawner.environ(nil), caddyDirs(ctx))
 		if err != nil {
 			return fmt.Errorf("mcp_stdio %s: %w", h.Command, err)
 		}
@@ -668,6 +669,16 @@ func (h *Handler) spawnFailed(w http.ResponseWriter, id json.RawMessage, err err
 	}
 	h.logger.Error("could not start MCP server process; answered 500", zap.String("command", h.Command), zap.Error(err))
 	writeRPCError(w, http.StatusInternalServerError, id, &rpcError{Code: codeInternalError, Message: "could not start the MCP server process"})
+}
+
+// caddyDirs are the directories a sandboxed server is never given: Caddy's
+// data and config directories and its file storage (the key ring, TLS keys).
+func caddyDirs(ctx caddy.Context) []string {
+	dirs := []string{caddy.AppDataDir(), caddy.AppConfigDir()}
+	if fs, ok := ctx.Storage().(*certmagic.FileStorage); ok {
+		dirs = append(dirs, fs.Path)
+	}
+	return dirs
 }
 
 // Interface guards

@@ -29,6 +29,7 @@ import (
 //	grandchild {tag}     starts a process in a session of its own, without the
 //	                     bridge's marker, ignoring SIGTERM, named caddymcp-orphan-<tag>
 //	pid                  its pid as Caddy's /proc sees it
+//	uid                  its uid and gid
 func runEscape() {
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 1<<20), 1<<20)
@@ -53,7 +54,7 @@ func runEscape() {
 				"serverInfo": map[string]any{"name": "escape", "version": "1"}}
 		case "tools/list":
 			var tools []any
-			for _, n := range []string{"read", "write", "environ", "connect", "listen", "fork", "alloc", "spin", "grandchild", "pid"} {
+			for _, n := range []string{"read", "write", "environ", "connect", "listen", "fork", "alloc", "spin", "grandchild", "pid", "uid"} {
 				tools = append(tools, map[string]any{"name": n, "inputSchema": map[string]any{"type": "object"}})
 			}
 			result = map[string]any{"tools": tools}
@@ -115,7 +116,10 @@ func escapeTool(name string, args map[string]any) string {
 		l.Close()
 		return "ok: listening on " + l.Addr().String()
 	case "fork":
-		started := 0
+		// the processes are ended and reaped here, one goroutine, so that
+		// no goroutine blocked in wait makes the runtime start threads
+		// (which count against the same limit)
+		var started []*exec.Cmd
 		var firstErr error
 		for i := 0; i < num("n"); i++ {
 			cmd := exec.Command("sleep", "30")
@@ -123,13 +127,16 @@ func escapeTool(name string, args map[string]any) string {
 				firstErr = err
 				break
 			}
-			started++
-			go func() { _ = cmd.Wait() }()
+			started = append(started, cmd)
+		}
+		for _, cmd := range started {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
 		}
 		if firstErr != nil {
-			return fmt.Sprintf("refused: %d started, then %v", started, firstErr)
+			return fmt.Sprintf("refused: %d started, then %v", len(started), firstErr)
 		}
-		return fmt.Sprintf("ok: %d started", started)
+		return fmt.Sprintf("ok: %d started", len(started))
 	case "alloc":
 		var keep [][]byte
 		for i := 0; i < num("mib"); i++ {
@@ -154,6 +161,8 @@ func escapeTool(name string, args map[string]any) string {
 			return refused(err)
 		}
 		return fmt.Sprintf("ok: started %d", cmd.Process.Pid)
+	case "uid":
+		return fmt.Sprintf("ok: uid=%d gid=%d", os.Getuid(), os.Getgid())
 	case "pid":
 		self, err := os.Readlink("/proc/self")
 		if err != nil {

@@ -94,6 +94,17 @@ func launch(arg string) {
 	if s.LoUp {
 		step("loopback", loopbackUp())
 	}
+	// the Landlock ruleset is built before the user switch: its paths are
+	// opened with Caddy's rights (another user may not reach /root/.npm to
+	// name it), and enforced once no_new_privs is set
+	ruleset, flags := -1, uint32(0)
+	if s.ABI > 0 {
+		var err error
+		ruleset, flags, err = buildLandlock(&s)
+		if err != nil {
+			step(fmt.Sprintf("landlock (ABI %d)", s.ABI), err)
+		}
+	}
 	if s.DropCaps {
 		step("capability bounding set", dropBounding())
 	}
@@ -105,8 +116,10 @@ func launch(arg string) {
 	for _, r := range s.Rlimits {
 		step("rlimit "+r.Name, setRlimit(r))
 	}
-	if s.ABI > 0 {
-		step(fmt.Sprintf("landlock (ABI %d)", s.ABI), restrictLandlock(&s))
+	if ruleset >= 0 {
+		err := llsyscall.LandlockRestrictSelf(ruleset, flags)
+		unix.Close(ruleset)
+		step(fmt.Sprintf("landlock (ABI %d)", s.ABI), err)
 	}
 	name := "seccomp (network protocols, native ABI)"
 	if s.Seccomp {
@@ -188,9 +201,9 @@ func setRlimit(r rlimit) error {
 	return syscall.Setrlimit(r.Resource, &want)
 }
 
-// restrictLandlock enforces the file system, TCP and IPC scope rules on
-// this thread.
-func restrictLandlock(s *spec) error {
+// buildLandlock makes the ruleset of the file system, TCP and IPC scope
+// rules (a close-on-exec descriptor).
+func buildLandlock(s *spec) (int, uint32, error) {
 	cfg := presets[s.ABI]
 	cfg.HandledAccessNet &= landlock.AccessNetSet(s.NetHandled)
 	if s.BestEffort {
@@ -218,13 +231,12 @@ func restrictLandlock(s *spec) error {
 	}
 	fd, flags, err := cfg.NewRulesetFD(rules...)
 	if err != nil {
-		return err
+		return -1, 0, err
 	}
 	if fd < 0 {
-		return errors.New("Landlock is not available on this kernel")
+		return -1, 0, errors.New("Landlock is not available on this kernel")
 	}
-	defer unix.Close(fd)
-	return llsyscall.LandlockRestrictSelf(fd, flags)
+	return fd, flags, nil
 }
 
 // presets are go-landlock's configs by ABI (index: ABI version).

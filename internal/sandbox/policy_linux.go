@@ -48,7 +48,7 @@ var defaultRead = []string{
 	"/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin",
 	"/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/crypto-policies",
 	"/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/nsswitch.conf", "/etc/gai.conf",
-	"/etc/passwd", "/etc/group", "/etc/localtime", "/etc/timezone", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+	"/etc/passwd", "/etc/group", "/etc/hostname", "/etc/localtime", "/etc/timezone", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
 	"/etc/alternatives", "/etc/os-release", "/etc/protocols", "/etc/services", "/etc/mime.types", "/etc/nodejs",
 	"/proc", "/sys/devices/system/cpu", "/sys/fs/cgroup",
 	"/dev/urandom", "/dev/random",
@@ -58,11 +58,12 @@ var defaultRead = []string{
 var defaultWrite = []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/tty"}
 
 // Resolve checks cfg against this kernel and Caddy's privileges for the
-// command (as exec.Command resolves it) and the environment its children
-// get, and runs the launcher once to prove that every restriction
+// command (as exec.Command resolves it in dir) and the environment its
+// children get, with protect (Caddy's data, config and storage
+// directories) never opened to them, and runs the launcher once to prove that every restriction
 // applies. Without best_effort, any that does not fails with an error
 // naming it.
-func Resolve(cfg Config, command string, env []string) (*Policy, error) {
+func Resolve(cfg Config, command, dir string, env []string, protect []string) (*Policy, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -101,14 +102,20 @@ func Resolve(cfg Config, command string, env []string) (*Policy, error) {
 	if !cfg.NoDefaultPaths {
 		ro = append(ro, defaultRead...)
 		rw = append(rw, defaultWrite...)
-		ro = append(ro, commandPaths(command, env)...)
+		ro = append(ro, commandPaths(command, dir, env)...)
 		if home := envValue(env, "HOME"); home != "" {
-			ro = append(ro, filepath.Join(home, ".npm"), filepath.Join(home, ".cache"))
+			// the npm and uv caches (npx and uvx read their packages there),
+			// not ~/.npmrc or ~/.config (tokens)
+			ro = append(ro, filepath.Join(home, ".npm"), filepath.Join(home, ".cache", "uv"), filepath.Join(home, ".local", "share", "uv"))
 		}
+		ro = slices.DeleteFunc(ro, func(p string) bool { return covers(p, protect) != "" })
 	}
 	for _, path := range append(append([]string(nil), cfg.Read...), cfg.Write...) {
 		if _, err := os.Stat(path); err != nil {
 			return nil, fmt.Errorf("sandbox: %w", err)
+		}
+		if p := covers(path, protect); p != "" {
+			return nil, fmt.Errorf("sandbox: %s would give the server Caddy's own %s", path, p)
 		}
 	}
 	ro = append(ro, cfg.Read...)
@@ -199,17 +206,23 @@ func (p *Policy) probe() (*report, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/proc/self/exe")
 	cmd.Args = []string{launcherName, string(b)}
-	cmd.Env = []string{}
+	cmd.Env = []string{"HOME=/", "PATH=/usr/bin:/bin"} // Caddy's init then finds its directories
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: p.cloneflags, Pdeathsig: syscall.SIGKILL}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(stderr.String()), "caddymcp sandbox: "))
-		if msg == "" {
-			msg = err.Error()
-			if p.cloneflags != 0 && errors.Is(err, syscall.EPERM) {
-				msg = "cannot create PID and network namespaces (" + err.Error() + "): Caddy needs root or CAP_SYS_ADMIN"
+		var msg string
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			if rest, ok := strings.CutPrefix(line, "caddymcp sandbox: "); ok {
+				msg = rest
 			}
+		}
+		switch {
+		case msg != "":
+		case p.cloneflags != 0 && errors.Is(err, syscall.EPERM):
+			msg = "cannot create PID and network namespaces (" + err.Error() + "): Caddy needs root or CAP_SYS_ADMIN"
+		default:
+			msg = "the launcher failed (" + err.Error() + "): " + strings.TrimSpace(stderr.String())
 		}
 		return nil, errors.New(msg)
 	}
@@ -342,10 +355,16 @@ var oomMarkers = [][]byte{[]byte("out of memory"), []byte("memoryerror"), []byte
 // commandPaths are the read-only paths a command needs: its directory
 // (its install prefix if it lies in a bin directory), and those of the
 // interpreter its #! line names, looked up in the child's PATH.
-func commandPaths(command string, env []string) []string {
+func commandPaths(command, dir string, env []string) []string {
+	if strings.Contains(command, "/") && !filepath.IsAbs(command) && dir != "" {
+		command = filepath.Join(dir, command) // os/exec resolves it in the child's dir
+	}
 	path, err := exec.LookPath(command)
 	if err != nil {
 		return nil
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
 	}
 	out := prefixOf(path)
 	interp := shebang(path)
@@ -371,9 +390,10 @@ func commandPaths(command string, env []string) []string {
 	return out
 }
 
-// prefixOf is the directory of path's target, or its parent for a bin
-// directory (/opt/node/bin/node: /opt/node), never "/" or a directory
-// right beneath it.
+// prefixOf is the directory of path and of its target, and, for a target
+// in a bin directory, the install prefix's lib, lib64, libexec, share and
+// node_modules beside it (/opt/node/bin/node: /opt/node/lib…), never the
+// whole parent (a ~/bin must not open the home directory).
 func prefixOf(path string) []string {
 	out := []string{filepath.Dir(path)}
 	real, err := filepath.EvalSymlinks(path)
@@ -381,12 +401,16 @@ func prefixOf(path string) []string {
 		return out
 	}
 	dir := filepath.Dir(real)
+	out = append(out, dir)
 	if filepath.Base(dir) == "bin" {
-		if up := filepath.Dir(dir); strings.Count(up, "/") >= 2 {
-			dir = up
+		up := filepath.Dir(dir)
+		for _, sub := range []string{"lib", "lib64", "libexec", "share", "node_modules"} {
+			if st, err := os.Stat(filepath.Join(up, sub)); err == nil && st.IsDir() {
+				out = append(out, filepath.Join(up, sub))
+			}
 		}
 	}
-	return append(out, dir)
+	return out
 }
 
 // shebang reads the interpreter line of a script ("" words: a binary).
@@ -423,6 +447,27 @@ func envValue(env []string, name string) string {
 	for i := len(env) - 1; i >= 0; i-- {
 		if v, ok := strings.CutPrefix(env[i], name+"="); ok {
 			return v
+		}
+	}
+	return ""
+}
+
+// covers returns the protected path that path is or holds, or "".
+func covers(path string, protect []string) string {
+	path = filepath.Clean(path)
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
+	for _, p := range protect {
+		if p == "" {
+			continue
+		}
+		p = filepath.Clean(p)
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real
+		}
+		if p == path || strings.HasPrefix(p, strings.TrimSuffix(path, "/")+"/") {
+			return p
 		}
 	}
 	return ""

@@ -12,7 +12,7 @@ import (
 type Policy struct{}
 
 // Resolve refuses the sandbox: its restrictions are Linux's.
-func Resolve(cfg Config, command string, env []string) (*Policy, error) {
+func Resolve(cfg Config, command, dir string, env []string, protect []string) (*Policy, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
