@@ -23,11 +23,18 @@ fi
 only=()
 if [ -n "${BENCH_LEVELS_ONLY:-}" ]; then only=(-levels-only); fi
 n=$(nproc)
+run=()
 if [ "$n" -ge 8 ] && command -v taskset > /dev/null; then
 	export BENCH_SESSIONS="${BENCH_SESSIONS:-1,16,64,256}"
 	half=$((n / 2))
 	export BENCH_SERVER_CPUS="0-$((half - 1))"
 	echo "servers on CPUs $BENCH_SERVER_CPUS, load generator on $half-$((n - 1))"
-	exec taskset -c "$half-$((n - 1))" bin/mcpbench -supergateway "$sg" "${only[@]}" "$@"
+	run=(taskset -c "$half-$((n - 1))")
 fi
-bin/mcpbench -supergateway "$sg" "${only[@]}" "$@"
+"${run[@]}" bin/mcpbench -supergateway "$sg" "${only[@]}" "$@"
+# what the sandbox costs (README "Performance"): child start and calls/s
+# with and without it, alternating rounds; BENCH_SANDBOX_ROUNDS=0 skips it
+# (it needs root: the sandbox's namespaces)
+if [ $# -eq 0 ] && [ "${BENCH_SANDBOX_ROUNDS:-5}" != 0 ] && [ "$(id -u)" = 0 ]; then
+	"${run[@]}" bin/mcpbench -sandbox "${BENCH_SANDBOX_ROUNDS:-5}"
+fi

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -42,10 +43,15 @@ func needSandbox(t *testing.T) {
 // escapeSite serves the escape server twice: /bare without a sandbox and
 // /boxed with box (a sandbox block's body); Caddy's storage is storage.
 func escapeSite(t *testing.T, storage, box string) string {
+	return escapeSiteWith(t, self(t), box)
+}
+
+// escapeSiteWith is escapeSite with the server exe.
+func escapeSiteWith(t *testing.T, exe, box string) string {
 	route := func(path, extra string) string {
 		return `
 	mcp_stdio ` + path + ` {
-		command ` + self(t) + `
+		command ` + exe + `
 		env ` + mcpserver.FakeEnv + ` escape
 		env ESCAPE_SECRET secret-of-` + strings.TrimPrefix(path, "/") + `
 		shutdown_timeout 500ms` + extra + `
@@ -269,7 +275,14 @@ func TestSandboxLimitsReportTheCause(t *testing.T) {
 	needSandbox(t)
 	logPath := t.TempDir() + "/audit.log"
 	global := "\tlog audit {\n\t\toutput file " + logPath + "\n\t\tinclude http.handlers.mcp_stdio.audit\n\t}\n"
-	c := caddyrun.StartCaddyfile(t, global, escapeSite(t, "", "\n\t\t\tmemory 256MiB\n\t\t\tcpu_time 1s"))
+	// the fake as a program of its own, without the race detector (whose
+	// shadow memory would not fit in the limit)
+	exe := filepath.Join(t.TempDir(), "fakeserver")
+	build := exec.Command("go", "build", "-o", exe, "github.com/caddymcp/caddymcp/internal/mcpserver/fakeserver")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build fakeserver: %v\n%s", err, out)
+	}
+	c := caddyrun.StartCaddyfile(t, global, escapeSiteWith(t, exe, "\n\t\t\tmemory 256MiB\n\t\t\tcpu_time 1s"))
 	bare, boxed := newClient(t, c.URL+"/bare"), newClient(t, c.URL+"/boxed")
 	bare.initialize()
 	boxed.initialize()

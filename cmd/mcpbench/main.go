@@ -42,6 +42,7 @@ var (
 	overheadRounds = flag.Int("overhead", 0, "only measure what the audit log costs, in this many alternating rounds")
 	auditFile      = flag.String("audit", "", "write the audit log (http.handlers.mcp_*.audit) to this file, to measure its cost")
 	levelsOnly     = flag.Bool("levels-only", false, "only the by-concurrency table (BENCH_LEVELS_ONLY=1 in make bench)")
+	sandboxRounds  = flag.Int("sandbox", 0, "only measure what the sandbox costs (child start, calls/s), in this many alternating rounds")
 )
 
 // modernRow is the 2026-07-28 load: clients without sessions.
@@ -98,6 +99,14 @@ func main() {
 	server, _ := filepath.Abs(*serverBin)
 	var rows []row
 	var modern []modernRow
+	if *sandboxRounds > 0 {
+		t := sandboxCost(dir, server, *sandboxRounds)
+		fmt.Print(t)
+		sb := filepath.Join(filepath.Dir(*out), "bench-sandbox.md")
+		os.MkdirAll(filepath.Dir(sb), 0o755)
+		os.WriteFile(sb, []byte(t), 0o644)
+		return
+	}
 	if *idleSessions > 0 {
 		tiny, _ := filepath.Abs(*tinyBin)
 		fmt.Print(idle(dir, tiny, *idleSessions))

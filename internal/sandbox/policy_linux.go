@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caddymcp/caddymcp/internal/sandbox/launch"
 	llsyscall "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	"golang.org/x/sys/unix"
 )
@@ -24,7 +25,7 @@ import (
 // Policy is a Config resolved on this machine for one command: the
 // launcher's spec, the namespaces and what the probe found applied.
 type Policy struct {
-	base       spec
+	base       launch.Spec
 	cloneflags uintptr
 	memory     *Limit
 	cpu        *Limit
@@ -87,7 +88,7 @@ func Resolve(cfg Config, command, dir string, env []string, protect []string) (*
 	case abi < minABI && !cfg.BestEffort:
 		return nil, fmt.Errorf("sandbox: this kernel's Landlock ABI is %d; the sandbox needs %d (Linux 6.7) to restrict TCP; add best_effort to start servers with ABI %d", abi, minABI, abi)
 	default:
-		s.ABI = min(abi, len(presets)-1)
+		s.ABI = min(abi, len(launch.Presets)-1)
 	}
 	s.NetHandled = llsyscall.AccessNetBindTCP
 	if cfg.network() == "none" || len(cfg.ConnectPorts) > 0 {
@@ -151,7 +152,7 @@ func Resolve(cfg Config, command, dir string, env []string, protect []string) (*
 
 	// rlimits
 	if cfg.Memory > 0 {
-		s.Rlimits = append(s.Rlimits, rlimit{Name: "memory", Resource: syscall.RLIMIT_DATA, Cur: uint64(cfg.Memory), Max: uint64(cfg.Memory)})
+		s.Rlimits = append(s.Rlimits, launch.Rlimit{Name: "memory", Resource: syscall.RLIMIT_DATA, Cur: uint64(cfg.Memory), Max: uint64(cfg.Memory)})
 	}
 	if cfg.Processes > 0 {
 		if childUID == 0 {
@@ -160,19 +161,19 @@ func Resolve(cfg Config, command, dir string, env []string, protect []string) (*
 			}
 			p.skipped = append(p.skipped, "rlimit processes: the server runs as root")
 		} else {
-			s.Rlimits = append(s.Rlimits, rlimit{Name: "processes", Resource: unix.RLIMIT_NPROC, Cur: uint64(cfg.Processes), Max: uint64(cfg.Processes)})
+			s.Rlimits = append(s.Rlimits, launch.Rlimit{Name: "processes", Resource: unix.RLIMIT_NPROC, Cur: uint64(cfg.Processes), Max: uint64(cfg.Processes)})
 		}
 	}
 	if cfg.CPUTime > 0 {
 		secs := uint64((time.Duration(cfg.CPUTime) + time.Second - 1) / time.Second)
 		// SIGXCPU at the limit, SIGKILL a second later
-		s.Rlimits = append(s.Rlimits, rlimit{Name: "cpu_time", Resource: syscall.RLIMIT_CPU, Cur: secs, Max: secs + 1})
+		s.Rlimits = append(s.Rlimits, launch.Rlimit{Name: "cpu_time", Resource: syscall.RLIMIT_CPU, Cur: secs, Max: secs + 1})
 	}
 	if cfg.OpenFiles > 0 {
-		s.Rlimits = append(s.Rlimits, rlimit{Name: "open_files", Resource: syscall.RLIMIT_NOFILE, Cur: uint64(cfg.OpenFiles), Max: uint64(cfg.OpenFiles)})
+		s.Rlimits = append(s.Rlimits, launch.Rlimit{Name: "open_files", Resource: syscall.RLIMIT_NOFILE, Cur: uint64(cfg.OpenFiles), Max: uint64(cfg.OpenFiles)})
 	}
 	if cfg.FileSize > 0 {
-		s.Rlimits = append(s.Rlimits, rlimit{Name: "file_size", Resource: syscall.RLIMIT_FSIZE, Cur: uint64(cfg.FileSize), Max: uint64(cfg.FileSize)})
+		s.Rlimits = append(s.Rlimits, launch.Rlimit{Name: "file_size", Resource: syscall.RLIMIT_FSIZE, Cur: uint64(cfg.FileSize), Max: uint64(cfg.FileSize)})
 	}
 
 	rep, err := p.probe()
@@ -200,12 +201,12 @@ func Resolve(cfg Config, command, dir string, env []string, protect []string) (*
 
 // probe runs the launcher with the policy and no server, and reads what
 // it applied.
-func (p *Policy) probe() (*report, error) {
+func (p *Policy) probe() (*launch.Report, error) {
 	b, _ := json.Marshal(p.base)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/proc/self/exe")
-	cmd.Args = []string{launcherName, string(b)}
+	cmd.Args = []string{launch.Name, string(b)}
 	cmd.Env = []string{"HOME=/", "PATH=/usr/bin:/bin"} // Caddy's init then finds its directories
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: p.cloneflags, Pdeathsig: syscall.SIGKILL}
 	var stdout, stderr bytes.Buffer
@@ -226,7 +227,7 @@ func (p *Policy) probe() (*report, error) {
 		}
 		return nil, errors.New(msg)
 	}
-	var rep report
+	var rep launch.Report
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		return nil, fmt.Errorf("the launcher's report: %w", err)
 	}
@@ -274,7 +275,7 @@ func (p *Policy) Wrap(cmd *exec.Cmd) (cleanup func(), err error) {
 		return nil, err
 	}
 	cmd.Path = "/proc/self/exe"
-	cmd.Args = []string{launcherName, string(b)}
+	cmd.Args = []string{launch.Name, string(b)}
 	env := make([]string, 0, len(cmd.Env)+1)
 	for _, kv := range cmd.Env {
 		if !strings.HasPrefix(kv, "TMPDIR=") {

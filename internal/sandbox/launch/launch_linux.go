@@ -1,4 +1,9 @@
-package sandbox
+// Package launch is the sandbox's launcher: Caddy's own executable started
+// as argv[0] "caddymcp-sandbox" applies a Spec to itself and executes the
+// server. It imports nothing of Caddy's, so that Go initializes it (and its
+// init execs the server) before Caddy's own packages: the launcher then
+// costs the Go runtime's start, not Caddy's.
+package launch
 
 import (
 	"encoding/json"
@@ -17,15 +22,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// launcherName is argv[0] of Caddy's executable started as a launcher.
-const launcherName = "caddymcp-sandbox"
+// Name is argv[0] of Caddy's executable started as a launcher.
+const Name = "caddymcp-sandbox"
 
-// launchExit is the launcher's exit status when a restriction could not
+// Exit is the launcher's exit status when a restriction could not
 // be applied (the server was not started).
-const launchExit = 126
+const Exit = 126
 
-// spec is what one launcher applies, passed as its only argument.
-type spec struct {
+// Spec is what one launcher applies, passed as its only argument.
+type Spec struct {
 	Path string   `json:"path,omitempty"` // the server; "" for a probe
 	Args []string `json:"args,omitempty"`
 
@@ -40,26 +45,27 @@ type spec struct {
 	UID        int      `json:"uid"`         // -1: Caddy's
 	GID        int      `json:"gid"`         // -1: Caddy's
 	DropCaps   bool     `json:"drop_caps"`   // empty the bounding set (needs CAP_SETPCAP)
-	Rlimits    []rlimit `json:"rlimits"`     // set after the user switch
+	Rlimits    []Rlimit `json:"rlimits"`     // set after the user switch
 	Seccomp    bool     `json:"seccomp"`     // load the filter
 	BestEffort bool     `json:"best_effort"` // skip what cannot be applied, saying so
 }
 
-type rlimit struct {
+// Rlimit is one resource limit.
+type Rlimit struct {
 	Name     string `json:"name"`
 	Resource int    `json:"resource"`
 	Cur      uint64 `json:"cur"`
 	Max      uint64 `json:"max"`
 }
 
-// report is what a probe launcher prints: what it applied and skipped.
-type report struct {
+// Report is what a probe launcher prints: what it applied and skipped.
+type Report struct {
 	Applied []string `json:"applied"`
 	Skipped []string `json:"skipped"`
 }
 
 func init() {
-	if len(os.Args) == 2 && os.Args[0] == launcherName {
+	if len(os.Args) == 2 && os.Args[0] == Name {
 		launch(os.Args[1]) // never returns
 	}
 }
@@ -70,12 +76,12 @@ func init() {
 // seccomp are per thread, and execve keeps the thread's.
 func launch(arg string) {
 	runtime.LockOSThread()
-	var s spec
+	var s Spec
 	if err := json.Unmarshal([]byte(arg), &s); err != nil {
 		fmt.Fprintln(os.Stderr, "caddymcp sandbox: bad launcher argument:", err)
-		os.Exit(launchExit)
+		os.Exit(Exit)
 	}
-	var rep report
+	var rep Report
 	step := func(name string, err error) {
 		if err == nil {
 			rep.Applied = append(rep.Applied, name)
@@ -89,7 +95,7 @@ func launch(arg string) {
 			return
 		}
 		fmt.Fprintf(os.Stderr, "caddymcp sandbox: %s: %v\n", name, err)
-		os.Exit(launchExit)
+		os.Exit(Exit)
 	}
 	if s.LoUp {
 		step("loopback", loopbackUp())
@@ -133,7 +139,7 @@ func launch(arg string) {
 	}
 	err := syscall.Exec(s.Path, s.Args, os.Environ())
 	fmt.Fprintf(os.Stderr, "caddymcp sandbox: could not execute %s: %v\n", s.Path, err)
-	os.Exit(launchExit)
+	os.Exit(Exit)
 }
 
 // loopbackUp brings lo up in the process's own network namespace.
@@ -190,7 +196,7 @@ func dropCaps() error {
 }
 
 // setRlimit lowers one limit; a hard limit already below it stays.
-func setRlimit(r rlimit) error {
+func setRlimit(r Rlimit) error {
 	var cur syscall.Rlimit
 	if err := syscall.Getrlimit(r.Resource, &cur); err != nil {
 		return err
@@ -203,8 +209,8 @@ func setRlimit(r rlimit) error {
 
 // buildLandlock makes the ruleset of the file system, TCP and IPC scope
 // rules (a close-on-exec descriptor).
-func buildLandlock(s *spec) (int, uint32, error) {
-	cfg := presets[s.ABI]
+func buildLandlock(s *Spec) (int, uint32, error) {
+	cfg := Presets[s.ABI]
 	cfg.HandledAccessNet &= landlock.AccessNetSet(s.NetHandled)
 	if s.BestEffort {
 		cfg = cfg.BestEffort()
@@ -239,8 +245,8 @@ func buildLandlock(s *spec) (int, uint32, error) {
 	return fd, flags, nil
 }
 
-// presets are go-landlock's configs by ABI (index: ABI version).
-var presets = []landlock.Config{{}, landlock.V1, landlock.V2, landlock.V3, landlock.V4, landlock.V5,
+// Presets are go-landlock's configs by ABI (index: ABI version).
+var Presets = []landlock.Config{{}, landlock.V1, landlock.V2, landlock.V3, landlock.V4, landlock.V5,
 	landlock.V6, landlock.V7, landlock.V8, landlock.V9, landlock.V10, landlock.V11}
 
 // deniedSyscalls are refused with EPERM: no stdio MCP server needs them,
