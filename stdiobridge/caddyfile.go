@@ -104,6 +104,7 @@ var repeatable = map[string]bool{"env": true, "inherit_env": true, "allowed_host
 //			open_files <n>
 //			file_size <size>
 //			seccomp on|off
+//			unix_sockets
 //			best_effort
 //		}
 //	}
@@ -319,13 +320,16 @@ func parseSandbox(d *caddyfile.Dispenser) (*sandbox.Config, error) {
 			} else {
 				sb.Write = append(sb.Write, args...)
 			}
-		case "no_default_paths", "best_effort":
+		case "no_default_paths", "best_effort", "unix_sockets":
 			if d.NextArg() {
 				return nil, d.ArgErr()
 			}
-			if opt == "best_effort" {
+			switch opt {
+			case "best_effort":
 				sb.BestEffort = true
-			} else {
+			case "unix_sockets":
+				sb.UnixSockets = true
+			default:
 				sb.NoDefaultPaths = true
 			}
 		case "network":

@@ -54,6 +54,7 @@ func TestCaddyfileSandbox(t *testing.T) {
 		open_files 1024
 		file_size 1GiB
 		seccomp off
+		unix_sockets
 		best_effort
 	}
 }`)
@@ -61,7 +62,7 @@ func TestCaddyfileSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, _ := json.Marshal(h.Sandbox)
-	want := `{"read":["/a","/b","/c"],"write":["/d"],"no_default_paths":true,"network":"outbound","connect_ports":[443,80],"user":"nobody","group":"nogroup","memory":268435456,"processes":64,"cpu_time":600000000000,"open_files":1024,"file_size":1073741824,"seccomp":false,"best_effort":true}`
+	want := `{"read":["/a","/b","/c"],"write":["/d"],"no_default_paths":true,"network":"outbound","connect_ports":[443,80],"user":"nobody","group":"nogroup","memory":268435456,"processes":64,"cpu_time":600000000000,"open_files":1024,"file_size":1073741824,"seccomp":false,"unix_sockets":true,"best_effort":true}`
 	if string(got) != want {
 		t.Errorf("sandbox block:\n got %s\nwant %s", got, want)
 	}

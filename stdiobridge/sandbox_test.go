@@ -126,6 +126,21 @@ func TestSandboxRefusesEscapes(t *testing.T) {
 	}
 	allowedDir := t.TempDir()
 	outside := t.TempDir()
+	sock := filepath.Join(t.TempDir(), "daemon.sock")
+	ul, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ul.Close()
+	go func() {
+		for {
+			c, err := ul.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
 	_, allowedPort := listenLoopback(t)
 	_, otherPort := listenLoopback(t)
 	box := "\n\t\t\tnetwork outbound " + strconv.Itoa(allowedPort) + "\n\t\t\twrite " + allowedDir
@@ -165,6 +180,7 @@ func TestSandboxRefusesEscapes(t *testing.T) {
 		{"read Caddy's environ", "environ", func(int) map[string]any { return map[string]any{"pid": os.Getpid()} }, "refused:", true, false},
 		{"connect to a port not allowed", "connect", func(int) map[string]any { return map[string]any{"addr": "127.0.0.1:" + strconv.Itoa(otherPort)} }, "refused:", true, false},
 		{"connect to the allowed port", "connect", func(int) map[string]any { return map[string]any{"addr": "127.0.0.1:" + strconv.Itoa(allowedPort)} }, "ok:", true, true},
+		{"connect to a local daemon's UNIX socket", "unix", func(int) map[string]any { return map[string]any{"path": sock} }, "refused:", true, false},
 		{"listen on a port", "listen", func(int) map[string]any { return map[string]any{"addr": "127.0.0.1:0"} }, "refused:", true, false},
 	}
 	for _, row := range rows {

@@ -22,6 +22,7 @@ import (
 //	write {path}         creates a file
 //	environ {pid}        reads /proc/<pid>/environ
 //	connect {addr}       opens a TCP connection
+//	unix {path}          connects to a UNIX socket
 //	listen {addr}        listens on a TCP address
 //	fork {n}             starts n processes that sleep, and says how many started
 //	alloc {mib}          allocates and touches mib MiB (the process dies if it cannot)
@@ -54,7 +55,7 @@ func runEscape() {
 				"serverInfo": map[string]any{"name": "escape", "version": "1"}}
 		case "tools/list":
 			var tools []any
-			for _, n := range []string{"read", "write", "environ", "connect", "listen", "fork", "alloc", "spin", "grandchild", "pid", "uid"} {
+			for _, n := range []string{"read", "write", "environ", "connect", "unix", "listen", "fork", "alloc", "spin", "grandchild", "pid", "uid"} {
 				tools = append(tools, map[string]any{"name": n, "inputSchema": map[string]any{"type": "object"}})
 			}
 			result = map[string]any{"tools": tools}
@@ -103,6 +104,13 @@ func escapeTool(name string, args map[string]any) string {
 		return "ok: " + strings.ReplaceAll(string(b), "\x00", "\n")
 	case "connect":
 		c, err := net.DialTimeout("tcp", str("addr"), 5*time.Second)
+		if err != nil {
+			return refused(err)
+		}
+		c.Close()
+		return "ok: connected"
+	case "unix":
+		c, err := net.DialTimeout("unix", str("path"), 5*time.Second)
 		if err != nil {
 			return refused(err)
 		}

@@ -56,7 +56,7 @@ var defaultRead = []string{
 }
 
 // defaultWrite are the devices every program writes.
-var defaultWrite = []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/tty"}
+var defaultWrite = []string{"/dev/null", "/dev/zero", "/dev/full"}
 
 // Resolve checks cfg against this kernel and Caddy's privileges for the
 // command (as exec.Command resolves it in dir) and the environment its
@@ -75,6 +75,7 @@ func Resolve(cfg Config, command, dir string, env []string, protect []string) (*
 	s.UID, s.GID = -1, -1
 	s.BestEffort = cfg.BestEffort
 	s.Seccomp = cfg.seccomp()
+	s.Unix = cfg.UnixSockets
 	root := os.Geteuid() == 0
 
 	// Landlock

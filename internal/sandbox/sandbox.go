@@ -73,6 +73,12 @@ type Config struct {
 	// the system calls a stdio server never needs are refused with
 	// EPERM: ptrace, mount, kernel modules, keyctl, bpf, namespaces…).
 	Seccomp *bool `json:"seccomp,omitempty"`
+	// UnixSockets lets the server create UNIX domain sockets
+	// (socket(AF_UNIX)), to reach a local daemon. Default: refused, as
+	// Landlock before ABI 9 does not confine them to paths: a server could
+	// connect to any socket file its user may write (a root server to
+	// /var/run/docker.sock). socketpair(2) works either way.
+	UnixSockets bool `json:"unix_sockets,omitempty"`
 	// BestEffort starts the server with what this kernel and Caddy's
 	// privileges allow, logging what could not be applied. Without it,
 	// a restriction that cannot be applied fails provisioning.

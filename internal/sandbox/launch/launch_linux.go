@@ -46,7 +46,8 @@ type Spec struct {
 	GID        int      `json:"gid"`         // -1: Caddy's
 	DropCaps   bool     `json:"drop_caps"`   // empty the bounding set (needs CAP_SETPCAP)
 	Rlimits    []Rlimit `json:"rlimits"`     // set after the user switch
-	Seccomp    bool     `json:"seccomp"`     // load the filter
+	Seccomp    bool     `json:"seccomp"`     // load the deny list
+	Unix       bool     `json:"unix"`        // allow socket(AF_UNIX)
 	BestEffort bool     `json:"best_effort"` // skip what cannot be applied, saying so
 }
 
@@ -131,7 +132,7 @@ func launch(arg string) {
 	if s.Seccomp {
 		name = "seccomp"
 	}
-	step(name, loadSeccomp(s.Seccomp))
+	step(name, loadSeccomp(s.Seccomp, s.Unix))
 	if s.Path == "" {
 		b, _ := json.Marshal(rep)
 		os.Stdout.Write(append(b, '\n'))
@@ -274,10 +275,11 @@ const (
 )
 
 // loadSeccomp installs the filters on this thread: always one that refuses
-// sockets of the protocols Landlock does not restrict (MPTCP, SCTP) and
+// sockets of the protocols Landlock does not restrict (MPTCP, SCTP, and
+// UNIX unless unixSockets) and
 // every system call of another ABI (a 32-bit call of an x86-64 process is
 // not what a filter by number reads); with deny, the deny list too.
-func loadSeccomp(deny bool) error {
+func loadSeccomp(deny, unixSockets bool) error {
 	info, err := arch.GetInfo("")
 	if err != nil {
 		return err
@@ -289,6 +291,11 @@ func loadSeccomp(deny bool) error {
 		{Name: "socket", Conditions: seccomp.ArgumentConditions{{Argument: 2, Operation: seccomp.Equal, Value: ipprotoMPTCP}}},
 		{Name: "socket", Conditions: seccomp.ArgumentConditions{{Argument: 2, Operation: seccomp.Equal, Value: ipprotoSCTP}}},
 	}}}
+	if !unixSockets {
+		// pathname UNIX sockets are not Landlock's before ABI 9
+		groups[0].NamesWithCondtions = append(groups[0].NamesWithCondtions, seccomp.NameWithConditions{
+			Name: "socket", Conditions: seccomp.ArgumentConditions{{Argument: 0, Operation: seccomp.Equal, Value: unix.AF_UNIX}}})
+	}
 	if deny {
 		var names []string
 		for _, n := range deniedSyscalls {
