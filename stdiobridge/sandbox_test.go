@@ -181,6 +181,15 @@ func TestSandboxRefusesEscapes(t *testing.T) {
 		{"connect to a port not allowed", "connect", func(int) map[string]any { return map[string]any{"addr": "127.0.0.1:" + strconv.Itoa(otherPort)} }, "refused:", true, false},
 		{"connect to the allowed port", "connect", func(int) map[string]any { return map[string]any{"addr": "127.0.0.1:" + strconv.Itoa(allowedPort)} }, "ok:", true, true},
 		{"connect to a local daemon's UNIX socket", "unix", func(int) map[string]any { return map[string]any{"path": sock} }, "refused:", true, false},
+		{"socket of MPTCP with the protocol's high bits set", "sys", func(int) map[string]any { return map[string]any{"op": "mptcp_high_bits"} }, "refused:", true, false},
+		{"socket of UNIX with the family's high bits set", "sys", func(int) map[string]any { return map[string]any{"op": "unix_high_bits"} }, "refused:", true, false},
+		{"socket of VSOCK", "sys", func(int) map[string]any { return map[string]any{"op": "vsock"} }, "refused:", true, false},
+		{"TCP Fast Open to a port not allowed", "sys", func(int) map[string]any {
+			return map[string]any{"op": "tcp_fast_open", "addr": "127.0.0.1:" + strconv.Itoa(otherPort)}
+		}, "refused:", true, false},
+		{"listen without bind", "sys", func(int) map[string]any { return map[string]any{"op": "listen_unbound"} }, "refused:", true, false},
+		{"clone into a user namespace", "sys", func(int) map[string]any { return map[string]any{"op": "clone_newuser"} }, "refused:", true, false},
+		{"clone3", "sys", func(int) map[string]any { return map[string]any{"op": "clone3"} }, "refused:", true, false},
 		{"listen on a port", "listen", func(int) map[string]any { return map[string]any{"addr": "127.0.0.1:0"} }, "refused:", true, false},
 	}
 	for _, row := range rows {

@@ -333,6 +333,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		for _, why := range pol.Skipped() {
 			h.logger.Warn("sandbox best_effort: a restriction is not applied", zap.String("command", h.Command), zap.String("skipped", why))
 		}
+		if h.Sandbox.Network == "outbound" && len(h.Sandbox.ConnectPorts) == 0 {
+			h.logger.Warn("sandbox network outbound without ports: the server may connect to any TCP port, Caddy's admin endpoint (default localhost:2019) included; list the ports it needs, or set admin off or to a unix socket",
+				zap.String("command", h.Command))
+		}
 		h.logger.Info("sandbox ready", zap.String("command", h.Command), zap.String("sandbox", pol.Summary()))
 		h.policy, h.spawner.policy = pol, pol
 	}

@@ -120,7 +120,7 @@ func Start(cfg Config, sink Sink, logger *zap.Logger) (*Process, error) {
 		cleanup()
 		return nil, err
 	}
-	c, err := startChild(cmd, stdinR, stdoutW, stderrW, flags)
+	c, err := startChild(cmd, stdinR, stdoutW, stderrW, flags, cfg.Sandbox != nil)
 	if err != nil {
 		for _, f := range []*os.File{stdinR, stdinW, stdoutR, stdoutW, stderrR, stderrW} {
 			f.Close()
@@ -348,10 +348,10 @@ func (c *child) cpuTime() time.Duration {
 
 // startWithExec starts cmd through os/exec, in its own process group. Its
 // Wait holds an OS thread in waitid while the child lives.
-func startWithExec(cmd *exec.Cmd, stdin, stdout, stderr *os.File, cloneflags uintptr) (*child, error) {
+func startWithExec(cmd *exec.Cmd, stdin, stdout, stderr *os.File, cloneflags uintptr, setsid bool) (*child, error) {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	setProcessGroup(cmd)
-	setCloneflags(cmd, cloneflags)
+	setSandboxAttrs(cmd, cloneflags, setsid)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

@@ -166,18 +166,18 @@ var pidfdWorks = sync.OnceValue(func() bool {
 // startChild starts cmd's process (its resolved path, arguments,
 // environment and directory) in its own process group, with the parent
 // death signal, holding a pidfd for it.
-func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File, cloneflags uintptr) (*child, error) {
+func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File, cloneflags uintptr, setsid bool) (*child, error) {
 	if !pidfdWorks() {
-		return startWithExec(cmd, stdin, stdout, stderr, cloneflags)
+		return startWithExec(cmd, stdin, stdout, stderr, cloneflags, setsid)
 	}
 	if cmd.Err != nil { // the command was not found (exec.Command's LookPath)
 		return nil, cmd.Err
 	}
 	setProcessGroup(cmd) // the attributes os/exec would start it with
+	setSandboxAttrs(cmd, cloneflags, setsid)
 	pidfd := -1
 	sys := *cmd.SysProcAttr
 	sys.PidFD = &pidfd
-	sys.Cloneflags = cloneflags
 	pid, _, err := syscall.StartProcess(cmd.Path, cmd.Args, &syscall.ProcAttr{
 		Dir:   cmd.Dir,
 		Env:   cmd.Environ(),
@@ -196,8 +196,16 @@ func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File, cloneflags uintpt
 	return c, nil
 }
 
-// setCloneflags starts the child in new namespaces (a sandbox's).
-func setCloneflags(cmd *exec.Cmd, flags uintptr) { cmd.SysProcAttr.Cloneflags = flags }
+// setSandboxAttrs starts a sandboxed child in new namespaces, and in a
+// session of its own (a process group of its own too, so the group kill
+// still reaches it), so that it has no controlling terminal: Caddy's
+// terminal, if it has one, is not the server's to write to or read from.
+func setSandboxAttrs(cmd *exec.Cmd, flags uintptr, setsid bool) {
+	cmd.SysProcAttr.Cloneflags = flags
+	if setsid {
+		cmd.SysProcAttr.Setsid, cmd.SysProcAttr.Setpgid = true, false
+	}
+}
 
 // cpuOf is the user and system time in ru.
 func cpuOf(ru *syscall.Rusage) time.Duration {

@@ -9,11 +9,11 @@ import (
 )
 
 // startChild starts the server process through os/exec.
-func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File, cloneflags uintptr) (*child, error) {
-	return startWithExec(cmd, stdin, stdout, stderr, cloneflags)
+func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File, cloneflags uintptr, setsid bool) (*child, error) {
+	return startWithExec(cmd, stdin, stdout, stderr, cloneflags, setsid)
 }
 
-func setCloneflags(*exec.Cmd, uintptr) {}
+func setSandboxAttrs(*exec.Cmd, uintptr, bool) {}
 
 func setParentDeathSignal(*syscall.SysProcAttr) {}
 

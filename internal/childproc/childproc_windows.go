@@ -16,11 +16,11 @@ func killGroup(c *child, _ bool) {
 }
 
 // startChild starts the server process through os/exec.
-func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File, cloneflags uintptr) (*child, error) {
-	return startWithExec(cmd, stdin, stdout, stderr, cloneflags)
+func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File, cloneflags uintptr, setsid bool) (*child, error) {
+	return startWithExec(cmd, stdin, stdout, stderr, cloneflags, setsid)
 }
 
-func setCloneflags(*exec.Cmd, uintptr) {}
+func setSandboxAttrs(*exec.Cmd, uintptr, bool) {}
 
 // markInheritableFDs: Windows children inherit only handles marked
 // inheritable, and Go marks none but the child's stdio.

@@ -1,3 +1,5 @@
+//go:build linux
+
 package mcpserver
 
 import (
@@ -8,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -31,6 +34,8 @@ import (
 //	                     bridge's marker, ignoring SIGTERM, named caddymcp-orphan-<tag>
 //	pid                  its pid as Caddy's /proc sees it
 //	uid                  its uid and gid
+//	sys {op, addr}       a raw system call a filter must read as the kernel does
+//	                     (escapeSyscall)
 func runEscape() {
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 1<<20), 1<<20)
@@ -55,7 +60,7 @@ func runEscape() {
 				"serverInfo": map[string]any{"name": "escape", "version": "1"}}
 		case "tools/list":
 			var tools []any
-			for _, n := range []string{"read", "write", "environ", "connect", "unix", "listen", "fork", "alloc", "spin", "grandchild", "pid", "uid"} {
+			for _, n := range []string{"read", "write", "environ", "connect", "unix", "listen", "fork", "alloc", "spin", "grandchild", "pid", "uid", "sys"} {
 				tools = append(tools, map[string]any{"name": n, "inputSchema": map[string]any{"type": "object"}})
 			}
 			result = map[string]any{"tools": tools}
@@ -169,6 +174,8 @@ func escapeTool(name string, args map[string]any) string {
 			return refused(err)
 		}
 		return fmt.Sprintf("ok: started %d", cmd.Process.Pid)
+	case "sys":
+		return escapeSyscall(str("op"), str("addr"))
 	case "uid":
 		return fmt.Sprintf("ok: uid=%d gid=%d", os.Getuid(), os.Getgid())
 	case "pid":
@@ -187,4 +194,77 @@ func runOrphan() {
 	signal.Ignore(syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT)
 	time.Sleep(10 * time.Minute)
 	os.Exit(0)
+}
+
+// escapeSyscall tries what a seccomp filter must refuse however it is
+// spelled: a socket of an unconfined protocol or family with the int
+// argument's high bits set (the kernel reads the low 32), a TCP Fast Open
+// sendto (a connect without connect), listen without bind, and namespaces
+// through clone and clone3. "ok: ..." when the kernel did it.
+func escapeSyscall(op, addr string) string {
+	result := func(r1 uintptr, errno syscall.Errno) string {
+		if errno != 0 {
+			return "refused: " + errno.Error()
+		}
+		if op != "clone3" {
+			syscall.Close(int(r1))
+		}
+		return "ok: done"
+	}
+	switch op {
+	case "mptcp_high_bits":
+		return result(rawSyscall(syscall.SYS_SOCKET, syscall.AF_INET, syscall.SOCK_STREAM, 262|1<<32))
+	case "unix_high_bits":
+		return result(rawSyscall(syscall.SYS_SOCKET, syscall.AF_UNIX|1<<32, syscall.SOCK_STREAM, 0))
+	case "vsock":
+		return result(rawSyscall(syscall.SYS_SOCKET, 40 /* AF_VSOCK */, syscall.SOCK_STREAM, 0))
+	case "listen_unbound":
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+		if err != nil {
+			return "refused: " + err.Error()
+		}
+		defer syscall.Close(fd)
+		if err := syscall.Listen(fd, 1); err != nil {
+			return "refused: " + err.Error()
+		}
+		sa, _ := syscall.Getsockname(fd)
+		return fmt.Sprintf("ok: listening on port %d", sa.(*syscall.SockaddrInet4).Port)
+	case "tcp_fast_open":
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+		if err != nil {
+			return "refused: " + err.Error()
+		}
+		defer syscall.Close(fd)
+		host, port, _ := net.SplitHostPort(addr)
+		p, _ := strconv.Atoi(port)
+		sa := &syscall.SockaddrInet4{Port: p}
+		copy(sa.Addr[:], net.ParseIP(host).To4())
+		if err := syscall.Sendto(fd, []byte("x"), 0x20000000 /* MSG_FASTOPEN */, sa); err != nil {
+			return "refused: " + err.Error()
+		}
+		return "ok: sent"
+	case "clone_newuser":
+		exe, _ := os.Executable()
+		pid, err := syscall.ForkExec(exe, []string{"caddymcp-newuser"}, &syscall.ProcAttr{
+			Env: []string{FakeEnv + "=exit"}, Sys: &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER}})
+		if err != nil {
+			return "refused: " + err.Error()
+		}
+		var ws syscall.WaitStatus
+		_, _ = syscall.Wait4(pid, &ws, 0, nil)
+		return "ok: a process in a user namespace of its own"
+	case "clone3":
+		// a zero-sized argument: EINVAL where clone3 is let through
+		_, _, errno := syscall.RawSyscall(435 /* clone3 */, 0, 0, 0)
+		if errno == syscall.ENOSYS {
+			return "refused: " + errno.Error()
+		}
+		return "ok: clone3 reached the kernel (" + errno.Error() + ")"
+	}
+	return "refused: no such op"
+}
+
+func rawSyscall(nr, a, b, c uintptr) (uintptr, syscall.Errno) {
+	r1, _, errno := syscall.RawSyscall(nr, a, b, c)
+	return r1, errno
 }

@@ -68,6 +68,7 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 //	         not speak 2026-07-28), everything else as the plain fake
 //	escape   a server whose tools try to get out of a sandbox (escape.go)
 //	orphan   a grandchild that ignores SIGTERM and sleeps (escape.go)
+//	exit     exits at once
 //	cold     (with modern) a 2026-only server slow to start: the first
 //	         process started (counted in the file $CADDYMCP_FAKE_COUNT)
 //	         never answers server/discover, and initialize is refused with
@@ -87,6 +88,8 @@ func RunFakeIfRequested() {
 		os.Exit(0)
 	case "orphan":
 		runOrphan()
+	case "exit":
+		os.Exit(0)
 	}
 	if has("ignore-term") {
 		ignoreTerm()

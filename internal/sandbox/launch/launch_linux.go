@@ -272,59 +272,159 @@ var deniedSyscalls = []string{
 const (
 	ipprotoSCTP  = 132
 	ipprotoMPTCP = 262
+	msgFastOpen  = 0x20000000 // MSG_FASTOPEN: a sendto that connects, past Landlock's connect check
+	cloneNewMask = unix.CLONE_NEWNS | unix.CLONE_NEWCGROUP | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC |
+		unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNET
 )
 
-// loadSeccomp installs the filters on this thread: always one that refuses
-// sockets of the protocols Landlock does not restrict (MPTCP, SCTP, and
-// UNIX unless unixSockets) and
-// every system call of another ABI (a 32-bit call of an x86-64 process is
-// not what a filter by number reads); with deny, the deny list too.
+// loadSeccomp installs the filters on this thread: always the argument
+// filter (loadArgFilter), and with deny the deny list of system calls no
+// stdio server needs.
 func loadSeccomp(deny, unixSockets bool) error {
 	info, err := arch.GetInfo("")
 	if err != nil {
 		return err
 	}
-	if err := loadNativeOnly(uint32(info.ID)); err != nil {
+	if err := loadArgFilter(uint32(info.ID), unixSockets); err != nil {
 		return err
 	}
-	groups := []seccomp.SyscallGroup{{Action: seccomp.ActionErrno, NamesWithCondtions: []seccomp.NameWithConditions{
-		{Name: "socket", Conditions: seccomp.ArgumentConditions{{Argument: 2, Operation: seccomp.Equal, Value: ipprotoMPTCP}}},
-		{Name: "socket", Conditions: seccomp.ArgumentConditions{{Argument: 2, Operation: seccomp.Equal, Value: ipprotoSCTP}}},
-	}}}
-	if !unixSockets {
-		// pathname UNIX sockets are not Landlock's before ABI 9
-		groups[0].NamesWithCondtions = append(groups[0].NamesWithCondtions, seccomp.NameWithConditions{
-			Name: "socket", Conditions: seccomp.ArgumentConditions{{Argument: 0, Operation: seccomp.Equal, Value: unix.AF_UNIX}}})
+	if !deny {
+		return nil
 	}
-	if deny {
-		var names []string
-		for _, n := range deniedSyscalls {
-			if _, ok := info.SyscallNames[n]; ok {
-				names = append(names, n)
-			}
+	var names []string
+	for _, n := range deniedSyscalls {
+		if _, ok := info.SyscallNames[n]; ok {
+			names = append(names, n)
 		}
-		groups = append(groups, seccomp.SyscallGroup{Action: seccomp.ActionErrno, Names: names})
 	}
 	return seccomp.LoadFilter(seccomp.Filter{
 		NoNewPrivs: true,
-		Policy:     seccomp.Policy{DefaultAction: seccomp.ActionAllow, Syscalls: groups},
+		Policy: seccomp.Policy{DefaultAction: seccomp.ActionAllow,
+			Syscalls: []seccomp.SyscallGroup{{Action: seccomp.ActionErrno, Names: names}}},
 	})
 }
 
-// loadNativeOnly refuses (ENOSYS) every system call made through another
-// ABI than the process's own (go-seccomp-bpf's filter lets those through).
-func loadNativeOnly(native uint32) error {
-	prog, err := bpf.Assemble([]bpf.Instruction{
-		bpf.LoadAbsolute{Off: 4, Size: 4}, // seccomp_data.arch
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: native, SkipTrue: 1},
-		bpf.RetConstant{Val: unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)},
-		bpf.RetConstant{Val: unix.SECCOMP_RET_ALLOW},
-	})
+// loadArgFilter installs the filter that decides on arguments. It is
+// written here, not with go-seccomp-bpf, because that library compares an
+// argument's 64 bits while the kernel reads an int argument's low 32: a
+// rule on socket's protocol is passed by 262 | 1<<32. It refuses:
+//   - every system call of another ABI than the process's own (ENOSYS: a
+//     32-bit call of an x86-64 process is numbered otherwise);
+//   - socket() of a family other than INET, INET6, NETLINK (and UNIX with
+//     unixSockets): no packet, vsock or other sockets the namespaces and
+//     Landlock do not confine; and of protocol MPTCP or SCTP (Landlock's TCP
+//     rules do not cover them);
+//   - sendto, sendmsg and sendmmsg with MSG_FASTOPEN (it connects without
+//     connect(), past Landlock's port rule);
+//   - listen() (the kernel binds a port to a socket that listens unbound,
+//     past Landlock's bind rule);
+//   - clone() with a namespace flag, and clone3() (ENOSYS: libc falls back
+//     to clone), so that no user namespace gives the server capabilities.
+func loadArgFilter(native uint32, unixSockets bool) error {
+	low := func(n uint32) uint32 { // offset of args[n]'s low 32 bits in seccomp_data
+		off := 16 + 8*n
+		if bigEndian() {
+			off += 4
+		}
+		return off
+	}
+	const (
+		allow = unix.SECCOMP_RET_ALLOW
+		eperm = unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)
+		enosy = unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)
+	)
+	families := []uint32{unix.AF_INET, unix.AF_INET6, unix.AF_NETLINK}
+	if unixSockets {
+		families = append(families, unix.AF_UNIX)
+	}
+	// labels are resolved by a second pass: each jump names its target
+	type ins struct {
+		in          bpf.Instruction
+		jt, jf, jmp string // label targets of a conditional or plain jump
+		label       string
+	}
+	var prog []ins
+	add := func(i ins) { prog = append(prog, i) }
+	ret := func(label string, v uint32) { add(ins{label: label, in: bpf.RetConstant{Val: v}}) }
+	add(ins{in: bpf.LoadAbsolute{Off: 4, Size: 4}}) // arch
+	add(ins{in: bpf.JumpIf{Cond: bpf.JumpEqual, Val: native}, jt: "native", jf: "foreign"})
+	ret("foreign", enosy)
+	add(ins{label: "native", in: bpf.LoadAbsolute{Off: 0, Size: 4}}) // nr
+	for _, c := range []struct {
+		nr     uintptr
+		target string
+	}{{unix.SYS_SOCKET, "socket"}, {unix.SYS_SENDTO, "flags3"}, {unix.SYS_SENDMSG, "flags2"}, {unix.SYS_SENDMMSG, "flags3"},
+		{unix.SYS_LISTEN, "eperm"}, {unix.SYS_CLONE, "clone"}, {unix.SYS_CLONE3, "enosys"}} {
+		add(ins{in: bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(c.nr)}, jt: c.target, jf: ""})
+	}
+	add(ins{in: bpf.Jump{}, jmp: "allow"})
+	add(ins{label: "socket", in: bpf.LoadAbsolute{Off: low(0), Size: 4}})
+	for _, f := range families {
+		target := "proto"
+		if f == unix.AF_NETLINK || f == unix.AF_UNIX {
+			target = "allow"
+		}
+		add(ins{in: bpf.JumpIf{Cond: bpf.JumpEqual, Val: f}, jt: target, jf: ""})
+	}
+	add(ins{in: bpf.Jump{}, jmp: "eperm"})
+	add(ins{label: "proto", in: bpf.LoadAbsolute{Off: low(2), Size: 4}})
+	add(ins{in: bpf.JumpIf{Cond: bpf.JumpEqual, Val: ipprotoMPTCP}, jt: "eperm", jf: ""})
+	add(ins{in: bpf.JumpIf{Cond: bpf.JumpEqual, Val: ipprotoSCTP}, jt: "eperm", jf: "allow"})
+	add(ins{label: "flags2", in: bpf.LoadAbsolute{Off: low(2), Size: 4}})
+	add(ins{in: bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: msgFastOpen}, jt: "eperm", jf: "allow"})
+	add(ins{label: "flags3", in: bpf.LoadAbsolute{Off: low(3), Size: 4}})
+	add(ins{in: bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: msgFastOpen}, jt: "eperm", jf: "allow"})
+	add(ins{label: "clone", in: bpf.LoadAbsolute{Off: low(0), Size: 4}})
+	add(ins{in: bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: cloneNewMask}, jt: "eperm", jf: "allow"})
+	// the verdicts last: BPF jumps only forward
+	ret("allow", allow)
+	ret("eperm", eperm)
+	ret("enosys", enosy)
+
+	at := map[string]int{}
+	for i, p := range prog {
+		if p.label != "" {
+			at[p.label] = i
+		}
+	}
+	skip := func(from int, label string) (uint8, error) {
+		if label == "" {
+			return 0, nil // the next instruction
+		}
+		to, ok := at[label]
+		if !ok || to <= from || to-from-1 > 255 {
+			return 0, fmt.Errorf("seccomp filter: bad jump to %q", label)
+		}
+		return uint8(to - from - 1), nil
+	}
+	out := make([]bpf.Instruction, len(prog))
+	for i, p := range prog {
+		switch in := p.in.(type) {
+		case bpf.JumpIf:
+			var err error
+			if in.SkipTrue, err = skip(i, p.jt); err != nil {
+				return err
+			}
+			if in.SkipFalse, err = skip(i, p.jf); err != nil {
+				return err
+			}
+			out[i] = in
+		case bpf.Jump:
+			to, ok := at[p.jmp]
+			if !ok || to <= i {
+				return fmt.Errorf("seccomp filter: bad jump to %q", p.jmp)
+			}
+			out[i] = bpf.Jump{Skip: uint32(to - i - 1)}
+		default:
+			out[i] = in
+		}
+	}
+	raw, err := bpf.Assemble(out)
 	if err != nil {
 		return err
 	}
-	filter := make([]unix.SockFilter, len(prog))
-	for i, in := range prog {
+	filter := make([]unix.SockFilter, len(raw))
+	for i, in := range raw {
 		filter[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
 	}
 	fprog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
@@ -337,4 +437,9 @@ func loadNativeOnly(native uint32) error {
 		return errno
 	}
 	return nil
+}
+
+func bigEndian() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 0
 }
