@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/caddymcp/caddymcp/internal/sandbox"
@@ -89,14 +90,14 @@ func Start(cfg Config, sink Sink, logger *zap.Logger) (*Process, error) {
 	cmd.Dir = cfg.Dir
 	markInheritableFDs()
 
-	var flags uintptr
+	var ns func(*syscall.SysProcAttr) // the sandbox's namespaces and session
 	cleanup := func() {}
 	if cfg.Sandbox != nil {
 		var err error
 		if cleanup, err = cfg.Sandbox.Wrap(cmd); err != nil {
 			return nil, err
 		}
-		flags = cfg.Sandbox.Cloneflags()
+		ns = cfg.Sandbox.Namespaces
 	}
 
 	stdinR, stdinW, err := os.Pipe()
@@ -120,7 +121,7 @@ func Start(cfg Config, sink Sink, logger *zap.Logger) (*Process, error) {
 		cleanup()
 		return nil, err
 	}
-	c, err := startChild(cmd, stdinR, stdoutW, stderrW, flags, cfg.Sandbox != nil)
+	c, err := startChild(cmd, stdinR, stdoutW, stderrW, ns)
 	if err != nil {
 		for _, f := range []*os.File{stdinR, stdinW, stdoutR, stdoutW, stderrR, stderrW} {
 			f.Close()
@@ -348,10 +349,12 @@ func (c *child) cpuTime() time.Duration {
 
 // startWithExec starts cmd through os/exec, in its own process group. Its
 // Wait holds an OS thread in waitid while the child lives.
-func startWithExec(cmd *exec.Cmd, stdin, stdout, stderr *os.File, cloneflags uintptr, setsid bool) (*child, error) {
+func startWithExec(cmd *exec.Cmd, stdin, stdout, stderr *os.File, ns func(*syscall.SysProcAttr)) (*child, error) {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	setProcessGroup(cmd)
-	setSandboxAttrs(cmd, cloneflags, setsid)
+	if ns != nil {
+		ns(cmd.SysProcAttr)
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

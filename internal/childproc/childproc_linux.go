@@ -166,15 +166,17 @@ var pidfdWorks = sync.OnceValue(func() bool {
 // startChild starts cmd's process (its resolved path, arguments,
 // environment and directory) in its own process group, with the parent
 // death signal, holding a pidfd for it.
-func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File, cloneflags uintptr, setsid bool) (*child, error) {
+func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File, ns func(*syscall.SysProcAttr)) (*child, error) {
 	if !pidfdWorks() {
-		return startWithExec(cmd, stdin, stdout, stderr, cloneflags, setsid)
+		return startWithExec(cmd, stdin, stdout, stderr, ns)
 	}
 	if cmd.Err != nil { // the command was not found (exec.Command's LookPath)
 		return nil, cmd.Err
 	}
 	setProcessGroup(cmd) // the attributes os/exec would start it with
-	setSandboxAttrs(cmd, cloneflags, setsid)
+	if ns != nil {
+		ns(cmd.SysProcAttr)
+	}
 	pidfd := -1
 	sys := *cmd.SysProcAttr
 	sys.PidFD = &pidfd
@@ -194,17 +196,6 @@ func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File, cloneflags uintpt
 		c.wait = func() error { return waitPidfd(pid, pidfd, &c.cpu) }
 	}
 	return c, nil
-}
-
-// setSandboxAttrs starts a sandboxed child in new namespaces, and in a
-// session of its own (a process group of its own too, so the group kill
-// still reaches it), so that it has no controlling terminal: Caddy's
-// terminal, if it has one, is not the server's to write to or read from.
-func setSandboxAttrs(cmd *exec.Cmd, flags uintptr, setsid bool) {
-	cmd.SysProcAttr.Cloneflags = flags
-	if setsid {
-		cmd.SysProcAttr.Setsid, cmd.SysProcAttr.Setpgid = true, false
-	}
 }
 
 // cpuOf is the user and system time in ru.

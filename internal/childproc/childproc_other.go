@@ -9,11 +9,9 @@ import (
 )
 
 // startChild starts the server process through os/exec.
-func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File, cloneflags uintptr, setsid bool) (*child, error) {
-	return startWithExec(cmd, stdin, stdout, stderr, cloneflags, setsid)
+func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File, ns func(*syscall.SysProcAttr)) (*child, error) {
+	return startWithExec(cmd, stdin, stdout, stderr, ns)
 }
-
-func setSandboxAttrs(*exec.Cmd, uintptr, bool) {}
 
 func setParentDeathSignal(*syscall.SysProcAttr) {}
 

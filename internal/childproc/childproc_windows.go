@@ -5,6 +5,7 @@ package childproc
 import (
 	"os"
 	"os/exec"
+	"syscall"
 )
 
 func setProcessGroup(*exec.Cmd) {}
@@ -16,11 +17,9 @@ func killGroup(c *child, _ bool) {
 }
 
 // startChild starts the server process through os/exec.
-func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File, cloneflags uintptr, setsid bool) (*child, error) {
-	return startWithExec(cmd, stdin, stdout, stderr, cloneflags, setsid)
+func startChild(cmd *exec.Cmd, stdin, stdout, stderr *os.File, ns func(*syscall.SysProcAttr)) (*child, error) {
+	return startWithExec(cmd, stdin, stdout, stderr, ns)
 }
-
-func setSandboxAttrs(*exec.Cmd, uintptr, bool) {}
 
 // markInheritableFDs: Windows children inherit only handles marked
 // inheritable, and Go marks none but the child's stdio.

@@ -32,6 +32,8 @@ type Policy struct {
 	fsize      *Limit
 	cpuTime    time.Duration
 	uid, gid   int
+	hostUID    int // with CLONE_NEWUSER: Caddy's uid and gid, root inside
+	hostGID    int
 	summary    string
 	skipped    []string
 }
@@ -126,15 +128,22 @@ func Resolve(cfg Config, command, dir string, env []string, protect []string) (*
 	s.RWDirs, s.RWFiles = splitPaths(rw)
 
 	// namespaces: a PID namespace always (no descendant outlives the
-	// server), a network namespace for network none
+	// server), a network namespace for network none; without root, in a
+	// user namespace of its own where Caddy's uid and gid are root (the
+	// launcher has the capabilities it needs there and drops them all
+	// before the server runs; outside, the server is Caddy's user)
 	p.cloneflags = syscall.CLONE_NEWPID
 	if cfg.network() == "none" {
 		p.cloneflags |= syscall.CLONE_NEWNET
 		s.LoUp = true
 	}
+	if !root {
+		p.cloneflags |= syscall.CLONE_NEWUSER
+		p.hostUID, p.hostGID = os.Geteuid(), os.Getegid()
+	}
 
 	// identity
-	s.DropCaps = root
+	s.DropCaps = true // as root, or root in the user namespace
 	if cfg.User != "" {
 		if !root {
 			return nil, fmt.Errorf("sandbox: user %s needs Caddy to run as root (it runs as uid %d)", cfg.User, os.Geteuid())
@@ -146,7 +155,7 @@ func Resolve(cfg Config, command, dir string, env []string, protect []string) (*
 		s.UID, s.GID = uid, gid
 		p.uid, p.gid = uid, gid
 	}
-	childUID := os.Geteuid()
+	childUID := os.Geteuid() // without root, RLIMIT_NPROC counts in the child's own user namespace
 	if s.UID >= 0 {
 		childUID = s.UID
 	}
@@ -179,10 +188,12 @@ func Resolve(cfg Config, command, dir string, env []string, protect []string) (*
 
 	rep, err := p.probe()
 	if err != nil && cfg.BestEffort && p.cloneflags != 0 {
-		// namespaces need root (CAP_SYS_ADMIN): without them, a server
-		// shares Caddy's network and PID namespaces
+		// namespaces need root, or user namespaces this kernel lets an
+		// unprivileged user create: without them, a server shares
+		// Caddy's network and PID namespaces
 		p.skipped = append(p.skipped, "namespaces: "+err.Error())
 		p.cloneflags, s.LoUp = 0, false
+		s.DropCaps = root
 		rep, err = p.probe()
 	}
 	if err != nil {
@@ -195,6 +206,9 @@ func Resolve(cfg Config, command, dir string, env []string, protect []string) (*
 	}
 	if p.cloneflags&syscall.CLONE_NEWPID != 0 {
 		applied = append([]string{"pid namespace"}, applied...)
+	}
+	if p.cloneflags&syscall.CLONE_NEWUSER != 0 {
+		applied = append([]string{"user namespace"}, applied...)
 	}
 	p.summary = strings.Join(applied, ", ")
 	return p, nil
@@ -209,7 +223,8 @@ func (p *Policy) probe() (*launch.Report, error) {
 	cmd := exec.CommandContext(ctx, "/proc/self/exe")
 	cmd.Args = []string{launch.Name, string(b)}
 	cmd.Env = []string{"HOME=/", "PATH=/usr/bin:/bin"} // Caddy's init then finds its directories
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: p.cloneflags, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p.Namespaces(cmd.SysProcAttr)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -221,8 +236,8 @@ func (p *Policy) probe() (*launch.Report, error) {
 		}
 		switch {
 		case msg != "":
-		case p.cloneflags != 0 && errors.Is(err, syscall.EPERM):
-			msg = "cannot create PID and network namespaces (" + err.Error() + "): Caddy needs root or CAP_SYS_ADMIN"
+		case p.cloneflags != 0 && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC)):
+			msg = "cannot create the PID and network namespaces (" + err.Error() + "): Caddy needs root, or a kernel that lets it create user namespaces (kernel.unprivileged_userns_clone, user.max_user_namespaces, AppArmor's restriction of unprivileged user namespaces)"
 		default:
 			msg = "the launcher failed (" + err.Error() + "): " + strings.TrimSpace(stderr.String())
 		}
@@ -242,8 +257,20 @@ func (p *Policy) Summary() string { return p.summary }
 // Skipped lists what best_effort left out, and why.
 func (p *Policy) Skipped() []string { return slices.Clone(p.skipped) }
 
-// Cloneflags are the namespaces a child is started in.
-func (p *Policy) Cloneflags() uintptr { return p.cloneflags }
+// Namespaces sets up a child's start: the policy's namespaces (with the
+// uid and gid maps of a user namespace), and a session of its own (a
+// process group of its own too, so the group kill still reaches it) so
+// that it has no controlling terminal: Caddy's terminal, if it has one, is
+// not the server's to write to or read keystrokes from.
+func (p *Policy) Namespaces(a *syscall.SysProcAttr) {
+	a.Cloneflags = p.cloneflags
+	if p.cloneflags&syscall.CLONE_NEWUSER != 0 {
+		a.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: p.hostUID, Size: 1}}
+		a.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: p.hostGID, Size: 1}}
+		a.GidMappingsEnableSetgroups = false
+	}
+	a.Setsid, a.Setpgid = true, false
+}
 
 // WatchesMemory reports whether a memory limit is set: the server's
 // stderr is then read for an out-of-memory report.

@@ -5,6 +5,7 @@ package sandbox
 import (
 	"errors"
 	"os/exec"
+	"syscall"
 	"time"
 )
 
@@ -21,7 +22,7 @@ func Resolve(cfg Config, command, dir string, env []string, protect []string) (*
 
 func (p *Policy) Summary() string                            { return "" }
 func (p *Policy) Skipped() []string                          { return nil }
-func (p *Policy) Cloneflags() uintptr                        { return 0 }
+func (p *Policy) Namespaces(*syscall.SysProcAttr)            {}
 func (p *Policy) WatchesMemory() bool                        { return false }
 func (p *Policy) Wrap(cmd *exec.Cmd) (func(), error)         { return nil, errors.New("sandbox: needs Linux") }
 func (p *Policy) Classify(error, time.Duration, bool) *Limit { return nil }
