@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -521,5 +522,49 @@ func TestSandboxEveryChild(t *testing.T) {
 	}
 	if !strings.Contains(string(logs), `"prewarmed":true`) {
 		t.Errorf("the session did not get the prewarmed child")
+	}
+}
+
+// A reload that adds (or changes) the sandbox ends every child started
+// without it: none serves on unconfined, in either era.
+func TestSandboxReloadEndsUnconfinedChildren(t *testing.T) {
+	needSandbox(t)
+	site := func(box string) string {
+		return `
+:{{PORT}} {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command ` + self(t) + `
+		env ` + mcpserver.FakeEnv + ` escape
+		child_era legacy
+		shutdown_timeout 500ms` + box + `
+	}
+}
+`
+	}
+	c := caddyrun.StartCaddyfile(t, "", site(""))
+	old := newClient(t, c.URL+"/mcp")
+	old.initialize()
+	shadow := map[string]any{"path": "/etc/shadow"}
+	if got := tool(t, old, "read", shadow); !strings.HasPrefix(got, "ok:") {
+		t.Fatalf("without the sandbox: %s", got)
+	}
+	_, msg := modernPost(context.Background(), t, c.URL+"/mcp", "", 1, "tools/call", `{"name":"read","arguments":{"path":"/etc/shadow"}}`)
+	if b, _ := json.Marshal(msg); !strings.Contains(string(b), "ok: ") {
+		t.Fatalf("2026 without the sandbox: %s", b)
+	}
+	c.LoadCaddyfile("", site("\n\t\tsandbox"))
+	http.DefaultClient.CloseIdleConnections()
+	if code, _ := old.status("POST", `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"read","arguments":{"path":"/etc/shadow"}}}`, nil); code != http.StatusNotFound {
+		t.Errorf("the unconfined session after the reload: %d, want 404 (ended with its child)", code)
+	}
+	_, msg = modernPost(context.Background(), t, c.URL+"/mcp", "", 2, "tools/call", `{"name":"read","arguments":{"path":"/etc/shadow"}}`)
+	if b, _ := json.Marshal(msg); !strings.Contains(string(b), "refused: ") {
+		t.Errorf("2026 after the reload (a pool child started without the sandbox served?): %s", b)
+	}
+	cl := newClient(t, c.URL+"/mcp")
+	cl.initialize()
+	if got := tool(t, cl, "read", shadow); !strings.HasPrefix(got, "refused:") {
+		t.Errorf("a new session after the reload: %s", got)
 	}
 }

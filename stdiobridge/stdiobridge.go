@@ -419,7 +419,10 @@ func (h *Handler) processKey() string {
 		InheritEnv []string
 		Dir        string
 		Stateless  bool
-	}{h.Command, h.Args, h.Env, h.inherited, h.Dir, h.Stateless})
+		// a changed sandbox is a changed process config: no child
+		// started under the old one (or none) serves on after a reload
+		Sandbox *sandbox.Config
+	}{h.Command, h.Args, h.Env, h.inherited, h.Dir, h.Stateless, h.Sandbox})
 	return string(proc)
 }
 
