@@ -319,7 +319,9 @@ func loadSeccomp(deny, unixSockets bool) error {
 //   - listen() (the kernel binds a port to a socket that listens unbound,
 //     past Landlock's bind rule);
 //   - clone() with a namespace flag, and clone3() (ENOSYS: libc falls back
-//     to clone), so that no user namespace gives the server capabilities.
+//     to clone), so that no user namespace gives the server capabilities;
+//   - io_uring, whose operations make sockets, connect and send without
+//     the system calls this filter reads.
 func loadArgFilter(native uint32, unixSockets bool) error {
 	low := func(n uint32) uint32 { // offset of args[n]'s low 32 bits in seccomp_data
 		off := 16 + 8*n
@@ -354,7 +356,10 @@ func loadArgFilter(native uint32, unixSockets bool) error {
 		nr     uintptr
 		target string
 	}{{unix.SYS_SOCKET, "socket"}, {unix.SYS_SENDTO, "flags3"}, {unix.SYS_SENDMSG, "flags2"}, {unix.SYS_SENDMMSG, "flags3"},
-		{unix.SYS_LISTEN, "eperm"}, {unix.SYS_CLONE, "clone"}, {unix.SYS_CLONE3, "enosys"}} {
+		{unix.SYS_LISTEN, "eperm"}, {unix.SYS_CLONE, "clone"}, {unix.SYS_CLONE3, "enosys"},
+		// io_uring makes sockets, connects and sends without these system
+		// calls: it would pass every rule above
+		{unix.SYS_IO_URING_SETUP, "eperm"}, {unix.SYS_IO_URING_ENTER, "eperm"}, {unix.SYS_IO_URING_REGISTER, "eperm"}} {
 		add(ins{in: bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(c.nr)}, jt: c.target, jf: ""})
 	}
 	add(ins{in: bpf.Jump{}, jmp: "allow"})
