@@ -382,7 +382,9 @@ func publicCopy(t *testing.T) string {
 }
 
 // A server run as another user with a process limit cannot fork past it;
-// the same server without the sandbox can.
+// the same server without the sandbox can. The user is a uid of its own
+// (RLIMIT_NPROC counts every process of the user: nobody's other
+// processes on the machine would count too).
 func TestSandboxProcessLimit(t *testing.T) {
 	needSandbox(t)
 	exe := publicCopy(t)
@@ -399,7 +401,7 @@ func TestSandboxProcessLimit(t *testing.T) {
 		env ` + mcpserver.FakeEnv + ` escape
 		shutdown_timeout 500ms
 		sandbox {
-			user nobody
+			user 64123
 			processes 24
 		}
 	}
@@ -416,13 +418,14 @@ func TestSandboxProcessLimit(t *testing.T) {
 	if !strings.HasPrefix(got, "refused: ") || !strings.Contains(got, "resource temporarily unavailable") {
 		t.Fatalf("past processes 24: %s", got)
 	}
+	t.Logf("past processes 24: %s", got)
 	// it still serves: the limit refused the forks, it did not end the server
 	if got := tool(t, boxed, "pid", nil); !strings.HasPrefix(got, "ok: ") {
 		t.Fatalf("after the refused forks: %s", got)
 	}
-	// and it runs as nobody, the bare one as Caddy's root
-	if got := tool(t, boxed, "uid", nil); got != "ok: uid=65534 gid=65534" {
-		t.Errorf("sandboxed with user nobody: %s", got)
+	// and it runs as that user, the bare one as Caddy's root
+	if got := tool(t, boxed, "uid", nil); got != "ok: uid=64123 gid=64123" {
+		t.Errorf("sandboxed with user 64123: %s", got)
 	}
 	if got := tool(t, bare, "uid", nil); got != "ok: uid=0 gid=0" {
 		t.Errorf("without the sandbox: %s", got)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -142,9 +143,20 @@ func escapeTool(name string, args map[string]any) string {
 			}
 			started = append(started, cmd)
 		}
+		// killed first, then reaped without blocking: a wait that blocks
+		// at the limit would make the runtime start a thread it cannot
 		for _, cmd := range started {
 			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
+		}
+		for _, cmd := range started {
+			for {
+				var ws syscall.WaitStatus
+				if pid, err := syscall.Wait4(cmd.Process.Pid, &ws, syscall.WNOHANG, nil); pid != 0 || err != nil {
+					break
+				}
+				runtime.Gosched()
+			}
+			_ = cmd.Process.Release()
 		}
 		if firstErr != nil {
 			return fmt.Sprintf("refused: %d started, then %v", len(started), firstErr)
