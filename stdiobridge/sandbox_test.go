@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -97,6 +98,19 @@ func tool(t *testing.T, cl *mcpClient, name string, args any) string {
 	return m.Result.Content[0].Text
 }
 
+// sysvSegment makes a System V shared memory segment of Caddy's user (mode
+// 0600) and returns its key; it is removed when the test ends.
+func sysvSegment(t *testing.T) int {
+	t.Helper()
+	key := 0x5ead0000 + os.Getpid()%0xffff
+	id, _, errno := syscall.RawSyscall(syscall.SYS_SHMGET, uintptr(key), 4096, 01000|0o600 /* IPC_CREAT */)
+	if errno != 0 {
+		t.Fatalf("shmget: %v", errno)
+	}
+	t.Cleanup(func() { syscall.RawSyscall(syscall.SYS_SHMCTL, id, 0 /* IPC_RMID */, 0) })
+	return key
+}
+
 func listenLoopback(t *testing.T) (net.Listener, int) {
 	t.Helper()
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -127,6 +141,7 @@ func TestSandboxRefusesEscapes(t *testing.T) {
 	}
 	allowedDir := t.TempDir()
 	outside := t.TempDir()
+	shmKey := sysvSegment(t)
 	sock := filepath.Join(t.TempDir(), "daemon.sock")
 	ul, err := net.Listen("unix", sock)
 	if err != nil {
@@ -191,6 +206,11 @@ func TestSandboxRefusesEscapes(t *testing.T) {
 		{"listen without bind", "sys", func(int) map[string]any { return map[string]any{"op": "listen_unbound"} }, "refused:", true, false},
 		{"clone into a user namespace", "sys", func(int) map[string]any { return map[string]any{"op": "clone_newuser"} }, "refused:", true, false},
 		{"clone3", "sys", func(int) map[string]any { return map[string]any{"op": "clone3"} }, "refused:", true, false},
+		{"unshare into a user namespace", "sys", func(int) map[string]any { return map[string]any{"op": "unshare_newuser"} }, "refused:", true, false},
+		{"io_uring", "sys", func(int) map[string]any { return map[string]any{"op": "io_uring"} }, "refused:", true, false},
+		{"attach to Caddy's user's System V shared memory", "sys", func(int) map[string]any {
+			return map[string]any{"op": "sysv_shm", "addr": strconv.Itoa(shmKey)}
+		}, "refused:", true, false},
 		{"listen on a port", "listen", func(int) map[string]any { return map[string]any{"addr": "127.0.0.1:0"} }, "refused:", true, false},
 	}
 	for _, row := range rows {
@@ -515,7 +535,7 @@ func TestSandboxEveryChild(t *testing.T) {
 	for _, line := range []string{`"pool child started"`, `"session started"`} {
 		ok := false
 		for _, l := range strings.Split(string(logs), "\n") {
-			if strings.Contains(l, line) && strings.Contains(l, `"sandbox":"pid namespace, network namespace`) {
+			if strings.Contains(l, line) && strings.Contains(l, `"sandbox":"pid namespace, ipc namespace, network namespace`) {
 				ok = true
 			}
 		}
@@ -569,5 +589,27 @@ func TestSandboxReloadEndsUnconfinedChildren(t *testing.T) {
 	cl.initialize()
 	if got := tool(t, cl, "read", shadow); !strings.HasPrefix(got, "refused:") {
 		t.Errorf("a new session after the reload: %s", got)
+	}
+}
+
+// seccomp off leaves out the deny list only: the argument rules (io_uring,
+// namespaces, sockets Landlock does not confine) still hold.
+func TestSandboxSeccompOffKeepsTheArgumentRules(t *testing.T) {
+	needSandbox(t)
+	c := caddyrun.StartCaddyfile(t, "", escapeSite(t, "", "\n\t\t\tseccomp off"))
+	bare, boxed := newClient(t, c.URL+"/bare"), newClient(t, c.URL+"/boxed")
+	bare.initialize()
+	boxed.initialize()
+	for _, op := range []string{"io_uring", "unshare_newuser", "mptcp_high_bits", "vsock", "listen_unbound", "clone_newuser"} {
+		if got := tool(t, boxed, "sys", map[string]any{"op": op}); !strings.HasPrefix(got, "refused:") {
+			t.Errorf("seccomp off, %s: %s", op, got)
+		}
+		if got := tool(t, bare, "sys", map[string]any{"op": op}); !strings.HasPrefix(got, "ok:") {
+			t.Errorf("without the sandbox, %s: %s", op, got)
+		}
+	}
+	// the deny list is off: what only it refuses reaches the kernel
+	if got := tool(t, boxed, "sys", map[string]any{"op": "clone3"}); !strings.HasPrefix(got, "refused:") {
+		t.Errorf("seccomp off, clone3 (an argument rule): %s", got)
 	}
 }

@@ -265,6 +265,33 @@ func escapeSyscall(op, addr string) string {
 		var ws syscall.WaitStatus
 		_, _ = syscall.Wait4(pid, &ws, 0, nil)
 		return "ok: a process in a user namespace of its own"
+	case "unshare_newuser":
+		// unshare in a forked child (a threaded process cannot unshare a
+		// user namespace)
+		exe, _ := os.Executable()
+		pid, err := syscall.ForkExec(exe, []string{"caddymcp-newuser"}, &syscall.ProcAttr{
+			Env: []string{FakeEnv + "=exit"}, Sys: &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWUSER}})
+		if err != nil {
+			return "refused: " + err.Error()
+		}
+		var ws syscall.WaitStatus
+		_, _ = syscall.Wait4(pid, &ws, 0, nil)
+		return "ok: a process unshared into a user namespace of its own"
+	case "io_uring":
+		// a bad argument: EFAULT where io_uring_setup is let through
+		_, _, errno := syscall.RawSyscall(425 /* io_uring_setup */, 1, 0, 0)
+		if errno == syscall.EPERM {
+			return "refused: " + errno.Error()
+		}
+		return "ok: io_uring_setup reached the kernel (" + errno.Error() + ")"
+	case "sysv_shm":
+		// the segment the test made under key addr, in Caddy's IPC namespace
+		key, _ := strconv.Atoi(addr)
+		id, _, errno := syscall.RawSyscall(syscall.SYS_SHMGET, uintptr(key), 0, 0)
+		if errno != 0 {
+			return "refused: " + errno.Error()
+		}
+		return fmt.Sprintf("ok: segment %d", id)
 	case "clone3":
 		// a zero-sized argument: EINVAL where clone3 is let through
 		_, _, errno := syscall.RawSyscall(435 /* clone3 */, 0, 0, 0)

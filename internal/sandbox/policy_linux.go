@@ -132,7 +132,7 @@ func Resolve(cfg Config, command, dir string, env []string, protect []string) (*
 	// user namespace of its own where Caddy's uid and gid are root (the
 	// launcher has the capabilities it needs there and drops them all
 	// before the server runs; outside, the server is Caddy's user)
-	p.cloneflags = syscall.CLONE_NEWPID
+	p.cloneflags = syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC // System V IPC objects are per IPC namespace
 	if cfg.network() == "none" {
 		p.cloneflags |= syscall.CLONE_NEWNET
 		s.LoUp = true
@@ -203,6 +203,9 @@ func Resolve(cfg Config, command, dir string, env []string, protect []string) (*
 	applied := rep.Applied
 	if p.cloneflags&syscall.CLONE_NEWNET != 0 {
 		applied = append([]string{"network namespace"}, applied...)
+	}
+	if p.cloneflags&syscall.CLONE_NEWIPC != 0 {
+		applied = append([]string{"ipc namespace"}, applied...)
 	}
 	if p.cloneflags&syscall.CLONE_NEWPID != 0 {
 		applied = append([]string{"pid namespace"}, applied...)

@@ -95,7 +95,7 @@ func TestResolveWithoutRoot(t *testing.T) {
 	got := run(`{"processes":64}`, `echo "pid $$"; cat /etc/shadow; ls /root; echo x > /tmp/x; cat /proc/1/environ;
 grep -E '^(CapEff|NSpid|Uid)' /proc/self/status; cat /proc/net/dev; echo > $TMPDIR/ok && echo tmp ok`)
 	t.Log(got)
-	for _, want := range []string{"ok: user namespace, pid namespace, network namespace, loopback, capability bounding set, no_new_privs, no capabilities, rlimit processes",
+	for _, want := range []string{"ok: user namespace, pid namespace, ipc namespace, network namespace, loopback, capability bounding set, no_new_privs, no capabilities, rlimit processes",
 		"pid 1", "/etc/shadow: Permission denied", "/root", "/tmp/x: Permission denied", "/proc/1/environ: Permission denied",
 		"CapEff:\t0000000000000000", "Uid:\t0\t0\t0\t0", " lo:", "tmp ok"} {
 		if !strings.Contains(got, want) {
@@ -127,7 +127,7 @@ func TestResolveAsRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"pid namespace", "network namespace", "loopback", "capability bounding set", "no_new_privs",
+	for _, want := range []string{"pid namespace", "ipc namespace", "network namespace", "loopback", "capability bounding set", "no_new_privs",
 		"no capabilities", "rlimit memory", "rlimit open_files", "landlock (ABI", "seccomp"} {
 		if !strings.Contains(p.Summary(), want) {
 			t.Errorf("summary %q lacks %q", p.Summary(), want)

@@ -274,7 +274,7 @@ const (
 	ipprotoMPTCP = 262
 	msgFastOpen  = 0x20000000 // MSG_FASTOPEN: a sendto that connects, past Landlock's connect check
 	cloneNewMask = unix.CLONE_NEWNS | unix.CLONE_NEWCGROUP | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC |
-		unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNET
+		unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNET | unix.CLONE_NEWTIME
 )
 
 // loadSeccomp installs the filters on this thread: always the argument
@@ -318,8 +318,11 @@ func loadSeccomp(deny, unixSockets bool) error {
 //     connect(), past Landlock's port rule);
 //   - listen() (the kernel binds a port to a socket that listens unbound,
 //     past Landlock's bind rule);
-//   - clone() with a namespace flag, and clone3() (ENOSYS: libc falls back
-//     to clone), so that no user namespace gives the server capabilities;
+//   - clone() and unshare() with a namespace flag, setns(), and clone3()
+//     (ENOSYS: libc falls back to clone), so that no user namespace gives
+//     the server capabilities;
+//   - socketpair() of another family than UNIX;
+//   - on x86-64, x32 system calls (ENOSYS);
 //   - io_uring, whose operations make sockets, connect and send without
 //     the system calls this filter reads.
 func loadArgFilter(native uint32, unixSockets bool) error {
@@ -352,11 +355,16 @@ func loadArgFilter(native uint32, unixSockets bool) error {
 	add(ins{in: bpf.JumpIf{Cond: bpf.JumpEqual, Val: native}, jt: "native", jf: "foreign"})
 	ret("foreign", enosy)
 	add(ins{label: "native", in: bpf.LoadAbsolute{Off: 0, Size: 4}}) // nr
+	if runtime.GOARCH == "amd64" {
+		// x32 system calls carry the x86-64 arch, numbered from 1<<30
+		add(ins{in: bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: 0x40000000}, jt: "enosys", jf: ""})
+	}
 	for _, c := range []struct {
 		nr     uintptr
 		target string
 	}{{unix.SYS_SOCKET, "socket"}, {unix.SYS_SENDTO, "flags3"}, {unix.SYS_SENDMSG, "flags2"}, {unix.SYS_SENDMMSG, "flags3"},
-		{unix.SYS_LISTEN, "eperm"}, {unix.SYS_CLONE, "clone"}, {unix.SYS_CLONE3, "enosys"},
+		{unix.SYS_SOCKETPAIR, "pair"}, {unix.SYS_LISTEN, "eperm"}, {unix.SYS_CLONE, "clone"}, {unix.SYS_CLONE3, "enosys"},
+		{unix.SYS_UNSHARE, "clone"}, {unix.SYS_SETNS, "eperm"},
 		// io_uring makes sockets, connects and sends without these system
 		// calls: it would pass every rule above
 		{unix.SYS_IO_URING_SETUP, "eperm"}, {unix.SYS_IO_URING_ENTER, "eperm"}, {unix.SYS_IO_URING_REGISTER, "eperm"}} {
@@ -379,8 +387,10 @@ func loadArgFilter(native uint32, unixSockets bool) error {
 	add(ins{in: bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: msgFastOpen}, jt: "eperm", jf: "allow"})
 	add(ins{label: "flags3", in: bpf.LoadAbsolute{Off: low(3), Size: 4}})
 	add(ins{in: bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: msgFastOpen}, jt: "eperm", jf: "allow"})
-	add(ins{label: "clone", in: bpf.LoadAbsolute{Off: low(0), Size: 4}})
+	add(ins{label: "clone", in: bpf.LoadAbsolute{Off: low(0), Size: 4}}) // clone's and unshare's flags
 	add(ins{in: bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: cloneNewMask}, jt: "eperm", jf: "allow"})
+	add(ins{label: "pair", in: bpf.LoadAbsolute{Off: low(0), Size: 4}}) // socketpair: UNIX only
+	add(ins{in: bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.AF_UNIX}, jt: "allow", jf: "eperm"})
 	// the verdicts last: BPF jumps only forward
 	ret("allow", allow)
 	ret("eperm", eperm)
