@@ -135,7 +135,9 @@ func (c *Caddy) LoadJSON(config string) {
 // TryLoadCaddyfile loads a Caddyfile and returns the provisioning error.
 func (c *Caddy) TryLoadCaddyfile(extraGlobal, caddyfile string) error {
 	c.t.Helper()
-	return caddy.Load(c.Adapt(extraGlobal, caddyfile), true)
+	err := caddy.Load(c.Adapt(extraGlobal, caddyfile), true)
+	http.DefaultClient.CloseIdleConnections() // as load
+	return err
 }
 
 func (c *Caddy) load(cfg []byte) {
@@ -143,6 +145,10 @@ func (c *Caddy) load(cfg []byte) {
 	if err := caddy.Load(cfg, true); err != nil {
 		c.t.Fatalf("loading config: %v\n%s", err, cfg)
 	}
+	// a keep-alive connection the replaced server accepted is served by
+	// the old config as it shuts down (its streams end at once): the
+	// test's next request goes over a new one, to the new config
+	http.DefaultClient.CloseIdleConnections()
 	c.waitReady()
 }
 
