@@ -118,16 +118,19 @@ func listenLoopback(t *testing.T) (net.Listener, int) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAndClose(l)
 	return l, l.Addr().(*net.TCPAddr).Port
+}
+
+// acceptAndClose accepts and closes connections until l is closed.
+func acceptAndClose(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
 }
 
 // Every escape a sandboxed server tries is refused, and the same attempt
@@ -148,15 +151,7 @@ func TestSandboxRefusesEscapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ul.Close()
-	go func() {
-		for {
-			c, err := ul.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAndClose(ul)
 	_, allowedPort := listenLoopback(t)
 	_, otherPort := listenLoopback(t)
 	box := "\n\t\t\tnetwork outbound " + strconv.Itoa(allowedPort) + "\n\t\t\twrite " + allowedDir

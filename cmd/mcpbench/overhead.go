@@ -15,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -118,11 +117,6 @@ func overhead(dir, server, issuer string, rounds int) string {
 		n := strings.Count(string(b), "\n")
 		fmt.Fprintf(os.Stderr, "audit log: %d entries\n", n)
 	}
-	median := func(x []float64) float64 {
-		x = slices.Clone(x)
-		slices.Sort(x)
-		return x[len(x)/2]
-	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Audit log overhead (mcp_auth + mcp_stdio, %d alternating rounds, %s, %d CPUs):\n\n", rounds, time.Now().Format("2006-01-02"), runtime.NumCPU())
 	fmt.Fprintf(&b, "| | 1 session calls/s (median) | %d sessions calls/s (median) | Caddy CPU per call |\n|---|---|---|---|\n", *sessions16)
@@ -130,14 +124,16 @@ func overhead(dir, server, issuer string, rounds int) string {
 		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.0f µs |\n", v.name, median(v.one), median(v.many),
 			float64(v.ticks)*1e6/100/float64(max(v.calls, 1)))
 	}
-	ratios := func(on, off []float64) []float64 {
-		out := make([]float64, len(on))
-		for i := range on {
-			out[i] = on[i] / off[i]
-		}
-		return out
-	}
 	fmt.Fprintf(&b, "| on/off, median of the rounds' ratios | %.3f | %.3f | |\n",
 		median(ratios(vs[1].one, vs[0].one)), median(ratios(vs[1].many, vs[0].many)))
 	return b.String()
+}
+
+// ratios divides the rounds of a by those of b, round by round.
+func ratios(a, b []float64) []float64 {
+	out := make([]float64, len(a))
+	for i := range a {
+		out[i] = a[i] / b[i]
+	}
+	return out
 }

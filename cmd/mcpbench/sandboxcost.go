@@ -86,22 +86,10 @@ func sandboxCost(dir, server string, rounds int) string {
 		}
 		fmt.Fprintf(os.Stderr, "sandbox round %d/%d\n", r+1, rounds)
 	}
-	median := func(x []float64) float64 {
-		x = slices.Clone(x)
-		slices.Sort(x)
-		return x[len(x)/2]
-	}
 	medianD := func(x []time.Duration) time.Duration {
 		x = slices.Clone(x)
 		slices.Sort(x)
 		return x[len(x)/2]
-	}
-	ratios := func(a, b []float64) []float64 {
-		out := make([]float64, len(a))
-		for i := range a {
-			out[i] = a[i] / b[i]
-		}
-		return out
 	}
 	durs := func(x []time.Duration) []float64 {
 		out := make([]float64, len(x))

@@ -256,27 +256,11 @@ func escapeSyscall(op, addr string) string {
 		}
 		return "ok: sent"
 	case "clone_newuser":
-		exe, _ := os.Executable()
-		pid, err := syscall.ForkExec(exe, []string{"caddymcp-newuser"}, &syscall.ProcAttr{
-			Env: []string{FakeEnv + "=exit"}, Sys: &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER}})
-		if err != nil {
-			return "refused: " + err.Error()
-		}
-		var ws syscall.WaitStatus
-		_, _ = syscall.Wait4(pid, &ws, 0, nil)
-		return "ok: a process in a user namespace of its own"
+		return forkInUserNamespace(&syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER})
 	case "unshare_newuser":
 		// unshare in a forked child (a threaded process cannot unshare a
 		// user namespace)
-		exe, _ := os.Executable()
-		pid, err := syscall.ForkExec(exe, []string{"caddymcp-newuser"}, &syscall.ProcAttr{
-			Env: []string{FakeEnv + "=exit"}, Sys: &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWUSER}})
-		if err != nil {
-			return "refused: " + err.Error()
-		}
-		var ws syscall.WaitStatus
-		_, _ = syscall.Wait4(pid, &ws, 0, nil)
-		return "ok: a process unshared into a user namespace of its own"
+		return forkInUserNamespace(&syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWUSER})
 	case "io_uring":
 		// a bad argument: EFAULT where io_uring_setup is let through
 		_, _, errno := syscall.RawSyscall(425 /* io_uring_setup */, 1, 0, 0)
@@ -301,6 +285,19 @@ func escapeSyscall(op, addr string) string {
 		return "ok: clone3 reached the kernel (" + errno.Error() + ")"
 	}
 	return "refused: no such op"
+}
+
+// forkInUserNamespace starts this program (exiting at once) with attr,
+// which asks for a user namespace by clone or by unshare.
+func forkInUserNamespace(attr *syscall.SysProcAttr) string {
+	exe, _ := os.Executable()
+	pid, err := syscall.ForkExec(exe, []string{"caddymcp-newuser"}, &syscall.ProcAttr{Env: []string{FakeEnv + "=exit"}, Sys: attr})
+	if err != nil {
+		return "refused: " + err.Error()
+	}
+	var ws syscall.WaitStatus
+	_, _ = syscall.Wait4(pid, &ws, 0, nil)
+	return "ok: a process in a user namespace of its own"
 }
 
 func rawSyscall(nr, a, b, c uintptr) (uintptr, syscall.Errno) {
