@@ -495,8 +495,9 @@ func TestSandboxFailsClosed(t *testing.T) {
 	}
 }
 
-// The sandbox applies to every child of a route: a 2026-07-28 pool child
-// and a prewarmed session child are as confined as a session's own.
+// The sandbox applies to every child of a route: a 2026-07-28 pool child,
+// a prewarmed session child and a stateless request's child are as
+// confined as a session's own.
 func TestSandboxEveryChild(t *testing.T) {
 	needSandbox(t)
 	logPath := t.TempDir() + "/caddy.log"
@@ -512,8 +513,20 @@ func TestSandboxEveryChild(t *testing.T) {
 		shutdown_timeout 500ms
 		sandbox
 	}
+	mcp_stdio /stateless {
+		command `+self(t)+`
+		env `+mcpserver.FakeEnv+` escape
+		stateless
+		shutdown_timeout 500ms
+		sandbox
+	}
 }
 `)
+	// stateless: a child per request
+	st := newClient(t, c.URL+"/stateless")
+	if got := tool(t, st, "read", map[string]any{"path": "/etc/shadow"}); !strings.HasPrefix(got, "refused:") {
+		t.Errorf("stateless child read /etc/shadow: %s", got)
+	}
 	// 2026: a pool child
 	_, msg := modernPost(context.Background(), t, c.URL+"/mcp", "", 1, "tools/call", `{"name":"read","arguments":{"path":"/etc/shadow"}}`)
 	b, _ := json.Marshal(msg)
