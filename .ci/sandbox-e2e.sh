@@ -19,7 +19,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 . .ci/node-tools.sh
 [ -x ./caddy ] || make build
-cp .ci/sandbox-servers.mjs "$tools/"
+cp .ci/sandbox-servers.mjs .ci/oom-server.cjs "$tools/"
 work=$(mktemp -d /tmp/caddymcp-sandbox-e2e.XXXXXX)
 pid=
 cleanup() { [ -z "$pid" ] || kill "$pid" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -57,6 +57,14 @@ cat > "$out/Caddyfile" <<CADDY
 			file_size 64MiB
 		}
 	}
+	# Node.js past its memory limit: the client is told why
+	mcp_stdio /oom {
+		command node $tools/oom-server.cjs
+		sandbox {
+			read $tools
+			memory 300MiB
+		}
+	}
 }
 CADDY
 ./caddy run --config "$out/Caddyfile" --adapter caddyfile > "$out/caddy.log" 2>&1 &
@@ -65,6 +73,13 @@ for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && brea
 grep '"sandbox ready"' "$out/caddy.log" | head -2
 node "$tools/sandbox-servers.mjs" "http://127.0.0.1:$port" "$work/files" "$work/data" "$work/outside" || {
 	echo "sandbox-e2e: FAILED (Caddy's log: $out/caddy.log)"; exit 1; }
+answer=$(curl -s -m 120 -X POST "http://127.0.0.1:$port/oom" -H 'Content-Type: application/json' \
+	-H 'Accept: application/json, text/event-stream' \
+	-d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"oom","version":"1"}}}')
+case $answer in
+*"server ran out of memory (limit 300 MiB)"*) echo "node past memory 300MiB: the client got $(grep -o 'MCP server process exited ([^"]*' <<< "$answer")" ;;
+*) echo "sandbox-e2e: node past its memory limit: the client got: $answer"; exit 1 ;;
+esac
 # every server process started under the sandbox, and said so
 n=$(grep -c '"session started".*"sandbox":"pid namespace' "$out/caddy.log" || true)
 [ "$n" -ge 2 ] || { echo "sandbox-e2e: $n session lines name the sandbox, want 2"; exit 1; }
