@@ -796,6 +796,7 @@ func (c *poolChild) ChildExited(err error) {
 	c.exitCause = childproc.ExitCause(err)
 	c.mu.Unlock()
 	close(c.exited)
+	countExit(c.pool.t.settings.Load(), expected, err) // before any client hears of it
 	c.failCalls("MCP server process exited (" + desc + ")")
 	c.pool.remove(c)
 	if !evicted { // an evicted child's slot was released then
@@ -806,7 +807,6 @@ func (c *poolChild) ChildExited(err error) {
 	} else {
 		c.logger.Warn("pool child exited", zap.String("status", desc))
 	}
-	countExit(c.pool.t.settings.Load(), expected, err)
 }
 
 // limitCause is the sandbox limit that ended c, once it has exited.

@@ -648,6 +648,8 @@ func (s *Session) ChildExited(err error) {
 		defer s.mu.Unlock() // before the deferred flushAudit, also on a panic
 		expected := s.closed
 		s.exitCause = childproc.ExitCause(err)
+		// counted before any client hears of it (a counter, no lock)
+		countExit(s.cfg, expected, err)
 		s.failPendingLocked("MCP server process exited (" + desc + ")")
 		for _, st := range s.streams {
 			st.done = true
@@ -661,7 +663,6 @@ func (s *Session) ChildExited(err error) {
 	} else {
 		s.logger.Warn("server process exited; session ended", zap.String("status", desc))
 	}
-	countExit(s.cfg, expected, err)
 }
 
 // failPending answers every pending request with a JSON-RPC error.

@@ -325,16 +325,13 @@ func (p *Policy) Classify(err error, cpu time.Duration, oom bool) *Limit {
 		return nil
 	}
 	var ws syscall.WaitStatus
-	var st interface{ Sys() any }
+	var w WaitStatus
+	var ps interface{ Sys() any } // os/exec's ExitError
 	switch {
-	case errors.As(err, &st):
-		if w, ok := st.Sys().(syscall.WaitStatus); ok {
-			ws = w
-		}
-	default:
-		if w, ok := waitStatusOf(err); ok {
-			ws = w
-		}
+	case errors.As(err, &w):
+		ws = w.WaitStatus()
+	case errors.As(err, &ps):
+		ws, _ = ps.Sys().(syscall.WaitStatus)
 	}
 	if ws.Signaled() {
 		switch ws.Signal() {
@@ -360,14 +357,6 @@ func (p *Policy) Classify(err error, cpu time.Duration, oom bool) *Limit {
 
 // WaitStatus lets childproc's own exit error say how a child ended.
 type WaitStatus interface{ WaitStatus() syscall.WaitStatus }
-
-func waitStatusOf(err error) (syscall.WaitStatus, bool) {
-	var w WaitStatus
-	if errors.As(err, &w) {
-		return w.WaitStatus(), true
-	}
-	return 0, false
-}
 
 // OutOfMemory reports whether a stderr line is a runtime saying it ran
 // out of memory (Go, Node.js, Python, C++, glibc).

@@ -15,7 +15,6 @@
 package sandbox
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -155,10 +154,4 @@ func CauseMessage(l *Limit) string {
 		return "server wrote a file past its size limit (limit " + l.Value + ")"
 	}
 	return "server hit a limit (" + l.Cause + ")"
-}
-
-// String is the Config as JSON (for error messages and tests).
-func (c *Config) String() string {
-	b, _ := json.Marshal(c)
-	return string(b)
 }
