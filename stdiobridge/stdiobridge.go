@@ -337,7 +337,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			h.logger.Warn("sandbox network outbound without ports: the server may connect to any TCP port, Caddy's admin endpoint (default localhost:2019) included; list the ports it needs, or set admin off or to a unix socket",
 				zap.String("command", h.Command))
 		}
-		h.logger.Info("sandbox ready", zap.String("command", h.Command), zap.String("sandbox", pol.Summary()))
+		h.logger.Info("sandbox ready", zap.String("command", h.Command), zap.Strings("args", h.Args),
+			zap.String("name", h.Name), zap.String("sandbox", pol.Summary()))
 		h.policy, h.spawner.policy = pol, pol
 	}
 	h.cfg = &settings{

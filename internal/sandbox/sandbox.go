@@ -61,12 +61,15 @@ type Config struct {
 	// needs User when Caddy runs as root.
 	Processes int `json:"processes,omitempty"`
 	// CPUTime bounds the CPU time of each process of the server
-	// (RLIMIT_CPU); a server past it is killed and reported so.
+	// (RLIMIT_CPU); a server past it is killed (SIGKILL a second after
+	// the limit) and reported so.
 	CPUTime caddy.Duration `json:"cpu_time,omitempty"`
 	// OpenFiles bounds the server's open descriptors (RLIMIT_NOFILE).
 	OpenFiles int `json:"open_files,omitempty"`
 	// FileSize bounds the size of a file the server writes, in bytes
-	// (RLIMIT_FSIZE); a server past it is killed and reported so.
+	// (RLIMIT_FSIZE): a write past it fails with EFBIG. (The server, the
+	// first process of its PID namespace, does not get SIGXFSZ; without a
+	// PID namespace it dies of it, and is reported so.)
 	FileSize int64 `json:"file_size,omitempty"`
 	// Seccomp is false to leave out the seccomp filter (default true:
 	// the system calls a stdio server never needs are refused with
