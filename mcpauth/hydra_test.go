@@ -207,6 +207,16 @@ http://127.0.0.1:{{PORT}} {
 		if strings.Count(jwt, ".") != 2 {
 			t.Fatalf("not a JWT: %.12s…", jwt)
 		}
+		// Hydra makes its ID-token key pair on the first request for its
+		// JWKS (an RSA key: seconds on a busy machine, past mcp_auth's 2 s
+		// wait for a fetch in flight): the test asks for it first, as any
+		// client of Hydra would have long before
+		resp, err := http.Get(h.public + ".well-known/jwks.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
 		before := calls()
 		if r := mcpCall(t, c, "/mcp", jwt, "whoami"); r.status != 200 || !strings.Contains(r.body, "user="+jwtID) {
 			t.Fatalf("JWT: %d %s", r.status, r.body)
