@@ -67,6 +67,15 @@ func escapeSiteWith(t *testing.T, exe, box string) string {
 `
 }
 
+// openBoth opens a session on each of escapeSite's routes.
+func openBoth(t *testing.T, c *caddyrun.Caddy) (bare, boxed *mcpClient) {
+	t.Helper()
+	bare, boxed = newClient(t, c.URL+"/bare"), newClient(t, c.URL+"/boxed")
+	bare.initialize()
+	boxed.initialize()
+	return bare, boxed
+}
+
 // tool calls one of the escape server's tools and returns its text (or
 // the JSON-RPC error's message, prefixed "error: ").
 func tool(t *testing.T, cl *mcpClient, name string, args any) string {
@@ -232,9 +241,7 @@ func TestSandboxNetworkNone(t *testing.T) {
 	needSandbox(t)
 	_, port := listenLoopback(t)
 	c := caddyrun.StartCaddyfile(t, "", escapeSite(t, "", ""))
-	bare, boxed := newClient(t, c.URL+"/bare"), newClient(t, c.URL+"/boxed")
-	bare.initialize()
-	boxed.initialize()
+	bare, boxed := openBoth(t, c)
 	addr := map[string]any{"addr": "127.0.0.1:" + strconv.Itoa(port)}
 	if got := tool(t, boxed, "connect", addr); !strings.HasPrefix(got, "refused:") {
 		t.Errorf("network none: %s", got)
@@ -324,9 +331,7 @@ func TestSandboxLimitsReportTheCause(t *testing.T) {
 		t.Fatalf("go build fakeserver: %v\n%s", err, out)
 	}
 	c := caddyrun.StartCaddyfile(t, global, escapeSiteWith(t, exe, "\n\t\t\tmemory 256MiB\n\t\t\tcpu_time 1s"))
-	bare, boxed := newClient(t, c.URL+"/bare"), newClient(t, c.URL+"/boxed")
-	bare.initialize()
-	boxed.initialize()
+	bare, boxed := openBoth(t, c)
 	if got := tool(t, bare, "alloc", map[string]any{"mib": 400}); got != "ok: 400 MiB" {
 		t.Fatalf("without the sandbox: %s", got)
 	}
@@ -423,9 +428,7 @@ func TestSandboxProcessLimit(t *testing.T) {
 }
 `
 	c := caddyrun.StartCaddyfile(t, "", site)
-	bare, boxed := newClient(t, c.URL+"/bare"), newClient(t, c.URL+"/boxed")
-	bare.initialize()
-	boxed.initialize()
+	bare, boxed := openBoth(t, c)
 	if got := tool(t, bare, "fork", map[string]any{"n": 40}); got != "ok: 40 started" {
 		t.Fatalf("without the sandbox: %s", got)
 	}
@@ -605,9 +608,7 @@ func TestSandboxReloadEndsUnconfinedChildren(t *testing.T) {
 func TestSandboxSeccompOffKeepsTheArgumentRules(t *testing.T) {
 	needSandbox(t)
 	c := caddyrun.StartCaddyfile(t, "", escapeSite(t, "", "\n\t\t\tseccomp off"))
-	bare, boxed := newClient(t, c.URL+"/bare"), newClient(t, c.URL+"/boxed")
-	bare.initialize()
-	boxed.initialize()
+	bare, boxed := openBoth(t, c)
 	for _, op := range []string{"io_uring", "unshare_newuser", "mptcp_high_bits", "vsock", "listen_unbound", "clone_newuser"} {
 		if got := tool(t, boxed, "sys", map[string]any{"op": op}); !strings.HasPrefix(got, "refused:") {
 			t.Errorf("seccomp off, %s: %s", op, got)
