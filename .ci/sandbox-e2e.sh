@@ -17,8 +17,18 @@ if [ "$(id -u)" != 0 ]; then
 	[ -z "${CADDYMCP_REQUIRE_SANDBOX:-}" ] || exit 1
 	exit 0
 fi
-. .ci/node-tools.sh
 [ -x ./caddy ] || make build
+# a kernel without Landlock ABI 4 cannot run the sandbox: say so
+probe=$(mktemp)
+printf '{\n\tadmin off\n}\n:0 {\n\tmcp_stdio {\n\t\tcommand /bin/true\n\t\tsandbox\n\t}\n}\n' > "$probe"
+if ! why=$(./caddy validate --config "$probe" --adapter caddyfile 2>&1); then
+	rm -f "$probe"
+	echo "sandbox-e2e: this machine cannot run the sandbox: $(grep -o 'sandbox: [^"]*' <<< "$why" | head -1)"
+	[ -z "${CADDYMCP_REQUIRE_SANDBOX:-}" ] || exit 1
+	exit 0
+fi
+rm -f "$probe"
+. .ci/node-tools.sh
 cp .ci/sandbox-servers.mjs .ci/oom-server.cjs "$tools/"
 work=$(mktemp -d /tmp/caddymcp-sandbox-e2e.XXXXXX)
 pid=
