@@ -622,3 +622,26 @@ func TestSandboxSeccompOffKeepsTheArgumentRules(t *testing.T) {
 		t.Errorf("seccomp off, clone3 (an argument rule): %s", got)
 	}
 }
+
+// unix_sockets lets a server reach a local daemon's socket (beneath a read
+// path, as Landlock ABI 9 wants), which the default refuses.
+func TestSandboxUnixSockets(t *testing.T) {
+	needSandbox(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "daemon.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go acceptAndClose(l)
+	c := caddyrun.StartCaddyfile(t, "", escapeSite(t, "", "\n\t\t\tunix_sockets\n\t\t\tread "+dir))
+	_, boxed := openBoth(t, c)
+	if got := tool(t, boxed, "unix", map[string]any{"path": sock}); got != "ok: connected" {
+		t.Errorf("with unix_sockets: %s", got)
+	}
+	// still no other family, and no TCP connect (network none)
+	if got := tool(t, boxed, "sys", map[string]any{"op": "vsock"}); !strings.HasPrefix(got, "refused:") {
+		t.Errorf("with unix_sockets, vsock: %s", got)
+	}
+}

@@ -126,6 +126,9 @@ func Resolve(cfg Config, command, dir string, env []string, protect []string) (*
 	rw = append(rw, cfg.Write...)
 	s.RODirs, s.ROFiles = splitPaths(ro)
 	s.RWDirs, s.RWFiles = splitPaths(rw)
+	if cfg.UnixSockets {
+		s.UnixDirs, s.UnixFiles = splitPaths(append(append([]string(nil), cfg.Read...), cfg.Write...))
+	}
 
 	// namespaces: a PID namespace always (no descendant outlives the
 	// server), a network namespace for network none; without root, in a

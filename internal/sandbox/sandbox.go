@@ -79,7 +79,9 @@ type Config struct {
 	// (socket(AF_UNIX)), to reach a local daemon. Default: refused, as
 	// Landlock before ABI 9 does not confine them to paths: a server could
 	// connect to any socket file its user may write (a root server to
-	// /var/run/docker.sock). socketpair(2) works either way.
+	// /var/run/docker.sock). socketpair(2) works either way. Where
+	// Landlock has ABI 9 (which confines such connects to paths), the
+	// socket must lie beneath a read or write path.
 	UnixSockets bool `json:"unix_sockets,omitempty"`
 	// BestEffort starts the server with what this kernel and Caddy's
 	// privileges allow, logging what could not be applied. Without it,

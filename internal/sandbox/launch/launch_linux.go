@@ -48,6 +48,8 @@ type Spec struct {
 	Rlimits    []Rlimit `json:"rlimits"`     // set after the user switch
 	Seccomp    bool     `json:"seccomp"`     // load the deny list
 	Unix       bool     `json:"unix"`        // allow socket(AF_UNIX)
+	UnixDirs   []string `json:"unix_dirs"`   // with Unix: where Landlock (ABI 9+) lets a connect reach a socket
+	UnixFiles  []string `json:"unix_files"`
 	BestEffort bool     `json:"best_effort"` // skip what cannot be applied, saying so
 }
 
@@ -230,6 +232,17 @@ func buildLandlock(s *Spec) (int, uint32, error) {
 	}
 	if len(s.RWFiles) > 0 {
 		rules = append(rules, landlock.RWFiles(s.RWFiles...).IgnoreIfMissing())
+	}
+	if s.Unix {
+		// Landlock ABI 9+ also confines connect(2) on pathname UNIX
+		// sockets: the read and write paths may be connected to (a
+		// right older ABIs do not have, and drop from these rules)
+		if len(s.UnixDirs) > 0 {
+			rules = append(rules, landlock.RODirs(s.UnixDirs...).WithResolveUnix().IgnoreIfMissing())
+		}
+		if len(s.UnixFiles) > 0 {
+			rules = append(rules, landlock.ROFiles(s.UnixFiles...).WithResolveUnix().IgnoreIfMissing())
+		}
 	}
 	if cfg.HandledAccessNet&llsyscall.AccessNetConnectTCP != 0 {
 		for _, p := range s.Connect {
