@@ -34,21 +34,21 @@ type Spec struct {
 	Path string   `json:"path,omitempty"` // the server; "" for a probe
 	Args []string `json:"args,omitempty"`
 
-	ABI        int      `json:"abi"`         // the go-landlock preset (0: no Landlock)
-	NetHandled uint64   `json:"net"`         // the TCP rights Landlock handles
-	Connect    []uint16 `json:"connect"`     // TCP ports connect is allowed to
-	RODirs     []string `json:"ro_dirs"`     // read and execute beneath
-	ROFiles    []string `json:"ro_files"`    // read and execute
-	RWDirs     []string `json:"rw_dirs"`     // read, write, create, remove beneath
-	RWFiles    []string `json:"rw_files"`    // read and write
-	LoUp       bool     `json:"lo_up"`       // bring loopback up (a network namespace of its own)
-	UID        int      `json:"uid"`         // -1: Caddy's
-	GID        int      `json:"gid"`         // -1: Caddy's
-	DropCaps   bool     `json:"drop_caps"`   // empty the bounding set (needs CAP_SETPCAP)
-	Rlimits    []Rlimit `json:"rlimits"`     // set after the user switch
-	Seccomp    bool     `json:"seccomp"`     // load the deny list
-	Unix       bool     `json:"unix"`        // allow socket(AF_UNIX)
-	UnixDirs   []string `json:"unix_dirs"`   // with Unix: where Landlock (ABI 9+) lets a connect reach a socket
+	ABI        int      `json:"abi"`       // the go-landlock preset (0: no Landlock)
+	NetHandled uint64   `json:"net"`       // the TCP rights Landlock handles
+	Connect    []uint16 `json:"connect"`   // TCP ports connect is allowed to
+	RODirs     []string `json:"ro_dirs"`   // read and execute beneath
+	ROFiles    []string `json:"ro_files"`  // read and execute
+	RWDirs     []string `json:"rw_dirs"`   // read, write, create, remove beneath
+	RWFiles    []string `json:"rw_files"`  // read and write
+	LoUp       bool     `json:"lo_up"`     // bring loopback up (a network namespace of its own)
+	UID        int      `json:"uid"`       // -1: Caddy's
+	GID        int      `json:"gid"`       // -1: Caddy's
+	DropCaps   bool     `json:"drop_caps"` // empty the bounding set (needs CAP_SETPCAP)
+	Rlimits    []Rlimit `json:"rlimits"`   // set after the user switch
+	Seccomp    bool     `json:"seccomp"`   // load the deny list
+	Unix       bool     `json:"unix"`      // allow socket(AF_UNIX)
+	UnixDirs   []string `json:"unix_dirs"` // with Unix: where Landlock (ABI 9+) lets a connect reach a socket
 	UnixFiles  []string `json:"unix_files"`
 	BestEffort bool     `json:"best_effort"` // skip what cannot be applied, saying so
 }
