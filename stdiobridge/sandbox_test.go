@@ -43,8 +43,8 @@ func needSandbox(t *testing.T) {
 }
 
 // escapeSite serves the escape server twice: /bare without a sandbox and
-// /boxed with box (a sandbox block's body); Caddy's storage is storage.
-func escapeSite(t *testing.T, storage, box string) string {
+// /boxed with box (a sandbox block's body).
+func escapeSite(t *testing.T, box string) string {
 	return escapeSiteWith(t, self(t), box)
 }
 
@@ -164,7 +164,7 @@ func TestSandboxRefusesEscapes(t *testing.T) {
 	_, allowedPort := listenLoopback(t)
 	_, otherPort := listenLoopback(t)
 	box := "\n\t\t\tnetwork outbound " + strconv.Itoa(allowedPort) + "\n\t\t\twrite " + allowedDir
-	c := caddyrun.StartCaddyfile(t, "\tstorage file_system "+storage+"\n", escapeSite(t, storage, box))
+	c := caddyrun.StartCaddyfile(t, "\tstorage file_system "+storage+"\n", escapeSite(t, box))
 
 	open := func(path string) *mcpClient {
 		cl := newClient(t, c.URL+path)
@@ -240,7 +240,7 @@ func TestSandboxRefusesEscapes(t *testing.T) {
 func TestSandboxNetworkNone(t *testing.T) {
 	needSandbox(t)
 	_, port := listenLoopback(t)
-	c := caddyrun.StartCaddyfile(t, "", escapeSite(t, "", ""))
+	c := caddyrun.StartCaddyfile(t, "", escapeSite(t, ""))
 	bare, boxed := openBoth(t, c)
 	addr := map[string]any{"addr": "127.0.0.1:" + strconv.Itoa(port)}
 	if got := tool(t, boxed, "connect", addr); !strings.HasPrefix(got, "refused:") {
@@ -260,7 +260,7 @@ func TestSandboxNetworkNone(t *testing.T) {
 // outlives the session.
 func TestSandboxGrandchildEndsWithSession(t *testing.T) {
 	needSandbox(t)
-	c := caddyrun.StartCaddyfile(t, "", escapeSite(t, "", ""))
+	c := caddyrun.StartCaddyfile(t, "", escapeSite(t, ""))
 	for _, path := range []string{"/boxed", "/bare"} {
 		tag := strings.TrimPrefix(path, "/") + runTag
 		cl := newClient(t, c.URL+path)
@@ -607,7 +607,7 @@ func TestSandboxReloadEndsUnconfinedChildren(t *testing.T) {
 // namespaces, sockets Landlock does not confine) still hold.
 func TestSandboxSeccompOffKeepsTheArgumentRules(t *testing.T) {
 	needSandbox(t)
-	c := caddyrun.StartCaddyfile(t, "", escapeSite(t, "", "\n\t\t\tseccomp off"))
+	c := caddyrun.StartCaddyfile(t, "", escapeSite(t, "\n\t\t\tseccomp off"))
 	bare, boxed := openBoth(t, c)
 	for _, op := range []string{"io_uring", "unshare_newuser", "mptcp_high_bits", "vsock", "listen_unbound", "clone_newuser"} {
 		if got := tool(t, boxed, "sys", map[string]any{"op": op}); !strings.HasPrefix(got, "refused:") {
@@ -635,7 +635,7 @@ func TestSandboxUnixSockets(t *testing.T) {
 	}
 	defer l.Close()
 	go acceptAndClose(l)
-	c := caddyrun.StartCaddyfile(t, "", escapeSite(t, "", "\n\t\t\tunix_sockets\n\t\t\tread "+dir))
+	c := caddyrun.StartCaddyfile(t, "", escapeSite(t, "\n\t\t\tunix_sockets\n\t\t\tread "+dir))
 	_, boxed := openBoth(t, c)
 	if got := tool(t, boxed, "unix", map[string]any{"path": sock}); got != "ok: connected" {
 		t.Errorf("with unix_sockets: %s", got)

@@ -31,7 +31,6 @@ type Policy struct {
 	cpu        *Limit
 	fsize      *Limit
 	cpuTime    time.Duration
-	uid, gid   int
 	hostUID    int // with CLONE_NEWUSER: Caddy's uid and gid, root inside
 	hostGID    int
 	summary    string
@@ -70,7 +69,8 @@ func Resolve(cfg Config, command, dir string, env []string, protect []string) (*
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	p := &Policy{uid: -1, gid: -1}
+	protect = realPaths(protect) // resolved once: covers compares every path with them
+	p := &Policy{}
 	p.memory, p.cpu, p.fsize = cfg.limitsOf()
 	p.cpuTime = time.Duration(cfg.CPUTime)
 	s := &p.base
@@ -156,7 +156,6 @@ func Resolve(cfg Config, command, dir string, env []string, protect []string) (*
 			return nil, fmt.Errorf("sandbox: %w", err)
 		}
 		s.UID, s.GID = uid, gid
-		p.uid, p.gid = uid, gid
 	}
 	childUID := os.Geteuid() // without root, RLIMIT_NPROC counts in the child's own user namespace
 	if s.UID >= 0 {
@@ -294,8 +293,8 @@ func (p *Policy) Wrap(cmd *exec.Cmd) (cleanup func(), err error) {
 		return nil, err
 	}
 	cleanup = func() { _ = os.RemoveAll(tmp) }
-	if p.uid >= 0 {
-		if err := os.Chown(tmp, p.uid, p.gid); err != nil {
+	if p.base.UID >= 0 {
+		if err := os.Chown(tmp, p.base.UID, p.base.GID); err != nil {
 			cleanup()
 			return nil, err
 		}
@@ -477,24 +476,35 @@ func envValue(env []string, name string) string {
 }
 
 // covers returns the protected path that path is or holds, or "".
+// protect holds real paths (realPaths).
 func covers(path string, protect []string) string {
-	path = filepath.Clean(path)
-	if real, err := filepath.EvalSymlinks(path); err == nil {
-		path = real
-	}
+	path = realPath(path)
 	for _, p := range protect {
-		if p == "" {
-			continue
-		}
-		p = filepath.Clean(p)
-		if real, err := filepath.EvalSymlinks(p); err == nil {
-			p = real
-		}
 		if p == path || strings.HasPrefix(p, strings.TrimSuffix(path, "/")+"/") {
 			return p
 		}
 	}
 	return ""
+}
+
+// realPath is path cleaned, its symbolic links resolved where it exists.
+func realPath(path string) string {
+	path = filepath.Clean(path)
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		return real
+	}
+	return path
+}
+
+// realPaths is realPath of each non-empty path.
+func realPaths(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		if p != "" {
+			out = append(out, realPath(p))
+		}
+	}
+	return out
 }
 
 // splitPaths sorts existing paths into directories and files (Landlock's
