@@ -101,6 +101,8 @@ var repeatable = map[string]bool{"env": true, "inherit_env": true, "allowed_host
 //			memory <size>
 //			processes <n>
 //			cpu_time <duration>
+//			cpus <n>
+//			cgroup off|<path>
 //			open_files <n>
 //			file_size <size>
 //			seccomp on|off
@@ -398,6 +400,25 @@ func parseSandbox(d *caddyfile.Dispenser) (*sandbox.Config, error) {
 				return nil, d.Errf("sandbox cpu_time: %q is not a duration of a second or more", v)
 			}
 			sb.CPUTime = caddy.Duration(dur)
+		case "cpus":
+			var v string
+			if !d.AllArgs(&v) {
+				return nil, d.ArgErr()
+			}
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil || !(n >= 0.01 && n <= 4096) {
+				return nil, d.Errf("sandbox cpus: %q is not a number of CPUs (0.01 to 4096)", v)
+			}
+			sb.CPUs = n
+		case "cgroup":
+			var v string
+			if !d.AllArgs(&v) {
+				return nil, d.ArgErr()
+			}
+			if v != "off" && !strings.HasPrefix(v, "/") {
+				return nil, d.Errf("sandbox cgroup: %q is not off or an absolute path", v)
+			}
+			sb.Cgroup = v
 		case "seccomp":
 			var v string
 			if !d.AllArgs(&v) {

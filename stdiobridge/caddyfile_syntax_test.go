@@ -51,6 +51,8 @@ func TestCaddyfileSandbox(t *testing.T) {
 		memory 256MiB
 		processes 64
 		cpu_time 10m
+		cpus 1.5
+		cgroup /sys/fs/cgroup/caddy
 		open_files 1024
 		file_size 1GiB
 		seccomp off
@@ -62,7 +64,7 @@ func TestCaddyfileSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, _ := json.Marshal(h.Sandbox)
-	want := `{"read":["/a","/b","/c"],"write":["/d"],"no_default_paths":true,"network":"outbound","connect_ports":[443,80],"user":"nobody","group":"nogroup","memory":268435456,"processes":64,"cpu_time":600000000000,"open_files":1024,"file_size":1073741824,"seccomp":false,"unix_sockets":true,"best_effort":true}`
+	want := `{"read":["/a","/b","/c"],"write":["/d"],"no_default_paths":true,"network":"outbound","connect_ports":[443,80],"user":"nobody","group":"nogroup","memory":268435456,"processes":64,"cpus":1.5,"cgroup":"/sys/fs/cgroup/caddy","cpu_time":600000000000,"open_files":1024,"file_size":1073741824,"seccomp":false,"unix_sockets":true,"best_effort":true}`
 	if string(got) != want {
 		t.Errorf("sandbox block:\n got %s\nwant %s", got, want)
 	}
@@ -76,6 +78,9 @@ func TestCaddyfileSandbox(t *testing.T) {
 		{"memory lots", "is not a size"},
 		{"processes 0", "is not a positive number"},
 		{"cpu_time 10ms", "of a second or more"},
+		{"cpus 0", "is not a number of CPUs"},
+		{"cpus half", "is not a number of CPUs"},
+		{"cgroup auto", `"auto" is not off or an absolute path`},
 		{"seccomp maybe", "is not on or off"},
 		{"user", "wrong argument count"},
 		{"memory 1GiB\n\t\tmemory 2GiB", "memory: set twice"},

@@ -371,7 +371,7 @@ func (h poolServer) startPoolChild(r *http.Request, p *childPool, requester stri
 	} else {
 		h.table.discovered(c.initResult)
 	}
-	c.logger.Info("pool child started", zap.Int("pid", c.proc.Pid()), zap.Bool("prewarmed", prewarmed), zap.Bool("modern", c.modern), h.sandboxField())
+	c.logger.Info("pool child started", zap.Int("pid", c.proc.Pid()), zap.Bool("prewarmed", prewarmed), zap.Bool("modern", c.modern), h.sandboxField(c.proc))
 	return c, admitted, nil
 }
 

@@ -645,3 +645,128 @@ func TestSandboxUnixSockets(t *testing.T) {
 		t.Errorf("with unix_sockets, vsock: %s", got)
 	}
 }
+
+// cgroupBase is the cgroup v2 directory children's cgroups go in here
+// (what the sandbox's auto finds), or skips the test: it says why.
+func cgroupBase(t *testing.T) string {
+	t.Helper()
+	p, err := sandbox.Resolve(sandbox.Config{}, "/bin/sh", "", os.Environ(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, part := range strings.Split(p.Summary(), ", ") {
+		if base, ok := strings.CutPrefix(part, "cgroup "); ok {
+			return base
+		}
+	}
+	why := fmt.Sprintf("no cgroup v2 subtree for children here (%v)", p.Notes())
+	if os.Getenv("CADDYMCP_REQUIRE_CGROUP") != "" {
+		t.Fatal(why + " (CADDYMCP_REQUIRE_CGROUP is set)")
+	}
+	t.Skip(why)
+	return ""
+}
+
+// Where a cgroup v2 subtree is Caddy's to use, each sandboxed child runs
+// in a cgroup of its own (the start line names it), cannot move itself
+// out of it (the bare server can), and the cgroup is gone once its session
+// has ended, with every process in it.
+func TestSandboxCgroupPerChild(t *testing.T) {
+	needSandbox(t)
+	base := cgroupBase(t)
+	logPath := t.TempDir() + "/caddy.log"
+	global := "\tlog {\n\t\toutput file " + logPath + "\n\t\tinclude http.handlers.mcp_stdio\n\t}\n"
+	c := caddyrun.StartCaddyfile(t, global, escapeSite(t, ""))
+	bare, boxed := openBoth(t, c)
+	rel := strings.TrimPrefix(tool(t, boxed, "cgroup", nil), "ok: ")
+	dir := filepath.Join(base, rel)
+	if !strings.HasPrefix(filepath.Base(dir), "caddymcp-") {
+		t.Fatalf("the sandboxed server's cgroup is %q", rel)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
+		t.Fatalf("its cgroup %s: %v", dir, err)
+	}
+	other := strings.TrimPrefix(tool(t, bare, "cgroup", nil), "ok: ")
+	if strings.Contains(other, "caddymcp-") {
+		t.Fatalf("the bare server is in a cgroup of ours: %s", other)
+	}
+	// leaving its cgroup for Caddy's: refused boxed, done bare
+	target := filepath.Join(base, "cgroup.procs")
+	if got := tool(t, boxed, "cgroup_move", map[string]any{"path": target}); !strings.HasPrefix(got, "refused: ") {
+		t.Errorf("the sandboxed server left its cgroup: %s", got)
+	}
+	if got := tool(t, bare, "cgroup_move", map[string]any{"path": filepath.Join(base, other, "cgroup.procs")}); got != "ok: moved" {
+		t.Errorf("without the sandbox the move failed (the test cannot tell the sandbox's work apart): %s", got)
+	}
+	// a grandchild is in the cgroup too, and ends with it
+	if got := tool(t, boxed, "grandchild", map[string]any{"tag": "cg" + runTag}); !strings.HasPrefix(got, "ok:") {
+		t.Fatalf("grandchild: %s", got)
+	}
+	if n := len(strings.Fields(string(must(os.ReadFile(filepath.Join(dir, "cgroup.procs")))))); n < 2 {
+		t.Errorf("the cgroup holds %d processes; want the server and its grandchild", n)
+	}
+	logs, _ := os.ReadFile(logPath)
+	if !strings.Contains(string(logs), "("+dir+")") {
+		t.Errorf("no start line names the child's cgroup %s:\n%s", dir, logs)
+	}
+	if code, body := boxed.status("DELETE", "", nil); code != 204 && code != 200 {
+		t.Fatalf("DELETE: %d %s", code, body)
+	}
+	waitNoProcesses(t, "caddymcp-orphan-cg"+runTag, 30*time.Second)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(dir); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ended session's cgroup %s is still there", dir)
+		}
+	}
+}
+
+// Where the cgroup's controllers are Caddy's to enable, memory, processes
+// and cpus are cgroup limits: a server past memory.max is ended by the OOM
+// killer and reported so, a root server cannot fork past pids.max (no user
+// needed), and cpu.max is set. Skips where the controllers are not
+// delegated (this development machine), saying so.
+func TestSandboxCgroupLimits(t *testing.T) {
+	needSandbox(t)
+	base := cgroupBase(t)
+	p, err := sandbox.Resolve(sandbox.Config{Memory: 256 << 20, Processes: 24, CPUs: 0.5, BestEffort: true}, "/bin/sh", "", os.Environ(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"memory.max", "pids.max", "cpu.max"} {
+		if !strings.Contains(p.Summary(), want) {
+			why := fmt.Sprintf("the cgroup %s cannot enable every controller: %v", base, p.Notes())
+			if os.Getenv("CADDYMCP_REQUIRE_CGROUP") != "" {
+				t.Fatal(why)
+			}
+			t.Skip(why)
+		}
+	}
+	exe := filepath.Join(t.TempDir(), "fakeserver")
+	build := exec.Command("go", "build", "-o", exe, "github.com/caddymcp/caddymcp/internal/mcpserver/fakeserver")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build fakeserver: %v\n%s", err, out)
+	}
+	c := caddyrun.StartCaddyfile(t, "", escapeSiteWith(t, exe, "\n\t\t\tmemory 256MiB\n\t\t\tprocesses 24\n\t\t\tcpus 0.5"))
+	bare, boxed := openBoth(t, c)
+	dir := filepath.Join(base, strings.TrimPrefix(tool(t, boxed, "cgroup", nil), "ok: "))
+	for file, want := range map[string]string{"memory.max": "268435456", "pids.max": "24", "cpu.max": "50000 100000"} {
+		if got := strings.TrimSpace(string(must(os.ReadFile(filepath.Join(dir, file))))); got != want {
+			t.Errorf("%s: %q, want %q", file, got, want)
+		}
+	}
+	if got := tool(t, bare, "fork", map[string]any{"n": 40}); got != "ok: 40 started" {
+		t.Fatalf("without the sandbox: %s", got)
+	}
+	if got := tool(t, boxed, "fork", map[string]any{"n": 40}); !strings.HasPrefix(got, "refused: ") {
+		t.Errorf("a root server forked past pids.max 24: %s", got)
+	}
+	if got := tool(t, bare, "alloc", map[string]any{"mib": 400}); got != "ok: 400 MiB" {
+		t.Fatalf("without the sandbox: %s", got)
+	}
+	if got := tool(t, boxed, "alloc", map[string]any{"mib": 400}); !strings.Contains(got, "server ran out of memory (limit 256 MiB)") {
+		t.Errorf("past memory.max the client got: %s", got)
+	}
+}

@@ -171,7 +171,7 @@ func (h sessionServer) initialize(w http.ResponseWriter, r *http.Request, e *env
 		}
 		s.mu.Unlock()
 		s.logger.Info("session started", zap.Int("pid", s.proc.Pid()), zap.String("user", userForLog(s.subject)),
-			zap.String("command", h.Command), zap.Bool("prewarmed", prewarmed), h.sandboxField())
+			zap.String("command", h.Command), zap.Bool("prewarmed", prewarmed), h.sandboxField(s.proc))
 	}
 	var p struct {
 		ProtocolVersion string `json:"protocolVersion"`

@@ -56,10 +56,14 @@ func (s *spawner) environ(r *http.Request) []string {
 }
 
 // sandboxField says what a child runs under, for the line that logs its
-// start: the restrictions the route's sandbox applied ("none" without one).
-func (h *Handler) sandboxField() zap.Field {
+// start: the restrictions the route's sandbox applied ("none" without
+// one), and the child's own cgroup when it has one.
+func (h *Handler) sandboxField(p *childproc.Process) zap.Field {
 	if h.policy == nil {
 		return zap.String("sandbox", "none")
+	}
+	if cg := p.Cgroup(); cg != "" {
+		return zap.String("sandbox", h.policy.Summary()+" ("+cg+")")
 	}
 	return zap.String("sandbox", h.policy.Summary())
 }

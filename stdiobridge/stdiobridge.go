@@ -338,7 +338,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 				zap.String("command", h.Command))
 		}
 		h.logger.Info("sandbox ready", zap.String("command", h.Command), zap.Strings("args", h.Args),
-			zap.String("name", h.Name), zap.String("sandbox", pol.Summary()))
+			zap.String("name", h.Name), zap.String("sandbox", pol.Summary()), zap.Strings("limits", pol.Notes()))
 		h.policy, h.spawner.policy = pol, pol
 	}
 	h.cfg = &settings{

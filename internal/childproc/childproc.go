@@ -61,7 +61,8 @@ type Process struct {
 	writeMu sync.Mutex
 	exited  chan struct{} // closed after Wait returned and stdout is drained
 	exitErr error
-	oom     atomic.Bool // its stderr reported running out of memory (sandbox memory limit)
+	oom     atomic.Bool    // its stderr reported running out of memory (sandbox memory limit)
+	conf    *sandbox.Child // its sandbox, nil: none
 
 	termOnce sync.Once
 }
@@ -90,14 +91,20 @@ func Start(cfg Config, sink Sink, logger *zap.Logger) (*Process, error) {
 	cmd.Dir = cfg.Dir
 	markInheritableFDs()
 
-	var ns func(*syscall.SysProcAttr) // the sandbox's namespaces and session
+	var ns func(*syscall.SysProcAttr) // the sandbox's namespaces, session and cgroup
+	var conf *sandbox.Child
 	cleanup := func() {}
 	if cfg.Sandbox != nil {
 		var err error
-		if cleanup, err = cfg.Sandbox.Wrap(cmd); err != nil {
+		if conf, err = cfg.Sandbox.Wrap(cmd); err != nil {
 			return nil, err
 		}
-		ns = cfg.Sandbox.Namespaces
+		ns = conf.Attr
+		cleanup = func() {
+			if err := conf.Cleanup(); err != nil {
+				logger.Warn("could not remove the sandbox's cgroup or temporary directory of a server process", zap.Error(err))
+			}
+		}
 	}
 
 	stdinR, stdinW, err := os.Pipe()
@@ -134,7 +141,7 @@ func Start(cfg Config, sink Sink, logger *zap.Logger) (*Process, error) {
 	stdoutW.Close()
 	stderrW.Close()
 
-	p := &Process{child: c, stdin: stdinW, logger: logger.With(zap.Int("pid", c.pid)), exited: make(chan struct{})}
+	p := &Process{child: c, stdin: stdinW, logger: logger.With(zap.Int("pid", c.pid)), exited: make(chan struct{}), conf: conf}
 	stdoutDone := make(chan struct{})
 	stderrDone := make(chan struct{})
 	go func() {
@@ -150,6 +157,9 @@ func Start(cfg Config, sink Sink, logger *zap.Logger) (*Process, error) {
 		// the group may live on (a grandchild holding stdout); end it,
 		// and any descendant that left the group
 		killGroup(c, true)
+		if conf != nil {
+			conf.Kill() // its cgroup: every descendant, wherever it went
+		}
 		if n := sweepDescendants(marker); n > 0 {
 			p.logger.Info("ended descendants that outlived the server process", zap.Int("processes", n))
 		}
@@ -158,7 +168,7 @@ func Start(cfg Config, sink Sink, logger *zap.Logger) (*Process, error) {
 		<-stderrDone
 		stderrR.Close()
 		if cfg.Sandbox != nil {
-			if l := cfg.Sandbox.Classify(err, c.cpuTime(), p.oom.Load()); l != nil {
+			if l := conf.Classify(err, c.cpuTime(), p.oom.Load()); l != nil {
 				err = &LimitError{Limit: *l, Err: err}
 			}
 			cleanup()
@@ -173,6 +183,14 @@ func Start(cfg Config, sink Sink, logger *zap.Logger) (*Process, error) {
 
 // Pid is the child's process id.
 func (p *Process) Pid() int { return p.child.pid }
+
+// Cgroup is the directory of the child's cgroup ("": it has none of its own).
+func (p *Process) Cgroup() string {
+	if p.conf == nil {
+		return ""
+	}
+	return p.conf.Cgroup()
+}
 
 // Send writes one message line to the child's stdin, within timeout
 // (0: none); it fails once the child has exited.
@@ -216,6 +234,9 @@ func (p *Process) Terminate(grace time.Duration) {
 		}
 		p.logger.Warn("server process ignored SIGTERM; sending SIGKILL")
 		killGroup(p.child, true)
+		if p.conf != nil {
+			p.conf.Kill()
+		}
 	})
 	<-p.exited
 }

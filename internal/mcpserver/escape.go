@@ -61,7 +61,7 @@ func runEscape() {
 				"serverInfo": map[string]any{"name": "escape", "version": "1"}}
 		case "tools/list":
 			var tools []any
-			for _, n := range []string{"read", "write", "environ", "connect", "unix", "listen", "fork", "alloc", "spin", "grandchild", "pid", "uid", "sys"} {
+			for _, n := range []string{"read", "write", "environ", "connect", "unix", "listen", "fork", "alloc", "spin", "grandchild", "pid", "uid", "sys", "cgroup", "cgroup_move"} {
 				tools = append(tools, map[string]any{"name": n, "inputSchema": map[string]any{"type": "object"}})
 			}
 			result = map[string]any{"tools": tools}
@@ -188,6 +188,23 @@ func escapeTool(name string, args map[string]any) string {
 		return fmt.Sprintf("ok: started %d", cmd.Process.Pid)
 	case "sys":
 		return escapeSyscall(str("op"), str("addr"))
+	case "cgroup":
+		b, err := os.ReadFile("/proc/self/cgroup")
+		if err != nil {
+			return refused(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, "0::"); ok {
+				return "ok: " + rest
+			}
+		}
+		return "refused: no cgroup v2"
+	case "cgroup_move":
+		// leave its cgroup for another (path: that cgroup's cgroup.procs)
+		if err := os.WriteFile(str("path"), []byte(fmt.Sprint(os.Getpid())), 0); err != nil {
+			return refused(err)
+		}
+		return "ok: moved"
 	case "uid":
 		return fmt.Sprintf("ok: uid=%d gid=%d", os.Getuid(), os.Getgid())
 	case "pid":

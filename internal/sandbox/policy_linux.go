@@ -30,11 +30,14 @@ type Policy struct {
 	memory     *Limit
 	cpu        *Limit
 	fsize      *Limit
+	procs      *Limit // with pids.max: a server that exits after reaching it
 	cpuTime    time.Duration
-	hostUID    int // with CLONE_NEWUSER: Caddy's uid and gid, root inside
+	cg         *cgroups // nil: no cgroup per child
+	hostUID    int      // with CLONE_NEWUSER: Caddy's uid and gid, root inside
 	hostGID    int
 	summary    string
 	skipped    []string
+	notes      []string // how limits applied, where not as configured first (a cgroup)
 }
 
 // minABI is the Landlock ABI the sandbox needs: 4 (Linux 6.7) restricts
@@ -162,11 +165,54 @@ func Resolve(cfg Config, command, dir string, env []string, protect []string) (*
 		childUID = s.UID
 	}
 
-	// rlimits
-	if cfg.Memory > 0 {
-		s.Rlimits = append(s.Rlimits, launch.Rlimit{Name: "memory", Resource: syscall.RLIMIT_DATA, Cur: uint64(cfg.Memory), Max: uint64(cfg.Memory)})
+	// cgroups: one per child, for the limits whose controllers the base
+	// can enable; rlimits for the others
+	var cgApplied []string
+	base, why, err := findCgroupBase(cfg.Cgroup)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Processes > 0 {
+	not := map[string]string{}
+	if base != "" {
+		g, n, err := setupCgroups(base, cfg.Memory, cfg.Processes, cfg.CPUs)
+		switch {
+		case err == nil:
+			p.cg, not = g, n
+			cgApplied = g.applied
+		case cfg.Cgroup != "" && !cfg.BestEffort:
+			return nil, fmt.Errorf("sandbox: cgroup: %w", err)
+		default:
+			why = err.Error()
+		}
+	}
+	if p.cg == nil {
+		for _, l := range []string{"memory", "processes", "cpus"} {
+			not[l] = why
+		}
+	}
+	if why != "" && p.cg == nil && cfg.Cgroup != "off" {
+		p.notes = append(p.notes, "no cgroup: "+why)
+	}
+	if cfg.CPUs > 0 && (p.cg == nil || p.cg.cpuMax == "") {
+		if !cfg.BestEffort {
+			return nil, fmt.Errorf("sandbox: cpus needs a cgroup v2 with the cpu controller: %s", not["cpus"])
+		}
+		p.skipped = append(p.skipped, "cpus: "+not["cpus"])
+	}
+
+	// rlimits
+	if cfg.Memory > 0 && (p.cg == nil || p.cg.memory == 0) {
+		s.Rlimits = append(s.Rlimits, launch.Rlimit{Name: "memory", Resource: syscall.RLIMIT_DATA, Cur: uint64(cfg.Memory), Max: uint64(cfg.Memory)})
+		if cfg.Cgroup != "off" {
+			p.notes = append(p.notes, "memory by rlimit: "+not["memory"])
+		}
+	}
+	if cfg.Processes > 0 && p.cg != nil && p.cg.pids > 0 {
+		p.procs = &Limit{Cause: "processes", Value: strconv.Itoa(cfg.Processes)}
+	} else if cfg.Processes > 0 {
+		if cfg.Cgroup != "off" {
+			p.notes = append(p.notes, "processes by rlimit: "+not["processes"])
+		}
 		if childUID == 0 {
 			if !cfg.BestEffort {
 				return nil, fmt.Errorf("sandbox: processes cannot bind a server that runs as root (the kernel exempts root from RLIMIT_NPROC); set user")
@@ -215,6 +261,7 @@ func Resolve(cfg Config, command, dir string, env []string, protect []string) (*
 	if p.cloneflags&syscall.CLONE_NEWUSER != 0 {
 		applied = append([]string{"user namespace"}, applied...)
 	}
+	applied = append(applied, cgApplied...)
 	p.summary = strings.Join(applied, ", ")
 	return p, nil
 }
@@ -229,7 +276,15 @@ func (p *Policy) probe() (*launch.Report, error) {
 	cmd.Args = []string{launch.Name, string(b)}
 	cmd.Env = []string{"HOME=/", "PATH=/usr/bin:/bin"} // Caddy's init then finds its directories
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	p.Namespaces(cmd.SysProcAttr)
+	p.namespaces(cmd.SysProcAttr)
+	if p.cg != nil {
+		cg, err := p.cg.create()
+		if err != nil {
+			return nil, err
+		}
+		defer cg.remove(10 * time.Second)
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, cg.fd
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -259,15 +314,16 @@ func (p *Policy) probe() (*launch.Report, error) {
 // that starts it.
 func (p *Policy) Summary() string { return p.summary }
 
+// Notes says how limits applied where the first choice (a cgroup) did
+// not, and why: "memory by rlimit: no memory controller in …".
+func (p *Policy) Notes() []string { return slices.Clone(p.notes) }
+
 // Skipped lists what best_effort left out, and why.
 func (p *Policy) Skipped() []string { return slices.Clone(p.skipped) }
 
-// Namespaces sets up a child's start: the policy's namespaces (with the
-// uid and gid maps of a user namespace), and a session of its own (a
-// process group of its own too, so the group kill still reaches it) so
-// that it has no controlling terminal: Caddy's terminal, if it has one, is
-// not the server's to write to or read keystrokes from.
-func (p *Policy) Namespaces(a *syscall.SysProcAttr) {
+// namespaces sets the policy's namespaces and the session of a child's
+// start (Child.Attr).
+func (p *Policy) namespaces(a *syscall.SysProcAttr) {
 	a.Cloneflags = p.cloneflags
 	if p.cloneflags&syscall.CLONE_NEWUSER != 0 {
 		a.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: p.hostUID, Size: 1}}
@@ -281,10 +337,19 @@ func (p *Policy) Namespaces(a *syscall.SysProcAttr) {
 // stderr is then read for an out-of-memory report.
 func (p *Policy) WatchesMemory() bool { return p.memory != nil }
 
+// Child is one child's confinement, made by Wrap: its private temporary
+// directory and, with cgroups, its cgroup.
+type Child struct {
+	p   *Policy
+	tmp string
+	cg  *childCgroup
+}
+
 // Wrap turns cmd (the server, as exec.Command made it) into the launcher
 // that confines and then becomes it, with a private temporary directory
-// (TMPDIR) that cleanup removes once the child has exited.
-func (p *Policy) Wrap(cmd *exec.Cmd) (cleanup func(), err error) {
+// (TMPDIR) and, with cgroups, a cgroup of its own; Cleanup removes them
+// once the child has exited.
+func (p *Policy) Wrap(cmd *exec.Cmd) (*Child, error) {
 	if cmd.Err != nil {
 		return nil, cmd.Err
 	}
@@ -292,10 +357,10 @@ func (p *Policy) Wrap(cmd *exec.Cmd) (cleanup func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	cleanup = func() { _ = os.RemoveAll(tmp) }
+	c := &Child{p: p, tmp: tmp}
 	if p.base.UID >= 0 {
 		if err := os.Chown(tmp, p.base.UID, p.base.GID); err != nil {
-			cleanup()
+			c.Cleanup()
 			return nil, err
 		}
 	}
@@ -304,8 +369,14 @@ func (p *Policy) Wrap(cmd *exec.Cmd) (cleanup func(), err error) {
 	s.RWDirs = append(slices.Clone(s.RWDirs), tmp)
 	b, err := json.Marshal(s)
 	if err != nil {
-		cleanup()
+		c.Cleanup()
 		return nil, err
+	}
+	if p.cg != nil {
+		if c.cg, err = p.cg.create(); err != nil {
+			c.Cleanup()
+			return nil, err
+		}
 	}
 	cmd.Path = "/proc/self/exe"
 	cmd.Args = []string{launch.Name, string(b)}
@@ -316,16 +387,78 @@ func (p *Policy) Wrap(cmd *exec.Cmd) (cleanup func(), err error) {
 		}
 	}
 	cmd.Env = append(env, "TMPDIR="+tmp)
-	return cleanup, nil
+	return c, nil
 }
 
-// Classify says which limit ended a child, if one did: err is how it
+// Attr sets up the child's start: the policy's namespaces (with the uid
+// and gid maps of a user namespace), a session of its own (a process
+// group of its own too, so the group kill still reaches it) so that it
+// has no controlling terminal (Caddy's terminal, if it has one, is not the
+// server's to write to or read keystrokes from), and its cgroup, which
+// clone3 starts it in.
+func (c *Child) Attr(a *syscall.SysProcAttr) {
+	c.p.namespaces(a)
+	if c.cg != nil {
+		a.UseCgroupFD, a.CgroupFD = true, c.cg.fd
+	}
+}
+
+// Kill kills every process of the child's cgroup (none without one).
+func (c *Child) Kill() {
+	if c.cg != nil {
+		c.cg.kill()
+	}
+}
+
+// Cgroup is the child's cgroup directory ("": none).
+func (c *Child) Cgroup() string {
+	if c.cg == nil {
+		return ""
+	}
+	return c.cg.dir
+}
+
+// Cleanup removes the child's temporary directory and cgroup (what is
+// left in it killed first), once the child has exited.
+func (c *Child) Cleanup() error {
+	var err error
+	if c.cg != nil {
+		err = c.cg.remove(10 * time.Second)
+		c.cg = nil
+	}
+	if c.tmp != "" {
+		err = errors.Join(err, os.RemoveAll(c.tmp))
+		c.tmp = ""
+	}
+	return err
+}
+
+// Classify says which limit ended the child, if one did: err is how it
 // exited, cpu the CPU time it used, oom whether its stderr reported
-// running out of memory.
-func (p *Policy) Classify(err error, cpu time.Duration, oom bool) *Limit {
+// running out of memory. With a cgroup, its counters say too: the OOM
+// killer's kills (memory.events) and forks refused at pids.max
+// (pids.events). Call it before Cleanup.
+func (c *Child) Classify(err error, cpu time.Duration, oom bool) *Limit {
 	if err == nil {
 		return nil
 	}
+	if c.cg != nil {
+		if c.p.memory != nil && c.cg.event("memory.events", "oom_kill") > 0 {
+			return c.p.memory
+		}
+	}
+	if l := c.p.classify(err, cpu, oom); l != nil {
+		return l
+	}
+	if c.cg != nil && c.p.procs != nil && c.cg.event("pids.events", "max") > 0 {
+		return c.p.procs
+	}
+	return nil
+}
+
+// classify says which limit ended a child from how it exited: err, the
+// CPU time it used, whether its stderr reported running out of memory.
+func (p *Policy) classify(err error, cpu time.Duration, oom bool) *Limit {
 	var ws syscall.WaitStatus
 	var w WaitStatus
 	var ps interface{ Sys() any } // os/exec's ExitError

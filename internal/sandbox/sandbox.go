@@ -52,14 +52,34 @@ type Config struct {
 	User string `json:"user,omitempty"`
 	// Group is the server's group (a name or gid); default: the user's.
 	Group string `json:"group,omitempty"`
-	// Memory bounds the server's private writable memory in bytes
-	// (RLIMIT_DATA, per process).
+	// Memory bounds the server's memory in bytes: with a cgroup whose
+	// memory controller Caddy may enable, memory.max of the child's
+	// cgroup (everything it and its descendants use, no swap; the kernel's
+	// OOM killer ends the whole child past it); otherwise RLIMIT_DATA per
+	// process (private writable memory).
 	Memory int64 `json:"memory,omitempty"`
-	// Processes bounds the processes and threads of the server's user
-	// (RLIMIT_NPROC: counted per user, so a route's own user makes it
-	// the route's bound). The kernel does not apply it to root: it
+	// Processes bounds the processes and threads: with a cgroup whose
+	// pids controller Caddy may enable, pids.max of the child's cgroup
+	// (the child and its descendants, root or not); otherwise
+	// RLIMIT_NPROC, counted per user (a route's own user makes it the
+	// route's bound), which the kernel does not apply to root: it then
 	// needs User when Caddy runs as root.
 	Processes int `json:"processes,omitempty"`
+	// CPUs bounds the CPU bandwidth of the child and its descendants, in
+	// CPUs (0.5: half of one): cpu.max of its cgroup. It needs a cgroup
+	// whose cpu controller Caddy may enable (there is no rlimit for it).
+	CPUs float64 `json:"cpus,omitempty"`
+	// Cgroup is where each child gets a cgroup v2 of its own: "" (auto:
+	// Caddy's own cgroup when systemd delegated it, Delegate=yes, or its
+	// parent when Caddy runs in a subgroup of a delegated unit,
+	// DelegateSubgroup=, or the root of the hierarchy when Caddy runs
+	// there; none otherwise, and the log says why), "off" (no cgroups:
+	// rlimits), or the path of a cgroup v2 directory Caddy may create
+	// cgroups in (one that does not work fails provisioning, unless
+	// best_effort). A child's cgroup is killed whole when the child ends
+	// (cgroup.kill) and holds memory, processes and cpus when the base
+	// can enable their controllers.
+	Cgroup string `json:"cgroup,omitempty"`
 	// CPUTime bounds the CPU time of each process of the server
 	// (RLIMIT_CPU); a server past it is killed (SIGKILL a second after
 	// the limit) and reported so.
@@ -110,6 +130,12 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("sandbox: path %q is not absolute", p)
 		}
 	}
+	if c.Cgroup != "" && c.Cgroup != "off" && !strings.HasPrefix(c.Cgroup, "/") {
+		return fmt.Errorf("sandbox: cgroup %q is not off or an absolute path", c.Cgroup)
+	}
+	if c.CPUs < 0 || c.CPUs > 4096 || c.CPUs != c.CPUs {
+		return fmt.Errorf("sandbox: cpus %v is not a number of CPUs", c.CPUs)
+	}
 	if c.Memory < 0 || c.Processes < 0 || c.CPUTime < 0 || c.OpenFiles < 0 || c.FileSize < 0 {
 		return fmt.Errorf("sandbox: a limit is negative")
 	}
@@ -130,7 +156,7 @@ func (c *Config) seccomp() bool { return c.Seccomp == nil || *c.Seccomp }
 
 // Limit names a resource bound that can end a server, for reporting.
 type Limit struct {
-	Cause string // memory, cpu, file_size
+	Cause string // memory, cpu, file_size, processes
 	Value string // as configured, in words: "256 MiB", "10s"
 }
 
@@ -157,6 +183,8 @@ func CauseMessage(l *Limit) string {
 		return "server exceeded its CPU time (limit " + l.Value + ")"
 	case "file_size":
 		return "server wrote a file past its size limit (limit " + l.Value + ")"
+	case "processes":
+		return "server exited after reaching its process limit (limit " + l.Value + ")"
 	}
 	return "server hit a limit (" + l.Cause + ")"
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -34,15 +35,15 @@ func TestMain(m *testing.M) {
 		if script := os.Getenv(scriptEnv); script != "" {
 			cmd := exec.Command("/bin/sh", "-c", script)
 			cmd.Env = []string{"PATH=/usr/bin:/bin"}
-			cleanup, err := p.Wrap(cmd)
+			child, err := p.Wrap(cmd)
 			if err != nil {
 				fmt.Println("wrap:", err)
 				os.Exit(0)
 			}
 			cmd.SysProcAttr = &syscall.SysProcAttr{}
-			p.Namespaces(cmd.SysProcAttr)
+			child.Attr(cmd.SysProcAttr)
 			out, err := cmd.CombinedOutput()
-			cleanup()
+			_ = child.Cleanup()
 			fmt.Printf("%s(exit: %v)\n", out, err)
 		}
 		os.Exit(0)
@@ -135,5 +136,30 @@ func TestResolveAsRoot(t *testing.T) {
 	}
 	if len(p.Skipped()) != 0 {
 		t.Errorf("skipped: %v", p.Skipped())
+	}
+	// memory by the child's cgroup, or by rlimit with the reason said
+	if !strings.Contains(p.Summary(), "memory.max") && !slices.ContainsFunc(p.Notes(), func(n string) bool {
+		return strings.HasPrefix(n, "memory by rlimit: ") || strings.HasPrefix(n, "no cgroup: ")
+	}) {
+		t.Errorf("neither the summary %q nor the notes %q say how memory is bounded", p.Summary(), p.Notes())
+	}
+	// cgroup off: rlimits, and no note about cgroups
+	p, err = sandbox.Resolve(sandbox.Config{Memory: 1 << 30, Cgroup: "off"}, "/bin/sh", "", os.Environ(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(p.Summary(), "cgroup") || len(p.Notes()) != 0 || !strings.Contains(p.Summary(), "rlimit memory") {
+		t.Errorf("cgroup off: summary %q, notes %q", p.Summary(), p.Notes())
+	}
+	// a cgroup path that is not one fails, as does cpus without a cpu controller
+	if _, err := sandbox.Resolve(sandbox.Config{Cgroup: t.TempDir()}, "/bin/sh", "", os.Environ(), nil); err == nil || !strings.Contains(err.Error(), "is not a cgroup v2 directory") {
+		t.Errorf("cgroup at a temporary directory: %v", err)
+	}
+	if p, err := sandbox.Resolve(sandbox.Config{CPUs: 0.5}, "/bin/sh", "", os.Environ(), nil); err == nil {
+		if !strings.Contains(p.Summary(), "cpu.max") {
+			t.Errorf("cpus 0.5 resolved without cpu.max: %q", p.Summary())
+		}
+	} else if !strings.Contains(err.Error(), "cpus needs a cgroup v2 with the cpu controller") {
+		t.Errorf("cpus without a cpu controller: %v", err)
 	}
 }

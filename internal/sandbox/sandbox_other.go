@@ -20,12 +20,19 @@ func Resolve(cfg Config, command, dir string, env []string, protect []string) (*
 	return nil, errors.New("sandbox: needs Linux (Landlock, namespaces, seccomp)")
 }
 
-func (p *Policy) Summary() string                            { return "" }
-func (p *Policy) Skipped() []string                          { return nil }
-func (p *Policy) Namespaces(*syscall.SysProcAttr)            {}
-func (p *Policy) WatchesMemory() bool                        { return false }
-func (p *Policy) Wrap(cmd *exec.Cmd) (func(), error)         { return nil, errors.New("sandbox: needs Linux") }
-func (p *Policy) Classify(error, time.Duration, bool) *Limit { return nil }
+// Child is one child's confinement; there is none off Linux.
+type Child struct{}
+
+func (p *Policy) Summary() string                           { return "" }
+func (p *Policy) Skipped() []string                         { return nil }
+func (p *Policy) Notes() []string                           { return nil }
+func (p *Policy) WatchesMemory() bool                       { return false }
+func (p *Policy) Wrap(cmd *exec.Cmd) (*Child, error)        { return nil, errors.New("sandbox: needs Linux") }
+func (c *Child) Attr(*syscall.SysProcAttr)                  {}
+func (c *Child) Kill()                                      {}
+func (c *Child) Cgroup() string                             { return "" }
+func (c *Child) Cleanup() error                             { return nil }
+func (c *Child) Classify(error, time.Duration, bool) *Limit { return nil }
 
 // OutOfMemory reports whether a stderr line reports running out of memory.
 func OutOfMemory(line []byte) bool { return false }
