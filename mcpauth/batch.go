@@ -20,6 +20,7 @@ import (
 	"github.com/caddymcp/caddymcp/internal/jsonscan"
 	"github.com/caddymcp/caddymcp/internal/mcpreq"
 	"github.com/caddymcp/caddymcp/internal/rpccode"
+	"github.com/caddymcp/caddymcp/internal/rpcstream"
 )
 
 // missing returns the scopes a message needs that granted lacks.
@@ -101,7 +102,7 @@ type batchErrors struct {
 	*caddyhttp.ResponseWriterWrapper
 	h      *Handler
 	errs   [][]byte
-	mode   int // modeUndecided, modeJSON (held), modeSSE, modeOther; modeAccepted
+	mode   int // rpcstream.ModeUndecided, ModeJSON (held), ModeSSE, ModeOther; modeAccepted
 	status int
 	buf    bytes.Buffer
 	tooBig bool
@@ -110,7 +111,7 @@ type batchErrors struct {
 const modeAccepted = 10
 
 func (b *batchErrors) WriteHeader(status int) {
-	if b.mode != modeUndecided {
+	if b.mode != rpcstream.ModeUndecided {
 		return
 	}
 	b.status = status
@@ -118,19 +119,19 @@ func (b *batchErrors) WriteHeader(status int) {
 		b.mode = modeAccepted // the rest were notifications: the answer is ours alone
 		return
 	}
-	b.mode = rewriteMode(b.Header())
-	if b.mode != modeJSON {
+	b.mode = rpcstream.RewriteMode(b.Header())
+	if b.mode != rpcstream.ModeJSON {
 		b.ResponseWriterWrapper.WriteHeader(status)
 	}
 }
 
 func (b *batchErrors) Write(p []byte) (int, error) {
-	if b.mode == modeUndecided {
+	if b.mode == rpcstream.ModeUndecided {
 		b.WriteHeader(http.StatusOK)
 	}
 	switch b.mode {
-	case modeJSON:
-		if b.buf.Len()+len(p) > maxFiltered {
+	case rpcstream.ModeJSON:
+		if b.buf.Len()+len(p) > rpcstream.MaxHeld {
 			b.tooBig = true
 			return len(p), nil
 		}
@@ -143,25 +144,25 @@ func (b *batchErrors) Write(p []byte) (int, error) {
 
 // Flush passes SSE on as it comes.
 func (b *batchErrors) Flush() {
-	if b.mode == modeSSE || b.mode == modeOther {
+	if b.mode == rpcstream.ModeSSE || b.mode == rpcstream.ModeOther {
 		_ = http.NewResponseController(b.ResponseWriterWrapper.ResponseWriter).Flush()
 	}
 }
 
 func (b *batchErrors) finish() {
 	switch b.mode {
-	case modeSSE:
+	case rpcstream.ModeSSE:
 		for _, e := range b.errs {
 			_, _ = b.ResponseWriterWrapper.Write(append(append([]byte("data: "), e...), "\n\n"...))
 		}
-	case modeJSON, modeAccepted, modeUndecided:
+	case rpcstream.ModeJSON, modeAccepted, rpcstream.ModeUndecided:
 		if b.tooBig {
 			b.h.logger.Error("a batch answer too large to add to was withheld; answered 502")
 			b.ResponseWriterWrapper.WriteHeader(http.StatusBadGateway)
 			return
 		}
 		var msgs []json.RawMessage
-		if b.mode == modeJSON {
+		if b.mode == rpcstream.ModeJSON {
 			trimmed := bytes.TrimSpace(b.buf.Bytes())
 			if len(trimmed) > 0 && trimmed[0] == '[' {
 				_ = json.Unmarshal(trimmed, &msgs)

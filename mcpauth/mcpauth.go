@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddymcp/caddymcp/internal/mcpreq"
+	"github.com/caddymcp/caddymcp/internal/rpcstream"
 	"github.com/caddymcp/caddymcp/internal/wellknown"
 )
 
@@ -610,13 +611,13 @@ func (h *Handler) serveWithRules(w http.ResponseWriter, r *http.Request, repl *c
 	// alone, and reverse_proxy's transport decodes what an upstream
 	// compresses anyway; whatever still arrives encoded gets 502
 	r.Header.Del("Accept-Encoding")
-	f := &listFilter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, h: h, granted: granted, streamsOnly: streamsOnly}
+	f := newListFilter(w, h, granted, streamsOnly)
 	err := next.ServeHTTP(f, r)
-	f.finish()
-	if f.mode == modeRefused {
+	f.Finish()
+	if f.Refused() {
 		// answered (502, logged); the producer stopped because its writes
 		// failed, or for a reason of its own
-		if err != nil && !errors.Is(err, errWithheld) {
+		if err != nil && !errors.Is(err, rpcstream.ErrWithheld) {
 			h.logger.Debug("the handler after mcp_auth failed on a withheld response", zap.Error(err))
 		}
 		return nil

@@ -14,21 +14,15 @@ package mcpauth
 // never passed on (see listFilter).
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
-
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"go.uber.org/zap"
 
 	"github.com/caddymcp/caddymcp/internal/jsonscan"
 	"github.com/caddymcp/caddymcp/internal/mcpreq"
+	"github.com/caddymcp/caddymcp/internal/rpcstream"
 )
 
 // ScopeRule makes the operations on some tools, prompts or resources need
@@ -228,333 +222,27 @@ func (h *Handler) filtersFor(r *http.Request, q *mcpreq.Request, granted []strin
 	}), false
 }
 
-// listFilter rewrites list results in a response: JSON bodies once whole
-// (bounded), SSE streams event by event as they pass (each event bounded).
-// What it cannot read is never passed on: a body with a Content-Encoding,
-// of a type it does not read (a 2xx answer to a POST), not JSON, or over
-// maxFiltered is answered 502 with a log line saying why; once an SSE
-// stream has begun, the stream is cut before the event instead (the
-// connection is aborted, so the client sees it break, not end).
+// listFilter filters the list results of a response (rpcstream carries
+// it: JSON bodies whole, SSE streams event by event; what it cannot read
+// is withheld).
 type listFilter struct {
-	*caddyhttp.ResponseWriterWrapper
-	h           *Handler
-	granted     []string
-	streamsOnly bool // JSON and other bodies pass untouched (not a POST)
-	mode        int
-	status      int
-	started     bool         // the status line went out
-	buf         bytes.Buffer // JSON body, or the SSE event being read
-	cut         bool         // refused after the stream began: abort
+	h       *Handler
+	granted []string
 }
 
-const (
-	modeUndecided = iota
-	modeJSON
-	modeSSE
-	modeOther   // untouched
-	modeHeld    // a 2xx of a type the filter does not read: refused at its first byte
-	modeRefused // answered 502 (or cut): nothing more goes out
-)
-
-// maxFiltered bounds a JSON body, or one SSE event, held for filtering.
-const maxFiltered = 16 << 20
-
-// errWithheld is what writes get once the filter has refused the
-// response, so that whatever produces it stops.
-var errWithheld = errors.New("mcp_auth: the response was withheld by the list filter")
-
-func (f *listFilter) WriteHeader(status int) {
-	if f.mode != modeUndecided {
-		return
-	}
-	if status >= 100 && status < 200 && status != http.StatusSwitchingProtocols {
-		// informational (103 Early Hints): the response is still to come
-		f.ResponseWriterWrapper.WriteHeader(status)
-		return
-	}
-	f.status = status
-	f.mode = carriage(f.Header())
-	switch {
-	case f.mode == modeOther || (f.mode == modeJSON && f.streamsOnly):
-		if !f.streamsOnly && status >= 200 && status < 300 {
-			f.mode = modeHeld
-			return
-		}
-		f.mode = modeOther
-		f.start()
-		return
-	}
-	if ce := contentEncoding(f.Header()); ce != "" {
-		f.refuse("the response has Content-Encoding " + ce + "; the list filter reads identity only")
-		return
-	}
-	// the length changes; the status line waits for the whole JSON body,
-	// or for an SSE stream's first event or flush
-	f.Header().Del("Content-Length")
+// newListFilter wraps w with the list filter for a token's scopes.
+func newListFilter(w http.ResponseWriter, h *Handler, granted []string, streamsOnly bool) *rpcstream.Rewriter {
+	f := &listFilter{h: h, granted: granted}
+	return rpcstream.New(w, "the list filter", h.logger, streamsOnly, f.filterMessage)
 }
 
-// carriage says how a response is carried: a JSON body, an SSE stream, or
-// something else.
-func carriage(h http.Header) int {
-	ct := h.Get("Content-Type")
-	switch {
-	case strings.HasPrefix(ct, "application/json"):
-		return modeJSON
-	case strings.HasPrefix(ct, "text/event-stream"):
-		return modeSSE
-	}
-	return modeOther
-}
-
-// rewriteMode is carriage for a response that mcp_auth rewrites: a
-// rewritten body's length changes, so Content-Length goes.
-func rewriteMode(h http.Header) int {
-	mode := carriage(h)
-	if mode != modeOther {
-		h.Del("Content-Length")
-	}
-	return mode
-}
-
-// contentEncoding is a response's Content-Encoding unless identity.
-func contentEncoding(h http.Header) string {
-	for _, v := range h.Values("Content-Encoding") {
-		for _, c := range strings.Split(v, ",") {
-			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
-				return strings.TrimSpace(v)
-			}
-		}
-	}
-	return ""
-}
-
-// start sends the status line, once.
-func (f *listFilter) start() {
-	if !f.started {
-		f.started = true
-		f.ResponseWriterWrapper.WriteHeader(f.status)
-	}
-}
-
-// refuse withholds the response: 502 if nothing went out yet, else the
-// stream is cut (see finish). Either way it is logged with its cause.
-func (f *listFilter) refuse(cause string) {
-	f.mode = modeRefused
-	f.buf = bytes.Buffer{}
-	if f.started {
-		f.cut = true
-		f.h.logger.Warn("a stream the list filter cannot read was cut before the event", zap.String("cause", cause))
-		return
-	}
-	f.h.logger.Warn("a response the list filter cannot read was withheld; answered 502", zap.String("cause", cause))
-	h := f.Header()
-	for _, k := range []string{"Content-Type", "Content-Encoding", "Content-Length", "Transfer-Encoding"} {
-		h.Del(k)
-	}
-	h.Set("Content-Length", "0")
-	// the producer's writes fail from now on, and reverse_proxy aborts the
-	// connection then: it must not be one the client uses again
-	h.Set("Connection", "close")
-	f.status, f.started = http.StatusBadGateway, true
-	f.ResponseWriterWrapper.WriteHeader(http.StatusBadGateway)
-	_ = http.NewResponseController(f.ResponseWriterWrapper.ResponseWriter).Flush()
-}
-
-func (f *listFilter) Write(b []byte) (int, error) {
-	if f.mode == modeUndecided {
-		f.WriteHeader(http.StatusOK)
-	}
-	switch f.mode {
-	case modeRefused:
-		return 0, errWithheld
-	case modeHeld:
-		if len(b) == 0 {
-			return 0, nil
-		}
-		f.refuse("the response has Content-Type " + f.Header().Get("Content-Type") + ", which the list filter does not read")
-		return 0, errWithheld
-	case modeJSON:
-		if f.buf.Len()+len(b) > maxFiltered {
-			f.refuse("a JSON body of more than " + strconv.Itoa(maxFiltered) + " bytes is too large to filter")
-			return 0, errWithheld
-		}
-		f.buf.Write(b)
-		return len(b), nil
-	case modeSSE:
-		f.buf.Write(b)
-		if err := f.events(); err != nil {
-			return 0, err
-		}
-		return len(b), nil
-	}
-	return f.ResponseWriterWrapper.Write(b)
-}
-
-// ReadFrom reads through Write: the wrapper's own ReadFrom would copy
-// around the filter.
-func (f *listFilter) ReadFrom(r io.Reader) (int64, error) {
-	return io.Copy(writerOnly{f}, r)
-}
-
-type writerOnly struct{ io.Writer }
-
-// events writes out every complete SSE event in buf, filtered.
-func (f *listFilter) events() error {
-	for {
-		data := f.buf.Bytes()
-		end, sep := bytes.Index(data, []byte("\n\n")), 2
-		if i := bytes.Index(data, []byte("\r\n\r\n")); i >= 0 && (end < 0 || i < end) {
-			end, sep = i, 4
-		}
-		if end < 0 {
-			if f.buf.Len() > maxFiltered {
-				f.refuse(tooLargeEvent)
-				return errWithheld
-			}
-			return nil
-		}
-		if end > maxFiltered {
-			f.refuse(tooLargeEvent)
-			return errWithheld
-		}
-		ev, err := f.filterEvent(data[:end])
-		if err != nil {
-			f.refuse(err.Error())
-			return errWithheld
-		}
-		f.buf.Next(end + sep)
-		f.start()
-		if _, err := f.ResponseWriterWrapper.Write(append(ev, "\n\n"...)); err != nil {
-			return err
-		}
-	}
-}
-
-var tooLargeEvent = "an SSE event of more than " + strconv.Itoa(maxFiltered) + " bytes is too large to filter"
-
-// filterEvent rewrites the data of one SSE event if it carries a list.
-func (f *listFilter) filterEvent(ev []byte) ([]byte, error) {
-	var other, data [][]byte
-	sc := bufio.NewScanner(bytes.NewReader(ev))
-	sc.Buffer(make([]byte, 0, 64<<10), maxFiltered+1)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if d, ok := bytes.CutPrefix(line, []byte("data:")); ok {
-			data = append(data, bytes.TrimPrefix(d, []byte(" ")))
-		} else {
-			other = append(other, append([]byte(nil), line...))
-		}
-	}
-	if sc.Err() != nil {
-		return nil, errors.New("an SSE event the list filter cannot split into lines: " + sc.Err().Error())
-	}
-	if len(data) == 0 {
-		return ev, nil
-	}
-	out, changed, err := f.filterJSON(bytes.Join(data, []byte("\n")))
-	if err != nil || !changed {
-		return ev, err
-	}
-	if bytes.ContainsAny(out, "\r\n") {
-		// one data line: JSON spread over several was spliced as it came
-		var c bytes.Buffer
-		if json.Compact(&c, out) != nil {
-			return nil, errors.New("an SSE event whose rewritten data is not JSON")
-		}
-		out = c.Bytes()
-	}
-	return append(bytes.Join(append(other, nil), []byte("\n")), append([]byte("data: "), out...)...), nil
-}
-
-// Flush passes SSE events on as they come; a JSON body waits for the end.
-func (f *listFilter) Flush() {
-	if f.mode == modeUndecided {
-		f.WriteHeader(http.StatusOK) // as a flush before WriteHeader means
-	}
-	switch f.mode {
-	case modeJSON, modeHeld:
-		return
-	case modeSSE:
-		f.start()
-	}
-	_ = http.NewResponseController(f.ResponseWriterWrapper.ResponseWriter).Flush()
-}
-
-// finish writes a held JSON body, filtered, and what is left of a stream.
-// A stream cut after it began is aborted (http.ErrAbortHandler, as
-// reverse_proxy ends a stream it cannot finish).
-func (f *listFilter) finish() {
-	switch f.mode {
-	case modeJSON:
-		out, _, err := f.filterJSON(f.buf.Bytes())
-		if err != nil {
-			f.refuse(err.Error())
-			return
-		}
-		f.Header().Set("Content-Length", strconv.Itoa(len(out)))
-		f.start()
-		_, _ = f.ResponseWriterWrapper.Write(out)
-	case modeSSE:
-		if f.buf.Len() > 0 {
-			ev, err := f.filterEvent(f.buf.Bytes())
-			if err != nil {
-				f.refuse(err.Error())
-				break
-			}
-			f.start()
-			_, _ = f.ResponseWriterWrapper.Write(ev)
-		}
-		f.start()
-	case modeHeld:
-		f.start() // nothing came: the status as it was
-	}
-	if f.cut {
-		panic(http.ErrAbortHandler)
-	}
-}
-
-// filterJSON filters the list results in one JSON-RPC message or a batch
-// of them; changed reports whether anything was rewritten. A message that
-// may hold a result but is not JSON is an error: it passes no filter.
+// filterJSON filters one message or a batch, for the benchmarks.
 func (f *listFilter) filterJSON(b []byte) ([]byte, bool, error) {
-	trimmed := bytes.TrimSpace(b)
-	if len(trimmed) > 0 && trimmed[0] == '[' {
-		var msgs []json.RawMessage
-		if json.Unmarshal(trimmed, &msgs) != nil {
-			if mayHoldResult(trimmed) {
-				return nil, false, errNotJSON
-			}
-			return b, false, nil
-		}
-		changed := false
-		for i, m := range msgs {
-			out, ok, err := f.filterMessage(m)
-			if err != nil {
-				return nil, false, err
-			}
-			if ok {
-				msgs[i], changed = out, true
-			}
-		}
-		if !changed {
-			return b, false, nil
-		}
-		out, _ := json.Marshal(msgs)
-		return out, true, nil
-	}
-	out, ok, err := f.filterMessage(trimmed)
-	if err != nil || !ok {
-		return b, false, err
-	}
-	return out, true, nil
+	rw := rpcstream.Rewriter{Rewrite: f.filterMessage}
+	return rw.RewriteJSON(b)
 }
 
-var errNotJSON = errors.New("a message that may hold a list is not JSON")
-
-// mayHoldResult: the bytes spell a "result" member, plainly or escaped.
-func mayHoldResult(m []byte) bool {
-	return bytes.Contains(m, []byte(`"result"`)) || bytes.Contains(m, []byte(`\u`))
-}
+var errNotJSON = rpcstream.ErrNotJSON
 
 // listKeys: the result member of each list, the kind of its entries, and
 // the entry member their rule names match.
@@ -565,8 +253,8 @@ var listKeys = []struct{ member, kind, key string }{
 	{"resourceTemplates", "resource", "uriTemplate"},
 }
 
-func (f *listFilter) filterMessage(m json.RawMessage) (json.RawMessage, bool, error) {
-	if !mayHoldResult(m) {
+func (f *listFilter) filterMessage(m []byte) ([]byte, bool, error) {
+	if !rpcstream.MayHoldResult(m) {
 		return nil, false, nil
 	}
 	if out, ok, fast := f.filterFast(m); fast {
