@@ -9,6 +9,9 @@
 //     MCP authorization spec;
 //   - http.handlers.mcp_stdio (package stdiobridge): a stdio MCP server served
 //     as an MCP Streamable HTTP endpoint;
+//   - http.handlers.mcp_tools (package mcptools): curates what an MCP
+//     route offers (tools, prompts, resources shown, renamed, overridden,
+//     arguments fixed);
 //   - http.matchers.mcp (package mcpmatch): matches MCP requests by method
 //     and tool, prompt or resource name;
 //   - http.reverse_proxy.selection_policies.mcp (package mcplb): sends each
@@ -22,6 +25,7 @@ import (
 	_ "github.com/caddymcp/caddymcp/mcpauth"
 	_ "github.com/caddymcp/caddymcp/mcplb"
 	_ "github.com/caddymcp/caddymcp/mcpmatch"
+	_ "github.com/caddymcp/caddymcp/mcptools"
 	_ "github.com/caddymcp/caddymcp/metadata"
 	_ "github.com/caddymcp/caddymcp/stdiobridge"
 )

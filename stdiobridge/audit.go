@@ -37,6 +37,7 @@ type auditRecord struct {
 	era       string
 	method    string
 	name      string
+	exposedAs string // the name the client used, where mcp_tools renamed it
 	id        json.RawMessage
 	args      string // "", a SHA-256, or the arguments (audit_arguments)
 	pid       int
@@ -71,6 +72,9 @@ func (h *Handler) newAudit(r *http.Request, era, method string, id, params json.
 	}
 	if v := member(params, key); v != nil {
 		a.name, _ = jsonscan.String(v)
+	}
+	if names, ok := caddyhttp.GetVar(r.Context(), mcpreq.ClientNamesVar).([]string); ok && len(names) == 1 && names[0] != a.name {
+		a.exposedAs = names[0]
 	}
 	switch h.AuditArguments {
 	case "hash":
@@ -144,6 +148,9 @@ func (a *auditRecord) write() {
 		zap.String("decision", "allowed"), zap.String("outcome", a.outcome),
 		zap.Duration("duration", time.Since(a.started)),
 	)
+	if a.exposedAs != "" {
+		fields = append(fields, zap.String("exposed_as", a.exposedAs))
+	}
 	if a.errorCode != 0 {
 		fields = append(fields, zap.Int("error_code", a.errorCode))
 	}

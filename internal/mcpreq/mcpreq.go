@@ -46,6 +46,11 @@ type Message struct {
 	// Names are the tool or prompt names or the resource URIs the message
 	// addresses, exactly as sent.
 	Names []string
+	// NameSpans are where each of Names is in Raw (its JSON string), for a
+	// module that rewrites a name (mcp_tools).
+	NameSpans []jsonscan.Span
+	// Arguments is where params.arguments is in Raw (End 0: absent).
+	Arguments jsonscan.Span
 	ID    json.RawMessage
 	// RequestState is params.requestState of a 2026-07-28 retry (the
 	// selection policy routes it to the instance that issued it).
@@ -295,7 +300,7 @@ const (
 	topJSONRPC, topID, topMethod, topParams = 0, 1, 2, 3
 	topResult, topError                     = 4, 5
 	parName, parURI, parRef, parState       = 0, 1, 2, 3
-	parMeta, parNotifications               = 4, 5
+	parMeta, parNotifications, parArguments = 4, 5, 6
 	refType, refName, refURI                = 0, 1, 2
 	notifyURIs                              = 0
 	metaVersion                             = 0
@@ -339,6 +344,11 @@ func members(b []byte, start int, where string, names []string) ([]jsonscan.Span
 	}
 	return spans, nil
 }
+
+// Folds reports whether a member name n is one that a server could read as
+// one of names without being it (see folds): a rewriter that adds one of
+// names to an object refuses an object that has such a member.
+func Folds(n []byte, names []string) bool { return folds(n, names) }
 
 // folds reports whether n equals one of names under Unicode simple case
 // folding (strings.EqualFold, as encoding/json matches field names), or
@@ -439,6 +449,7 @@ func parseMessage(b []byte) (Message, string, error) {
 	if msg.RequestState, err = str(b, p[parState], "params.requestState"); err != nil {
 		return msg, "", err
 	}
+	msg.Arguments = p[parArguments]
 	name := func(s jsonscan.Span, what string) error {
 		if s.End == 0 {
 			return nil
@@ -446,6 +457,7 @@ func parseMessage(b []byte) (Message, string, error) {
 		n, err := str(b, s, what)
 		if err == nil {
 			msg.Names = append(msg.Names, n)
+			msg.NameSpans = append(msg.NameSpans, s)
 		}
 		return err
 	}

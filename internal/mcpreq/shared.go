@@ -92,3 +92,23 @@ func Era(sessionID, headerVersion string, metaVersion, batch bool) string {
 func LegacyVersion(v string) bool {
 	return strings.HasPrefix(v, "2024-") || strings.HasPrefix(v, "2025-")
 }
+
+// EncodeHeaderValue is DecodeHeaderValue's inverse: a value of visible
+// ASCII only (and not one that looks encoded) as it is, any other in
+// base64.
+func EncodeHeaderValue(v string) string {
+	plain := !strings.HasPrefix(v, base64Prefix)
+	for i := 0; i < len(v) && plain; i++ {
+		plain = v[i] > 0x20 && v[i] < 0x7f || (v[i] == ' ' && i > 0 && i < len(v)-1)
+	}
+	if plain {
+		return v
+	}
+	return base64Prefix + base64.StdEncoding.EncodeToString([]byte(v)) + base64Suffix
+}
+
+// ClientNamesVar is the Caddy var where mcp_tools, having rewritten a
+// request for the server (a renamed tool or prompt), keeps the names the
+// client used: one entry per message, a message's names comma-separated.
+// mcp_stdio's audit records them beside the server's.
+const ClientNamesVar = "caddymcp.mcp_tools.client_names"
