@@ -51,7 +51,7 @@ type Message struct {
 	NameSpans []jsonscan.Span
 	// Arguments is where params.arguments is in Raw (End 0: absent).
 	Arguments jsonscan.Span
-	ID    json.RawMessage
+	ID        json.RawMessage
 	// RequestState is params.requestState of a 2026-07-28 retry (the
 	// selection policy routes it to the instance that issued it).
 	RequestState string
