@@ -74,7 +74,7 @@ func TestCurationThroughCaddy(t *testing.T) {
 `)
 	for _, tc := range []struct{ route, version string }{
 		{"/stdio", "2025-11-25"},
-		{"/stdio", ""}, // 2026-07-28, passed through to the server
+		{"/stdio", ""},  // 2026-07-28, passed through to the server
 		{"/legacy", ""}, // 2026-07-28, the server's questions turned into input_required rounds
 		{"/remote", "2025-11-25"},
 		{"/remote", ""},
