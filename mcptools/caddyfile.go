@@ -42,10 +42,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			description <text>
 //			fixed <argument> <text>
 //		}
+//		pin <name> [tofu|approved]
+//		approve tool|prompt|template <name> <digest>
 //		max_size <size>
 //	}
 //
-// allow, deny, tool and prompt may be repeated (globs accumulate; a tool
+// pin holds back definitions that change (README, Pinning); approve
+// approves a digest in the config, and needs pin. allow, deny, tool,
+// prompt and approve may be repeated (globs accumulate; a tool
 // or prompt named twice is refused); the options of a tool or prompt
 // block, but for annotation and fixed (one per name), are given once. A
 // fixed or annotation value that is valid JSON is that JSON (42, true,
@@ -90,6 +94,39 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			s.Entries[name] = e
+		case "pin":
+			if err := once.Check(d); err != nil {
+				return err
+			}
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			if h.Pin == nil {
+				h.Pin = &Pin{}
+			}
+			h.Pin.Name = args[0]
+			if len(args) == 2 {
+				if args[1] != "tofu" && args[1] != "approved" {
+					return d.Errf("pin: %q is not tofu or approved", args[1])
+				}
+				h.Pin.Mode = args[1]
+			}
+		case "approve":
+			var kind, name, digest string
+			if !d.AllArgs(&kind, &name, &digest) {
+				return d.ArgErr()
+			}
+			if _, ok := definitionFields[kind]; !ok {
+				return d.Errf("approve: %q is not tool, prompt or template", kind)
+			}
+			if h.Pin == nil {
+				h.Pin = &Pin{}
+			}
+			if h.Pin.Approve == nil {
+				h.Pin.Approve = map[string]string{}
+			}
+			h.Pin.Approve[kind+":"+name] = digest
 		case "max_size":
 			if err := once.Check(d); err != nil {
 				return err

@@ -1,8 +1,10 @@
 package mcptools
 
 import (
+	"context"
 	"encoding/json"
 	"slices"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -44,6 +46,9 @@ func (h *Handler) rewriteMessage(m []byte) ([]byte, bool, error) {
 		return nil, false, nil // not an object: no list in it
 	}
 	changed := false
+	if h.pins != nil {
+		h.pins.refresh(context.Background())
+	}
 	for _, l := range listKinds {
 		raw, ok := res[l.member]
 		if !ok {
@@ -53,7 +58,7 @@ func (h *Handler) rewriteMessage(m []byte) ([]byte, bool, error) {
 		if json.Unmarshal(raw, &entries) != nil {
 			continue
 		}
-		res[l.member], _ = json.Marshal(h.curate(l.kind, l.key, entries))
+		res[l.member], _ = json.Marshal(h.curate(l.kind, l.key, pinKind(l.member), entries))
 		changed = true
 	}
 	if !changed {
@@ -67,8 +72,15 @@ func (h *Handler) rewriteMessage(m []byte) ([]byte, bool, error) {
 // curate is a list's entries as clients see them: hidden ones left out,
 // the others renamed and overridden. A renamed entry takes its name from
 // any other entry: that one is left out (logged).
-func (h *Handler) curate(kind, key string, entries []json.RawMessage) []json.RawMessage {
+func (h *Handler) curate(kind, key, pin string, entries []json.RawMessage) []json.RawMessage {
 	s := h.set(kind)
+	pins := h.pins
+	if pin == "" {
+		pins = nil
+	}
+	var held []*heldDefinition
+	seen := map[string]pinned{}
+	tofu := h.Pin != nil && h.Pin.Mode != "approved"
 	kept := make([]map[string]json.RawMessage, 0, len(entries))
 	renamed := map[string]bool{}
 	for _, raw := range entries {
@@ -87,6 +99,17 @@ func (h *Handler) curate(kind, key string, entries []json.RawMessage) []json.Raw
 		if !s.shown(name) {
 			continue
 		}
+		if pins != nil {
+			def, digest := definition(pin, e)
+			ok, hd := pins.judge(pin+":"+name, digest, def, tofu)
+			seen[pin+":"+name] = pinned{Digest: digest, Definition: def, At: time.Now().UTC()}
+			if hd != nil {
+				held = append(held, hd)
+			}
+			if !ok {
+				continue
+			}
+		}
 		if en := s.entry(name); en != nil {
 			applyEntry(kind, e, en)
 			if en.Rename != "" {
@@ -94,6 +117,14 @@ func (h *Handler) curate(kind, key string, entries []json.RawMessage) []json.Raw
 			}
 		}
 		kept = append(kept, e)
+	}
+	if pins != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		h.hold(ctx, held)
+		if tofu && !pins.seeded(pin) {
+			h.seed(ctx, pin, seen)
+		}
 	}
 	out := make([]json.RawMessage, 0, len(kept))
 	for _, e := range kept {

@@ -14,6 +14,7 @@ package mcptools
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,8 +50,13 @@ type Handler struct {
 	// MaxSize bounds the request body read to decide (default 4 MiB, as
 	// mcp_auth's); a larger one is refused with 413.
 	MaxSize int64 `json:"max_size,omitempty"`
+	// Pin holds back tool, prompt and resource template definitions that
+	// change (nil: none are pinned).
+	Pin *Pin `json:"pin,omitempty"`
 
 	logger *zap.Logger
+	audit  *zap.Logger
+	pins   *pinSet
 }
 
 // Set is the curation of one kind: what is shown, and how.
@@ -96,6 +102,15 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision sets the handler up.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.audit = h.logger.Named("audit")
+	if h.Pin != nil {
+		initPinMetrics(ctx.GetMetricsRegistry())
+		pins, err := openPinSet(ctx, ctx.Storage(), h.Pin)
+		if err != nil {
+			return err
+		}
+		h.pins = pins
+	}
 	if h.MaxSize == 0 {
 		h.MaxSize = mcpreq.DefaultMaxBytes
 	}
@@ -117,6 +132,23 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 func (h *Handler) Validate() error {
 	if h.MaxSize < 0 {
 		return errors.New("mcp_tools: max_size is negative")
+	}
+	if p := h.Pin; p != nil {
+		if p.Name == "" && len(p.Approve) > 0 {
+			return errors.New("mcp_tools: approve needs pin")
+		}
+		if p.Name == "" || strings.Trim(p.Name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" || strings.HasPrefix(p.Name, ".") {
+			return fmt.Errorf("mcp_tools: pin name %q: letters, digits, '.', '_' and '-' only", p.Name)
+		}
+		if p.Mode != "" && p.Mode != "tofu" && p.Mode != "approved" {
+			return fmt.Errorf("mcp_tools: pin mode %q is not tofu or approved", p.Mode)
+		}
+		for k, d := range p.Approve {
+			kind, name, _ := strings.Cut(k, ":")
+			if _, ok := definitionFields[kind]; !ok || name == "" || !strings.HasPrefix(d, "sha256:") || len(d) != 71 {
+				return fmt.Errorf("mcp_tools: pin approve %q %q: want tool|prompt|template:<name> and sha256:<64 hex digits>", k, d)
+			}
+		}
 	}
 	if h.Resources != nil && len(h.Resources.Entries) > 0 {
 		return errors.New("mcp_tools: resources take allow and deny only")
@@ -313,6 +345,17 @@ func (h *Handler) decide(m mcpreq.Message, repl *caddy.Replacer) (edits []jsonsc
 		}
 		if i == 0 {
 			headerName = server
+		}
+		if h.pins != nil && (m.Method == "tools/call" || m.Method == "prompts/get") {
+			key := m.Kind + ":" + server
+			ok, why := h.pins.callable(key)
+			if !ok {
+				h.pins.recheck(context.Background())
+				ok, why = h.pins.callable(key)
+			}
+			if !ok {
+				return nil, "", &refusal{code: codeInvalidParams, message: fmt.Sprintf("%s %q %s", m.Kind, client, why)}
+			}
 		}
 		if e := s.entry(server); e != nil && len(e.Fixed) > 0 && (m.Method == "tools/call" || m.Method == "prompts/get") {
 			fix, why := fixArguments(m, e.Fixed, repl)

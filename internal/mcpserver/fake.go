@@ -16,6 +16,9 @@ import (
 // MCP server (see RunFakeIfRequested).
 const FakeEnv = "CADDYMCP_FAKE_SERVER"
 
+// readFileDescription is the description of the plain fake's read_file.
+var readFileDescription = "Reads a file."
+
 // RunFakeIfRequested runs a minimal, deliberately misbehaving stdio MCP
 // server and exits when FakeEnv is set; call it first in TestMain so the
 // test binary can be its own child. Modes (comma-separated):
@@ -78,6 +81,12 @@ const FakeEnv = "CADDYMCP_FAKE_SERVER"
 // notifications/message, so tests can see that the bridge sent it.
 func RunFakeIfRequested() {
 	mode := os.Getenv(FakeEnv)
+	// read_file's description: the file $CADDYMCP_FAKE_DESCRIPTION names,
+	// read at start (a server updated between two starts)
+	if path := os.Getenv("CADDYMCP_FAKE_DESCRIPTION"); path != "" {
+		b, _ := os.ReadFile(path)
+		readFileDescription = strings.TrimSpace(string(b))
+	}
 	if mode == "" {
 		return
 	}
@@ -272,7 +281,7 @@ func RunFakeIfRequested() {
 				continue
 			}
 			result(map[string]any{"tools": []any{map[string]any{"name": "t", "inputSchema": map[string]any{"type": "object"}},
-				map[string]any{"name": "read_file", "inputSchema": map[string]any{"type": "object"}},
+				map[string]any{"name": "read_file", "description": readFileDescription, "inputSchema": map[string]any{"type": "object"}},
 				map[string]any{"name": "write_file", "inputSchema": map[string]any{"type": "object"}},
 				map[string]any{"name": "echo", "inputSchema": map[string]any{"type": "object", "properties": map[string]any{
 					"region": map[string]any{"type": "string", "x-mcp-header": "Region"}}}}}})
