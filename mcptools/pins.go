@@ -386,13 +386,17 @@ func (h *Handler) hold(ctx context.Context, held []*heldDefinition) {
 			zap.String("digest", d.digest), zap.String("approved_digest", approved), zap.String("diff", change))
 		h.audit.Info("mcp pin held", zap.String("pin", h.Pin.Name), zap.String("kind", kind), zap.String("name", name),
 			zap.String("digest", d.digest), zap.String("approved_digest", approved), zap.String("diff", change))
-		pinMetrics.held.WithLabelValues(h.Pin.Name, kind).Inc()
+		if pinMetrics.held != nil {
+			pinMetrics.held.WithLabelValues(h.Pin.Name, kind).Inc()
+		}
 	}
 	err := h.pins.update(ctx, func(f *pinFile) error {
 		for _, d := range held {
 			f.Pending[d.key] = pinned{Digest: d.digest, Definition: d.def, At: time.Now().UTC()}
 		}
-		pinMetrics.pending.WithLabelValues(h.Pin.Name).Set(float64(len(f.Pending)))
+		if pinMetrics.pending != nil {
+			pinMetrics.pending.WithLabelValues(h.Pin.Name).Set(float64(len(f.Pending)))
+		}
 		return nil
 	})
 	if err != nil {

@@ -438,6 +438,11 @@ func parseMessage(b []byte) (Message, string, error) {
 	if msg.Method, err = str(b, top[topMethod], "method"); err != nil {
 		return msg, "", err
 	}
+	if !methods[msg.Method] && foldsToMethod(msg.Method) {
+		// a server that matched methods without regard to case would run
+		// what no rule decided on
+		return msg, "", ambiguous("method %q is an MCP method in another case", msg.Method)
+	}
 	params := top[topParams]
 	if params.End == 0 || b[params.Start] != '{' {
 		return msg, "", nil
@@ -496,6 +501,16 @@ func parseMessage(b []byte) (Message, string, error) {
 		}
 	}
 	return msg, version, nil
+}
+
+// foldsToMethod reports whether m equals an MCP method but for case.
+func foldsToMethod(m string) bool {
+	for known := range methods {
+		if len(known) == len(m) && strings.EqualFold(known, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // rpcShaped reports whether a JSON object that members refused is meant
