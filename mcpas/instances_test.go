@@ -2,16 +2,12 @@ package mcpas_test
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/caddymcp/caddymcp/internal/caddyrun"
 )
@@ -34,24 +30,7 @@ func TestTwoInstancesShareStorage(t *testing.T) {
 	cfg := "{\n\tadmin off\n\tstorage file_system " + dir + "\n}\n" +
 		strings.Replace(siteConfig(strconv.Itoa(a.c.Port), a.issuer, a.resource, a.up, "allow email_domain zitadel.ch", ""),
 			"http://127.0.0.1:"+strconv.Itoa(a.c.Port)+" {", b+" {", 1)
-	file := filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
-	logf, _ := os.Create(filepath.Join(t.TempDir(), "b.log"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	caddyrun.WaitFor(t, 20*time.Second, func() bool {
-		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(pb))
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, "instance B listening")
+	caddyrun.RunProcess(t, bin, cfg, pb)
 
 	redirect := "http://127.0.0.1:1/callback"
 	clientID := a.register(t, redirect)

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -145,24 +144,7 @@ func TestPinHoldsChangedDefinitionAcrossInstances(t *testing.T) {
 	pb, padmin := caddyrun.FreePort(t), caddyrun.FreePort(t)
 	admin := "localhost:" + strconv.Itoa(padmin)
 	cfg := "{\n\tadmin " + admin + "\n\tstorage file_system " + storage + "\n}\n" + pinSite(t, "http://127.0.0.1:"+strconv.Itoa(pb), desc)
-	file := filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
-	logf, _ := os.Create(filepath.Join(t.TempDir(), "b.log"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	caddyrun.WaitFor(t, 30*time.Second, func() bool {
-		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(pb))
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, "instance B listening")
+	caddyrun.RunProcess(t, bin, cfg, pb)
 	urlA, urlB := a.URL+"/mcp", "http://127.0.0.1:"+strconv.Itoa(pb)+"/mcp"
 
 	// first use: approved

@@ -1,13 +1,18 @@
 package caddyrun
 
 import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// This file holds the two helpers every package's tests share, whether or
-// not they start Caddy.
+// This file holds the helpers every package's tests share, whether or
+// not they start Caddy in-process.
 
 // Soak marks a soak, load or scale test: one that runs many sessions,
 // processes or calls for long enough to find leaks and races, and takes
@@ -39,4 +44,33 @@ func WaitFor(t testing.TB, within time.Duration, cond func() bool, what string) 
 		}
 		time.Sleep(10 * time.Millisecond) // the poll interval
 	}
+}
+
+// RunProcess runs bin (a Caddy built with the plugin: CADDYMCP_CADDY_BIN)
+// as a process of its own with the Caddyfile cfg, its output in a log file
+// that Fatal-ing tests can read, until t ends; it returns once port
+// (127.0.0.1) accepts connections.
+func RunProcess(t testing.TB, bin, cfg string, port int) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
+	logf, err := os.Create(filepath.Join(t.TempDir(), "caddy.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); logf.Close() })
+	WaitFor(t, 30*time.Second, func() bool {
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, "the Caddy process listening on "+strconv.Itoa(port))
 }
