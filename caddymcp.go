@@ -9,6 +9,8 @@
 //     MCP authorization spec;
 //   - http.handlers.mcp_stdio (package stdiobridge): a stdio MCP server served
 //     as an MCP Streamable HTTP endpoint;
+//   - http.handlers.mcp_aggregate (package mcpagg): several MCP servers
+//     behind one endpoint, each a handler chain of its own;
 //   - http.handlers.mcp_tools (package mcptools): curates what an MCP
 //     route offers (tools, prompts, resources shown, renamed, overridden,
 //     arguments fixed);
@@ -22,6 +24,7 @@ package caddymcp
 
 import (
 	_ "github.com/caddymcp/caddymcp/mcpas"
+	_ "github.com/caddymcp/caddymcp/mcpagg"
 	_ "github.com/caddymcp/caddymcp/mcpauth"
 	_ "github.com/caddymcp/caddymcp/mcplb"
 	_ "github.com/caddymcp/caddymcp/mcpmatch"

@@ -1,0 +1,110 @@
+package mcpagg
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddymcp/caddymcp/internal/cfargs"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("mcp_aggregate", parseCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("mcp_aggregate", httpcaddyfile.After, "reverse_proxy")
+}
+
+// parseCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	mcp_aggregate [<matcher>] {
+//		backend <name> {
+//			<directives...>
+//		}
+//		prefix always|collision|never
+//		separator <text>
+//		timeout <duration>
+//		session_idle_timeout <duration>
+//		max_sessions <n>
+//	}
+//
+// backend may be repeated, one per server; its block holds the
+// directives that serve it (mcp_stdio, reverse_proxy, mcp_tools…), as a
+// route block does. Every other option is given once.
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	h.Next() // directive name
+	if h.NextArg() {
+		return nil, h.ArgErr()
+	}
+	once := cfargs.Once{}
+	for h.NextBlock(0) {
+		opt := h.Val()
+		if opt != "backend" {
+			if err := once.Check(h.Dispenser); err != nil {
+				return nil, err
+			}
+		}
+		switch opt {
+		case "backend":
+			seg := h.NextSegment()
+			if len(seg) < 3 || seg[2].Text != "{" {
+				return nil, h.Errf("backend: want backend <name> { <directives> }")
+			}
+			name := seg[1].Text
+			// the block as a route block: its directive token, then the block
+			body := append(caddyfile.Segment{seg[0]}, seg[2:]...)
+			sub, err := httpcaddyfile.ParseSegmentAsSubroute(h.WithDispenser(caddyfile.NewDispenser(body)))
+			if err != nil {
+				return nil, err
+			}
+			raw := caddyconfig.JSONModuleObject(sub, "handler", "subroute", nil)
+			m.Backends = append(m.Backends, &Backend{Name: name, HandlerRaw: raw})
+		case "prefix", "separator":
+			var v string
+			if !h.AllArgs(&v) {
+				return nil, h.ArgErr()
+			}
+			if opt == "prefix" {
+				if v != "always" && v != "collision" && v != "never" {
+					return nil, h.Errf("prefix: %q is not always, collision or never", v)
+				}
+				m.Prefix = v
+			} else {
+				if v == "" {
+					return nil, h.Errf("separator: empty")
+				}
+				m.Separator = v
+			}
+		case "timeout", "session_idle_timeout":
+			var v string
+			if !h.AllArgs(&v) {
+				return nil, h.ArgErr()
+			}
+			d, err := caddy.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return nil, h.Errf("%s: %q is not a duration", opt, v)
+			}
+			if opt == "timeout" {
+				m.Timeout = caddy.Duration(d)
+			} else {
+				m.SessionIdleTimeout = caddy.Duration(d)
+			}
+		case "max_sessions":
+			var v string
+			if !h.AllArgs(&v) {
+				return nil, h.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return nil, h.Errf("max_sessions: %q is not a positive number", v)
+			}
+			m.MaxSessions = n
+		default:
+			return nil, h.Errf("unrecognized mcp_aggregate option %q", opt)
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,191 @@
+package mcpagg_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	_ "github.com/caddymcp/caddymcp"
+	"github.com/caddymcp/caddymcp/internal/caddyrun"
+	"github.com/caddymcp/caddymcp/internal/mcpserver"
+)
+
+func TestMain(m *testing.M) {
+	mcpserver.RunFakeIfRequested()
+	os.Exit(m.Run())
+}
+
+func self(t *testing.T) string {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
+
+// aggSite aggregates go-sdk's everything-server over stdio ("every"), the
+// same server over Streamable HTTP behind reverse_proxy ("remote") and the
+// fake over stdio ("fake").
+func aggSite(t *testing.T, fakeLog string) string {
+	remote := mcpserver.StartHTTP(t, false)
+	return `
+:{{PORT}} {
+	bind 127.0.0.1
+	route /mcp {
+		mcp_aggregate {
+			backend every {
+				mcp_stdio {
+					command ` + mcpserver.Binary(t) + `
+					shutdown_timeout 2s
+				}
+			}
+			backend remote {
+				reverse_proxy ` + strings.TrimPrefix(remote, "http://") + ` {
+					rewrite /
+				}
+			}
+			backend fake {
+				mcp_stdio {
+					command ` + self(t) + `
+					env ` + mcpserver.FakeEnv + ` mrtr
+					env CADDYMCP_FAKE_LOG ` + fakeLog + `
+					shutdown_timeout 500ms
+				}
+			}
+		}
+	}
+}
+`
+}
+
+// Three backends on one endpoint, through a real Caddy, with go-sdk's
+// client in both eras: lists merged with prefixed names, calls routed to
+// the owning backend (progress and, in 2025, an elicitation round of the
+// backend reach the client), a cancelled call reaches its backend.
+func TestAggregateThroughCaddy(t *testing.T) {
+	fakeLog := filepath.Join(t.TempDir(), "fake.log")
+	c := caddyrun.StartCaddyfile(t, "", aggSite(t, fakeLog))
+	for _, version := range []string{"2025-11-25", ""} {
+		name := version
+		if name == "" {
+			name = "2026-07-28"
+		}
+		t.Run(name, func(t *testing.T) { aggregated(t, c.URL+"/mcp", version) })
+	}
+	// the cancelled call reached the fake (its log records the cancellation)
+	caddyrun.WaitFor(t, 10*time.Second, func() bool {
+		b, _ := os.ReadFile(fakeLog)
+		return strings.Contains(string(b), "cancelled")
+	}, "the fake backend seeing notifications/cancelled: "+func() string { b, _ := os.ReadFile(fakeLog); return string(b) }())
+}
+
+func aggregated(t *testing.T, url, version string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var asked []string
+	var progress int
+	client := mcp.NewClient(&mcp.Implementation{Name: "agg-test", Version: "1"}, &mcp.ClientOptions{
+		ElicitationHandler: func(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			mu.Lock()
+			asked = append(asked, req.Params.Message)
+			mu.Unlock()
+			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"username": "alice"}}, nil
+		},
+		ProgressNotificationHandler: func(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
+			mu.Lock()
+			progress++
+			mu.Unlock()
+		},
+	})
+	session, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url}, &mcp.ClientSessionOptions{ProtocolVersion: version})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer session.Close()
+	tools, err := session.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatalf("tools/list: %v", err)
+	}
+	var names []string
+	for _, tool := range tools.Tools {
+		names = append(names, tool.Name)
+	}
+	for _, want := range []string{"every_test_simple_text", "remote_test_simple_text", "fake_echo", "fake_read_file", "every_test_tool_with_progress"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("the merged list lacks %s: %v", want, names)
+		}
+	}
+	if slices.Contains(names, "test_simple_text") {
+		t.Errorf("an unprefixed name: %v", names)
+	}
+	text := func(res *mcp.CallToolResult) string {
+		if res == nil || len(res.Content) == 0 {
+			return ""
+		}
+		if tc, ok := res.Content[0].(*mcp.TextContent); ok {
+			return tc.Text
+		}
+		return ""
+	}
+	for _, name := range []string{"every_test_simple_text", "remote_test_simple_text"} {
+		res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: name})
+		if err != nil || res.IsError || !strings.Contains(text(res), "simple text") {
+			t.Errorf("%s: %v %+v", name, err, res)
+		}
+	}
+	res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "fake_echo", Arguments: map[string]any{"x": "through the aggregate"}})
+	if err != nil || !strings.Contains(text(res), "through the aggregate") {
+		t.Errorf("fake_echo: %v %+v", err, res)
+	}
+	if _, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "nobody_echo"}); err == nil || !strings.Contains(err.Error(), "Unknown tool") {
+		t.Errorf("a name no backend has: %v", err)
+	}
+	res, err = session.CallTool(ctx, &mcp.CallToolParams{Name: "every_test_tool_with_progress", Meta: mcp.Meta{"progressToken": "p1"}})
+	if err != nil || res.IsError {
+		t.Errorf("progress tool: %v %+v", err, res)
+	}
+	if version != "" {
+		res, err = session.CallTool(ctx, &mcp.CallToolParams{Name: "every_test_elicitation", Arguments: map[string]any{"message": "Who are you?"}})
+		if err != nil || res.IsError {
+			t.Errorf("elicitation through the aggregate: %v %+v", err, res)
+		}
+		mu.Lock()
+		if !slices.Equal(asked, []string{"Who are you?"}) {
+			t.Errorf("the backend's question reached the client as %q", asked)
+		}
+		if progress == 0 {
+			t.Errorf("no progress notification reached the client")
+		}
+		mu.Unlock()
+		// a cancelled call: the fake's hold answers only when cancelled
+		cctx, ccancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		_, err = session.CallTool(cctx, &mcp.CallToolParams{Name: "fake_hold"})
+		ccancel()
+		if err == nil || !errors.Is(err, context.DeadlineExceeded) && !strings.Contains(err.Error(), "cancel") {
+			t.Errorf("the cancelled call: %v", err)
+		}
+	}
+	prompts, err := session.ListPrompts(ctx, nil)
+	if err != nil {
+		t.Fatalf("prompts/list: %v", err)
+	}
+	var pnames []string
+	for _, p := range prompts.Prompts {
+		pnames = append(pnames, p.Name)
+	}
+	if !slices.Contains(pnames, "every_test_simple_prompt") || !slices.Contains(pnames, "remote_test_simple_prompt") {
+		t.Errorf("prompts: %v", pnames)
+	}
+	if _, err := session.GetPrompt(ctx, &mcp.GetPromptParams{Name: "remote_test_simple_prompt"}); err != nil {
+		t.Errorf("prompts/get: %v", err)
+	}
+}

@@ -1,0 +1,452 @@
+package mcpagg
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddymcp/caddymcp/internal/jsonscan"
+	"github.com/caddymcp/caddymcp/internal/mcpreq"
+)
+
+// JSON-RPC codes.
+const (
+	codeInvalidRequest = -32600
+	codeMethodNotFound = -32601
+	codeInvalidParams  = -32602
+	codeInternal       = -32603
+	codeNotFound25     = -32002
+)
+
+// ServeHTTP serves the aggregated endpoint.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	switch r.Method {
+	case http.MethodPost:
+	case http.MethodGet:
+		return h.serveStream(w, r)
+	case http.MethodDelete:
+		s := h.session(r.Header.Get("Mcp-Session-Id"))
+		if s == nil {
+			return writeJSON(w, http.StatusNotFound, rpcError(nil, codeInvalidRequest, "no such session"))
+		}
+		h.state.mu.Lock()
+		delete(h.state.sessions, s.id)
+		h.state.mu.Unlock()
+		s.close(h)
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		return writeJSON(w, http.StatusMethodNotAllowed, rpcError(nil, codeInvalidRequest, "method not allowed"))
+	}
+	q := mcpreq.Get(r, 0)
+	if q.Err != nil {
+		code := codeInvalidRequest
+		if errors.Is(q.Err, mcpreq.ErrMismatch) {
+			code = -32020
+		}
+		return writeJSON(w, http.StatusBadRequest, rpcError(q.ID, code, q.Err.Error()))
+	}
+	if q.Batch {
+		return writeJSON(w, http.StatusBadRequest, rpcError(nil, codeInvalidRequest, "mcp_aggregate does not take batches"))
+	}
+	m := q.First()
+	if q.Era == "2026" {
+		return h.serveModern(w, r, m)
+	}
+	return h.serveLegacy(w, r, m)
+}
+
+// route is where a client's name goes: a backend and the name there.
+type route struct {
+	backend *Backend
+	name    string
+}
+
+// resolve finds the backend of a client's tool or prompt name (kind
+// "tool" or "prompt") or resource URI ("resource"); learn lists the
+// backends when the name is not known yet.
+func (h *Handler) resolve(kind, name string, learn func() *catalog) (route, bool) {
+	if kind != "resource" && h.Prefix == "always" {
+		for _, b := range h.Backends {
+			if rest, ok := strings.CutPrefix(name, b.Name+h.Separator); ok && rest != "" {
+				return route{b, rest}, true
+			}
+		}
+		return route{}, false
+	}
+	c := learn()
+	if c == nil {
+		return route{}, false
+	}
+	return c.find(kind, name)
+}
+
+// catalog is the merged lists of one moment: every front name's route.
+type catalog struct {
+	tools, prompts map[string]route
+	uris           map[string]route
+	templates      []templateRoute
+}
+
+type templateRoute struct {
+	prefix string // the URI template up to its first expression
+	route  route
+}
+
+func (c *catalog) find(kind, name string) (route, bool) {
+	switch kind {
+	case "tool":
+		r, ok := c.tools[name]
+		return r, ok
+	case "prompt":
+		r, ok := c.prompts[name]
+		return r, ok
+	}
+	if r, ok := c.uris[name]; ok {
+		return r, true
+	}
+	best := -1
+	for i, t := range c.templates {
+		if strings.HasPrefix(name, t.prefix) && (best < 0 || len(t.prefix) > len(c.templates[best].prefix)) {
+			best = i
+		}
+	}
+	if best >= 0 {
+		return c.templates[best].route, true
+	}
+	return route{}, false
+}
+
+// listKinds: each list method's result member and what names its entries.
+var listKinds = map[string]struct{ member, key, kind string }{
+	"tools/list":               {"tools", "name", "tool"},
+	"prompts/list":             {"prompts", "name", "prompt"},
+	"resources/list":           {"resources", "uri", "resource"},
+	"resources/templates/list": {"resourceTemplates", "uriTemplate", "template"},
+}
+
+// backendList is one backend's whole list (every page) of a method.
+type backendList struct {
+	backend *Backend
+	entries []map[string]json.RawMessage
+	extra   map[string]json.RawMessage // the first page's other result members
+	err     error
+}
+
+// fanList asks every backend for the whole list of method (following its
+// cursors), in parallel, each within the timeout; call sends one request
+// to a backend and returns its answer.
+func (h *Handler) fanList(ctx context.Context, method string, call func(ctx context.Context, b *Backend, params map[string]any) (json.RawMessage, error)) []backendList {
+	kind := listKinds[method]
+	out := make([]backendList, len(h.Backends))
+	var wg sync.WaitGroup
+	for i, b := range h.Backends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := h.withTimeout(ctx)
+			defer cancel()
+			bl := backendList{backend: b}
+			cursor := ""
+			for page := 0; page < 100; page++ {
+				params := map[string]any{}
+				if cursor != "" {
+					params["cursor"] = cursor
+				}
+				answer, err := call(ctx, b, params)
+				if err != nil {
+					bl.err = err
+					break
+				}
+				var msg struct {
+					Result map[string]json.RawMessage `json:"result"`
+					Error  *struct {
+						Code    int    `json:"code"`
+						Message string `json:"message"`
+					} `json:"error"`
+				}
+				if err := json.Unmarshal(answer, &msg); err != nil {
+					bl.err = err
+					break
+				}
+				if msg.Error != nil {
+					if msg.Error.Code != codeMethodNotFound { // a server without that feature lists nothing
+						bl.err = fmt.Errorf("%s: %d %s", method, msg.Error.Code, msg.Error.Message)
+					}
+					break
+				}
+				var entries []map[string]json.RawMessage
+				_ = json.Unmarshal(msg.Result[kind.member], &entries)
+				bl.entries = append(bl.entries, entries...)
+				if bl.extra == nil {
+					bl.extra = msg.Result
+				}
+				cursor = ""
+				_ = json.Unmarshal(msg.Result["nextCursor"], &cursor)
+				if cursor == "" {
+					break
+				}
+			}
+			if bl.err != nil {
+				h.failed(b, method, bl.err)
+				bl.entries = nil
+			}
+			out[i] = bl
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// merge makes the client's list from the backends', and the routes of
+// its names.
+func (h *Handler) merge(method string, lists []backendList, c *catalog) []map[string]json.RawMessage {
+	kind := listKinds[method]
+	var out []map[string]json.RawMessage
+	count := map[string]int{}
+	for _, l := range lists {
+		seen := map[string]bool{}
+		for _, e := range l.entries {
+			var n string
+			if json.Unmarshal(e[kind.key], &n) != nil || n == "" || seen[n] {
+				continue
+			}
+			seen[n] = true
+			count[n]++
+		}
+	}
+	for _, l := range lists {
+		for _, e := range l.entries {
+			var n string
+			if json.Unmarshal(e[kind.key], &n) != nil || n == "" {
+				continue
+			}
+			front := n
+			switch kind.kind {
+			case "tool", "prompt":
+				prefixed := h.Prefix == "always" || (h.Prefix == "collision" && count[n] > 1)
+				if prefixed {
+					front = l.backend.Name + h.Separator + n
+				} else if count[n] > 1 {
+					h.logger.Warn("a name two backends share is left out of the list (prefix never)", zap.String("kind", kind.kind), zap.String("name", n))
+					continue
+				}
+				e[kind.key], _ = json.Marshal(front)
+				if kind.kind == "tool" {
+					c.tools[front] = route{l.backend, n}
+				} else {
+					c.prompts[front] = route{l.backend, n}
+				}
+			case "resource":
+				if count[n] > 1 {
+					h.logger.Warn("a resource URI two backends list is left out (it could not be routed)", zap.String("uri", n))
+					continue
+				}
+				c.uris[n] = route{l.backend, n}
+			case "template":
+				if count[n] > 1 {
+					h.logger.Warn("a resource template two backends list is left out (it could not be routed)", zap.String("uri_template", n))
+					continue
+				}
+				prefix, _, _ := strings.Cut(n, "{")
+				c.templates = append(c.templates, templateRoute{prefix, route{l.backend, n}})
+			}
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func newCatalog() *catalog {
+	return &catalog{tools: map[string]route{}, prompts: map[string]route{}, uris: map[string]route{}}
+}
+
+// listResult is the merged list as a result: the list, and the members
+// every backend's first page agreed on (a 2026-07-28 result's resultType,
+// ttlMs as the smallest), no cursor.
+func listResult(method string, merged []map[string]json.RawMessage, lists []backendList) map[string]any {
+	res := map[string]any{listKinds[method].member: nonNil(merged)}
+	var ttl *float64
+	for _, l := range lists {
+		if l.extra == nil {
+			continue
+		}
+		if v, ok := l.extra["resultType"]; ok {
+			res["resultType"] = v
+		}
+		var t float64
+		if json.Unmarshal(l.extra["ttlMs"], &t) == nil && (ttl == nil || t < *ttl) {
+			ttl = &t
+		}
+	}
+	if ttl != nil {
+		res["ttlMs"] = *ttl
+		res["cacheScope"] = "private" // the backends' answers may depend on the user
+	}
+	return res
+}
+
+func nonNil(l []map[string]json.RawMessage) []map[string]json.RawMessage {
+	if l == nil {
+		return []map[string]json.RawMessage{}
+	}
+	return l
+}
+
+// rewriteName is msg with the name (or URI) at span i replaced.
+func rewriteName(m mcpreq.Message, name string) []byte {
+	if len(m.NameSpans) == 0 {
+		return m.Raw
+	}
+	b, _ := json.Marshal(name)
+	return jsonscan.Apply(m.Raw, []jsonscan.Edit{{At: m.NameSpans[0], New: b}})
+}
+
+// finalAnswer reads a backend's answer to a request with id: its response,
+// passing every other message it sends to other (nil: dropped).
+func finalAnswer(resp *http.Response, id json.RawMessage, other func(json.RawMessage)) (json.RawMessage, error) {
+	defer func() {
+		// what follows the response (a stream's end) is read, not cut off:
+		// the backend's chain then finishes its answer as it would to a
+		// client (reverse_proxy logs a cut answer as aborted); the read
+		// ends with the request that the sub-request was made for
+		go func() {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxMessage))
+			resp.Body.Close()
+		}()
+	}()
+	var final json.RawMessage
+	err := readMessages(resp, func(msg json.RawMessage) bool {
+		if v, found, ok := jsonscan.Find(msg, "id"); ok && found && bytes.Equal(bytes.TrimSpace(msg[v.Start:v.End]), bytes.TrimSpace(id)) {
+			if _, hasMethod, _ := jsonscan.Find(msg, "method"); !hasMethod {
+				final = msg
+				return false
+			}
+		}
+		if other != nil {
+			other(msg)
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	if final == nil {
+		return nil, errors.New("the backend ended its answer without a response")
+	}
+	return final, nil
+}
+
+// serverRequestID wraps the id of a backend's request to the client so
+// that the client's answer finds the backend again.
+func serverRequestID(b *Backend, id json.RawMessage) json.RawMessage {
+	out, _ := json.Marshal("agg~" + b.Name + "~" + base64.RawURLEncoding.EncodeToString(id))
+	return out
+}
+
+// parseServerRequestID undoes serverRequestID.
+func (h *Handler) parseServerRequestID(id json.RawMessage) (*Backend, json.RawMessage, bool) {
+	var s string
+	if json.Unmarshal(id, &s) != nil {
+		return nil, nil, false
+	}
+	rest, ok := strings.CutPrefix(s, "agg~")
+	if !ok {
+		return nil, nil, false
+	}
+	name, enc, ok := strings.Cut(rest, "~")
+	b := h.byName[name]
+	raw, err := base64.RawURLEncoding.DecodeString(enc)
+	if !ok || b == nil || err != nil || !json.Valid(raw) {
+		return nil, nil, false
+	}
+	return b, raw, true
+}
+
+// withID is msg with its top-level id replaced.
+func withID(msg json.RawMessage, id json.RawMessage) json.RawMessage {
+	v, found, ok := jsonscan.Find(msg, "id")
+	if !ok || !found {
+		return msg
+	}
+	return jsonscan.Apply(msg, []jsonscan.Edit{{At: v, New: id}})
+}
+
+// sseWriter writes SSE events to the client, flushed each.
+type sseWriter struct {
+	mu sync.Mutex
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func newSSE(w http.ResponseWriter, sessionID string) *sseWriter {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	if sessionID != "" {
+		w.Header().Set("Mcp-Session-Id", sessionID)
+	}
+	w.WriteHeader(http.StatusOK)
+	s := &sseWriter{w: w, rc: http.NewResponseController(w)}
+	_ = s.rc.Flush()
+	return s
+}
+
+func (s *sseWriter) send(msg json.RawMessage) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var c bytes.Buffer
+	if json.Compact(&c, msg) != nil {
+		c.Reset()
+		c.Write(bytes.ReplaceAll(msg, []byte("\n"), nil))
+	}
+	if _, err := fmt.Fprintf(s.w, "event: message\ndata: %s\n\n", c.Bytes()); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
+// copyResponse streams a backend's answer to the client as it came.
+func copyResponse(w http.ResponseWriter, resp *http.Response) error {
+	defer resp.Body.Close()
+	for _, k := range []string{"Content-Type", "Cache-Control"} {
+		if v := resp.Header.Get(k); v != "" {
+			w.Header().Set(k, v)
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			_ = rc.Flush()
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// since is how long ago t was.
+func since(t time.Time) time.Duration { return time.Since(t) }
+
+var _ = slices.Contains[[]string]

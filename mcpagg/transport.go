@@ -1,0 +1,247 @@
+package mcpagg
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// roundTrip serves req with a backend's handler chain in this process, as
+// an HTTP client would see it: the response comes back once the chain
+// wrote its status (or returned), and its body streams while the chain
+// runs (an SSE stream as its events are flushed). Closing the body, or
+// cancelling req's context, ends the chain's writes.
+func roundTrip(h caddyhttp.Handler, req *http.Request) (*http.Response, error) {
+	pr, pw := io.Pipe()
+	w := &pipeWriter{header: http.Header{}, pw: pw, ready: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		defer func() {
+			// a chain that panics (reverse_proxy aborts a response it cannot
+			// finish with http.ErrAbortHandler, as net/http's server expects)
+			// breaks the response off, as a server's connection would
+			if v := recover(); v != nil {
+				if v != http.ErrAbortHandler {
+					err = fmt.Errorf("a backend's handler panicked: %v", v)
+				} else {
+					err = errAborted
+				}
+				w.WriteHeader(http.StatusBadGateway)
+				pw.CloseWithError(err)
+				done <- err
+			}
+		}()
+		err = h.ServeHTTP(w, req)
+		if err != nil && !w.wrote {
+			// an error the chain returned before writing: Caddy would
+			// answer it with its status
+			status := http.StatusBadGateway
+			var he caddyhttp.HandlerError
+			if errors.As(err, &he) && he.StatusCode != 0 {
+				status = he.StatusCode
+			}
+			w.WriteHeader(status)
+		}
+		w.WriteHeader(http.StatusOK) // a chain that wrote nothing: 200, empty
+		pw.CloseWithError(io.EOF)
+		done <- err
+	}()
+	select {
+	case <-w.ready:
+	case <-req.Context().Done():
+		pr.CloseWithError(req.Context().Err())
+		return nil, req.Context().Err()
+	}
+	return &http.Response{
+		Status:     fmt.Sprintf("%d %s", w.status, http.StatusText(w.status)),
+		StatusCode: w.status,
+		Header:     w.snapshot,
+		Body:       &pipeBody{PipeReader: pr, done: done},
+		Request:    req,
+	}, nil
+}
+
+// pipeWriter is the ResponseWriter a backend's chain writes to.
+type pipeWriter struct {
+	mu       sync.Mutex
+	header   http.Header
+	snapshot http.Header
+	status   int
+	wrote    bool
+	pw       *io.PipeWriter
+	ready    chan struct{}
+}
+
+func (w *pipeWriter) Header() http.Header { return w.header }
+
+func (w *pipeWriter) WriteHeader(status int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.wrote || (status >= 100 && status < 200) {
+		return
+	}
+	w.wrote, w.status, w.snapshot = true, status, w.header.Clone()
+	close(w.ready)
+}
+
+func (w *pipeWriter) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	return w.pw.Write(b)
+}
+
+// Flush: writes reach the reader as they are made (a pipe holds nothing).
+func (w *pipeWriter) Flush() {}
+
+// pipeBody is a response body read from a chain running beside it.
+type pipeBody struct {
+	*io.PipeReader
+	done chan error
+	once sync.Once
+}
+
+func (b *pipeBody) Close() error {
+	b.once.Do(func() { b.PipeReader.CloseWithError(errBackendClosed) })
+	return nil
+}
+
+var (
+	errBackendClosed = errors.New("mcp_aggregate closed the backend's response")
+	errAborted       = errors.New("the backend's handler aborted its response")
+)
+
+// maxMessage bounds one message read from a backend (a JSON body or one
+// SSE event).
+const maxMessage = 16 << 20
+
+// readMessages reads a backend's answer to a POST: a JSON body (one
+// message or a batch) or an SSE stream, handing each JSON-RPC message to
+// fn as it arrives; fn returns false to stop reading.
+func readMessages(resp *http.Response, fn func(msg json.RawMessage) bool) error {
+	ct := resp.Header.Get("Content-Type")
+	switch {
+	case strings.HasPrefix(ct, "application/json"):
+		b, err := io.ReadAll(io.LimitReader(resp.Body, maxMessage+1))
+		if err != nil {
+			return err
+		}
+		if len(b) > maxMessage {
+			return errors.New("a backend's JSON answer is larger than 16 MiB")
+		}
+		b = bytes.TrimSpace(b)
+		if len(b) > 0 && b[0] == '[' {
+			var batch []json.RawMessage
+			if err := json.Unmarshal(b, &batch); err != nil {
+				return fmt.Errorf("a backend's answer is not JSON: %w", err)
+			}
+			for _, m := range batch {
+				if !fn(m) {
+					return nil
+				}
+			}
+			return nil
+		}
+		if !json.Valid(b) {
+			return errors.New("a backend's answer is not JSON")
+		}
+		fn(b)
+		return nil
+	case strings.HasPrefix(ct, "text/event-stream"):
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 0, 64<<10), maxMessage)
+		var data []byte
+		for sc.Scan() {
+			line := sc.Bytes()
+			if len(line) == 0 {
+				if len(data) > 0 {
+					msg := bytes.TrimSpace(data)
+					data = data[:0]
+					if json.Valid(msg) && !fn(append(json.RawMessage(nil), msg...)) {
+						return nil
+					}
+				}
+				continue
+			}
+			if d, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+				if len(data) > 0 {
+					data = append(data, '\n')
+				}
+				data = append(data, bytes.TrimPrefix(d, []byte(" "))...)
+			}
+		}
+		if err := sc.Err(); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		if msg := bytes.TrimSpace(data); len(msg) > 0 && json.Valid(msg) {
+			fn(append(json.RawMessage(nil), msg...))
+		}
+		return nil
+	case resp.StatusCode == http.StatusAccepted:
+		return nil
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	return fmt.Errorf("a backend answered %d %s: %s", resp.StatusCode, ct, bytes.TrimSpace(b))
+}
+
+// subRequest is a request to a backend made from the client's: its
+// context (auth placeholders, the client's IP, cancellation) and headers
+// but for those of the session and the body, with a Caddy vars map of its
+// own (the backend's modules read the body they get, not the client's).
+func subRequest(ctx context.Context, front *http.Request, method string, body []byte, sessionID string) *http.Request {
+	vars := map[string]any{}
+	if fv, ok := front.Context().Value(caddyhttp.VarsCtxKey).(map[string]any); ok {
+		for k, v := range fv {
+			if !strings.HasPrefix(k, "caddymcp.") {
+				vars[k] = v
+			}
+		}
+	}
+	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, vars)
+	// a replacer of its own (backends are asked in parallel, and a
+	// Replacer is not safe for concurrent use) that reads the client
+	// request's placeholders ({http.auth.user.id} for per-user env), but
+	// for {http.mcp.*}, which the sub-request provides for itself
+	if fr, ok := front.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl := caddy.NewReplacer()
+		repl.Map(func(key string) (any, bool) {
+			if strings.HasPrefix(key, "http.mcp.") {
+				return nil, false
+			}
+			return fr.Get(key)
+		})
+		ctx = context.WithValue(ctx, caddy.ReplacerCtxKey, repl)
+	}
+	var rd io.Reader = http.NoBody
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, _ := http.NewRequestWithContext(ctx, method, front.URL.String(), rd)
+	req.RemoteAddr, req.Host, req.RequestURI, req.Proto, req.ProtoMajor, req.ProtoMinor = front.RemoteAddr, front.Host, front.RequestURI, front.Proto, front.ProtoMajor, front.ProtoMinor
+	req.TLS = front.TLS
+	for k, vs := range front.Header {
+		switch http.CanonicalHeaderKey(k) {
+		case "Mcp-Session-Id", "Content-Length", "Last-Event-Id", "Accept-Encoding", "Mcp-Method", "Mcp-Name", "Content-Type", "Accept":
+			continue
+		}
+		req.Header[k] = vs
+	}
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+		req.ContentLength = int64(len(body))
+	}
+	if sessionID != "" {
+		req.Header.Set("Mcp-Session-Id", sessionID)
+	}
+	return req
+}
