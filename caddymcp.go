@@ -23,8 +23,8 @@
 package caddymcp
 
 import (
-	_ "github.com/caddymcp/caddymcp/mcpas"
 	_ "github.com/caddymcp/caddymcp/mcpagg"
+	_ "github.com/caddymcp/caddymcp/mcpas"
 	_ "github.com/caddymcp/caddymcp/mcpauth"
 	_ "github.com/caddymcp/caddymcp/mcplb"
 	_ "github.com/caddymcp/caddymcp/mcpmatch"
