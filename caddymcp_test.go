@@ -23,7 +23,8 @@ func TestBinaryListsModules(t *testing.T) {
 		t.Fatalf("caddy list-modules: %v\n%s", err, out)
 	}
 	lines := strings.Split(string(out), "\n")
-	for _, m := range []string{"http.handlers.oauth_protected_resource", "http.handlers.mcp_auth", "http.handlers.mcp_stdio"} {
+	for _, m := range []string{"http.handlers.oauth_protected_resource", "http.handlers.mcp_auth", "http.handlers.mcp_stdio",
+		"http.handlers.mcp_tools", "admin.api.mcp_tools", "http.handlers.mcp_aggregate"} {
 		found := false
 		for _, l := range lines {
 			if strings.TrimSpace(l) == m {

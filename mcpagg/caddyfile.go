@@ -17,12 +17,28 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("mcp_aggregate", httpcaddyfile.After, "reverse_proxy")
 }
 
-// parseCaddyfile sets up the handler from Caddyfile tokens:
+// parseCaddyfile reads the directive (UnmarshalCaddyfile) and turns each
+// backend's block into its subroute, as a route block is.
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	if err := m.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	for i, seg := range m.segments {
+		sub, err := httpcaddyfile.ParseSegmentAsSubroute(h.WithDispenser(caddyfile.NewDispenser(seg)))
+		if err != nil {
+			return nil, err
+		}
+		m.Backends[i].HandlerRaw = caddyconfig.JSONModuleObject(sub, "handler", "subroute", nil)
+	}
+	m.segments = nil
+	return m, nil
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
 //
 //	mcp_aggregate [<matcher>] {
-//		backend <name> {
-//			<directives...>
-//		}
+//		backend <name> { <directives...> }
 //		prefix always|collision|never
 //		separator <text>
 //		timeout <duration>
@@ -33,59 +49,52 @@ func init() {
 // backend may be repeated, one per server; its block holds the
 // directives that serve it (mcp_stdio, reverse_proxy, mcp_tools…), as a
 // route block does. Every other option is given once.
-func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	m := new(Handler)
+func (m *Handler) UnmarshalCaddyfile(h *caddyfile.Dispenser) error {
 	h.Next() // directive name
 	if h.NextArg() {
-		return nil, h.ArgErr()
+		return h.ArgErr()
 	}
 	once := cfargs.Once{}
 	for h.NextBlock(0) {
 		opt := h.Val()
 		if opt != "backend" {
-			if err := once.Check(h.Dispenser); err != nil {
-				return nil, err
+			if err := once.Check(h); err != nil {
+				return err
 			}
 		}
 		switch opt {
 		case "backend":
 			seg := h.NextSegment()
 			if len(seg) < 3 || seg[2].Text != "{" {
-				return nil, h.Errf("backend: want backend <name> { <directives> }")
+				return h.Errf("backend: want backend <name> { <directives> }")
 			}
-			name := seg[1].Text
 			// the block as a route block: its directive token, then the block
-			body := append(caddyfile.Segment{seg[0]}, seg[2:]...)
-			sub, err := httpcaddyfile.ParseSegmentAsSubroute(h.WithDispenser(caddyfile.NewDispenser(body)))
-			if err != nil {
-				return nil, err
-			}
-			raw := caddyconfig.JSONModuleObject(sub, "handler", "subroute", nil)
-			m.Backends = append(m.Backends, &Backend{Name: name, HandlerRaw: raw})
+			m.segments = append(m.segments, append(caddyfile.Segment{seg[0]}, seg[2:]...))
+			m.Backends = append(m.Backends, &Backend{Name: seg[1].Text})
 		case "prefix", "separator":
 			var v string
 			if !h.AllArgs(&v) {
-				return nil, h.ArgErr()
+				return h.ArgErr()
 			}
 			if opt == "prefix" {
 				if v != "always" && v != "collision" && v != "never" {
-					return nil, h.Errf("prefix: %q is not always, collision or never", v)
+					return h.Errf("prefix: %q is not always, collision or never", v)
 				}
 				m.Prefix = v
 			} else {
 				if v == "" {
-					return nil, h.Errf("separator: empty")
+					return h.Errf("separator: empty")
 				}
 				m.Separator = v
 			}
 		case "timeout", "session_idle_timeout":
 			var v string
 			if !h.AllArgs(&v) {
-				return nil, h.ArgErr()
+				return h.ArgErr()
 			}
 			d, err := caddy.ParseDuration(v)
 			if err != nil || d <= 0 {
-				return nil, h.Errf("%s: %q is not a duration", opt, v)
+				return h.Errf("%s: %q is not a duration", opt, v)
 			}
 			if opt == "timeout" {
 				m.Timeout = caddy.Duration(d)
@@ -95,16 +104,19 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 		case "max_sessions":
 			var v string
 			if !h.AllArgs(&v) {
-				return nil, h.ArgErr()
+				return h.ArgErr()
 			}
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 {
-				return nil, h.Errf("max_sessions: %q is not a positive number", v)
+				return h.Errf("max_sessions: %q is not a positive number", v)
 			}
 			m.MaxSessions = n
 		default:
-			return nil, h.Errf("unrecognized mcp_aggregate option %q", opt)
+			return h.Errf("unrecognized mcp_aggregate option %q", opt)
 		}
 	}
-	return m, nil
+	return nil
 }
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

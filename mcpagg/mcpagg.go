@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -51,10 +52,11 @@ type Handler struct {
 	// MaxSessions bounds the live 2025 client sessions (default 10000).
 	MaxSessions int `json:"max_sessions,omitempty"`
 
-	logger *zap.Logger
-	byName map[string]*Backend
-	state  *state
-	stop   chan struct{}
+	segments []caddyfile.Segment // the backends' blocks, until parseCaddyfile made them subroutes
+	logger   *zap.Logger
+	byName   map[string]*Backend
+	state    *state
+	stop     chan struct{}
 }
 
 // state is a handler's live sessions.
@@ -105,8 +107,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	initMetrics(ctx.GetMetricsRegistry())
 	h.byName = map[string]*Backend{}
 	for _, b := range h.Backends {
-		if b == nil || !backendName.MatchString(b.Name) {
-			return fmt.Errorf("mcp_aggregate: a backend needs a name of letters, digits, '-' and '.'")
+		if b == nil || !backendName.MatchString(b.Name) || len(b.HandlerRaw) == 0 {
+			return fmt.Errorf("mcp_aggregate: a backend needs a name of letters, digits, '-' and '.', and a handler")
 		}
 		if h.byName[b.Name] != nil {
 			return fmt.Errorf("mcp_aggregate: backend %q twice", b.Name)
