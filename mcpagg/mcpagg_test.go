@@ -3,6 +3,7 @@ package mcpagg_test
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -187,5 +188,110 @@ func aggregated(t *testing.T, url, version string) {
 	}
 	if _, err := session.GetPrompt(ctx, &mcp.GetPromptParams{Name: "remote_test_simple_prompt"}); err != nil {
 		t.Errorf("prompts/get: %v", err)
+	}
+}
+
+// A backend killed mid-session: the others keep serving, the client is
+// told the lists changed and the dead one's tools are gone from the next
+// list; when it is back, the client is told again, and its tools return
+// and answer (the aggregate opened a new session on it).
+func TestAggregateBackendKilled(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	stop := mcpserver.StartHTTPAt(t, addr, false)
+	c := caddyrun.StartCaddyfile(t, "", `
+:{{PORT}} {
+	bind 127.0.0.1
+	route /mcp {
+		mcp_aggregate {
+			timeout 3s
+			backend local {
+				mcp_stdio {
+					command `+mcpserver.Binary(t)+`
+					shutdown_timeout 2s
+				}
+			}
+			backend remote {
+				reverse_proxy `+addr+` {
+					rewrite /
+				}
+			}
+		}
+	}
+}
+`)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	changed := make(chan struct{}, 16)
+	client := mcp.NewClient(&mcp.Implementation{Name: "agg-kill", Version: "1"}, &mcp.ClientOptions{
+		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		},
+	})
+	session, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: c.URL + "/mcp"}, &mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer session.Close()
+	has := func(prefix string) bool {
+		t.Helper()
+		tools, err := session.ListTools(ctx, nil)
+		if err != nil {
+			t.Fatalf("tools/list: %v", err)
+		}
+		for _, tool := range tools.Tools {
+			if strings.HasPrefix(tool.Name, prefix) {
+				return true
+			}
+		}
+		return false
+	}
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			t.Fatalf("no tools/list_changed: %s", what)
+		}
+	}
+	if !has("remote_") || !has("local_") {
+		t.Fatal("the first list lacks a backend")
+	}
+	for len(changed) > 0 { // the streams' start may have said so once
+		<-changed
+	}
+	stop()
+	wait("the remote backend was killed")
+	if has("remote_") {
+		t.Errorf("the killed backend's tools are still listed")
+	}
+	if !has("local_") {
+		t.Errorf("the live backend's tools are gone")
+	}
+	res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "local_test_simple_text"})
+	if err != nil || res.IsError {
+		t.Errorf("the live backend, after the other died: %v %+v", err, res)
+	}
+	if _, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "remote_test_simple_text"}); err == nil {
+		t.Errorf("a call to the dead backend succeeded")
+	}
+	for len(changed) > 0 {
+		<-changed
+	}
+	mcpserver.StartHTTPAt(t, addr, false)
+	wait("the remote backend came back")
+	if !has("remote_") {
+		t.Fatalf("the backend that came back is not listed")
+	}
+	res, err = session.CallTool(ctx, &mcp.CallToolParams{Name: "remote_test_simple_text"})
+	if err != nil || res.IsError {
+		t.Errorf("the backend that came back: %v %+v", err, res)
 	}
 }

@@ -56,25 +56,37 @@ func StartHTTP(t testing.TB, stateless bool) string {
 	}
 	addr := l.Addr().String()
 	l.Close()
+	StartHTTPAt(t, addr, stateless)
+	return "http://" + addr
+}
+
+// StartHTTPAt runs the server in Streamable HTTP mode at addr, and returns
+// once it listens; stop kills it (and waits), as the end of t does.
+func StartHTTPAt(t testing.TB, addr string, stateless bool) (stop func()) {
+	t.Helper()
 	cmd := exec.Command(Binary(t), "-http", addr, "-stateless="+strconv.FormatBool(stateless))
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		})
+	}
+	t.Cleanup(stop)
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
 			c.Close()
-			return "http://" + addr
+			return stop
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("everything-server did not listen on %s", addr)
-	return ""
+	return stop
 }
 
 // Self is the running test binary, which serves as the fake MCP server
