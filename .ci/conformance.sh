@@ -121,7 +121,7 @@ strict() { # name: every check of every required scenario passed
 }
 
 go build -o bin/everything-server github.com/modelcontextprotocol/go-sdk/conformance/everything-server
-cp .ci/tsclient.mjs .ci/tsclient2.mjs .ci/tsmodern.mjs .ci/modern-server.mjs "$tools/"
+cp .ci/tsclient.mjs .ci/tsclient2.mjs .ci/tsmodern.mjs .ci/modern-server.mjs .ci/tsagg.mjs "$tools/"
 
 # MCP 2026-07-28 and 2025-11-25 through one mcp_stdio endpoint
 p=$(free_port)
@@ -211,6 +211,70 @@ if [ -n "$sandboxed" ]; then
 	compare native-ts bridge-ts-sandboxed || fail=1
 fi
 
+# mcp_aggregate: with one backend (prefix never: the suite calls the
+# server's own names), and with three: go-sdk's everything-server and
+# server-memory over stdio, and the TypeScript everything server over
+# Streamable HTTP behind reverse_proxy (prefix collision: names that no two
+# backends share stay unprefixed). Every required scenario passes in both
+# eras. The TypeScript server speaks no 2026-07-28 (it wants a session):
+# 2026 answers leave it out (fail open), 2025 ones list all three.
+start_agg() { # port prefix backends -> Caddy with mcp_aggregate on port
+	cat > "$out/Caddyfile.$1" <<CADDY
+{
+	admin off
+	auto_https off
+}
+:$1 {
+	bind 127.0.0.1 [::1]
+	route /mcp {
+		mcp_aggregate {
+			prefix $2
+$3
+		}
+	}
+}
+CADDY
+	./caddy run --config "$out/Caddyfile.$1" --adapter caddyfile > "$out/caddy.$1.log" 2>&1 &
+	pids+=($!)
+	wait_port "$1"
+}
+limits=$'\t\t\t\t\tmax_sessions_per_user 100\n\t\t\t\t\tinitialize_rate 1000'
+every=$'\t\t\tbackend every {\n\t\t\t\tmcp_stdio {\n\t\t\t\t\tcommand '"$root/bin/everything-server"$'\n\t\t\t\t\tdir '"$tools"$'\n'"$limits"$'\n\t\t\t\t\troots forward\n\t\t\t\t}\n\t\t\t}'
+p=$(free_port)
+start_agg "$p" never "$every"
+agg=http://127.0.0.1:$p/mcp
+run_suite agg1-go-2026 "$agg" --requirements 2026-07-28
+rerun_failed agg1-go-2026 "$agg" 2026-07-28
+strict agg1-go-2026 40 || fail=1
+run_suite agg1-go-2025 "$agg" --requirements 2025-11-25
+rerun_failed agg1-go-2025 "$agg" 2025-11-25
+strict agg1-go-2025 33 || fail=1
+tp=$(free_port)
+PORT=$tp node "$tools/node_modules/@modelcontextprotocol/server-everything/dist/index.js" streamableHttp > "$out/agg3-remote.server.log" 2>&1 &
+pids+=($!)
+wait_port "$tp"
+three="$every"$'\n\t\t\tbackend memory {\n\t\t\t\tmcp_stdio {\n\t\t\t\t\tcommand node '"$tools/node_modules/@modelcontextprotocol/server-memory/dist/index.js"$'\n\t\t\t\t\tenv MEMORY_FILE_PATH '"$out/agg3-memory.json"$'\n'"$limits"$'\n\t\t\t\t}\n\t\t\t}\n\t\t\tbackend remote {\n\t\t\t\treverse_proxy 127.0.0.1:'"$tp"$'\n\t\t\t}'
+p=$(free_port)
+start_agg "$p" collision "$three"
+agg=http://127.0.0.1:$p/mcp
+run_suite agg3-2026 "$agg" --requirements 2026-07-28
+rerun_failed agg3-2026 "$agg" 2026-07-28
+strict agg3-2026 40 || fail=1
+run_suite agg3-2025 "$agg" --requirements 2025-11-25
+rerun_failed agg3-2025 "$agg" 2025-11-25
+strict agg3-2025 33 || fail=1
+for mode in pin default; do
+	node "$tools/tsagg.mjs" "$agg" $mode || { echo "TypeScript SDK 2.x client ($mode) across the aggregate's backends failed"; fail=1; }
+done
+# the Inspector CLI, listing and calling across backends
+insp="$tools/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js"
+node "$insp" --cli "$agg" --method tools/list > "$out/agg3-inspector-list.json" 2>&1 || true
+for want in test_simple_text read_graph get-sum; do
+	grep -q "\"name\": \"$want\"" "$out/agg3-inspector-list.json" || { echo "Inspector CLI: the aggregate's tools/list lacks $want"; fail=1; }
+done
+node "$insp" --cli "$agg" --method tools/call --tool-name get-sum --tool-arg a=2 --tool-arg b=3 > "$out/agg3-inspector-call.json" 2>&1 || true
+grep -q '5' "$out/agg3-inspector-call.json" || { echo "Inspector CLI: tools/call get-sum (the remote backend) through the aggregate failed"; cat "$out/agg3-inspector-call.json"; fail=1; }
+
 # the authorization-server scenarios against the example authorization server
 ./.ci/authz-conformance.sh || fail=1
 
@@ -227,19 +291,23 @@ fi
 
 # the per-scenario table
 {
-	echo "| scenario | go-sdk HTTP (native) | mcp_stdio, passed through | mcp_stdio, translated |"
-	echo "|---|---|---|---|"
+	echo "| scenario | go-sdk HTTP (native) | mcp_stdio, passed through | mcp_stdio, translated | mcp_aggregate, 1 backend | mcp_aggregate, 3 backends |"
+	echo "|---|---|---|---|---|---|"
 	while read -r sc pa fa; do
 		b=$(awk -v s="$sc" '$1==s {print $2 "/" $2+$3}' "$out/bridge-go-2026.txt")
 		t=$(awk -v s="$sc" '$1==s {print $2 "/" $2+$3}' "$out/bridge-go-2026-translated.txt")
-		echo "| $sc | $pa/$((pa + fa)) | ${b:--} | ${t:--} |"
+		a1=$(awk -v s="$sc" '$1==s {print $2 "/" $2+$3}' "$out/agg1-go-2026.txt")
+		a3=$(awk -v s="$sc" '$1==s {print $2 "/" $2+$3}' "$out/agg3-2026.txt")
+		echo "| $sc | $pa/$((pa + fa)) | ${b:--} | ${t:--} | ${a1:--} | ${a3:--} |"
 	done < "$out/native-go-2026.txt"
 	echo
-	echo "| scenario (2025-11-25) | go-sdk HTTP (native, stateful) | mcp_stdio |"
-	echo "|---|---|---|"
+	echo "| scenario (2025-11-25) | go-sdk HTTP (native, stateful) | mcp_stdio | mcp_aggregate, 1 backend | mcp_aggregate, 3 backends |"
+	echo "|---|---|---|---|---|"
 	while read -r sc pa fa; do
 		b=$(awk -v s="$sc" '$1==s {print $2 "/" $2+$3}' "$out/bridge-go-2025.txt")
-		echo "| $sc | $pa/$((pa + fa)) | ${b:--} |"
+		a1=$(awk -v s="$sc" '$1==s {print $2 "/" $2+$3}' "$out/agg1-go-2025.txt")
+		a3=$(awk -v s="$sc" '$1==s {print $2 "/" $2+$3}' "$out/agg3-2025.txt")
+		echo "| $sc | $pa/$((pa + fa)) | ${b:--} | ${a1:--} | ${a3:--} |"
 	done < "$out/native-go-2025.txt"
 	if [ -s "$out/flaky.txt" ]; then
 		echo
@@ -253,4 +321,4 @@ if [ $fail -ne 0 ]; then
 	echo "conformance: FAILED (logs in $out)"
 	exit 1
 fi
-echo "conformance: 2026-07-28 (40 scenarios) and 2025-11-25 (33) pass through mcp_stdio, the authorization-server scenarios pass against mcp_authorization_server; table in $out/results.md"
+echo "conformance: 2026-07-28 (40 scenarios) and 2025-11-25 (33) pass through mcp_stdio and mcp_aggregate (1 and 3 backends), the authorization-server scenarios pass against mcp_authorization_server; table in $out/results.md"

@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddymcp/caddymcp/internal/cfargs"
+	"github.com/caddymcp/caddymcp/internal/originguard"
 )
 
 func init() {
@@ -32,6 +33,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 		m.Backends[i].HandlerRaw = caddyconfig.JSONModuleObject(sub, "handler", "subroute", nil)
 	}
 	m.segments = nil
+	if m.AllowedHosts == nil {
+		m.AllowedHosts = originguard.SiteHosts(h)
+	}
 	return m, nil
 }
 
@@ -44,11 +48,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		timeout <duration>
 //		session_idle_timeout <duration>
 //		max_sessions <n>
+//		allowed_hosts <host...>
+//		allowed_origins <origin...>
 //	}
 //
 // backend may be repeated, one per server; its block holds the
 // directives that serve it (mcp_stdio, reverse_proxy, mcp_tools…), as a
-// route block does. Every other option is given once.
+// route block does; allowed_hosts and allowed_origins accumulate (the
+// DNS-rebinding protection, as mcp_stdio's: default allowed_hosts, the
+// site's names). Every other option is given once.
 func (m *Handler) UnmarshalCaddyfile(h *caddyfile.Dispenser) error {
 	h.Next() // directive name
 	if h.NextArg() {
@@ -57,7 +65,7 @@ func (m *Handler) UnmarshalCaddyfile(h *caddyfile.Dispenser) error {
 	once := cfargs.Once{}
 	for h.NextBlock(0) {
 		opt := h.Val()
-		if opt != "backend" {
+		if opt != "backend" && opt != "allowed_hosts" && opt != "allowed_origins" {
 			if err := once.Check(h); err != nil {
 				return err
 			}
@@ -100,6 +108,16 @@ func (m *Handler) UnmarshalCaddyfile(h *caddyfile.Dispenser) error {
 				m.Timeout = caddy.Duration(d)
 			} else {
 				m.SessionIdleTimeout = caddy.Duration(d)
+			}
+		case "allowed_hosts", "allowed_origins":
+			args := h.RemainingArgs()
+			if len(args) == 0 {
+				return h.ArgErr()
+			}
+			if opt == "allowed_hosts" {
+				m.AllowedHosts = append(m.AllowedHosts, args...)
+			} else {
+				m.AllowedOrigins = append(m.AllowedOrigins, args...)
 			}
 		case "max_sessions":
 			var v string

@@ -51,6 +51,11 @@ type Handler struct {
 	SessionIdleTimeout caddy.Duration `json:"session_idle_timeout,omitempty"`
 	// MaxSessions bounds the live 2025 client sessions (default 10000).
 	MaxSessions int `json:"max_sessions,omitempty"`
+	// AllowedHosts are the Host names served (DNS-rebinding protection,
+	// as mcp_stdio's; the Caddyfile's default: the site's names).
+	AllowedHosts []string `json:"allowed_hosts,omitempty"`
+	// AllowedOrigins are Origins accepted besides the request's own.
+	AllowedOrigins []string `json:"allowed_origins,omitempty"`
 
 	segments []caddyfile.Segment // the backends' blocks, until parseCaddyfile made them subroutes
 	logger   *zap.Logger

@@ -3,7 +3,11 @@ package mcpagg
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,7 +24,43 @@ import (
 func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, m mcpreq.Message) error {
 	meta := metaOf(m.Raw)
 	ctx := r.Context()
+	if m.ID == nil {
+		// 2026-07-28 defines no client notifications over HTTP (closing a
+		// stream cancels): accepted and dropped
+		w.WriteHeader(http.StatusAccepted)
+		return nil
+	}
+	if slices.Contains(removedMethods, m.Method) {
+		return writeJSON(w, http.StatusNotFound, rpcError(m.ID, codeMethodNotFound, "method not found: "+m.Method+" is not part of MCP 2026-07-28"))
+	}
+	// what every backend refuses about the request itself (its _meta, its
+	// headers, its version) is the answer, as the backend gave it
+	var refusedMu sync.Mutex
+	var refused *backendAnswer
+	call := func(ctx context.Context, b *Backend, method string, params map[string]any) (json.RawMessage, error) {
+		a, err := h.callStateless(ctx, r, b, method, params, meta, true)
+		if err != nil {
+			return nil, err
+		}
+		if a.status >= 400 {
+			refusedMu.Lock()
+			if refused == nil {
+				refused = a
+			}
+			refusedMu.Unlock()
+			return nil, aggError(fmt.Sprintf("answered %d", a.status))
+		}
+		return a.body, nil
+	}
+	passRefusal := func() (bool, error) {
+		if refused == nil {
+			return false, nil
+		}
+		return true, writeJSON(w, refused.status, withID(refused.body, m.ID)) // the client's id, not ours
+	}
 	switch {
+	case m.Method == "subscriptions/listen":
+		return h.listen(w, r, m)
 	case m.Method == "server/discover":
 		var mu sync.Mutex
 		var results []map[string]json.RawMessage
@@ -32,7 +72,7 @@ func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, m mcpreq.M
 				defer wg.Done()
 				ctx, cancel := h.withTimeout(ctx)
 				defer cancel()
-				answer, err := h.callStateless(ctx, r, b, m.Method, map[string]any{}, meta)
+				answer, err := call(ctx, b, m.Method, map[string]any{})
 				var msg struct {
 					Result map[string]json.RawMessage `json:"result"`
 				}
@@ -53,7 +93,10 @@ func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, m mcpreq.M
 		}
 		wg.Wait()
 		if base == nil {
-			return writeJSON(w, http.StatusOK, rpcError(m.ID, codeInternal, "no backend answered server/discover"))
+			if ok, err := passRefusal(); ok {
+				return err
+			}
+			return writeJSON(w, http.StatusBadGateway, rpcError(m.ID, codeInternal, "no backend answered server/discover"))
 		}
 		out := map[string]any{}
 		for k, v := range base {
@@ -62,12 +105,15 @@ func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, m mcpreq.M
 		out["capabilities"] = mergeCapabilities(results)
 		out["serverInfo"] = map[string]any{"name": "caddymcp-aggregate", "version": "1"}
 		return writeJSON(w, http.StatusOK, rpcResult(m.ID, out))
-	case m.Method == "ping":
-		return writeJSON(w, http.StatusOK, rpcResult(m.ID, map[string]any{}))
 	case listKinds[m.Method].member != "":
 		lists := h.fanList(ctx, m.Method, func(ctx context.Context, b *Backend, params map[string]any) (json.RawMessage, error) {
-			return h.callStateless(ctx, r, b, m.Method, params, meta)
+			return call(ctx, b, m.Method, params)
 		})
+		if !slices.ContainsFunc(lists, func(l backendList) bool { return l.err == nil }) {
+			if ok, err := passRefusal(); ok {
+				return err
+			}
+		}
 		merged := h.merge(m.Method, lists, newCatalog())
 		return writeJSON(w, http.StatusOK, rpcResult(m.ID, listResult(m.Method, merged, lists)))
 	case m.Kind != "":
@@ -76,9 +122,13 @@ func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, m mcpreq.M
 			return writeJSON(w, http.StatusOK, unknownName(m, true))
 		}
 		req := subRequest(ctx, r, http.MethodPost, rewriteName(m, rt.name), "")
-		req.Header.Set("Mcp-Method", m.Method)
-		if r.Header.Get("Mcp-Name") != "" {
+		if v := r.Header.Get("Mcp-Method"); v != "" {
+			req.Header.Set("Mcp-Method", v)
+		}
+		if r.Header.Get("Mcp-Name") != "" && m.Kind != "resource" {
 			req.Header.Set("Mcp-Name", mcpreq.EncodeHeaderValue(rt.name))
+		} else if v := r.Header.Get("Mcp-Name"); v != "" {
+			req.Header.Set("Mcp-Name", v)
 		}
 		resp, err := roundTrip(rt.backend.serve(), req)
 		if err != nil {
@@ -87,7 +137,17 @@ func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, m mcpreq.M
 		}
 		return copyResponse(w, resp)
 	}
-	return writeJSON(w, http.StatusOK, rpcError(m.ID, codeMethodNotFound, "method not found: "+m.Method))
+	return writeJSON(w, http.StatusNotFound, rpcError(m.ID, codeMethodNotFound, "method not found: "+m.Method))
+}
+
+// removedMethods are 2025 methods that 2026-07-28 dropped: 404 -32601.
+var removedMethods = []string{"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"}
+
+// backendAnswer is a backend's answer to one request: its HTTP status and
+// the response.
+type backendAnswer struct {
+	status int
+	body   json.RawMessage
 }
 
 // learnStateless lists every kind for the routes of names (prefix never
@@ -96,26 +156,41 @@ func (h *Handler) learnStateless(ctx context.Context, r *http.Request, meta json
 	c := newCatalog()
 	for method := range listKinds {
 		lists := h.fanList(ctx, method, func(ctx context.Context, b *Backend, params map[string]any) (json.RawMessage, error) {
-			return h.callStateless(ctx, r, b, method, params, meta)
+			a, err := h.callStateless(ctx, r, b, method, params, meta, false)
+			if err != nil {
+				return nil, err
+			}
+			return a.body, nil
 		})
 		h.merge(method, lists, c)
 	}
 	return c
 }
 
-// callStateless sends one 2026-07-28 request to b with the client's _meta.
-func (h *Handler) callStateless(ctx context.Context, front *http.Request, b *Backend, method string, params map[string]any, meta json.RawMessage) (json.RawMessage, error) {
+// callStateless sends one 2026-07-28 request to b with the client's _meta
+// and Mcp-Method header (as the client sent them: a backend judges them).
+func (h *Handler) callStateless(ctx context.Context, front *http.Request, b *Backend, method string, params map[string]any, meta json.RawMessage, asSent bool) (*backendAnswer, error) {
 	if meta != nil {
 		params["_meta"] = meta
 	}
 	body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": "agg-1", "method": method, "params": params})
 	req := subRequest(ctx, front, http.MethodPost, body, "")
-	req.Header.Set("Mcp-Method", method)
+	switch {
+	case !asSent:
+		req.Header.Set("Mcp-Method", method) // a request of the aggregate's own
+	case front.Header.Get("Mcp-Method") != "":
+		req.Header.Set("Mcp-Method", front.Header.Get("Mcp-Method"))
+	}
 	resp, err := roundTrip(b.serve(), req)
 	if err != nil {
 		return nil, err
 	}
-	return finalAnswer(resp, json.RawMessage(`"agg-1"`), nil)
+	status := resp.StatusCode
+	answer, err := finalAnswer(resp, json.RawMessage(`"agg-1"`), nil)
+	if err != nil {
+		return nil, err
+	}
+	return &backendAnswer{status: status, body: answer}, nil
 }
 
 // metaOf is params._meta of a message (nil: none).
@@ -242,4 +317,192 @@ func errStreamEnded(err error) error {
 		return aggError("its stream ended")
 	}
 	return err
+}
+
+// listen serves a 2026-07-28 subscriptions/listen: the request (the
+// client's own, so that each backend tags its notifications with the
+// client's subscription id) is sent to every backend, their
+// acknowledgements are merged into one (what any backend honours), and
+// every notification of theirs is passed on. A backend whose stream ends
+// (its server went away) is reported as a change of the lists it
+// honoured. Resource subscriptions go to the backend that serves the URI.
+func (h *Handler) listen(w http.ResponseWriter, r *http.Request, m mcpreq.Message) error {
+	ctx := r.Context()
+	var p struct {
+		Params map[string]json.RawMessage `json:"params"`
+	}
+	_ = json.Unmarshal(m.Raw, &p)
+	var n map[string]json.RawMessage
+	_ = json.Unmarshal(p.Params["notifications"], &n)
+	var uris []string
+	_ = json.Unmarshal(n["resourceSubscriptions"], &uris)
+	byBackend := map[*Backend][]string{}
+	if len(uris) > 0 {
+		meta := metaOf(m.Raw)
+		c := h.learnStateless(ctx, r, meta)
+		for _, u := range uris {
+			if rt, ok := c.find("resource", u); ok {
+				byBackend[rt.backend] = append(byBackend[rt.backend], u)
+			}
+		}
+	}
+	type stream struct {
+		b    *Backend
+		resp *http.Response
+		ack  map[string]json.RawMessage
+	}
+	msgs := make(chan json.RawMessage, 64)
+	ended := make(chan *Backend, len(h.Backends))
+	acks := make(chan *stream, len(h.Backends))
+	var refused *backendAnswer
+	var mu sync.Mutex
+	for _, b := range h.Backends {
+		go func() {
+			params := map[string]json.RawMessage{}
+			for k, v := range p.Params {
+				params[k] = v
+			}
+			nb := map[string]json.RawMessage{}
+			for k, v := range n {
+				nb[k] = v
+			}
+			if len(uris) > 0 {
+				nb["resourceSubscriptions"], _ = json.Marshal(nonNilStrings(byBackend[b]))
+			}
+			params["notifications"], _ = json.Marshal(nb)
+			body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.ID, "method": m.Method, "params": params})
+			req := subRequest(ctx, r, http.MethodPost, body, "")
+			if v := r.Header.Get("Mcp-Method"); v != "" {
+				req.Header.Set("Mcp-Method", v)
+			}
+			resp, err := roundTrip(b.serve(), req)
+			st := &stream{b: b, resp: resp}
+			if err != nil || resp.StatusCode >= 400 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+				if err == nil {
+					a, _ := io.ReadAll(io.LimitReader(resp.Body, maxMessage))
+					resp.Body.Close()
+					mu.Lock()
+					if refused == nil && resp.StatusCode >= 400 {
+						refused = &backendAnswer{status: resp.StatusCode, body: a}
+					}
+					mu.Unlock()
+					err = aggError("answered " + resp.Status)
+				}
+				h.failed(b, m.Method, err)
+				acks <- nil
+				return
+			}
+			first := true
+			_ = readMessages(resp, func(msg json.RawMessage) bool {
+				if first {
+					first = false
+					var ack struct {
+						Method string `json:"method"`
+						Params struct {
+							Notifications map[string]json.RawMessage `json:"notifications"`
+						} `json:"params"`
+					}
+					if json.Unmarshal(msg, &ack) == nil && ack.Method == "notifications/subscriptions/acknowledged" {
+						st.ack = ack.Params.Notifications
+						acks <- st
+						return true
+					}
+					acks <- st
+				}
+				select {
+				case msgs <- msg:
+					return true
+				case <-ctx.Done():
+					return false
+				}
+			})
+			resp.Body.Close()
+			if first {
+				acks <- st
+			}
+			ended <- b
+		}()
+	}
+	merged := map[string]any{}
+	var ackedURIs []string
+	honoured := map[*Backend]map[string]json.RawMessage{}
+	got := 0
+	for range h.Backends {
+		st := <-acks
+		if st == nil {
+			continue
+		}
+		got++
+		honoured[st.b] = st.ack
+		for k, v := range st.ack {
+			if k == "resourceSubscriptions" {
+				var u []string
+				_ = json.Unmarshal(v, &u)
+				ackedURIs = append(ackedURIs, u...)
+				continue
+			}
+			if string(v) == "true" {
+				merged[k] = true
+			}
+		}
+	}
+	if got == 0 {
+		if refused != nil {
+			return writeJSON(w, refused.status, withID(refused.body, m.ID))
+		}
+		return writeJSON(w, http.StatusBadGateway, rpcError(m.ID, codeInternal, "no backend took the subscription"))
+	}
+	if len(ackedURIs) > 0 {
+		merged["resourceSubscriptions"] = ackedURIs
+	}
+	sse := newSSE(w, "")
+	ack, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+		"params": map[string]any{"_meta": map[string]any{"io.modelcontextprotocol/subscriptionId": m.ID}, "notifications": merged}})
+	if sse.send(ack) != nil {
+		return nil
+	}
+	keepalive := time.NewTicker(25 * time.Second)
+	defer keepalive.Stop()
+	live := got
+	for live > 0 {
+		select {
+		case <-ctx.Done():
+			return nil
+		case msg := <-msgs:
+			if sse.send(msg) != nil {
+				return nil
+			}
+		case b := <-ended:
+			live--
+			// its lists are gone (or will change when it is back)
+			for flag, method := range map[string]string{"toolsListChanged": "notifications/tools/list_changed",
+				"promptsListChanged": "notifications/prompts/list_changed", "resourcesListChanged": "notifications/resources/list_changed"} {
+				if string(honoured[b][flag]) == "true" {
+					note, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": method,
+						"params": map[string]any{"_meta": map[string]any{"io.modelcontextprotocol/subscriptionId": m.ID}}})
+					if sse.send(note) != nil {
+						return nil
+					}
+				}
+			}
+		case <-keepalive.C:
+			sse.mu.Lock()
+			_, err := io.WriteString(sse.w, ": keepalive\n\n")
+			if err == nil {
+				err = sse.rc.Flush()
+			}
+			sse.mu.Unlock()
+			if err != nil {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }

@@ -19,6 +19,8 @@ import (
 
 	"github.com/caddymcp/caddymcp/internal/jsonscan"
 	"github.com/caddymcp/caddymcp/internal/mcpreq"
+	"github.com/caddymcp/caddymcp/internal/originguard"
+	"github.com/caddymcp/caddymcp/internal/rpccode"
 )
 
 // JSON-RPC codes.
@@ -32,6 +34,12 @@ const (
 
 // ServeHTTP serves the aggregated endpoint.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if reason := originguard.Check(r, h.AllowedHosts, h.AllowedOrigins); reason != "" {
+		if c := h.logger.Check(zap.DebugLevel, "request refused (DNS-rebinding protection)"); c != nil {
+			c.Write(zap.String("reason", reason))
+		}
+		return writeJSON(w, http.StatusForbidden, rpcError(nil, rpccode.Forbidden, reason))
+	}
 	switch r.Method {
 	case http.MethodPost:
 	case http.MethodGet:
@@ -306,9 +314,13 @@ func nonNil(l []map[string]json.RawMessage) []map[string]json.RawMessage {
 	return l
 }
 
-// rewriteName is msg with the name (or URI) at span i replaced.
+// rewriteName is the message with its tool or prompt name replaced by the
+// backend's (a resource URI goes as it is).
 func rewriteName(m mcpreq.Message, name string) []byte {
-	if len(m.NameSpans) == 0 {
+	if len(m.NameSpans) == 0 || m.Kind == "resource" { // URIs are not renamed
+		return m.Raw
+	}
+	if m.Name == name {
 		return m.Raw
 	}
 	b, _ := json.Marshal(name)

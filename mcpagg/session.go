@@ -298,10 +298,13 @@ func unknownName(m mcpreq.Message, modern bool) json.RawMessage {
 	case "prompt":
 		return rpcError(m.ID, codeInvalidParams, "Unknown prompt: "+m.Name)
 	}
+	code := codeNotFound25
 	if modern {
-		return rpcError(m.ID, codeInvalidParams, "Resource not found")
+		code = codeInvalidParams
 	}
-	return rpcError(m.ID, codeNotFound25, "Resource not found")
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.ID, "error": map[string]any{
+		"code": code, "message": "Resource not found", "data": map[string]string{"uri": m.Name}}})
+	return b
 }
 
 // broadcast sends a notification to every open backend session.

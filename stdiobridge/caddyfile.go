@@ -1,8 +1,6 @@
 package stdiobridge
 
 import (
-	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/caddymcp/caddymcp/internal/cfargs"
+	"github.com/caddymcp/caddymcp/internal/originguard"
 	"github.com/caddymcp/caddymcp/internal/sandbox"
 )
 
@@ -28,36 +27,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 		return nil, err
 	}
 	if m.AllowedHosts == nil {
-		m.AllowedHosts = siteHosts(h)
+		m.AllowedHosts = originguard.SiteHosts(h)
 	}
 	return m, nil
-}
-
-// siteHosts returns the host names of the site block the directive is in
-// (none for a site such as :443 or http://). httpcaddyfile keeps the block
-// unexported; it is read, never written, through reflection, and a Caddy
-// whose Helper looks different yields no names (allowed_hosts then has to
-// be set by hand, as in JSON).
-func siteHosts(h httpcaddyfile.Helper) []string {
-	keys := reflect.ValueOf(h).FieldByName("parentBlock").FieldByName("Keys")
-	if !keys.IsValid() || keys.Kind() != reflect.Slice {
-		return nil
-	}
-	var hosts []string
-	for i := 0; i < keys.Len(); i++ {
-		text := keys.Index(i).FieldByName("Text")
-		if !text.IsValid() || text.Kind() != reflect.String {
-			return nil
-		}
-		addr, err := httpcaddyfile.ParseAddress(text.String())
-		if err != nil || addr.Host == "" || strings.ContainsAny(addr.Host, "{}") {
-			return nil // a site for any host: no default
-		}
-		if !slices.Contains(hosts, addr.Host) {
-			hosts = append(hosts, addr.Host)
-		}
-	}
-	return hosts
 }
 
 // repeatable are the options whose values accumulate; any other given
