@@ -48,6 +48,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		timeout <duration>
 //		session_idle_timeout <duration>
 //		max_sessions <n>
+//		instance_id <id>
 //		allowed_hosts <host...>
 //		allowed_origins <origin...>
 //	}
@@ -79,12 +80,14 @@ func (m *Handler) UnmarshalCaddyfile(h *caddyfile.Dispenser) error {
 			// the block as a route block: its directive token, then the block
 			m.segments = append(m.segments, append(caddyfile.Segment{seg[0]}, seg[2:]...))
 			m.Backends = append(m.Backends, &Backend{Name: seg[1].Text})
-		case "prefix", "separator":
+		case "prefix", "separator", "instance_id":
 			var v string
 			if !h.AllArgs(&v) {
 				return h.ArgErr()
 			}
-			if opt == "prefix" {
+			if opt == "instance_id" {
+				m.InstanceID = v
+			} else if opt == "prefix" {
 				if v != "always" && v != "collision" && v != "never" {
 					return h.Errf("prefix: %q is not always, collision or never", v)
 				}

@@ -26,6 +26,9 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/caddymcp/caddymcp/internal/instanceid"
+	"github.com/caddymcp/caddymcp/internal/keyring"
 )
 
 func init() {
@@ -56,9 +59,14 @@ type Handler struct {
 	AllowedHosts []string `json:"allowed_hosts,omitempty"`
 	// AllowedOrigins are Origins accepted besides the request's own.
 	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+	// InstanceID names this instance in its session ids, as mcp_stdio's
+	// does, so that `lb_policy mcp` sends a session's requests home
+	// (default: from Caddy's instance UUID).
+	InstanceID string `json:"instance_id,omitempty"`
 
 	segments []caddyfile.Segment // the backends' blocks, until parseCaddyfile made them subroutes
 	logger   *zap.Logger
+	ring     *keyring.Ring
 	byName   map[string]*Backend
 	state    *state
 	stop     chan struct{}
@@ -110,6 +118,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.MaxSessions = 10000
 	}
 	initMetrics(ctx.GetMetricsRegistry())
+	id, ring, err := instanceid.ForConfig(ctx, h.InstanceID, h.logger)
+	if err != nil {
+		return fmt.Errorf("mcp_aggregate: %w", err)
+	}
+	h.InstanceID, h.ring = id, ring
 	h.byName = map[string]*Backend{}
 	for _, b := range h.Backends {
 		if b == nil || !backendName.MatchString(b.Name) || len(b.HandlerRaw) == 0 {

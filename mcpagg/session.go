@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddymcp/caddymcp/internal/instanceid"
 	"github.com/caddymcp/caddymcp/internal/mcpreq"
 )
 
@@ -339,7 +340,7 @@ func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, m mcpreq.Me
 		}
 	}
 	p.Params["protocolVersion"], _ = json.Marshal(version)
-	s := &session{id: randomID(), version: version, backends: map[string]*backendSession{}, inflight: map[string]*Backend{}, last: time.Now()}
+	s := &session{id: instanceid.NewSessionID(h.ring, h.InstanceID), version: version, backends: map[string]*backendSession{}, inflight: map[string]*Backend{}, last: time.Now()}
 	s.initParams, _ = json.Marshal(p.Params)
 	h.state.mu.Lock()
 	if len(h.state.sessions) >= h.MaxSessions {

@@ -24,7 +24,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddymcp/caddymcp/internal/instanceid"
-	"github.com/caddymcp/caddymcp/internal/keyring"
 	"github.com/caddymcp/caddymcp/internal/mcpreq"
 	"github.com/caddymcp/caddymcp/internal/rpccode"
 	"github.com/caddymcp/caddymcp/internal/sandbox"
@@ -261,25 +260,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	initBridgeMetrics(ctx.GetMetricsRegistry())
 	h.observers = new(sync.Map)
-	if h.InstanceID == "" {
-		if u, err := caddy.InstanceID(); err == nil {
-			h.InstanceID = strings.ReplaceAll(u.String(), "-", "")[:12]
-		} else {
-			h.InstanceID = strings.ToLower(randomID(5))
-			h.logger.Warn("no instance_id configured and Caddy's instance UUID is not available; using one of this process",
-				zap.String("instance_id", h.InstanceID), zap.Error(err))
-		}
-	}
-	if err := instanceid.Valid(h.InstanceID); err != nil {
-		return fmt.Errorf("instance_id: %v", err)
-	}
-	ring, err := keyring.For(ctx, ctx.Storage(), h.logger)
+	id, ring, err := instanceid.ForConfig(ctx, h.InstanceID, h.logger)
 	if err != nil {
-		// one instance still works; ids just verify nowhere else
-		h.logger.Error("the shared key ring could not be read or created in Caddy's storage; using a key of this process only (its session ids and requestState verify on no other instance, and not after a restart)",
-			zap.Error(err))
-		ring = keyring.Local()
+		return err
 	}
+	h.InstanceID = id
 	h.sealer = &stateSealer{ring: ring, instance: h.InstanceID}
 	h.shutdown = make(chan struct{})
 	h.shutdownOnce = new(sync.Once)

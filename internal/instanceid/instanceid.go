@@ -27,6 +27,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
 	"github.com/caddymcp/caddymcp/internal/keyring"
 )
 
@@ -146,4 +149,34 @@ func Open(ctx context.Context, ring *keyring.Ring, v string) (instance string, p
 		return "", nil, ErrInvalid
 	}
 	return parts[0], plain, nil
+}
+
+// ForConfig is a handler's instance id and key ring: the configured id
+// (default: the first 12 hex digits of Caddy's instance UUID, or a random
+// one of this process, logged) and the ring shared through storage (or,
+// when storage cannot hold it, a key of this process only, logged).
+func ForConfig(ctx caddy.Context, configured string, logger *zap.Logger) (string, *keyring.Ring, error) {
+	id := configured
+	if id == "" {
+		if u, err := caddy.InstanceID(); err == nil {
+			id = strings.ReplaceAll(u.String(), "-", "")[:12]
+		} else {
+			b := make([]byte, 5)
+			_, _ = rand.Read(b)
+			id = strings.ToLower(b32.EncodeToString(b))
+			logger.Warn("no instance_id configured and Caddy's instance UUID is not available; using one of this process",
+				zap.String("instance_id", id), zap.Error(err))
+		}
+	}
+	if err := Valid(id); err != nil {
+		return "", nil, fmt.Errorf("instance_id: %v", err)
+	}
+	ring, err := keyring.For(ctx, ctx.Storage(), logger)
+	if err != nil {
+		// one instance still works; ids just verify nowhere else
+		logger.Error("the shared key ring could not be read or created in Caddy's storage; using a key of this process only (its session ids and requestState verify on no other instance, and not after a restart)",
+			zap.Error(err))
+		ring = keyring.Local()
+	}
+	return id, ring, nil
 }
