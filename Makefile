@@ -8,7 +8,7 @@ XCADDY_VERSION ?= v0.4.5
 # fetching our unpublished module path from its VCS host.
 XCADDY_GOPROXY := $(shell go env GOPROXY | cut -d, -f1)|off
 
-.PHONY: build example test test-go soak as-e2e sandbox-e2e request-path conformance example-test fuzz bench bench-sandbox bench-overhead bench-idle scale-demo hydra lint clean
+.PHONY: build example test test-go soak as-e2e sandbox-e2e request-path conformance example-test fuzz bench bench-sandbox bench-aggregate bench-overhead bench-idle scale-demo hydra lint clean
 
 ## build: a ./caddy binary with the plugin (xcaddy build --with github.com/caddymcp/caddymcp=.)
 build: caddy
@@ -67,6 +67,10 @@ bench: caddy
 ## bench-sandbox: what the sandbox costs alone (child start, calls/s; two Caddys, alternating rounds; make bench runs it too)
 bench-sandbox: caddy
 	./.ci/bench.sh -sandbox 5
+
+## bench-aggregate: what mcp_aggregate with one backend costs against mcp_stdio alone (alternating rounds; make bench runs it too)
+bench-aggregate: caddy
+	./.ci/bench.sh -aggregate 5
 
 ## bench-overhead: what the audit log costs (two Caddys, alternating rounds)
 bench-overhead: caddy

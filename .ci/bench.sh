@@ -38,3 +38,8 @@ fi
 if [ $# -eq 0 ] && [ "${BENCH_SANDBOX_ROUNDS:-5}" != 0 ] && [ "$(id -u)" = 0 ]; then
 	"${run[@]}" bin/mcpbench -sandbox "${BENCH_SANDBOX_ROUNDS:-5}"
 fi
+# what mcp_aggregate costs with one backend (README, mcp_aggregate):
+# BENCH_AGGREGATE_ROUNDS=0 skips it
+if [ $# -eq 0 ] && [ "${BENCH_AGGREGATE_ROUNDS:-5}" != 0 ]; then
+	"${run[@]}" bin/mcpbench -aggregate "${BENCH_AGGREGATE_ROUNDS:-5}"
+fi

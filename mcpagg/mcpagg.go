@@ -72,10 +72,27 @@ type Handler struct {
 	stop     chan struct{}
 }
 
-// state is a handler's live sessions.
+// state is a handler's live sessions, and the routes of the names its
+// 2026-07-28 lists last showed (stateless requests have no session to
+// keep them in).
 type state struct {
-	mu       sync.Mutex // guards sessions; before session.mu
+	mu       sync.Mutex // guards sessions and cat; before session.mu
 	sessions map[string]*session
+	cat      *catalog
+}
+
+// catalog is the routes 2026-07-28 lists learned (nil: none yet).
+func (s *state) catalog() *catalog {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cat
+}
+
+// learned adds c's routes.
+func (s *state) learned(c *catalog) {
+	s.mu.Lock()
+	s.cat = mergeCatalog(cloneCatalog(s.cat), c)
+	s.mu.Unlock()
 }
 
 // Backend is one aggregated server.

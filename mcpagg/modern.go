@@ -114,10 +114,19 @@ func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, m mcpreq.M
 				return err
 			}
 		}
-		merged := h.merge(m.Method, lists, newCatalog())
+		c := newCatalog()
+		merged := h.merge(m.Method, lists, c)
+		h.state.learned(c)
 		return writeJSON(w, http.StatusOK, rpcResult(m.ID, listResult(m.Method, merged, lists)))
 	case m.Kind != "":
-		rt, ok := h.resolve(m.Kind, m.Name, func() *catalog { return h.learnStateless(ctx, r, meta) })
+		rt, ok := h.resolve(m.Kind, m.Name, func() *catalog {
+			if c := h.state.catalog(); c != nil {
+				if _, ok := c.find(m.Kind, m.Name); ok {
+					return c
+				}
+			}
+			return h.learnStateless(ctx, r, meta)
+		})
 		if !ok {
 			return writeJSON(w, http.StatusOK, unknownName(m, true))
 		}
@@ -164,6 +173,7 @@ func (h *Handler) learnStateless(ctx context.Context, r *http.Request, meta json
 		})
 		h.merge(method, lists, c)
 	}
+	h.state.learned(c)
 	return c
 }
 

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -240,11 +242,22 @@ func (h *Handler) serveLegacy(w http.ResponseWriter, r *http.Request, m mcpreq.M
 		c := newCatalog()
 		merged := h.merge(m.Method, lists, c)
 		s.mu.Lock()
-		s.cat = mergeCatalog(s.cat, c)
+		s.cat = mergeCatalog(cloneCatalog(s.cat), c)
 		s.mu.Unlock()
 		return writeJSON(w, http.StatusOK, rpcResult(m.ID, listResult(m.Method, merged, lists)))
 	case m.Kind != "":
-		rt, ok := h.resolve(m.Kind, m.Name, func() *catalog { return h.learn(ctx, r, s) })
+		rt, ok := h.resolve(m.Kind, m.Name, func() *catalog {
+			// the names last listed, else the lists asked for now
+			s.mu.Lock()
+			c := s.cat
+			s.mu.Unlock()
+			if c != nil {
+				if _, ok := c.find(m.Kind, m.Name); ok {
+					return c
+				}
+			}
+			return h.learn(ctx, r, s)
+		})
 		if !ok {
 			return writeJSON(w, http.StatusOK, unknownName(m, false))
 		}
@@ -265,10 +278,30 @@ func (h *Handler) learn(ctx context.Context, r *http.Request, s *session) *catal
 	}
 	if s != nil {
 		s.mu.Lock()
-		s.cat = mergeCatalog(s.cat, c)
+		s.cat = mergeCatalog(cloneCatalog(s.cat), c)
 		s.mu.Unlock()
 	}
 	return c
+}
+
+// cloneCatalog is a copy of c that can be changed (c may be read by
+// others while it is).
+func cloneCatalog(c *catalog) *catalog {
+	if c == nil {
+		return nil
+	}
+	out := newCatalog()
+	for k, v := range c.tools {
+		out.tools[k] = v
+	}
+	for k, v := range c.prompts {
+		out.prompts[k] = v
+	}
+	for k, v := range c.uris {
+		out.uris[k] = v
+	}
+	out.templates = slices.Clone(c.templates)
+	return out
 }
 
 // mergeCatalog adds c's routes to old's (c wins).
@@ -442,6 +475,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *session, b 
 		defer resp.Body.Close()
 		h.logger.Error("a backend refused a call", zap.String("backend", b.Name), zap.String("method", m.Method), zap.Int("status", resp.StatusCode))
 		return writeJSON(w, http.StatusOK, rpcError(m.ID, codeInternal, "backend "+b.Name+" answered "+resp.Status))
+	}
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		// one answer and nothing else (no request of the backend's to
+		// rewrite): passed on as it came
+		return copyResponse(w, resp)
 	}
 	sse := newSSE(w, s.id)
 	_, err = finalAnswerStream(resp, m.ID, func(msg json.RawMessage) {

@@ -158,7 +158,7 @@ func readMessages(resp *http.Response, fn func(msg json.RawMessage) bool) error 
 		return nil
 	case strings.HasPrefix(ct, "text/event-stream"):
 		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 0, 64<<10), maxMessage)
+		sc.Buffer(make([]byte, 0, 4<<10), maxMessage) // grows to what an event needs
 		var data []byte
 		for sc.Scan() {
 			line := sc.Bytes()

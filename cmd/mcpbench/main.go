@@ -43,6 +43,7 @@ var (
 	auditFile      = flag.String("audit", "", "write the audit log (http.handlers.mcp_*.audit) to this file, to measure its cost")
 	levelsOnly     = flag.Bool("levels-only", false, "only the by-concurrency table (BENCH_LEVELS_ONLY=1 in make bench)")
 	sandboxRounds  = flag.Int("sandbox", 0, "only measure what the sandbox costs (child start, calls/s), in this many alternating rounds")
+	aggRounds      = flag.Int("aggregate", 0, "only measure what mcp_aggregate with one backend costs against mcp_stdio alone, in this many alternating rounds")
 )
 
 // modernRow is the 2026-07-28 load: clients without sessions.
@@ -105,6 +106,14 @@ func main() {
 		sb := filepath.Join(filepath.Dir(*out), "bench-sandbox.md")
 		os.MkdirAll(filepath.Dir(sb), 0o755)
 		os.WriteFile(sb, []byte(t), 0o644)
+		return
+	}
+	if *aggRounds > 0 {
+		t := aggregateCost(dir, server, *aggRounds)
+		fmt.Print(t)
+		ab := filepath.Join(filepath.Dir(*out), "bench-aggregate.md")
+		os.MkdirAll(filepath.Dir(ab), 0o755)
+		os.WriteFile(ab, []byte(t), 0o644)
 		return
 	}
 	if *idleSessions > 0 {
