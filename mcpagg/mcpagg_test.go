@@ -295,3 +295,86 @@ func TestAggregateBackendKilled(t *testing.T) {
 		t.Errorf("the backend that came back: %v %+v", err, res)
 	}
 }
+
+// mcp_tools composes with the aggregate: in front of it (on the prefixed
+// names the client sees) and inside a backend (on the server's own names).
+func TestAggregateWithCuration(t *testing.T) {
+	c := caddyrun.StartCaddyfile(t, "", `
+:{{PORT}} {
+	bind 127.0.0.1
+	route /mcp {
+		mcp_tools {
+			deny tools fake_write_*
+			tool every_hello {
+				description "Says hello, through two curations"
+			}
+		}
+		mcp_aggregate {
+			backend every {
+				mcp_tools {
+					allow tools test_simple_text test_elicitation
+					tool test_simple_text {
+						rename hello
+					}
+				}
+				mcp_stdio {
+					command `+mcpserver.Binary(t)+`
+					shutdown_timeout 2s
+				}
+			}
+			backend fake {
+				mcp_stdio {
+					command `+self(t)+`
+					env `+mcpserver.FakeEnv+` mrtr
+					shutdown_timeout 500ms
+				}
+			}
+		}
+	}
+}
+`)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, version := range []string{"2025-11-25", ""} {
+		client := mcp.NewClient(&mcp.Implementation{Name: "agg-curation", Version: "1"}, nil)
+		session, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: c.URL + "/mcp"}, &mcp.ClientSessionOptions{ProtocolVersion: version})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tools, err := session.ListTools(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, tool := range tools.Tools {
+			got[tool.Name] = tool.Description
+		}
+		for _, absent := range []string{"fake_write_file", "every_test_audio_content", "every_test_simple_text"} {
+			if _, ok := got[absent]; ok {
+				t.Errorf("%q: %s is listed", version, absent)
+			}
+		}
+		if got["every_hello"] != "Says hello, through two curations" || got["fake_read_file"] == "" && !slices.Contains(keys(got), "fake_read_file") {
+			t.Errorf("%q: tools %v", version, got)
+		}
+		res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "every_hello"})
+		if err != nil || res.IsError {
+			t.Errorf("%q: every_hello: %v %+v", version, err, res)
+		}
+		if _, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "fake_write_file"}); err == nil || !strings.Contains(err.Error(), "Unknown tool") {
+			t.Errorf("%q: the tool denied in front was called: %v", version, err)
+		}
+		if _, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "every_test_audio_content"}); err == nil || !strings.Contains(err.Error(), "Unknown tool") {
+			t.Errorf("%q: the tool the backend's curation hides was called: %v", version, err)
+		}
+		session.Close()
+	}
+}
+
+func keys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
