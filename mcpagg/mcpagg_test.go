@@ -3,7 +3,10 @@ package mcpagg_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -377,4 +380,57 @@ func keys(m map[string]string) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// The client's credentials are the aggregate's: a remote backend never
+// gets its Authorization or Cookie header (no token passthrough), while
+// what the backend's block sets reaches it.
+func TestAggregateNoTokenPassthrough(t *testing.T) {
+	seen := make(chan http.Header, 16)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case seen <- r.Header.Clone():
+		default:
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"jsonrpc":"2.0","id":"agg-1","result":{"tools":[]}}`)
+	}))
+	defer backend.Close()
+	c := caddyrun.StartCaddyfile(t, "", `
+:{{PORT}} {
+	bind 127.0.0.1
+	route /mcp {
+		mcp_aggregate {
+			backend remote {
+				reverse_proxy `+strings.TrimPrefix(backend.URL, "http://")+` {
+					header_up X-Backend-Token backend-secret
+				}
+			}
+		}
+	}
+}
+`)
+	req, _ := http.NewRequest("POST", c.URL+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("MCP-Protocol-Version", "2026-07-28")
+	req.Header.Set("Mcp-Method", "tools/list")
+	req.Header.Set("Authorization", "Bearer the-clients-token")
+	req.Header.Set("Cookie", "session=the-clients-cookie")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	select {
+	case h := <-seen:
+		if h.Get("Authorization") != "" || h.Get("Cookie") != "" {
+			t.Errorf("the backend got the client's credentials: Authorization %q, Cookie %q", h.Get("Authorization"), h.Get("Cookie"))
+		}
+		if h.Get("X-Backend-Token") != "backend-secret" {
+			t.Errorf("the backend's own header did not arrive: %v", h)
+		}
+	default:
+		t.Fatal("the backend was not asked")
+	}
 }

@@ -195,8 +195,9 @@ func readMessages(resp *http.Response, fn func(msg json.RawMessage) bool) error 
 
 // subRequest is a request to a backend made from the client's: its
 // context (auth placeholders, the client's IP, cancellation) and headers
-// but for those of the session and the body, with a Caddy vars map of its
-// own (the backend's modules read the body they get, not the client's).
+// but for those of the session and the body and the client's credentials
+// (Authorization, Cookie), with a Caddy vars map of its own (the backend's
+// modules read the body they get, not the client's).
 func subRequest(ctx context.Context, front *http.Request, method string, body []byte, sessionID string) *http.Request {
 	vars := map[string]any{}
 	if fv, ok := front.Context().Value(caddyhttp.VarsCtxKey).(map[string]any); ok {
@@ -231,6 +232,12 @@ func subRequest(ctx context.Context, front *http.Request, method string, body []
 	for k, vs := range front.Header {
 		switch http.CanonicalHeaderKey(k) {
 		case "Mcp-Session-Id", "Content-Length", "Last-Event-Id", "Accept-Encoding", "Mcp-Method", "Mcp-Name", "Content-Type", "Accept":
+			continue
+		case "Authorization", "Cookie", "Proxy-Authorization":
+			// the client's credentials are for this endpoint: a backend
+			// (a remote server behind reverse_proxy) never gets them (MCP
+			// forbids passing a token through); one that needs its own
+			// sets them (header_up from placeholders)
 			continue
 		}
 		req.Header[k] = vs
