@@ -1,10 +1,18 @@
 package mcpagg
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
 
@@ -68,5 +76,38 @@ func BenchmarkRoute(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// answerJSON is a backend chain that answers every request with a result.
+type answerJSON struct{}
+
+func (answerJSON) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	_, _ = io.ReadAll(r.Body)
+	w.Header().Set("Content-Type", "application/json")
+	_, err := io.WriteString(w, `{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"ok"}]}}`)
+	return err
+}
+
+// BenchmarkForwardCall: a 2026-07-28 tools/call through the aggregate to a
+// backend chain that answers at once: what the aggregate adds to a call.
+func BenchmarkForwardCall(b *testing.B) {
+	h := &Handler{Prefix: "always", Separator: "_", Timeout: caddy.Duration(time.Second), logger: zap.NewNop(), state: &state{sessions: map[string]*session{}}}
+	be := &Backend{Name: "every", handler: answerJSON{}}
+	h.Backends = []*Backend{be}
+	h.byName = map[string]*Backend{"every": be}
+	body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"every_test_simple_text","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`
+	b.ReportAllocs()
+	for b.Loop() {
+		req := httptest.NewRequest("POST", "/mcp", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("MCP-Protocol-Version", "2026-07-28")
+		req.Header.Set("Mcp-Method", "tools/call")
+		req.Header.Set("Mcp-Name", "every_test_simple_text")
+		req = req.WithContext(context.WithValue(req.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, req, nil); err != nil || !strings.Contains(w.Body.String(), `"ok"`) {
+			b.Fatal(err, w.Body.String())
+		}
 	}
 }

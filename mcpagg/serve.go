@@ -430,6 +430,16 @@ func (s *sseWriter) send(msg json.RawMessage) error {
 	return s.rc.Flush()
 }
 
+// writerOnly and readerOnly hide ReadFrom and WriteTo, so that CopyBuffer
+// uses the pooled buffer.
+type (
+	writerOnly struct{ io.Writer }
+	readerOnly struct{ io.Reader }
+)
+
+// copyBuffers are the buffers of copyResponse's streams.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
 // copyResponse streams a backend's answer to the client as it came.
 func copyResponse(w http.ResponseWriter, resp *http.Response) error {
 	defer resp.Body.Close()
@@ -439,8 +449,14 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) error {
 		}
 	}
 	w.WriteHeader(resp.StatusCode)
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		_, err := io.CopyBuffer(writerOnly{w}, readerOnly{resp.Body}, buf) // whole: nothing to flush on the way
+		return err
+	}
 	rc := http.NewResponseController(w)
-	buf := make([]byte, 32<<10)
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
