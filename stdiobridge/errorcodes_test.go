@@ -42,10 +42,12 @@ func TestRefusalsHaveTheirOwnCodes(t *testing.T) {
 	}
 	// the rate's burst was spent above; a loaded machine may take over a
 	// second per initialize (a token comes back each second), so the
-	// refusal must come within 20 tries, not at the first
+	// refusal must come within 40 tries, not at the first
+	// (a 503 -32011 is the old config's max_sessions 2, met by a request
+	// that reached the route before the reload's limits took over: retried)
 	for i := 0; ; i++ {
 		st, b = cl.status("POST", init, nil)
-		if st != http.StatusOK || i == 19 {
+		if (st != http.StatusOK && !strings.Contains(b, `"code":-32011,`)) || i == 39 {
 			break
 		}
 	}
