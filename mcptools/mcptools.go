@@ -323,6 +323,7 @@ type refusal struct {
 // JSON-RPC codes of the errors a server gives for what it does not have.
 const (
 	codeInvalidParams      = -32602
+	codeInvalidRequest     = -32600
 	codeResourceNotFound25 = -32002 // 2025; -32602 since 2026-07-28
 )
 
@@ -334,6 +335,13 @@ func (h *Handler) decide(m mcpreq.Message, repl *caddy.Replacer) (edits []jsonsc
 		return nil, "", nil
 	}
 	s := h.set(m.Kind)
+	if m.Kind == "resource" && s != nil {
+		// a URI that servers could read as one the globs decide otherwise
+		// (another case, another form, dot segments, encodings) is refused
+		if why := mcpreq.Disagreement("resource", m.Names, s.shown); why != "" {
+			return nil, "", &refusal{code: codeInvalidRequest, message: why}
+		}
+	}
 	for i, client := range m.Names {
 		server, ok := s.serverName(client)
 		if !ok {
@@ -346,8 +354,7 @@ func (h *Handler) decide(m mcpreq.Message, repl *caddy.Replacer) (edits []jsonsc
 		if i == 0 {
 			headerName = server
 		}
-		if h.pins != nil && (m.Method == "tools/call" || m.Method == "prompts/get") {
-			key := m.Kind + ":" + server
+		if key := h.pinKey(m, server); key != "" {
 			ok, why := h.pins.callable(key)
 			if !ok {
 				h.pins.recheck(context.Background())
@@ -366,6 +373,25 @@ func (h *Handler) decide(m mcpreq.Message, repl *caddy.Replacer) (edits []jsonsc
 		}
 	}
 	return edits, headerName, nil
+}
+
+// pinKey is the pin a message must pass ("" none): a tool's for a call, a
+// prompt's for prompts/get and completion/complete of it, and, for a
+// resource URI (read, subscribe, completion), the template it falls under
+// in the last list.
+func (h *Handler) pinKey(m mcpreq.Message, server string) string {
+	if h.pins == nil {
+		return ""
+	}
+	switch m.Kind {
+	case "tool", "prompt":
+		return m.Kind + ":" + server
+	case "resource":
+		if t := h.pins.templateOf(server); t != "" {
+			return "template:" + t
+		}
+	}
+	return ""
 }
 
 // unknown is the error a server gives for a name it does not have.

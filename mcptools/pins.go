@@ -235,6 +235,25 @@ func (s *pinSet) callable(key string) (bool, string) {
 	return true, ""
 }
 
+// templateOf is the resource template (as last listed) whose literal
+// prefix is the longest that uri starts with ("" none).
+func (s *pinSet) templateOf(uri string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	best, bestLen := "", -1
+	for key := range s.seen {
+		t, ok := strings.CutPrefix(key, "template:")
+		if !ok {
+			continue
+		}
+		prefix, _, _ := strings.Cut(t, "{")
+		if strings.HasPrefix(uri, prefix) && len(prefix) > bestLen {
+			best, bestLen = t, len(prefix)
+		}
+	}
+	return best
+}
+
 // heldDefinition is a definition a list showed that is not approved.
 type heldDefinition struct {
 	key, digest string

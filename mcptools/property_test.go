@@ -212,3 +212,46 @@ func randomRequest(rng *rand.Rand, names []string) (string, string) {
 	}
 	return body, header
 }
+
+// A resource deny holds for every spelling of the URI that a server could
+// read as a denied one: another case, another form, dot segments, percent
+// encodings, no "//" after the scheme. None reaches the server.
+func TestResourceDenyEverySpelling(t *testing.T) {
+	h := &mcptools.Handler{Resources: &mcptools.Set{Deny: []string{"file:///secret/*"}}}
+	if err := mcptools.ProvisionForTest(h, &certmagic.FileStorage{Path: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	var reached []string
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		b, _ := io.ReadAll(r.Body)
+		reached = append(reached, string(b))
+		w.Header().Set("Content-Type", "application/json")
+		_, err := fmt.Fprint(w, `{"jsonrpc":"2.0","id":1,"result":{"contents":[]}}`)
+		return err
+	})
+	for _, uri := range []string{"file:///secret/key", "FILE:///secret/key", "file://localhost/secret/key", "file:///public/../secret/key",
+		"file:///%73ecret/key", "file:/secret/key", "file:///secret/key#x", "file:///public/%2E%2E/secret/key"} {
+		for _, method := range []string{"resources/read", "resources/subscribe"} {
+			reached = reached[:0]
+			body := `{"jsonrpc":"2.0","id":1,"method":"` + method + `","params":{"uri":"` + uri + `"}}`
+			req := httptest.NewRequest("POST", "/mcp", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req = req.WithContext(context.WithValue(req.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
+			w := httptest.NewRecorder()
+			if err := h.ServeHTTP(w, req, next); err != nil {
+				t.Fatal(err)
+			}
+			if len(reached) > 0 {
+				t.Errorf("%s %s reached the server: %s", method, uri, w.Body)
+			}
+		}
+	}
+	// and an allowed one does
+	reached = reached[:0]
+	req := httptest.NewRequest("POST", "/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///public/key"}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req = req.WithContext(context.WithValue(req.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
+	if err := h.ServeHTTP(httptest.NewRecorder(), req, next); err != nil || len(reached) != 1 {
+		t.Errorf("an allowed URI did not reach the server: %v %d", err, len(reached))
+	}
+}
