@@ -76,9 +76,11 @@ type Handler struct {
 // 2026-07-28 lists last showed (stateless requests have no session to
 // keep them in).
 type state struct {
-	mu       sync.Mutex // guards sessions and cat; before session.mu
-	sessions map[string]*session
-	cat      *catalog
+	mu        sync.Mutex // guards all below; before session.mu
+	sessions  map[string]*session
+	cat       *catalog
+	learning  bool
+	learnedAt time.Time
 }
 
 // catalog is the routes 2026-07-28 lists learned (nil: none yet).
@@ -88,10 +90,35 @@ func (s *state) catalog() *catalog {
 	return s.cat
 }
 
-// learned adds c's routes.
+// learned adds c's routes (starting afresh past maxRoutes: routes of
+// names no list shows any more do not pile up).
 func (s *state) learned(c *catalog) {
 	s.mu.Lock()
+	if s.cat != nil && len(s.cat.tools)+len(s.cat.prompts)+len(s.cat.uris)+len(s.cat.templates) > maxRoutes {
+		s.cat = nil
+	}
 	s.cat = mergeCatalog(cloneCatalog(s.cat), c)
+	s.mu.Unlock()
+}
+
+// maxRoutes bounds the routes the handler keeps for 2026-07-28 requests.
+const maxRoutes = 10000
+
+// startLearning reports whether the caller may ask the backends for their
+// lists now (no one else is, and the last time was learnInterval ago).
+func (s *state) startLearning() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.learning || time.Since(s.learnedAt) < learnInterval {
+		return false
+	}
+	s.learning = true
+	return true
+}
+
+func (s *state) doneLearning() {
+	s.mu.Lock()
+	s.learning, s.learnedAt = false, time.Now()
 	s.mu.Unlock()
 }
 

@@ -434,3 +434,39 @@ func TestAggregateNoTokenPassthrough(t *testing.T) {
 		t.Fatal("the backend was not asked")
 	}
 }
+
+// initialize without params (or with params that are not an object) is
+// answered, never a panic.
+func TestAggregateInitializeWithoutParams(t *testing.T) {
+	c := caddyrun.StartCaddyfile(t, "", `
+:{{PORT}} {
+	bind 127.0.0.1
+	mcp_aggregate /mcp {
+		backend fake {
+			mcp_stdio {
+				command `+self(t)+`
+				env `+mcpserver.FakeEnv+` plain
+				shutdown_timeout 500ms
+			}
+		}
+	}
+}
+`)
+	for body, want := range map[string]int{
+		`{"jsonrpc":"2.0","id":1,"method":"initialize"}`:               200,
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":null}`: 200,
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":[]}`:   400,
+	} {
+		req, _ := http.NewRequest("POST", c.URL+"/mcp", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s: %d, want %d", body, resp.StatusCode, want)
+		}
+	}
+}

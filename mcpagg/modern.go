@@ -120,11 +120,18 @@ func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, m mcpreq.M
 		return writeJSON(w, http.StatusOK, rpcResult(m.ID, listResult(m.Method, merged, lists)))
 	case m.Kind != "":
 		rt, ok := h.resolve(m.Kind, m.Name, func() *catalog {
-			if c := h.state.catalog(); c != nil {
+			c := h.state.catalog()
+			if c != nil {
 				if _, ok := c.find(m.Kind, m.Name); ok {
 					return c
 				}
 			}
+			// one request at a time, at most once a second (an unknown
+			// name must not make every backend list everything)
+			if !h.state.startLearning() {
+				return c
+			}
+			defer h.state.doneLearning()
 			return h.learnStateless(ctx, r, meta)
 		})
 		if !ok {
@@ -226,10 +233,23 @@ const errNoResult = aggError("no result")
 // that the lists changed, and the backend is opened again, with a backoff,
 // and the lists change again when it is back.
 func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
-	s := h.session(r.Header.Get("Mcp-Session-Id"))
+	s := h.sessionOf(r, r.Header.Get("Mcp-Session-Id"))
 	if s == nil {
 		return writeJSON(w, http.StatusNotFound, rpcError(nil, codeInvalidRequest, "session not found"))
 	}
+	// one stream per session (a second would follow every backend twice)
+	s.mu.Lock()
+	busy := s.stream
+	s.stream = true
+	s.mu.Unlock()
+	if busy {
+		return writeJSON(w, http.StatusConflict, rpcError(nil, codeInvalidRequest, "this session has a stream open already"))
+	}
+	defer func() {
+		s.mu.Lock()
+		s.stream = false
+		s.mu.Unlock()
+	}()
 	ctx := r.Context()
 	sse := newSSE(w, s.id)
 	events := make(chan json.RawMessage, 64)
@@ -259,7 +279,10 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
 	}
 }
 
-// pump follows one backend's GET stream for a client's stream.
+// pump follows one backend's GET stream for a client's stream. A stream
+// that ends (or cannot be opened) is reported once as a change of the
+// lists, and opened again with a backoff; the backend session is opened
+// again only when the backend has lost it (404).
 func (h *Handler) pump(ctx context.Context, r *http.Request, s *session, b *Backend, emit func(json.RawMessage), changed func()) {
 	backoff := 250 * time.Millisecond
 	down := false
@@ -274,20 +297,33 @@ func (h *Handler) pump(ctx context.Context, r *http.Request, s *session, b *Back
 			cancel()
 		}
 		if err == nil {
-			if down {
-				down = false
-				h.logger.Info("a backend is back", zap.String("backend", b.Name))
-				changed()
-			}
 			req := subRequest(ctx, r, http.MethodGet, nil, bs.sid)
 			req.Header.Set("MCP-Protocol-Version", bs.version)
 			req.Header.Set("Accept", "text/event-stream")
 			var resp *http.Response
 			resp, err = roundTrip(b.serve(), req)
-			if err == nil {
-				if resp.StatusCode == http.StatusMethodNotAllowed {
-					resp.Body.Close()
-					return // a backend without a stream of its own
+			switch {
+			case err != nil:
+			case resp.StatusCode == http.StatusMethodNotAllowed:
+				resp.Body.Close()
+				return // a backend without a stream of its own
+			case resp.StatusCode == http.StatusNotFound:
+				// the backend lost the session (its server exited)
+				resp.Body.Close()
+				s.mu.Lock()
+				if s.backends[b.Name] == bs {
+					delete(s.backends, b.Name)
+				}
+				s.mu.Unlock()
+				err = aggError("the backend lost its session")
+			case resp.StatusCode != http.StatusOK:
+				resp.Body.Close()
+				err = aggError("its stream answered " + resp.Status)
+			default:
+				if down {
+					down = false
+					h.logger.Info("a backend is back", zap.String("backend", b.Name))
+					changed()
 				}
 				backoff = 250 * time.Millisecond
 				err = readMessages(resp, func(msg json.RawMessage) bool {
@@ -300,12 +336,6 @@ func (h *Handler) pump(ctx context.Context, r *http.Request, s *session, b *Back
 		if ctx.Err() != nil {
 			return
 		}
-		// the stream ended: the backend's session with it
-		s.mu.Lock()
-		if s.backends[b.Name] == bs {
-			delete(s.backends, b.Name)
-		}
-		s.mu.Unlock()
 		if !down {
 			down = true
 			h.failed(b, "stream", errStreamEnded(err))
@@ -437,8 +467,18 @@ func (h *Handler) listen(w http.ResponseWriter, r *http.Request, m mcpreq.Messag
 	var ackedURIs []string
 	honoured := map[*Backend]map[string]json.RawMessage{}
 	got := 0
+	ackWait := time.NewTimer(time.Duration(h.Timeout))
+	defer ackWait.Stop()
+acking:
 	for range h.Backends {
-		st := <-acks
+		var st *stream
+		select {
+		case st = <-acks:
+		case <-ackWait.C:
+			break acking // a backend that does not acknowledge in time is left out
+		case <-ctx.Done():
+			return nil
+		}
 		if st == nil {
 			continue
 		}
@@ -457,8 +497,11 @@ func (h *Handler) listen(w http.ResponseWriter, r *http.Request, m mcpreq.Messag
 		}
 	}
 	if got == 0 {
-		if refused != nil {
-			return writeJSON(w, refused.status, withID(refused.body, m.ID))
+		mu.Lock()
+		ref := refused
+		mu.Unlock()
+		if ref != nil {
+			return writeJSON(w, ref.status, withID(ref.body, m.ID))
 		}
 		return writeJSON(w, http.StatusBadGateway, rpcError(m.ID, codeInternal, "no backend took the subscription"))
 	}

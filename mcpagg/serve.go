@@ -45,7 +45,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	case http.MethodGet:
 		return h.serveStream(w, r)
 	case http.MethodDelete:
-		s := h.session(r.Header.Get("Mcp-Session-Id"))
+		s := h.sessionOf(r, r.Header.Get("Mcp-Session-Id"))
 		if s == nil {
 			return writeJSON(w, http.StatusNotFound, rpcError(nil, codeInvalidRequest, "no such session"))
 		}
@@ -223,8 +223,7 @@ func (h *Handler) fanList(ctx context.Context, method string, call func(ctx cont
 // its names.
 func (h *Handler) merge(method string, lists []backendList, c *catalog) []map[string]json.RawMessage {
 	kind := listKinds[method]
-	var out []map[string]json.RawMessage
-	count := map[string]int{}
+	count := map[string]int{} // the backends that list a name
 	for _, l := range lists {
 		seen := map[string]bool{}
 		for _, e := range l.entries {
@@ -236,6 +235,13 @@ func (h *Handler) merge(method string, lists []backendList, c *catalog) []map[st
 			count[n]++
 		}
 	}
+	type named struct {
+		e     map[string]json.RawMessage
+		front string
+		rt    route
+	}
+	var all []named
+	fronts := map[string]int{} // the entries that would show a front name
 	for _, l := range lists {
 		for _, e := range l.entries {
 			var n string
@@ -243,37 +249,38 @@ func (h *Handler) merge(method string, lists []backendList, c *catalog) []map[st
 				continue
 			}
 			front := n
-			switch kind.kind {
-			case "tool", "prompt":
-				prefixed := h.Prefix == "always" || (h.Prefix == "collision" && count[n] > 1)
-				if prefixed {
+			if kind.kind == "tool" || kind.kind == "prompt" {
+				if h.Prefix == "always" || (h.Prefix == "collision" && count[n] > 1) {
 					front = l.backend.Name + h.Separator + n
-				} else if count[n] > 1 {
-					h.logger.Warn("a name two backends share is left out of the list (prefix never)", zap.String("kind", kind.kind), zap.String("name", n))
-					continue
 				}
-				e[kind.key], _ = json.Marshal(front)
-				if kind.kind == "tool" {
-					c.tools[front] = route{l.backend, n}
-				} else {
-					c.prompts[front] = route{l.backend, n}
-				}
-			case "resource":
-				if count[n] > 1 {
-					h.logger.Warn("a resource URI two backends list is left out (it could not be routed)", zap.String("uri", n))
-					continue
-				}
-				c.uris[n] = route{l.backend, n}
-			case "template":
-				if count[n] > 1 {
-					h.logger.Warn("a resource template two backends list is left out (it could not be routed)", zap.String("uri_template", n))
-					continue
-				}
-				prefix, _, _ := strings.Cut(n, "{")
-				c.templates = append(c.templates, templateRoute{prefix, route{l.backend, n}})
 			}
-			out = append(out, e)
+			all = append(all, named{e, front, route{l.backend, n}})
+			fronts[front]++
 		}
+	}
+	var out []map[string]json.RawMessage
+	for _, x := range all {
+		if fronts[x.front] > 1 {
+			// two entries would show one name (a name two backends share
+			// with prefix never, or a backend listing another's prefixed
+			// name): neither is shown, so neither can take the other's calls
+			h.logger.Warn("a name two entries would show is left out of the list", zap.String("kind", kind.kind), zap.String("name", x.front))
+			continue
+		}
+		switch kind.kind {
+		case "tool":
+			x.e[kind.key], _ = json.Marshal(x.front)
+			c.tools[x.front] = x.rt
+		case "prompt":
+			x.e[kind.key], _ = json.Marshal(x.front)
+			c.prompts[x.front] = x.rt
+		case "resource":
+			c.uris[x.front] = x.rt
+		case "template":
+			prefix, _, _ := strings.Cut(x.front, "{")
+			c.templates = append(c.templates, templateRoute{prefix, x.rt})
+		}
+		out = append(out, x.e)
 	}
 	return out
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/caddymcp/caddymcp/internal/instanceid"
@@ -24,11 +25,16 @@ type session struct {
 	id         string
 	version    string          // the protocol version agreed with the client
 	initParams json.RawMessage // the client's initialize params, for each backend
+	principal  string          // the verified user who opened it ("" none): no one else may use it
+	front      *http.Request   // its initialize, detached: what ending its backend sessions is made from
 
 	mu       sync.Mutex
 	backends map[string]*backendSession
 	inflight map[string]*Backend // the client's request id -> the backend serving it
 	cat      *catalog            // the routes of the names last listed
+	learned  time.Time           // when the lists were last asked for a name not known
+	learning bool                // they are being asked for now
+	stream   bool                // a GET stream is open
 	last     time.Time
 	closed   bool
 }
@@ -62,6 +68,27 @@ func (h *Handler) session(id string) *session {
 	return h.state.sessions[id]
 }
 
+// sessionOf is the session of id if r's user is the one who opened it
+// (another user's request gets none: 404, as for an unknown id).
+func (h *Handler) sessionOf(r *http.Request, id string) *session {
+	s := h.session(id)
+	if s == nil || s.principal != principalOf(r) {
+		return nil
+	}
+	return s
+}
+
+// principalOf is r's verified user (mcp_auth's placeholders), "" none.
+func principalOf(r *http.Request) string {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return ""
+	}
+	sub, _ := repl.GetString("http.auth.user.id")
+	iss, _ := repl.GetString("http.auth.user.iss")
+	return mcpreq.Principal(iss, sub)
+}
+
 // close ends every backend session (DELETE), once.
 func (s *session) close(h *Handler) {
 	s.mu.Lock()
@@ -74,14 +101,23 @@ func (s *session) close(h *Handler) {
 	s.backends = map[string]*backendSession{}
 	s.mu.Unlock()
 	for name, bs := range backends {
-		b := h.byName[name]
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		front, _ := http.NewRequestWithContext(ctx, http.MethodDelete, "/", nil)
-		req := subRequest(ctx, front, http.MethodDelete, nil, bs.sid)
-		if resp, err := roundTrip(b.serve(), req); err == nil {
-			resp.Body.Close()
-		}
-		cancel()
+		h.end(s, h.byName[name], bs)
+	}
+}
+
+// end ends one backend session (DELETE), made from the session's own
+// initialize (its Caddy context: a reverse_proxy backend needs its
+// replacer), bounded in time.
+func (h *Handler) end(s *session, b *Backend, bs *backendSession) {
+	if bs.sid == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.front.Context(), 5*time.Second)
+	defer cancel()
+	req := subRequest(ctx, s.front, http.MethodDelete, nil, bs.sid)
+	req.Header.Set("MCP-Protocol-Version", bs.version)
+	if resp, err := roundTrip(b.serve(), req); err == nil {
+		resp.Body.Close()
 	}
 }
 
@@ -121,7 +157,14 @@ func (h *Handler) open(ctx context.Context, front *http.Request, s *session, b *
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		h.end(s, b, bs) // opened too late: ended at once
 		return nil, errors.New("the session ended")
+	}
+	if other := s.backends[b.Name]; other != nil {
+		// another request opened one meanwhile: that one is kept
+		s.mu.Unlock()
+		h.end(s, b, bs)
+		return other, nil
 	}
 	s.backends[b.Name] = bs
 	s.mu.Unlock()
@@ -172,6 +215,10 @@ func (h *Handler) call(ctx context.Context, front *http.Request, s *session, b *
 	return finalAnswer(resp, json.RawMessage(`"agg-1"`), nil)
 }
 
+// learnInterval bounds how often an unknown name makes the aggregate ask
+// every backend for its lists.
+const learnInterval = time.Second
+
 // legacyVersions are the 2025-era versions the aggregator agrees to.
 var legacyVersions = []string{"2025-11-25", "2025-06-18", "2025-03-26"}
 
@@ -184,7 +231,7 @@ func (h *Handler) serveLegacy(w http.ResponseWriter, r *http.Request, m mcpreq.M
 	if sid == "" {
 		return writeJSON(w, http.StatusBadRequest, rpcError(m.ID, codeInvalidRequest, "Mcp-Session-Id is required (initialize first)"))
 	}
-	s := h.session(sid)
+	s := h.sessionOf(r, sid)
 	if s == nil {
 		return writeJSON(w, http.StatusNotFound, rpcError(m.ID, codeInvalidRequest, "session not found"))
 	}
@@ -250,13 +297,26 @@ func (h *Handler) serveLegacy(w http.ResponseWriter, r *http.Request, m mcpreq.M
 			// the names last listed, else the lists asked for now
 			s.mu.Lock()
 			c := s.cat
-			s.mu.Unlock()
 			if c != nil {
 				if _, ok := c.find(m.Kind, m.Name); ok {
+					s.mu.Unlock()
 					return c
 				}
 			}
-			return h.learn(ctx, r, s)
+			// a name not known: the lists are asked for again, by one
+			// request at a time and at most once a second (an unknown
+			// name must not make every backend list everything)
+			if s.learning || time.Since(s.learned) < learnInterval {
+				s.mu.Unlock()
+				return c
+			}
+			s.learning = true
+			s.mu.Unlock()
+			c = h.learn(ctx, r, s)
+			s.mu.Lock()
+			s.learning, s.learned = false, time.Now()
+			s.mu.Unlock()
+			return c
 		})
 		if !ok {
 			return writeJSON(w, http.StatusOK, unknownName(m, false))
@@ -363,7 +423,12 @@ func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, m mcpreq.Me
 	var p struct {
 		Params map[string]json.RawMessage `json:"params"`
 	}
-	_ = json.Unmarshal(m.Raw, &p)
+	if json.Unmarshal(m.Raw, &p) != nil {
+		return writeJSON(w, http.StatusBadRequest, rpcError(m.ID, codeInvalidParams, "initialize: params must be an object"))
+	}
+	if p.Params == nil {
+		p.Params = map[string]json.RawMessage{}
+	}
 	var asked string
 	_ = json.Unmarshal(p.Params["protocolVersion"], &asked)
 	version := legacyVersions[0]
@@ -373,7 +438,9 @@ func (h *Handler) initialize(w http.ResponseWriter, r *http.Request, m mcpreq.Me
 		}
 	}
 	p.Params["protocolVersion"], _ = json.Marshal(version)
-	s := &session{id: instanceid.NewSessionID(h.ring, h.InstanceID), version: version, backends: map[string]*backendSession{}, inflight: map[string]*Backend{}, last: time.Now()}
+	front := r.Clone(context.WithoutCancel(r.Context()))
+	front.Body, front.ContentLength = http.NoBody, 0
+	s := &session{id: instanceid.NewSessionID(h.ring, h.InstanceID), version: version, principal: principalOf(r), front: front, backends: map[string]*backendSession{}, inflight: map[string]*Backend{}, last: time.Now()}
 	s.initParams, _ = json.Marshal(p.Params)
 	h.state.mu.Lock()
 	if len(h.state.sessions) >= h.MaxSessions {
