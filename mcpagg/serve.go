@@ -426,12 +426,20 @@ func newSSE(w http.ResponseWriter, sessionID string) *sseWriter {
 func (s *sseWriter) send(msg json.RawMessage) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var c bytes.Buffer
-	if json.Compact(&c, msg) != nil {
-		c.Reset()
-		c.Write(bytes.ReplaceAll(msg, []byte("\n"), nil))
+	if bytes.ContainsAny(msg, "\r\n") {
+		// one data line: JSON spread over several lines is compacted
+		var c bytes.Buffer
+		if json.Compact(&c, msg) != nil {
+			c.Reset()
+			c.Write(bytes.ReplaceAll(bytes.ReplaceAll(msg, []byte("\r"), nil), []byte("\n"), nil))
+		}
+		msg = c.Bytes()
 	}
-	if _, err := fmt.Fprintf(s.w, "event: message\ndata: %s\n\n", c.Bytes()); err != nil {
+	buf := make([]byte, 0, len(msg)+24)
+	buf = append(buf, "event: message\ndata: "...)
+	buf = append(buf, msg...)
+	buf = append(buf, "\n\n"...)
+	if _, err := s.w.Write(buf); err != nil {
 		return err
 	}
 	return s.rc.Flush()

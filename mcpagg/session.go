@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddymcp/caddymcp/internal/instanceid"
+	"github.com/caddymcp/caddymcp/internal/jsonscan"
 	"github.com/caddymcp/caddymcp/internal/mcpreq"
 )
 
@@ -571,6 +572,9 @@ func finalAnswerStream(resp *http.Response, id json.RawMessage, other func(json.
 // fromBackend is a backend's message as the client gets it: a request's
 // id wrapped so that the answer finds the backend.
 func (h *Handler) fromBackend(b *Backend, msg json.RawMessage) json.RawMessage {
+	if v, found, ok := jsonscan.Find(msg, "method"); ok && (!found || v.End == 0) {
+		return msg // a response: nothing to wrap
+	}
 	var probe struct {
 		ID     json.RawMessage `json:"id"`
 		Method string          `json:"method"`

@@ -22,8 +22,8 @@ import (
 // runs (an SSE stream as its events are flushed). Closing the body, or
 // cancelling req's context, ends the chain's writes.
 func roundTrip(h caddyhttp.Handler, req *http.Request) (*http.Response, error) {
-	pr, pw := io.Pipe()
-	w := &pipeWriter{header: http.Header{}, pw: pw, ready: make(chan struct{})}
+	pb := newBufPipe()
+	w := &pipeWriter{header: http.Header{}, pw: pb, ready: make(chan struct{})}
 	done := make(chan error, 1)
 	go func() {
 		var err error
@@ -38,7 +38,7 @@ func roundTrip(h caddyhttp.Handler, req *http.Request) (*http.Response, error) {
 					err = errAborted
 				}
 				w.WriteHeader(http.StatusBadGateway)
-				pw.CloseWithError(err)
+				pb.closeWrite(err)
 				done <- err
 			}
 		}()
@@ -54,20 +54,20 @@ func roundTrip(h caddyhttp.Handler, req *http.Request) (*http.Response, error) {
 			w.WriteHeader(status)
 		}
 		w.WriteHeader(http.StatusOK) // a chain that wrote nothing: 200, empty
-		pw.CloseWithError(io.EOF)
+		pb.closeWrite(io.EOF)
 		done <- err
 	}()
 	select {
 	case <-w.ready:
 	case <-req.Context().Done():
-		pr.CloseWithError(req.Context().Err())
+		pb.closeRead(req.Context().Err())
 		return nil, req.Context().Err()
 	}
 	return &http.Response{
 		Status:     fmt.Sprintf("%d %s", w.status, http.StatusText(w.status)),
 		StatusCode: w.status,
 		Header:     w.snapshot,
-		Body:       &pipeBody{PipeReader: pr, done: done},
+		Body:       &pipeBody{p: pb, done: done},
 		Request:    req,
 	}, nil
 }
@@ -79,7 +79,7 @@ type pipeWriter struct {
 	snapshot http.Header
 	status   int
 	wrote    bool
-	pw       *io.PipeWriter
+	pw       *bufPipe
 	ready    chan struct{}
 }
 
@@ -97,7 +97,7 @@ func (w *pipeWriter) WriteHeader(status int) {
 
 func (w *pipeWriter) Write(b []byte) (int, error) {
 	w.WriteHeader(http.StatusOK)
-	return w.pw.Write(b)
+	return w.pw.write(b)
 }
 
 // Flush: writes reach the reader as they are made (a pipe holds nothing).
@@ -105,14 +105,99 @@ func (w *pipeWriter) Flush() {}
 
 // pipeBody is a response body read from a chain running beside it.
 type pipeBody struct {
-	*io.PipeReader
+	p    *bufPipe
 	done chan error
-	once sync.Once
 }
 
+func (b *pipeBody) Read(p []byte) (int, error) { return b.p.read(p) }
+
 func (b *pipeBody) Close() error {
-	b.once.Do(func() { b.PipeReader.CloseWithError(errBackendClosed) })
+	b.p.closeRead(errBackendClosed)
 	return nil
+}
+
+// bufPipe is a pipe with a buffer (up to pipeBuffer bytes): the chain's
+// writes do not wait for each read, as io.Pipe's do, so that a response
+// written in pieces (headers, an event, a flush) costs no hand-off per
+// piece. Lock order: mu alone, never held across anything but copying.
+type bufPipe struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	buf  []byte
+	werr error // the writer closed: what reads get once buf is empty
+	rerr error // the reader closed: what writes get
+}
+
+const pipeBuffer = 1 << 20
+
+func newBufPipe() *bufPipe {
+	p := &bufPipe{}
+	p.cond = sync.NewCond(&p.mu)
+	return p
+}
+
+func (p *bufPipe) write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for len(b) > 0 {
+		for p.rerr == nil && p.werr == nil && len(p.buf) >= pipeBuffer {
+			p.cond.Wait()
+		}
+		if p.rerr != nil {
+			return n, p.rerr
+		}
+		if p.werr != nil {
+			return n, io.ErrClosedPipe
+		}
+		k := min(len(b), pipeBuffer-len(p.buf))
+		p.buf = append(p.buf, b[:k]...)
+		b, n = b[k:], n+k
+		p.cond.Broadcast()
+	}
+	return n, nil
+}
+
+func (p *bufPipe) read(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.buf) == 0 && p.werr == nil && p.rerr == nil {
+		p.cond.Wait()
+	}
+	if p.rerr != nil {
+		return 0, p.rerr
+	}
+	if len(p.buf) == 0 {
+		return 0, p.werr
+	}
+	n := copy(b, p.buf)
+	p.buf = p.buf[n:]
+	if len(p.buf) == 0 {
+		p.buf = nil
+	}
+	p.cond.Broadcast()
+	return n, nil
+}
+
+// closeWrite ends the stream: reads get err once the buffer is drained.
+func (p *bufPipe) closeWrite(err error) {
+	p.mu.Lock()
+	if p.werr == nil {
+		p.werr = err
+	}
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// closeRead drops the reader: writes fail with err from now on.
+func (p *bufPipe) closeRead(err error) {
+	p.mu.Lock()
+	if p.rerr == nil {
+		p.rerr = err
+	}
+	p.buf = nil
+	p.cond.Broadcast()
+	p.mu.Unlock()
 }
 
 var (
