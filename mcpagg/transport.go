@@ -307,25 +307,23 @@ func subRequest(ctx context.Context, front *http.Request, method string, body []
 		})
 		ctx = context.WithValue(ctx, caddy.ReplacerCtxKey, repl)
 	}
-	var rd io.Reader = http.NoBody
+	req := front.Clone(ctx) // its URL, Host, addresses and headers, copied
+	req.Method, req.RequestURI = method, front.RequestURI
+	req.Body, req.ContentLength, req.GetBody = http.NoBody, 0, nil
 	if body != nil {
-		rd = bytes.NewReader(body)
+		req.Body, req.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 	}
-	req, _ := http.NewRequestWithContext(ctx, method, front.URL.String(), rd)
-	req.RemoteAddr, req.Host, req.RequestURI, req.Proto, req.ProtoMajor, req.ProtoMinor = front.RemoteAddr, front.Host, front.RequestURI, front.Proto, front.ProtoMajor, front.ProtoMinor
-	req.TLS = front.TLS
-	for k, vs := range front.Header {
+	req.Trailer, req.TransferEncoding, req.Close = nil, nil, false
+	for k := range req.Header {
 		switch http.CanonicalHeaderKey(k) {
-		case "Mcp-Session-Id", "Content-Length", "Last-Event-Id", "Accept-Encoding", "Mcp-Method", "Mcp-Name", "Content-Type", "Accept":
-			continue
-		case "Authorization", "Cookie", "Proxy-Authorization":
+		case "Mcp-Session-Id", "Content-Length", "Last-Event-Id", "Accept-Encoding", "Mcp-Method", "Mcp-Name", "Content-Type", "Accept",
 			// the client's credentials are for this endpoint: a backend
 			// (a remote server behind reverse_proxy) never gets them (MCP
 			// forbids passing a token through); one that needs its own
 			// sets them (header_up from placeholders)
-			continue
+			"Authorization", "Cookie", "Proxy-Authorization":
+			delete(req.Header, k)
 		}
-		req.Header[k] = vs
 	}
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	if body != nil {
