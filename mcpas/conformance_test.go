@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,6 +60,16 @@ func TestConformanceAuthorization(t *testing.T) {
 		_ = cmd.Wait()
 		t.Fatalf("the suite printed no authorization URL:\n%s", log.String())
 	}
+	// the suite prints the URL before its callback server listens (it
+	// binds after an asynchronous lookup of 127.0.0.1): the browser starts
+	// once it does
+	caddyrun.WaitFor(t, 30*time.Second, func() bool {
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, "the suite's callback server listening")
 	// the browser: consent, upstream login, and the redirect followed to
 	// the suite's callback
 	b := newBrowser(t, "no-stop://")
