@@ -251,7 +251,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
 		s.mu.Unlock()
 	}()
 	ctx := r.Context()
-	sse := newSSE(w, s.id)
+	sse := newSSE(w, s.id, true)
 	events := make(chan json.RawMessage, 64)
 	emit := func(msg json.RawMessage) {
 		select {
@@ -508,7 +508,7 @@ acking:
 	if len(ackedURIs) > 0 {
 		merged["resourceSubscriptions"] = ackedURIs
 	}
-	sse := newSSE(w, "")
+	sse := newSSE(w, "", true)
 	ack, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
 		"params": map[string]any{"_meta": map[string]any{"io.modelcontextprotocol/subscriptionId": m.ID}, "notifications": merged}})
 	if sse.send(ack) != nil {

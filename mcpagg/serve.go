@@ -411,7 +411,7 @@ type sseWriter struct {
 	rc *http.ResponseController
 }
 
-func newSSE(w http.ResponseWriter, sessionID string) *sseWriter {
+func newSSE(w http.ResponseWriter, sessionID string, flush bool) *sseWriter {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	if sessionID != "" {
@@ -419,7 +419,12 @@ func newSSE(w http.ResponseWriter, sessionID string) *sseWriter {
 	}
 	w.WriteHeader(http.StatusOK)
 	s := &sseWriter{w: w, rc: http.NewResponseController(w)}
-	_ = s.rc.Flush()
+	if flush {
+		// a stream that may stay quiet: its client sees it open now (an
+		// answer's stream sends its status line with its first event: one
+		// write, not two)
+		_ = s.rc.Flush()
+	}
 	return s
 }
 

@@ -549,13 +549,29 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *session, b 
 		// rewrite): passed on as it came
 		return copyResponse(w, resp)
 	}
-	sse := newSSE(w, s.id)
+	// an answer that is the response alone goes out as JSON (one write);
+	// one with messages before it (progress, logs, the backend's
+	// questions) as an SSE stream, begun at the first of them
+	var sse *sseWriter
 	_, err = finalAnswerStream(resp, m.ID, func(msg json.RawMessage) {
+		if sse == nil {
+			sse = newSSE(w, s.id, false)
+		}
 		_ = sse.send(h.fromBackend(b, msg))
-	}, func(final json.RawMessage) { _ = sse.send(final) })
+	}, func(final json.RawMessage) {
+		if sse == nil {
+			_ = writeJSON(w, http.StatusOK, final)
+			return
+		}
+		_ = sse.send(final)
+	})
 	if err != nil {
 		h.logger.Warn("a backend's answer broke off", zap.String("backend", b.Name), zap.Error(err))
-		_ = sse.send(rpcError(m.ID, codeInternal, "backend "+b.Name+" broke off its answer"))
+		e := rpcError(m.ID, codeInternal, "backend "+b.Name+" broke off its answer")
+		if sse == nil {
+			return writeJSON(w, http.StatusOK, e)
+		}
+		_ = sse.send(e)
 	}
 	return nil
 }
