@@ -101,7 +101,7 @@ func (h *Handler) curate(kind, key, pin string, entries []json.RawMessage) []jso
 		}
 		if pins != nil {
 			def, digest := definition(pin, e)
-			ok, hd := pins.judge(pin+":"+name, digest, def, tofu)
+			ok, hd := pins.judge(pin+":"+name, digest, def, tofu, h.Pin.Approve)
 			seen[pin+":"+name] = pinned{Digest: digest, Definition: def, At: time.Now().UTC()}
 			if hd != nil {
 				held = append(held, hd)

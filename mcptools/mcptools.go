@@ -355,10 +355,10 @@ func (h *Handler) decide(m mcpreq.Message, repl *caddy.Replacer) (edits []jsonsc
 			headerName = server
 		}
 		if key := h.pinKey(m, server); key != "" {
-			ok, why := h.pins.callable(key)
+			ok, why := h.pins.callable(key, h.Pin.Approve)
 			if !ok {
 				h.pins.recheck(context.Background())
-				ok, why = h.pins.callable(key)
+				ok, why = h.pins.callable(key, h.Pin.Approve)
 			}
 			if !ok {
 				return nil, "", &refusal{code: codeInvalidParams, message: fmt.Sprintf("%s %q %s", m.Kind, client, why)}

@@ -69,7 +69,6 @@ type pinSet struct {
 	storage certmagic.Storage
 	mu      sync.Mutex
 	file    pinFile
-	config  map[string]string // approved in the config
 	seen    map[string]string // key -> the digest last listed
 	loaded  time.Time
 	forced  time.Time // the last reload a refused call caused
@@ -93,16 +92,19 @@ func openPinSet(ctx context.Context, storage certmagic.Storage, p *Pin) (*pinSet
 	if pinSets.sets == nil {
 		pinSets.sets = map[string]*pinSet{}
 	}
-	id := fmt.Sprintf("%p|%s", storage, p.Name)
+	// a storage that names itself (FileStorage:<path>) is the same one
+	// across reloads: its sets are kept, not made again per config
+	where := fmt.Sprintf("%p", storage)
+	if st, ok := storage.(fmt.Stringer); ok {
+		where = st.String()
+	}
+	id := where + "|" + p.Name
 	s := pinSets.sets[id]
 	if s == nil {
 		s = &pinSet{name: p.Name, storage: storage, seen: map[string]string{}}
 		pinSets.sets[id] = s
 	}
 	pinSets.mu.Unlock()
-	s.mu.Lock()
-	s.config = p.Approve
-	s.mu.Unlock()
 	return s, s.load(ctx)
 }
 
@@ -211,9 +213,10 @@ func (s *pinSet) recheck(ctx context.Context) {
 // pinRecheck bounds how often refused calls re-read storage.
 const pinRecheck = 100 * time.Millisecond
 
-// approvedDigest is the digest approved for key ("" none).
-func (s *pinSet) approvedDigest(key string) string {
-	if d := s.config[key]; d != "" {
+// approvedDigest is the digest approved for key ("" none): in the route's
+// config, or in storage.
+func (s *pinSet) approvedDigest(key string, config map[string]string) string {
+	if d := config[key]; d != "" {
 		return d
 	}
 	return s.file.Approved[key].Digest
@@ -221,10 +224,10 @@ func (s *pinSet) approvedDigest(key string) string {
 
 // callable reports whether a call of key may go to the server: an
 // approved definition, and the one last listed (if one was) is it.
-func (s *pinSet) callable(key string) (bool, string) {
+func (s *pinSet) callable(key string, config map[string]string) (bool, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	approved := s.approvedDigest(key)
+	approved := s.approvedDigest(key, config)
 	seen, listed := s.seen[key]
 	switch {
 	case approved == "":
@@ -264,11 +267,11 @@ type heldDefinition struct {
 // judge records what a list showed of key and reports whether it may be
 // shown; held is set the first time a definition is held (to log, count
 // and record).
-func (s *pinSet) judge(key, digest string, def json.RawMessage, tofu bool) (ok bool, held *heldDefinition) {
+func (s *pinSet) judge(key, digest string, def json.RawMessage, tofu bool, config map[string]string) (ok bool, held *heldDefinition) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.seen[key] = digest
-	if s.approvedDigest(key) == digest {
+	if s.approvedDigest(key, config) == digest {
 		return true, nil
 	}
 	kind, _, _ := strings.Cut(key, ":")
