@@ -27,14 +27,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func self(t *testing.T) string {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return exe
-}
-
 // aggSite aggregates go-sdk's everything-server over stdio ("every"), the
 // same server over Streamable HTTP behind reverse_proxy ("remote") and the
 // fake over stdio ("fake").
@@ -58,7 +50,7 @@ func aggSite(t *testing.T, fakeLog string) string {
 			}
 			backend fake {
 				mcp_stdio {
-					command ` + self(t) + `
+					command ` + mcpserver.Self(t) + `
 					env ` + mcpserver.FakeEnv + ` mrtr
 					env CADDYMCP_FAKE_LOG ` + fakeLog + `
 					shutdown_timeout 500ms
@@ -327,7 +319,7 @@ func TestAggregateWithCuration(t *testing.T) {
 			}
 			backend fake {
 				mcp_stdio {
-					command `+self(t)+`
+					command `+mcpserver.Self(t)+`
 					env `+mcpserver.FakeEnv+` mrtr
 					shutdown_timeout 500ms
 				}
@@ -444,7 +436,7 @@ func TestAggregateInitializeWithoutParams(t *testing.T) {
 	mcp_aggregate /mcp {
 		backend fake {
 			mcp_stdio {
-				command `+self(t)+`
+				command `+mcpserver.Self(t)+`
 				env `+mcpserver.FakeEnv+` plain
 				shutdown_timeout 500ms
 			}

@@ -27,7 +27,7 @@ func pinSite(t *testing.T, addr, descFile string) string {
 			pin team
 		}
 		mcp_stdio {
-			command ` + self(t) + `
+			command ` + mcpserver.Self(t) + `
 			env ` + mcpserver.FakeEnv + ` plain
 			env CADDYMCP_FAKE_DESCRIPTION ` + descFile + `
 			shutdown_timeout 500ms
@@ -35,14 +35,6 @@ func pinSite(t *testing.T, addr, descFile string) string {
 	}
 }
 `
-}
-
-func self(t *testing.T) string {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return exe
 }
 
 // session is a bare 2025 client session.
