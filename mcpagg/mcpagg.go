@@ -9,14 +9,11 @@ package mcpagg
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -302,27 +299,10 @@ func writeJSON(w http.ResponseWriter, status int, msg json.RawMessage) error {
 	return err
 }
 
-func randomID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // withTimeout is ctx bounded by the handler's backend timeout.
 func (h *Handler) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, time.Duration(h.Timeout))
 }
-
-// names of the backends, in config order.
-func (h *Handler) names() []string {
-	out := make([]string, 0, len(h.Backends))
-	for _, b := range h.Backends {
-		out = append(out, b.Name)
-	}
-	return out
-}
-
-var _ = slices.Contains[[]string]
 
 // Interface guards
 var (

@@ -9,10 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -493,8 +491,3 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) error {
 		}
 	}
 }
-
-// since is how long ago t was.
-func since(t time.Time) time.Duration { return time.Since(t) }
-
-var _ = slices.Contains[[]string]

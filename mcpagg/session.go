@@ -553,19 +553,18 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *session, b 
 	// one with messages before it (progress, logs, the backend's
 	// questions) as an SSE stream, begun at the first of them
 	var sse *sseWriter
-	_, err = finalAnswerStream(resp, m.ID, func(msg json.RawMessage) {
+	final, err := finalAnswer(resp, m.ID, func(msg json.RawMessage) {
 		if sse == nil {
 			sse = newSSE(w, s.id, false)
 		}
 		_ = sse.send(h.fromBackend(b, msg))
-	}, func(final json.RawMessage) {
-		if sse == nil {
-			_ = writeJSON(w, http.StatusOK, final)
-			return
-		}
-		_ = sse.send(final)
 	})
-	if err != nil {
+	switch {
+	case err == nil && sse == nil:
+		return writeJSON(w, http.StatusOK, final)
+	case err == nil:
+		_ = sse.send(final)
+	default:
 		h.logger.Warn("a backend's answer broke off", zap.String("backend", b.Name), zap.Error(err))
 		e := rpcError(m.ID, codeInternal, "backend "+b.Name+" broke off its answer")
 		if sse == nil {
@@ -574,15 +573,6 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *session, b 
 		_ = sse.send(e)
 	}
 	return nil
-}
-
-// finalAnswerStream is finalAnswer that also hands the response to final.
-func finalAnswerStream(resp *http.Response, id json.RawMessage, other func(json.RawMessage), final func(json.RawMessage)) (json.RawMessage, error) {
-	answer, err := finalAnswer(resp, id, other)
-	if err == nil {
-		final(answer)
-	}
-	return answer, err
 }
 
 // fromBackend is a backend's message as the client gets it: a request's
