@@ -45,6 +45,8 @@ type auditRecord struct {
 	outcome   string // result, error, tool_error, input_required, cancelled
 	errorCode int
 	exitCause string // the sandbox limit that ended the server (memory, cpu, file_size)
+	taskID    string // the task the call became (tasks.go)
+	taskEvent string // a step of the task's life: created, input_required, completed, failed, cancelled, expired, evicted
 }
 
 // newAudit starts a record for an audited request, nil for others.
@@ -162,6 +164,9 @@ func (a *auditRecord) write() {
 	}
 	if a.args != "" {
 		fields = append(fields, zap.String("arguments", a.args))
+	}
+	if a.taskID != "" {
+		fields = append(fields, zap.String("task_id", a.taskID), zap.String("task_event", a.taskEvent))
 	}
 	a.logger.Info("mcp "+a.method, fields...)
 }

@@ -56,6 +56,13 @@ var repeatable = map[string]bool{"env": true, "inherit_env": true, "allowed_host
 //		allowed_hosts <host...>
 //		input_timeout <duration>
 //		call_timeout <duration>|off
+//		task_after <duration>|off
+//		task_ttl <duration>
+//		task_poll_interval <duration>
+//		task_max_per_user <n>
+//		task_max_bytes <size>
+//		task_route_max <n>
+//		task_route_max_bytes <size>
 //		cache_ttl <duration>
 //		child_era auto|legacy|modern
 //		pool per_user|shared
@@ -144,6 +151,62 @@ func (m *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("call_timeout: want a positive duration or off, got %q", v)
 			}
 			m.CallTimeout = caddy.Duration(dur)
+		case "task_after":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur := time.Duration(-1)
+			if v != "off" {
+				var err error
+				if dur, err = caddy.ParseDuration(v); err != nil || dur < 0 {
+					return d.Errf("task_after: want a duration (0: every call) or off, got %q", v)
+				}
+			}
+			cd := caddy.Duration(dur)
+			m.TaskAfter = &cd
+		case "task_ttl", "task_poll_interval":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("%s: want a positive duration, got %q", opt, v)
+			}
+			if opt == "task_ttl" {
+				m.TaskTTL = caddy.Duration(dur)
+			} else {
+				m.TaskPollInterval = caddy.Duration(dur)
+			}
+		case "task_max_per_user", "task_route_max":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return d.Errf("%s: %q is not a positive number", opt, v)
+			}
+			if opt == "task_max_per_user" {
+				m.TaskMaxPerUser = n
+			} else {
+				m.TaskRouteMax = n
+			}
+		case "task_max_bytes", "task_route_max_bytes":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := humanize.ParseBytes(v)
+			if err != nil || n == 0 || n > 1<<40 {
+				return d.Errf("%s: %q is not a size", opt, v)
+			}
+			if opt == "task_max_bytes" {
+				m.TaskMaxBytes = int64(n)
+			} else {
+				m.TaskRouteMaxBytes = int64(n)
+			}
 		case "session_idle_timeout", "shutdown_timeout", "input_timeout", "cache_ttl":
 			var v string
 			if !d.AllArgs(&v) {

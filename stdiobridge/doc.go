@@ -77,6 +77,10 @@
 //	table.roundsMu (roundTable): parked rounds, unused requestState ids; alone
 //	table.probeMu (serverFacts): one probe at a time, and whether its
 //	verdict is a guess; alone, held across one probe (bounded by probeTimeout)
+//	taskTable.tasksMu (tasks.go): a route's tasks, their counts and kept
+//	bytes per principal, the finished list; alone
+//	task.mu (tasks.go): one task's status, questions, result; alone (the
+//	child is answered, and tasksMu taken, after it is released)
 //	toolLabels.mu (metrics.go): the tool names metrics label; a leaf
 //	pendingSet.mu (table.go): a count of work in flight; a leaf
 //	childproc.Process.writeMu: one child's stdin; alone, held across one

@@ -66,6 +66,8 @@ func nameOf(method string, params map[string]json.RawMessage) (string, bool) {
 		key = "name"
 	case "resources/read":
 		key = "uri"
+	case "tasks/get", "tasks/update", "tasks/cancel":
+		key = "taskId" // the tasks extension: Mcp-Name carries the task id
 	default:
 		return "", false
 	}

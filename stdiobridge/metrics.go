@@ -32,6 +32,7 @@ var bridgeMetrics struct {
 	childStarts *prometheus.CounterVec
 	childExits  *prometheus.CounterVec
 	rounds      *prometheus.CounterVec
+	tasks       *prometheus.CounterVec
 	startTime   *prometheus.HistogramVec
 	live        *liveCollector
 }
@@ -87,6 +88,9 @@ func initBridgeMetrics(reg *prometheus.Registry) {
 		bridgeMetrics.rounds = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcp_stdio_input_required_rounds_total", Help: "input_required rounds answered to MCP 2026-07-28 clients.",
 		}, []string{"route"})
+		bridgeMetrics.tasks = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcp_stdio_tasks_total", Help: "Tasks of mcp_stdio by event: created, refused (no slot free), and how they ended (completed, failed, cancelled).",
+		}, []string{"route", "event"})
 		bridgeMetrics.startTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "mcp_stdio_child_start_seconds",
 			Help:    "From starting a server process to its answer to initialize (or server/discover).",
@@ -98,7 +102,7 @@ func initBridgeMetrics(reg *prometheus.Registry) {
 		}
 	})
 	for _, c := range []prometheus.Collector{bridgeMetrics.operations, bridgeMetrics.childStarts, bridgeMetrics.childExits,
-		bridgeMetrics.rounds, bridgeMetrics.startTime, bridgeMetrics.live} {
+		bridgeMetrics.rounds, bridgeMetrics.tasks, bridgeMetrics.startTime, bridgeMetrics.live} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

@@ -224,6 +224,10 @@ func (h poolServer) serveModern(w http.ResponseWriter, r *http.Request, e *envel
 		modernError(w, e.ID, codeMethodNotFound, "method not found: "+e.Method+" is not part of MCP "+modernVersion)
 		return
 	}
+	if strings.HasPrefix(e.Method, "tasks/") && h.table.settings.Load().tasksOn() {
+		h.serveTasks(w, r, m)
+		return
+	}
 	m.pool = h.poolFor(r, m)
 	defer h.table.leavePool(m.pool)
 	switch {
@@ -398,10 +402,16 @@ func (h poolServer) discover(w http.ResponseWriter, r *http.Request, m *modernRe
 			res = &c.initResult
 		}
 		out := json.RawMessage(*res)
-		if h.cacheScope(m) == "private" {
+		private, tasks := h.cacheScope(m) == "private", h.table.settings.Load().tasksOn()
+		if private || tasks {
 			var r map[string]json.RawMessage
 			if json.Unmarshal(out, &r) == nil {
-				r["cacheScope"] = json.RawMessage(`"private"`)
+				if private {
+					r["cacheScope"] = json.RawMessage(`"private"`)
+				}
+				if tasks {
+					r["capabilities"] = withTasksExtension(r["capabilities"])
+				}
 				out, _ = json.Marshal(r)
 			}
 		}
@@ -425,6 +435,9 @@ func (h poolServer) discover(w http.ResponseWriter, r *http.Request, m *modernRe
 	}
 	_ = json.Unmarshal(init, &ir)
 	ir.Capabilities = untaskedCaps(ir.Capabilities)
+	if h.table.settings.Load().tasksOn() {
+		ir.Capabilities = withTasksExtension(ir.Capabilities)
+	}
 	res := map[string]any{
 		"resultType":        "complete",
 		"supportedVersions": allVersions,
@@ -465,6 +478,13 @@ func (h poolServer) modernCall(w http.ResponseWriter, r *http.Request, m *modern
 		}
 		if err := checkParamHeaders(r.Header, m.params, bindings); err != nil {
 			modernError(w, m.e.ID, codeHeaderMismatch, err.Error())
+			return
+		}
+		if h.table.settings.Load().tasksOn() && !m.declaresTasks() && h.table.taskHint(m.name) == "required" {
+			// the server runs this tool as a task only (execution.taskSupport)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write(needTasks(m.e.ID, "the tool "+strconv.Quote(m.name)))
 			return
 		}
 	}
@@ -563,10 +583,17 @@ func (h poolServer) await(w http.ResponseWriter, r *http.Request, m *modernReq, 
 			rec.write()
 		}()
 	}
-	var quiet, hard, bound <-chan time.Time
+	var quiet, hard, bound, taskAt <-chan time.Time
 	var quietT *time.Timer
 	asked := false
-	limit := h.table.settings.Load().callTimeout
+	cfg := h.table.settings.Load()
+	limit := cfg.callTimeout
+	if m.e.Method == "tools/call" && cfg.tasksOn() && m.declaresTasks() {
+		// a call that has not finished after task_after becomes a task
+		tt := time.NewTimer(cfg.taskAfter)
+		defer tt.Stop()
+		taskAt = tt.C
+	}
 	if limit > 0 {
 		// time the child works on this leg of the call; a parked round
 		// returns from here, and its retry starts a new bound
@@ -644,6 +671,27 @@ func (h poolServer) await(w http.ResponseWriter, r *http.Request, m *modernReq, 
 				defer t.Stop()
 				hard = t.C
 			}
+		case <-taskAt:
+			taskAt = nil
+			if asked {
+				// the child's questions make an input_required round
+				// first (the extension: MRTR before the task)
+				continue
+			}
+			tk := h.newTask(m, cl, rec)
+			if tk == nil {
+				continue // no slot: the call goes on without a task
+			}
+			for _, ev := range cl.pendingEvents() {
+				tk.progress(ev)
+			}
+			rp.finish(http.StatusOK, tk.handle(m.e.ID))
+			if rec != nil {
+				rec.outcome, rec.taskID, rec.taskEvent = "task", tk.id, "created"
+			}
+			h.observe(m.e.Method, m.name, modernVersion, 0, false, m.started)
+			go h.runTask(tk, m, cl)
+			return
 		case <-quiet:
 			rp.finish(http.StatusOK, h.park(cl, m))
 			h.parked(m, rec)
@@ -769,7 +817,11 @@ func (h poolServer) translate(b []byte, m *modernReq, cl *call) (int, []byte) {
 		}
 	}
 	if m.e.Method == "tools/list" && res["tools"] != nil {
-		res["tools"] = untasked(res["tools"])
+		tasks := h.table.settings.Load().tasksOn()
+		if tasks && cl != nil && !cl.child.modern {
+			h.table.learnHints(res["tools"], m.params["cursor"] == nil)
+		}
+		res["tools"] = untasked(res["tools"], tasks)
 	}
 	if si := h.table.serverInfo(); si != nil {
 		var meta map[string]json.RawMessage
@@ -995,10 +1047,12 @@ func untaskedCaps(caps json.RawMessage) json.RawMessage {
 	return out
 }
 
-// untasked drops execution.taskSupport (2025-11-25) from listed tools: a
-// 2026-07-28 client cannot ask for a task, so a tool that requires one
-// (taskSupport "required") cannot be called and is left out of the list.
-func untasked(raw json.RawMessage) json.RawMessage {
+// untasked drops execution.taskSupport (2025-11-25) from listed tools. A
+// tool that requires a task (taskSupport "required") is left out of the
+// list where the route gives no tasks (a 2026-07-28 client cannot ask for
+// one); where it does (tasks), the bridge runs it as a task for a client
+// that declared the extension, and it stays listed.
+func untasked(raw json.RawMessage, tasks bool) json.RawMessage {
 	if !bytes.Contains(raw, []byte(`"taskSupport"`)) {
 		return raw
 	}
@@ -1010,7 +1064,7 @@ func untasked(raw json.RawMessage) json.RawMessage {
 	for _, t := range tools {
 		ex, _ := objectMembers(t["execution"])
 		if ex != nil && ex["taskSupport"] != nil {
-			if ts, _ := jsonscan.String(ex["taskSupport"]); ts == "required" {
+			if ts, _ := jsonscan.String(ex["taskSupport"]); ts == "required" && !tasks {
 				continue
 			}
 			delete(ex, "taskSupport")

@@ -862,6 +862,9 @@ func (c *poolChild) handshake(version string) error {
 		return err
 	}
 	c.initErr = c.send(initializedNotification)
+	if c.initErr == nil {
+		c.askHints()
+	}
 	return c.initErr
 }
 

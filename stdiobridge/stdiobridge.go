@@ -197,6 +197,43 @@ type Handler struct {
 	// grow a metric's label set. Default: 100.
 	MetricsMaxTools int `json:"metrics_max_tools,omitempty"`
 
+	// A tools/call of a 2026-07-28 client that declared the tasks extension
+	// (io.modelcontextprotocol/tasks) becomes a task when it has not
+	// finished after this long: the client gets a task handle at once and
+	// polls tasks/get; the call goes on in its child, whether the client
+	// stays connected or not. 0: every such call is a task; negative
+	// (Caddyfile: off): no tasks, and the extension is not offered.
+	// Default: 2s (tasks are for clients that asked for them, and a task
+	// holds its child no longer than the call it replaces would).
+	TaskAfter *caddy.Duration `json:"task_after,omitempty"`
+
+	// How long a task lives from its creation (its ttlMs): a running task
+	// is ended at it (and its child sent notifications/cancelled), a
+	// finished one forgotten; a fetched result is kept one minute more at
+	// most. call_timeout bounds a task's run too. Default: 1h.
+	TaskTTL caddy.Duration `json:"task_ttl,omitempty"`
+
+	// The pollIntervalMs tasks suggest to clients. Default: 1s.
+	TaskPollInterval caddy.Duration `json:"task_poll_interval,omitempty"`
+
+	// At most this many tasks (running or finished and kept) per principal;
+	// the principal's oldest finished task makes room for a new one, and a
+	// call that finds every slot taken by running tasks goes on without a
+	// task. Default: 100.
+	TaskMaxPerUser int `json:"task_max_per_user,omitempty"`
+
+	// Bytes of finished tasks' results kept per principal; the oldest
+	// finished tasks make room, and a result larger than this fails its
+	// task with an error saying so. Default: 16 MiB.
+	TaskMaxBytes int64 `json:"task_max_bytes,omitempty"`
+
+	// At most this many tasks for the route, all principals. Default: 10000.
+	TaskRouteMax int `json:"task_route_max,omitempty"`
+
+	// Bytes of finished tasks' results kept for the route, all principals.
+	// Default: 256 MiB.
+	TaskRouteMaxBytes int64 `json:"task_route_max_bytes,omitempty"`
+
 	// Sandbox confines every server process of the route (sessions,
 	// pools, the probe, prewarmed ones) with Landlock, namespaces,
 	// seccomp, another user and rlimits (README, Sandbox). Provisioning
@@ -292,6 +329,28 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.CallTimeout == 0 {
 		h.CallTimeout = caddy.Duration(defaultCallTimeout)
 	}
+	if h.TaskAfter == nil {
+		d := caddy.Duration(2 * time.Second)
+		h.TaskAfter = &d
+	}
+	if h.TaskTTL == 0 {
+		h.TaskTTL = caddy.Duration(time.Hour)
+	}
+	if h.TaskPollInterval == 0 {
+		h.TaskPollInterval = caddy.Duration(time.Second)
+	}
+	if h.TaskMaxPerUser == 0 {
+		h.TaskMaxPerUser = 100
+	}
+	if h.TaskMaxBytes == 0 {
+		h.TaskMaxBytes = 16 << 20
+	}
+	if h.TaskRouteMax == 0 {
+		h.TaskRouteMax = 10000
+	}
+	if h.TaskRouteMaxBytes == 0 {
+		h.TaskRouteMaxBytes = 256 << 20
+	}
 	for _, v := range h.Env {
 		if strings.Contains(v, "{") {
 			h.perRequest = true
@@ -342,6 +401,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		rootsForward:    len(h.Roots) == 1 && h.Roots[0] == "forward",
 		rootsResult:     rootsResult(h.Roots),
 		newID:           func() string { return instanceid.NewSessionID(ring, h.InstanceID) },
+		taskAfter:       time.Duration(*h.TaskAfter),
+		taskTTL:         time.Duration(h.TaskTTL),
+		taskPoll:        time.Duration(h.TaskPollInterval),
+		taskMaxPerUser:  h.TaskMaxPerUser,
+		taskMaxBytes:    h.TaskMaxBytes,
+		taskRouteMax:    h.TaskRouteMax,
+		taskRouteBytes:  h.TaskRouteMaxBytes,
 	}
 	h.gen = generations.Add(1)
 	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
@@ -455,6 +521,12 @@ func (h *Handler) Validate() error {
 	}
 	if h.Prewarm < 0 {
 		return fmt.Errorf("prewarm: must not be negative")
+	}
+	if h.TaskTTL < 0 || h.TaskPollInterval < 0 {
+		return fmt.Errorf("task_ttl, task_poll_interval: must be positive")
+	}
+	if h.TaskMaxPerUser < 0 || h.TaskMaxBytes < 0 || h.TaskRouteMax < 0 || h.TaskRouteMaxBytes < 0 {
+		return fmt.Errorf("task_max_per_user, task_max_bytes, task_route_max, task_route_max_bytes: must be positive")
 	}
 	if h.AuditArguments != "" && h.AuditArguments != "hash" && h.AuditArguments != "full" {
 		return fmt.Errorf("audit_arguments: %q is not hash or full", h.AuditArguments)

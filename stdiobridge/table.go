@@ -42,6 +42,14 @@ type settings struct {
 	rootsForward    bool            // roots forward: the client's roots reach the child
 	rootsResult     json.RawMessage // the answer to a child's roots/list (nil: refused unless forwarded)
 	newID           func() string   // a session id naming this instance (nil: random)
+
+	taskAfter      time.Duration // a declaring client's tools/call becomes a task after this (<0: no tasks)
+	taskTTL        time.Duration // a task's life from creation (ttlMs)
+	taskPoll       time.Duration // pollIntervalMs
+	taskMaxPerUser int           // tasks held (running or kept) per principal
+	taskMaxBytes   int64         // bytes of kept results per principal
+	taskRouteMax   int           // tasks held by the route
+	taskRouteBytes int64         // bytes of kept results of the route
 }
 
 // maxMessageSize is the max_message_size of the config that runs: a
@@ -74,6 +82,7 @@ type table struct {
 	poolTable    // the 2026-07-28 pools (pool.go)
 	roundTable   // parked MRTR rounds (mrtr.go)
 	serverFacts  // what the route's server is: its era and discovery answers (probe.go)
+	taskTable    // tasks (tasks.go)
 }
 
 // sessionTable holds the 2025 sessions and the limits (max_sessions,
@@ -381,6 +390,7 @@ func (t *table) Destruct() error {
 	grace := t.settings.Load().shutdownTimeout
 	t.pool.stop()
 	t.endRounds()
+	t.endTasks()
 	t.endPools("the mcp_stdio route was removed or changed")
 	for _, s := range sessions {
 		t.ending.Add(1)

@@ -43,6 +43,7 @@ var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
 
 const (
 	purposeSession = "session id"
+	purposeTask    = "task id"
 	purposeState   = "requestState"
 	stateAAD       = "caddymcp requestState v2"
 )
@@ -69,16 +70,40 @@ func mac(key []byte, instance, kid, random string) string {
 
 // NewSessionID makes a session id of instance with the ring's newest key.
 func NewSessionID(ring *keyring.Ring, instance string) string {
+	return newID(ring, instance, purposeSession)
+}
+
+// NewTaskID makes a task id of instance (the MCP tasks extension's
+// taskId): like a session id, with a key of its own purpose, so that
+// neither is ever taken for the other.
+func NewTaskID(ring *keyring.Ring, instance string) string {
+	return newID(ring, instance, purposeTask)
+}
+
+// TaskOwner is the instance that made a task id, if a key of the ring
+// authenticates it.
+func TaskOwner(ctx context.Context, ring *keyring.Ring, id string) (string, bool) {
+	return owner(ctx, ring, id, purposeTask)
+}
+
+func newID(ring *keyring.Ring, instance, purpose string) string {
 	k := ring.Current()
 	b := make([]byte, 20)
 	_, _ = rand.Read(b)
 	random := b32.EncodeToString(b)
-	return instance + Sep + k.ID + Sep + random + Sep + mac(ring.DerivedFor(k, purposeSession), instance, k.ID, random)
+	return instance + Sep + k.ID + Sep + random + Sep + mac(ring.DerivedFor(k, purpose), instance, k.ID, random)
 }
 
 // SessionOwner is the instance that made a session id, if the id is one
 // that a key of the ring authenticates.
 func SessionOwner(ctx context.Context, ring *keyring.Ring, id string) (string, bool) {
+	return owner(ctx, ring, id, purposeSession)
+}
+
+func owner(ctx context.Context, ring *keyring.Ring, id, purpose string) (string, bool) {
+	if len(id) > 400 {
+		return "", false
+	}
 	parts := strings.Split(id, Sep)
 	if len(parts) != 4 || Valid(parts[0]) != nil {
 		return "", false
@@ -87,7 +112,7 @@ func SessionOwner(ctx context.Context, ring *keyring.Ring, id string) (string, b
 	if k == nil {
 		return "", false
 	}
-	want := mac(ring.DerivedFor(k, purposeSession), parts[0], parts[1], parts[2])
+	want := mac(ring.DerivedFor(k, purpose), parts[0], parts[1], parts[2])
 	if !hmac.Equal([]byte(want), []byte(parts[3])) {
 		return "", false
 	}

@@ -76,6 +76,13 @@ var readFileDescription = "Reads a file."
 //	         process started (counted in the file $CADDYMCP_FAKE_COUNT)
 //	         never answers server/discover, and initialize is refused with
 //	         -32601 by every process
+//	tasks    (alone) a 2025-11-25 server (tasks.go) with no tasks capability
+//	         whose tools hint execution.taskSupport: greet, slow_compute
+//	         (progress each second), failing_job, protocol_error_job,
+//	         confirm_delete (asks elicitation/create), multi_input (asks two
+//	         at once), test_tool_with_task; each tools/call runs on its own
+//	         and notifications/cancelled stops it unanswered, appending a line
+//	         to $CADDYMCP_FAKE_CANCEL_LOG
 //
 // On notifications/cancelled it reports the cancelled id with a
 // notifications/message, so tests can see that the bridge sent it.
@@ -98,6 +105,9 @@ func RunFakeIfRequested() {
 	case "orphan":
 		runOrphan()
 	case "exit":
+		os.Exit(0)
+	case "tasks":
+		runTasks()
 		os.Exit(0)
 	}
 	if has("ignore-term") {
