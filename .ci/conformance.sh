@@ -122,6 +122,7 @@ strict() { # name: every check of every required scenario passed
 
 go build -o bin/everything-server github.com/modelcontextprotocol/go-sdk/conformance/everything-server
 cp .ci/tsclient.mjs .ci/tsclient2.mjs .ci/tsmodern.mjs .ci/modern-server.mjs .ci/tsagg.mjs "$tools/"
+[ ! -f .ci/tstasks.mjs ] || cp .ci/tstasks.mjs "$tools/"
 
 # MCP 2026-07-28 and 2025-11-25 through one mcp_stdio endpoint
 p=$(free_port)
@@ -275,6 +276,60 @@ done
 node "$insp" --cli "$agg" --method tools/call --tool-name get-sum --tool-arg a=2 --tool-arg b=3 > "$out/agg3-inspector-call.json" 2>&1 || true
 grep -q '5' "$out/agg3-inspector-call.json" || { echo "Inspector CLI: tools/call get-sum (the remote backend) through the aggregate failed"; cat "$out/agg3-inspector-call.json"; fail=1; }
 
+# the tasks extension (io.modelcontextprotocol/tasks): the ten tasks-*
+# scenarios through mcp_stdio over a stdio fixture server that has the tools
+# they call (internal/mcpserver, mode tasks: a 2025 server without tasks of
+# its own; the bridge's tasks), each run on its own (--scenario), every check
+# must pass; beside them in results.md, go-sdk's native HTTP server. Then the
+# TypeScript SDK 2.x client with the extension (.ci/tstasks.mjs).
+go build -o bin/fakeserver ./internal/mcpserver/fakeserver
+p=$(free_port)
+: > "$out/tasks-cancel.log"
+cat > "$out/Caddyfile.tasks" <<CADDY
+{
+	admin off
+	auto_https off
+}
+:$p {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command $root/bin/fakeserver
+		env CADDYMCP_FAKE_SERVER tasks
+		env CADDYMCP_FAKE_CANCEL_LOG $out/tasks-cancel.log
+		max_sessions_per_user 100
+		initialize_rate 1000
+		child_era legacy
+		# the suite's fixture tools take 1 s and more; greet answers at once
+		task_after 300ms
+	}
+}
+CADDY
+./caddy run --config "$out/Caddyfile.tasks" --adapter caddyfile > "$out/caddy.tasks.log" 2>&1 &
+pids+=($!)
+wait_port "$p"
+: > "$out/bridge-tasks.txt"
+for sc in tasks-lifecycle tasks-capability-negotiation tasks-wire-fields tasks-request-state-removal tasks-mrtr-input \
+	tasks-request-headers tasks-dispatch-and-envelope tasks-status-notifications tasks-required-task-error tasks-mrtr-composition; do
+	for try in 1 2; do
+		node "$tools/node_modules/conformance-2026/dist/index.js" server --url "http://127.0.0.1:$p/mcp" --scenario "$sc" \
+			-o "$out/bridge-tasks" > "$out/bridge-tasks.$sc.log" 2>&1 || true
+		line=$(sed -nE "s/^Passed: ([0-9]+)\/[0-9]+, ([0-9]+) failed.*/$sc \1 \2/p" "$out/bridge-tasks.$sc.log")
+		if [ -n "$line" ] && [ "$(echo "$line" | awk '{print $3}')" = 0 ]; then break; fi
+		[ $try = 2 ] || echo "$sc (tasks) failed once: $line" >> "$out/flaky.txt"
+	done
+	echo "${line:-$sc 0 1}" >> "$out/bridge-tasks.txt"
+done
+bad=$(awk '$3 != 0 {print $1}' "$out/bridge-tasks.txt")
+if [ -n "$bad" ] || [ "$(wc -l < "$out/bridge-tasks.txt")" -ne 10 ]; then
+	echo "bridge-tasks: not every tasks-* scenario passed: $bad"; fail=1
+else
+	echo "bridge-tasks: all 10 tasks-* scenarios pass every check ($(awk '{p+=$2} END {print p}' "$out/bridge-tasks.txt") checks)"
+fi
+if [ -f "$tools/tstasks.mjs" ]; then
+	MCP_URL="http://127.0.0.1:$p/mcp" CANCEL_LOG="$out/tasks-cancel.log" node "$tools/tstasks.mjs" \
+		|| { echo "TypeScript SDK 2.x client with the tasks extension failed"; fail=1; }
+fi
+
 # the authorization-server scenarios against the example authorization server
 ./.ci/authz-conformance.sh || fail=1
 
@@ -309,6 +364,13 @@ fi
 		a3=$(awk -v s="$sc" '$1==s {print $2 "/" $2+$3}' "$out/agg3-2025.txt")
 		echo "| $sc | $pa/$((pa + fa)) | ${b:--} | ${a1:--} | ${a3:--} |"
 	done < "$out/native-go-2025.txt"
+	echo
+	echo "| scenario (tasks extension) | go-sdk HTTP (native) | mcp_stdio over the stdio fixture (bridge-owned tasks) |"
+	echo "|---|---|---|"
+	while read -r sc pa fa; do
+		n=$(awk -v s="$sc" '$1==s {print $2 "/" $2+$3}' "$out/native-go-2026.txt")
+		echo "| $sc | ${n:--} | $pa/$((pa + fa)) |"
+	done < "$out/bridge-tasks.txt"
 	if [ -s "$out/flaky.txt" ]; then
 		echo
 		echo "Scenarios that failed once and passed when run again on their own:"
@@ -321,4 +383,4 @@ if [ $fail -ne 0 ]; then
 	echo "conformance: FAILED (logs in $out)"
 	exit 1
 fi
-echo "conformance: 2026-07-28 (40 scenarios) and 2025-11-25 (33) pass through mcp_stdio and mcp_aggregate (1 and 3 backends), the authorization-server scenarios pass against mcp_authorization_server; table in $out/results.md"
+echo "conformance: 2026-07-28 (40 scenarios) and 2025-11-25 (33) pass through mcp_stdio and mcp_aggregate (1 and 3 backends), the ten tasks-* scenarios through mcp_stdio over the tasks fixture, the authorization-server scenarios pass against mcp_authorization_server; table in $out/results.md"

@@ -27,3 +27,19 @@ func SetDefaultCallTimeout(d time.Duration) (restore func()) {
 func PathMark(what string) { pathMarks.Add(1) }
 
 var pathMarks atomic.Int64
+
+// TaskTotals sums the tasks of every live route: held (running or kept),
+// finished and kept, and the bytes of their kept results.
+func TaskTotals() (held, finished int, bytes int64) {
+	liveTables.Range(func(k, _ any) bool {
+		t := k.(*table)
+		n, b := t.taskCounts()
+		t.tasksMu.Lock()
+		finished += len(t.finished)
+		t.tasksMu.Unlock()
+		held += n
+		bytes += b
+		return true
+	})
+	return held, finished, bytes
+}

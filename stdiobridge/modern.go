@@ -590,7 +590,7 @@ func (h poolServer) await(w http.ResponseWriter, r *http.Request, m *modernReq, 
 	limit := cfg.callTimeout
 	if m.e.Method == "tools/call" && cfg.tasksOn() && m.declaresTasks() {
 		// a call that has not finished after task_after becomes a task
-		tt := time.NewTimer(cfg.taskAfter)
+		tt := time.NewTimer(max(cfg.taskAfter, time.Nanosecond))
 		defer tt.Stop()
 		taskAt = tt.C
 	}
@@ -600,6 +600,29 @@ func (h poolServer) await(w http.ResponseWriter, r *http.Request, m *modernReq, 
 		bt := time.NewTimer(limit)
 		defer bt.Stop()
 		bound = bt.C
+	}
+	toTask := func() bool {
+		tk := h.newTask(m, cl, rec)
+		if tk == nil {
+			return false // no slot: the call goes on without a task
+		}
+		for _, ev := range cl.pendingEvents() {
+			tk.progress(ev)
+		}
+		rp.finish(http.StatusOK, tk.handle(m.e.ID))
+		if rec != nil {
+			rec.outcome, rec.taskID, rec.taskEvent = "task", tk.id, "created"
+		}
+		h.observe(m.e.Method, m.name, modernVersion, 0, false, m.started)
+		go h.runTask(tk, m, cl)
+		return true
+	}
+	if taskAt != nil && cfg.taskAfter == 0 {
+		// task_after 0: every such call is a task, at once
+		taskAt = nil
+		if toTask() {
+			return
+		}
 	}
 	for {
 		select {
@@ -673,25 +696,11 @@ func (h poolServer) await(w http.ResponseWriter, r *http.Request, m *modernReq, 
 			}
 		case <-taskAt:
 			taskAt = nil
-			if asked {
-				// the child's questions make an input_required round
-				// first (the extension: MRTR before the task)
-				continue
+			// the child's questions make an input_required round first
+			// (the extension: MRTR before the task)
+			if !asked && toTask() {
+				return
 			}
-			tk := h.newTask(m, cl, rec)
-			if tk == nil {
-				continue // no slot: the call goes on without a task
-			}
-			for _, ev := range cl.pendingEvents() {
-				tk.progress(ev)
-			}
-			rp.finish(http.StatusOK, tk.handle(m.e.ID))
-			if rec != nil {
-				rec.outcome, rec.taskID, rec.taskEvent = "task", tk.id, "created"
-			}
-			h.observe(m.e.Method, m.name, modernVersion, 0, false, m.started)
-			go h.runTask(tk, m, cl)
-			return
 		case <-quiet:
 			rp.finish(http.StatusOK, h.park(cl, m))
 			h.parked(m, rec)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,27 +35,55 @@ func modernPost(ctx context.Context, t *testing.T, url, token string, id any, me
 		params = strings.TrimSuffix(params, "}") + "," + modernMeta + "}"
 		params = strings.Replace(params, "{,", "{", 1)
 	}
-	idJSON, _ := json.Marshal(id)
-	body := `{"jsonrpc":"2.0","id":` + string(idJSON) + `,"method":"` + method + `","params":` + params + `}`
-	req, _ := http.NewRequestWithContext(ctx, "POST", url, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("MCP-Protocol-Version", "2026-07-28")
-	req.Header.Set("Mcp-Method", method)
 	var p struct {
 		Name string `json:"name"`
 		URI  string `json:"uri"`
 	}
 	_ = json.Unmarshal([]byte(params), &p)
-	if p.Name != "" {
-		req.Header.Set("Mcp-Name", p.Name)
-	} else if p.URI != "" {
-		req.Header.Set("Mcp-Name", p.URI)
+	name := p.Name
+	if name == "" {
+		name = p.URI
+	}
+	return modernPostNamed(ctx, t, url, token, id, method, params, name)
+}
+
+// resp0Header is the header of a 2026-07-28 POST.
+func resp0Header(method, name, token string) http.Header {
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set("Accept", "application/json, text/event-stream")
+	h.Set("MCP-Protocol-Version", "2026-07-28")
+	h.Set("Mcp-Method", method)
+	if name != "" {
+		h.Set("Mcp-Name", name)
 	}
 	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+		h.Set("Authorization", "Bearer "+token)
 	}
+	return h
+}
+
+// modernPostHeader is modernPost with params as given and Mcp-Name name.
+func modernPostHeader(t *testing.T, url, token string, id any, method, params, name string) (int, map[string]any) {
+	t.Helper()
+	return modernPostNamed(context.Background(), t, url, token, id, method, params, name)
+}
+
+func modernPostNamed(ctx context.Context, t *testing.T, url, token string, id any, method, params, name string) (int, map[string]any) {
+	t.Helper()
+	idJSON, _ := json.Marshal(id)
+	body := `{"jsonrpc":"2.0","id":` + string(idJSON) + `,"method":"` + method + `","params":` + params + `}`
+	req, _ := http.NewRequestWithContext(ctx, "POST", url, strings.NewReader(body))
+	req.Header = resp0Header(method, name, token)
 	resp, err := http.DefaultClient.Do(req)
+	for i := 0; err != nil && i < 3 && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF)); i++ {
+		// a connection that the server a reload just replaced accepted
+		// may be reset before it read the request: sent again
+		http.DefaultClient.CloseIdleConnections()
+		req, _ = http.NewRequestWithContext(ctx, "POST", url, strings.NewReader(body))
+		req.Header = resp0Header(method, name, token)
+		resp, err = http.DefaultClient.Do(req)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0, nil

@@ -447,7 +447,23 @@ func (tk *task) event(what string, code int) {
 		return
 	}
 	a := *tk.audit
-	a.taskID, a.taskEvent, a.outcome, a.errorCode = tk.id, what, "task", code
+	outcome := "task"
+	switch what {
+	case taskCompleted:
+		outcome = "result"
+		tk.mu.Lock()
+		if v := member(tk.result, "isError"); string(v) == "true" {
+			outcome = "tool_error"
+		}
+		tk.mu.Unlock()
+	case taskFailed, "expired", "evicted", "ended with its route":
+		outcome = "error"
+	case taskCancelled:
+		outcome = "cancelled"
+	case taskInputRequired:
+		outcome = "input_required"
+	}
+	a.taskID, a.taskEvent, a.outcome, a.errorCode = tk.id, what, outcome, code
 	a.started = tk.created
 	a.write()
 }
