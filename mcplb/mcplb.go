@@ -1,6 +1,7 @@
 // Package mcplb is reverse_proxy's `mcp` selection policy: it sends every
 // request that carries an id made by a caddymcp instance (a 2025
-// Mcp-Session-Id, a 2026-07-28 retry's requestState) to the upstream that
+// Mcp-Session-Id, a 2026-07-28 retry's requestState, a task id in the
+// Mcp-Name of tasks/get, tasks/update, tasks/cancel) to the upstream that
 // is that instance, and everything else (initialize, stateless 2026-07-28
 // requests) to a fallback policy, least_conn by default.
 //
@@ -27,6 +28,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -125,6 +127,19 @@ func (s *Selection) owner(r *http.Request) string {
 	}
 	if r.Method != http.MethodPost {
 		return ""
+	}
+	if strings.HasPrefix(r.Header.Get("Mcp-Method"), "tasks/") {
+		// the tasks extension: Mcp-Name carries the task id (the instance
+		// checks that it is the body's), so that balancers route by it
+		id, _ := mcpreq.DecodeHeaderValue(r.Header.Get("Mcp-Name"))
+		if id == "" {
+			return ""
+		}
+		inst, ok := instanceid.TaskOwner(r.Context(), s.ring, id)
+		if !ok {
+			s.debug("task id does not verify: routed as if it had none")
+		}
+		return inst
 	}
 	q := mcpreq.Get(r, s.MaxSize)
 	if q.Batch || q.First().RequestState == "" {

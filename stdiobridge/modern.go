@@ -81,6 +81,7 @@ type modernReq struct {
 	limit     string
 	started   time.Time
 	pool      *childPool // the pool that serves it (nil until poolFor)
+	tasks     bool       // the request declared the tasks extension (tasks.go)
 }
 
 // missing returns the capability a question of the child needs that the
@@ -187,6 +188,7 @@ func (h poolServer) serveModern(w http.ResponseWriter, r *http.Request, e *envel
 		modernError(w, e.ID, codeInvalidParams, "missing or invalid _meta field "+metaCaps)
 		return
 	}
+	m.tasks = m.declaresTasks()
 	if hv := r.Header.Get("Mcp-Protocol-Version"); hv != version {
 		msg := "MCP-Protocol-Version header is required and must equal _meta " + metaVersion
 		if hv != "" {
@@ -472,6 +474,9 @@ func (h poolServer) modernCall(w http.ResponseWriter, r *http.Request, m *modern
 		return
 	}
 	if m.e.Method == "tools/call" {
+		// 2025-11-25's task request; 2026-07-28 has none (the extension:
+		// servers MUST ignore it), and no child is asked for a task of its own
+		delete(m.params, "task")
 		bindings, ok := h.toolBindings(w, r, m, p)
 		if !ok {
 			return
@@ -480,7 +485,7 @@ func (h poolServer) modernCall(w http.ResponseWriter, r *http.Request, m *modern
 			modernError(w, m.e.ID, codeHeaderMismatch, err.Error())
 			return
 		}
-		if h.table.settings.Load().tasksOn() && !m.declaresTasks() && h.table.taskHint(m.name) == "required" {
+		if h.table.settings.Load().tasksOn() && !m.tasks && h.table.taskHint(m.name) == "required" {
 			// the server runs this tool as a task only (execution.taskSupport)
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusBadRequest)
@@ -507,6 +512,18 @@ func (h poolServer) modernCall(w http.ResponseWriter, r *http.Request, m *modern
 
 // serveCall sends a request to a ready child and answers it, audited.
 func (h poolServer) serveCall(w http.ResponseWriter, r *http.Request, m *modernReq, c *poolChild, asking bool) {
+	if c.modern && m.caps["extensions"] != nil {
+		// the tasks are the bridge's: a 2026 server is never asked to make
+		// one of its own (its task ids would name no task of this route)
+		if ext, _ := objectMembers(m.caps["extensions"]); ext[tasksExtension] != nil {
+			delete(ext, tasksExtension)
+			caps := maps.Clone(m.caps)
+			caps["extensions"], _ = json.Marshal(ext)
+			m.caps = caps
+			m.meta[metaCaps], _ = json.Marshal(caps)
+			m.params["_meta"], _ = json.Marshal(m.meta)
+		}
+	}
 	if c.modern && m.caps["roots"] != nil && !h.table.settings.Load().rootsForward {
 		// a 2026 server learns of no roots capability (roots none or a
 		// configured list: the client's roots are not the server's
@@ -588,7 +605,7 @@ func (h poolServer) await(w http.ResponseWriter, r *http.Request, m *modernReq, 
 	asked := false
 	cfg := h.table.settings.Load()
 	limit := cfg.callTimeout
-	if m.e.Method == "tools/call" && cfg.tasksOn() && m.declaresTasks() {
+	if m.e.Method == "tools/call" && cfg.tasksOn() && m.tasks {
 		// a call that has not finished after task_after becomes a task
 		tt := time.NewTimer(max(cfg.taskAfter, time.Nanosecond))
 		defer tt.Stop()

@@ -709,7 +709,7 @@ func (h poolServer) serveTasks(w http.ResponseWriter, r *http.Request, m *modern
 		modernError(w, m.e.ID, codeMethodNotFound, "method not found: "+m.e.Method+" (the tasks extension has tasks/get, tasks/update and tasks/cancel)")
 		return
 	}
-	if !m.declaresTasks() {
+	if !m.tasks {
 		b := needTasks(m.e.ID, m.e.Method)
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)

@@ -320,3 +320,37 @@ func TestTaskNeedsTheExtension(t *testing.T) {
 		t.Fatalf("server/discover does not offer the extension: %v", disc)
 	}
 }
+
+// A 2026 server's own input_required round within a task: the task shows
+// its questions (keys of the task's own), tasks/update answers them, and
+// the bridge sends the call again with the answers (under the server's
+// keys) and the server's requestState. The server is never asked to make
+// a task of its own: the extension is not declared to it.
+func TestTaskModernChildRound(t *testing.T) {
+	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "mrtr,modern", "\n\t\tchild_era modern\n\t\ttask_after 0"))
+	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+	_, r := taskPost(t, url, "", 1, "tools/call", `{"name":"meta","arguments":{}}`)
+	meta := awaitTask(t, url, "", taskOf(t, r))
+	if got := textOf(map[string]any{"result": meta["result"]}); !strings.Contains(got, "clientCapabilities") || strings.Contains(got, "io.modelcontextprotocol/tasks") {
+		t.Fatalf("the server saw the tasks extension (or no capabilities): %q", got)
+	}
+	_, r = taskPost(t, url, "", 2, "tools/call", `{"name":"ask","arguments":{}}`)
+	id := taskOf(t, r)
+	asked := awaitTask(t, url, "", id, "input_required")
+	reqs, _ := asked["inputRequests"].(map[string]any)
+	if len(reqs) != 1 {
+		t.Fatalf("input_required task: %v", asked)
+	}
+	var key string
+	for k := range reqs {
+		key = k
+	}
+	if _, u := taskPost(t, url, "", 3, "tasks/update", `{"taskId":"`+id+`","inputResponses":{"`+key+`":{"action":"accept","content":{"name":"Ada"}}}}`); resultOf(u)["resultType"] != "complete" {
+		t.Fatalf("tasks/update: %v", u)
+	}
+	done := awaitTask(t, url, "", id)
+	got := textOf(map[string]any{"result": done["result"]})
+	if done["status"] != "completed" || !strings.Contains(got, "state=child-state-") || !strings.Contains(got, `"name":{"action":"accept","content":{"name":"Ada"}}`) {
+		t.Fatalf("the retry the server got: %v (%q)", done, got)
+	}
+}
