@@ -1,6 +1,8 @@
 package mcpagg
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -59,6 +61,8 @@ func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, m mcpreq.M
 		return true, writeJSON(w, refused.status, withID(refused.body, m.ID)) // the client's id, not ours
 	}
 	switch {
+	case m.Method == "tasks/get" || m.Method == "tasks/update" || m.Method == "tasks/cancel":
+		return h.serveTask(w, r, m)
 	case m.Method == "subscriptions/listen":
 		return h.listen(w, r, m)
 	case m.Method == "server/discover":
@@ -150,6 +154,10 @@ func (h *Handler) serveModern(w http.ResponseWriter, r *http.Request, m mcpreq.M
 		if err != nil {
 			h.logger.Error("a backend failed a call", zap.String("backend", rt.backend.Name), zap.Error(err))
 			return writeJSON(w, http.StatusOK, rpcError(m.ID, codeInternal, "backend "+rt.backend.Name+" is unavailable: "+err.Error()))
+		}
+		if m.Method == "tools/call" && bytes.Contains(meta, []byte(`"`+tasksExtension+`"`)) {
+			// a task handle names its backend in its id
+			return copyTaskResponse(w, resp, rt.backend.Name)
 		}
 		return copyResponse(w, resp)
 	}
@@ -558,4 +566,141 @@ func nonNilStrings(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// tasksExtension is the MCP tasks extension's identifier.
+const tasksExtension = "io.modelcontextprotocol/tasks"
+
+// A task id of the aggregate is the backend's name, '/', and the backend's
+// own task id: tasks/* find their backend by it (a backend name has no
+// '/'), and the `mcp` balancer policy reads the instance from the part
+// after the last '/'.
+func wrapTaskID(backend, id string) string { return backend + "/" + id }
+
+func unwrapTaskID(id string) (backend, inner string, ok bool) {
+	return strings.Cut(id, "/")
+}
+
+// rewriteTaskID renames result.taskId in a JSON-RPC response (nil: none).
+func rewriteTaskID(msg []byte, rename func(string) (string, bool)) []byte {
+	if !bytes.Contains(msg, []byte(`"taskId"`)) {
+		return nil
+	}
+	var env map[string]json.RawMessage
+	if json.Unmarshal(msg, &env) != nil {
+		return nil
+	}
+	var res map[string]json.RawMessage
+	if json.Unmarshal(env["result"], &res) != nil || res == nil {
+		return nil
+	}
+	var id string
+	if json.Unmarshal(res["taskId"], &id) != nil || id == "" {
+		return nil
+	}
+	nid, ok := rename(id)
+	if !ok {
+		return nil
+	}
+	res["taskId"], _ = json.Marshal(nid)
+	env["result"], _ = json.Marshal(res)
+	out, _ := json.Marshal(env)
+	return out
+}
+
+// copyTaskResponse is copyResponse for a tools/call that may be answered
+// with a task: the handle's taskId (JSON, or the SSE event that carries
+// it) names the backend.
+func copyTaskResponse(w http.ResponseWriter, resp *http.Response, backend string) error {
+	rename := func(id string) (string, bool) { return wrapTaskID(backend, id), true }
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		defer resp.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		if err != nil {
+			return err
+		}
+		if out := rewriteTaskID(body, rename); out != nil {
+			body = out
+		}
+		w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+		w.WriteHeader(resp.StatusCode)
+		_, err = w.Write(body)
+		return err
+	}
+	defer resp.Body.Close()
+	for _, k := range []string{"Content-Type", "Cache-Control"} {
+		if v := resp.Header.Get(k); v != "" {
+			w.Header().Set(k, v)
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(w)
+	br := bufio.NewReaderSize(resp.Body, 64<<10)
+	for {
+		line, err := br.ReadBytes('\n')
+		if d, ok := bytes.CutPrefix(line, []byte("data: ")); ok && bytes.Contains(d, []byte(`"taskId"`)) {
+			if out := rewriteTaskID(bytes.TrimRight(d, "\r\n"), rename); out != nil {
+				line = append(append([]byte("data: "), out...), '\n')
+			}
+		}
+		if len(line) > 0 {
+			if _, werr := w.Write(line); werr != nil {
+				return werr
+			}
+			if len(bytes.TrimSpace(line)) == 0 {
+				_ = rc.Flush()
+			}
+		}
+		if err == io.EOF {
+			_ = rc.Flush()
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// serveTask sends tasks/get, tasks/update or tasks/cancel to the backend
+// its task id names, with the backend's own id (body and Mcp-Name), and
+// names the backend again in the answer. An id that names no backend is
+// not found (-32602), as the backends say of ids they do not know.
+func (h *Handler) serveTask(w http.ResponseWriter, r *http.Request, m mcpreq.Message) error {
+	var env map[string]json.RawMessage
+	_ = json.Unmarshal(m.Raw, &env)
+	var params map[string]json.RawMessage
+	_ = json.Unmarshal(env["params"], &params)
+	var id string
+	_ = json.Unmarshal(params["taskId"], &id)
+	name, inner, ok := unwrapTaskID(id)
+	var b *Backend
+	for _, x := range h.Backends {
+		if ok && x.Name == name {
+			b = x
+		}
+	}
+	if hv, _ := mcpreq.DecodeHeaderValue(r.Header.Get("Mcp-Name")); hv != id {
+		// checked here: the backend sees the unwrapped id in both
+		return writeJSON(w, http.StatusBadRequest, rpcError(m.ID, -32020, "header mismatch: Mcp-Name must equal params.taskId"))
+	}
+	if b == nil {
+		if !bytes.Contains(metaOf(m.Raw), []byte(`"`+tasksExtension+`"`)) {
+			return writeJSON(w, http.StatusBadRequest, json.RawMessage(`{"jsonrpc":"2.0","id":`+string(m.ID)+
+				`,"error":{"code":-32021,"message":"missing required client capability: `+m.Method+` needs the `+tasksExtension+
+				` extension","data":{"requiredCapabilities":{"extensions":{"`+tasksExtension+`":{}}}}}}`))
+		}
+		return writeJSON(w, http.StatusBadRequest, rpcError(m.ID, codeInvalidParams, "Failed to retrieve task: Task not found"))
+	}
+	params["taskId"], _ = json.Marshal(inner)
+	env["params"], _ = json.Marshal(params)
+	body, _ := json.Marshal(env)
+	req := subRequest(r.Context(), r, http.MethodPost, body, "")
+	req.Header.Set("Mcp-Method", m.Method)
+	req.Header.Set("Mcp-Name", mcpreq.EncodeHeaderValue(inner))
+	resp, err := roundTrip(b.serve(), req)
+	if err != nil {
+		h.logger.Error("a backend failed a tasks request", zap.String("backend", b.Name), zap.Error(err))
+		return writeJSON(w, http.StatusOK, rpcError(m.ID, codeInternal, "backend "+b.Name+" is unavailable: "+err.Error()))
+	}
+	return copyTaskResponse(w, resp, b.Name)
 }

@@ -503,6 +503,12 @@ func mergeCapabilities(results []map[string]json.RawMessage) map[string]any {
 				caps[k] = rc
 			case "logging", "completions":
 				caps[k] = map[string]any{}
+			case "extensions":
+				// the tasks extension: the aggregate routes tasks/* by
+				// id; other extensions are not carried across backends
+				if v[tasksExtension] != nil {
+					caps[k] = map[string]any{tasksExtension: map[string]any{}}
+				}
 			}
 		}
 	}

@@ -132,6 +132,9 @@ func (s *Selection) owner(r *http.Request) string {
 		// the tasks extension: Mcp-Name carries the task id (the instance
 		// checks that it is the body's), so that balancers route by it
 		id, _ := mcpreq.DecodeHeaderValue(r.Header.Get("Mcp-Name"))
+		if i := strings.LastIndexByte(id, '/'); i >= 0 {
+			id = id[i+1:] // mcp_aggregate's: backend/id
+		}
 		if id == "" {
 			return ""
 		}

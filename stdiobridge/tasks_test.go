@@ -3,6 +3,7 @@ package stdiobridge_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -352,5 +353,27 @@ func TestTaskModernChildRound(t *testing.T) {
 	got := textOf(map[string]any{"result": done["result"]})
 	if done["status"] != "completed" || !strings.Contains(got, "state=child-state-") || !strings.Contains(got, `"name":{"action":"accept","content":{"name":"Ada"}}`) {
 		t.Fatalf("the retry the server got: %v (%q)", done, got)
+	}
+}
+
+// task_after off: no tasks, the extension is not offered, tasks/* are
+// unknown methods, and a tool that requires a task is not listed.
+func TestTasksOff(t *testing.T) {
+	c := caddyrun.StartCaddyfile(t, "", tasksSite(t, os.DevNull, "\n\t\ttask_after off"))
+	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+	_, r := taskPost(t, url, "", 1, "tools/call", `{"name":"slow_compute","arguments":{"seconds":1,"label":"off"}}`)
+	if resultOf(r)["resultType"] != "complete" || !strings.Contains(textOf(r), "after 1 seconds") {
+		t.Fatalf("with task_after off: %v", r)
+	}
+	if status, g := taskPost(t, url, "", 2, "tasks/get", `{"taskId":"x"}`); status != 404 || errCode(g) != -32601 {
+		t.Fatalf("tasks/get with task_after off: %d %v", status, g)
+	}
+	_, disc := taskPost(t, url, "", 3, "server/discover", `{}`)
+	if strings.Contains(fmt.Sprint(resultOf(disc)["capabilities"]), "tasks") {
+		t.Fatalf("server/discover offers tasks: %v", disc)
+	}
+	_, l := taskPost(t, url, "", 4, "tools/list", `{}`)
+	if tools := fmt.Sprint(resultOf(l)["tools"]); strings.Contains(tools, "failing_job") || !strings.Contains(tools, "slow_compute") {
+		t.Fatalf("tools/list with task_after off: %s", tools)
 	}
 }

@@ -60,6 +60,9 @@ type Message struct {
 	// these very bytes rather than parsing it again.
 	Raw []byte
 	Top Top
+	// TaskID is params.taskId of tasks/get, tasks/update and tasks/cancel
+	// (the tasks extension; the `mcp` balancer policy routes by it).
+	TaskID string
 	// headerName is what a 2026-07-28 Mcp-Name header mirrors:
 	// params.name of tools/call and prompts/get, params.uri of
 	// resources/read, resources/subscribe and resources/unsubscribe.
@@ -286,7 +289,7 @@ func parseBody(q *Request, body []byte) {
 // the message ambiguous.
 var (
 	topMembers    = []string{"jsonrpc", "id", "method", "params", "result", "error"}
-	paramsMembers = []string{"name", "uri", "ref", "requestState", "_meta", "notifications", "arguments"}
+	paramsMembers = []string{"name", "uri", "ref", "requestState", "_meta", "notifications", "arguments", "taskId"}
 	refMembers    = []string{"type", "name", "uri"}
 	notifyMembers = []string{"resourceSubscriptions", "toolsListChanged", "promptsListChanged", "resourcesListChanged"}
 	metaMembers   = []string{
@@ -301,6 +304,7 @@ const (
 	topResult, topError                     = 4, 5
 	parName, parURI, parRef, parState       = 0, 1, 2, 3
 	parMeta, parNotifications, parArguments = 4, 5, 6
+	parTask                                 = 7
 	refType, refName, refURI                = 0, 1, 2
 	notifyURIs                              = 0
 	metaVersion                             = 0
@@ -480,6 +484,11 @@ func parseMessage(b []byte) (Message, string, error) {
 		err = readRef(b, p[parRef], &msg, name)
 	case "subscriptions/listen":
 		err = readSubscriptions(b, p[parNotifications], &msg, name)
+	case "tasks/get", "tasks/update", "tasks/cancel":
+		// the tasks extension: Mcp-Name mirrors params.taskId
+		if msg.TaskID, err = str(b, p[parTask], "params.taskId"); err == nil {
+			msg.headerName = msg.TaskID
+		}
 	}
 	if err != nil {
 		return msg, "", err
