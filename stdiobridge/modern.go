@@ -512,7 +512,7 @@ func (h poolServer) modernCall(w http.ResponseWriter, r *http.Request, m *modern
 
 // serveCall sends a request to a ready child and answers it, audited.
 func (h poolServer) serveCall(w http.ResponseWriter, r *http.Request, m *modernReq, c *poolChild, asking bool) {
-	if c.modern && m.caps["extensions"] != nil {
+	if c.modern && m.caps["extensions"] != nil && !h.table.ownTasks() {
 		// the tasks are the bridge's: a 2026 server is never asked to make
 		// one of its own (its task ids would name no task of this route)
 		if ext, _ := objectMembers(m.caps["extensions"]); ext[tasksExtension] != nil {
@@ -605,7 +605,7 @@ func (h poolServer) await(w http.ResponseWriter, r *http.Request, m *modernReq, 
 	asked := false
 	cfg := h.table.settings.Load()
 	limit := cfg.callTimeout
-	if m.e.Method == "tools/call" && cfg.tasksOn() && m.tasks {
+	if m.e.Method == "tools/call" && cfg.tasksOn() && m.tasks && !(cl.child.modern && h.table.ownTasks()) {
 		// a call that has not finished after task_after becomes a task
 		tt := time.NewTimer(max(cfg.taskAfter, time.Nanosecond))
 		defer tt.Stop()
@@ -658,6 +658,17 @@ func (h poolServer) await(w http.ResponseWriter, r *http.Request, m *modernReq, 
 			for _, ev := range cl.pendingEvents() {
 				if rp.event(ev) != nil {
 					break
+				}
+			}
+			if m.tasks && cl.child.modern && m.e.Method == "tools/call" && h.table.ownTasks() && cfg.tasksOn() {
+				// a task of the server's own, under an id of the bridge's
+				if out, ok := h.proxyTask(b, m, cl); ok {
+					rp.finish(http.StatusOK, out)
+					if rec != nil {
+						id, _ := jsonscan.String(member(member(out, "result"), "taskId"))
+						rec.outcome, rec.taskID, rec.taskEvent = "task", id, "created"
+					}
+					return
 				}
 			}
 			status, body := h.translate(b, m, cl)

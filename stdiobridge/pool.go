@@ -90,6 +90,7 @@ type poolChild struct {
 	subs      map[string]*resourceSub // resources/subscribe sent to this child, by URI (subscriptions.go)
 	exited    chan struct{}           // closed when the process has exited
 	evicted   bool                    // its slot was released when it was evicted (table.evictIdle)
+	taskHolds int                     // tasks of the server's own it holds (tasks.go): not idle while any
 
 	invalidWarned atomic.Bool // an invalid line was logged at warn
 }
@@ -99,13 +100,13 @@ type poolChild struct {
 func (c *poolChild) idleAt(user string) (time.Time, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.idleSince, c.limit == user && !c.closed && len(c.calls) == 0 && c.asker == nil && !c.idleSince.IsZero()
+	return c.idleSince, c.limit == user && !c.closed && len(c.calls) == 0 && c.asker == nil && !c.idleSince.IsZero() && c.taskHolds == 0
 }
 
 // evict ends the child if it is still idle, releasing its slot at once.
 func (c *poolChild) evict(reason string) bool {
 	c.mu.Lock()
-	idle := !c.closed && len(c.calls) == 0 && c.asker == nil && c.proc != nil
+	idle := !c.closed && len(c.calls) == 0 && c.asker == nil && c.proc != nil && c.taskHolds == 0
 	c.evicted = idle
 	c.mu.Unlock()
 	if idle {
@@ -946,7 +947,7 @@ func (t *table) reapPools(now time.Time, idle, stuck time.Duration) {
 		for _, c := range p.snapshot() {
 			c.mu.Lock()
 			idleFor := time.Duration(0)
-			if !c.idleSince.IsZero() && len(c.calls) == 0 {
+			if !c.idleSince.IsZero() && len(c.calls) == 0 && c.taskHolds == 0 {
 				idleFor = now.Sub(c.idleSince)
 			}
 			stuckFor := time.Duration(0)

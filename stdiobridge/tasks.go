@@ -25,6 +25,12 @@ package stdiobridge
 // make room for new ones, and a call that finds every slot taken by running
 // tasks is served without a task.
 //
+// A 2026 server that offers the extension itself (table.ownTasks) keeps its
+// tasks: the bridge makes none, records each handle the server answers
+// under an id of its own (proxyTask), sends tasks/* for it to the child that
+// holds it (forwardTask), and holds that child (poolChild.taskHolds) until
+// the task is forgotten.
+//
 // Locks: taskTable.tasksMu guards the table's maps and the finished list;
 // task.mu guards one task's state. tasksMu is never held while task.mu is
 // taken, nor the reverse (see doc.go), and neither across I/O: answers to the
@@ -106,6 +112,11 @@ type task struct {
 	removed  bool
 	stopOnce sync.Once
 	expiry   *time.Timer
+
+	// a task of the server's own (a 2026 server with the extension), set
+	// at creation: the child that holds it and its id there
+	child *poolChild
+	inner string
 }
 
 // taskInput is a question of the child that the client answers through
@@ -114,6 +125,145 @@ type taskInput struct {
 	id     json.RawMessage // the child's request id (nil: a modern child's round)
 	method string
 	params json.RawMessage
+}
+
+// ownTasks reports whether the route's server is a 2026 one that offers the
+// tasks extension itself: its tasks pass through (proxied), the bridge
+// makes none of its own.
+func (t *table) ownTasks() bool {
+	d := t.discover.Load()
+	if d == nil {
+		return false
+	}
+	ext, _ := objectMembers(member(member(*d, "capabilities"), "extensions"))
+	return ext[tasksExtension] != nil
+}
+
+// proxyTask takes a task handle of the server's own, answered to a call of
+// a declaring client: the task is recorded under an id of the bridge's
+// (bound like the bridge's own tasks), its child held until it is
+// forgotten, and the client gets the handle with that id (ok false: b is
+// no task handle).
+func (h poolServer) proxyTask(b []byte, m *modernReq, cl *call) ([]byte, bool) {
+	res := member(b, "result")
+	if rt, _ := jsonscan.String(member(res, "resultType")); rt != "task" {
+		return nil, false
+	}
+	inner, _ := jsonscan.String(member(res, "taskId"))
+	if inner == "" {
+		return nil, false
+	}
+	t := h.table
+	cfg := t.settings.Load()
+	ttl := cfg.taskTTL
+	if v, err := strconv.ParseInt(string(member(res, "ttlMs")), 10, 64); err == nil && v > 0 && time.Duration(v)*time.Millisecond < ttl {
+		ttl = time.Duration(v) * time.Millisecond
+	}
+	now := time.Now()
+	tk := &task{id: instanceid.NewTaskID(h.sealer.ring, h.sealer.instance), owner: principalDigest(m.principal),
+		limit: m.limit, tool: m.name, created: now, updated: now, ttl: ttl, status: taskWorking,
+		stop: make(chan struct{}), child: cl.child, inner: inner}
+	var evicted []*task
+	t.tasksMu.Lock()
+	if t.tasks == nil {
+		t.tasks, t.taskCount, t.taskBytes = map[string]*task{}, map[string]int{}, map[string]int64{}
+	}
+	for cfg.taskMaxPerUser > 0 && t.taskCount[m.limit] >= cfg.taskMaxPerUser {
+		old := t.oldestFinishedLocked(m.limit)
+		if old == nil {
+			break
+		}
+		evicted = append(evicted, old)
+		t.dropLocked(old)
+	}
+	t.tasks[tk.id] = tk
+	t.taskCount[m.limit]++
+	t.tasksMu.Unlock()
+	for _, old := range evicted {
+		old.removedNow("evicted")
+	}
+	cl.child.mu.Lock()
+	cl.child.taskHolds++
+	cl.child.mu.Unlock()
+	tk.mu.Lock()
+	tk.expiry = time.AfterFunc(ttl, func() { t.removeTask(tk, "expired") })
+	tk.mu.Unlock()
+	bridgeMetrics.tasks.WithLabelValues(h.cmdLabel, "created").Inc()
+	out := rewriteTask(b, m.e.ID, tk.id, ttl)
+	return out, true
+}
+
+// rewriteTask is a server's answer about one of its tasks with the
+// bridge's id for it (and the client's request id).
+func rewriteTask(b []byte, id json.RawMessage, taskID string, ttl time.Duration) []byte {
+	res, _ := objectMembers(member(b, "result"))
+	if res == nil {
+		return b
+	}
+	res["taskId"], _ = json.Marshal(taskID)
+	if ttl > 0 {
+		if v, err := strconv.ParseInt(string(res["ttlMs"]), 10, 64); err != nil || time.Duration(v)*time.Millisecond > ttl {
+			res["ttlMs"] = json.RawMessage(strconv.FormatInt(ttl.Milliseconds(), 10))
+		}
+	}
+	out, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "result": res})
+	return out
+}
+
+// forwardTask sends tasks/get, tasks/update or tasks/cancel of a task of
+// the server's own to the child that holds it, with the child's id, and
+// answers with the bridge's.
+func (h poolServer) forwardTask(w http.ResponseWriter, r *http.Request, m *modernReq, tk *task) {
+	params := maps.Clone(m.params)
+	params["taskId"], _ = json.Marshal(tk.inner)
+	cl, err := tk.child.start(m.e.Method, params, false, m.limit, -1)
+	if err != nil {
+		// the process that held the task is gone, and the task with it
+		h.table.removeTask(tk, "lost with its server process")
+		modernError(w, m.e.ID, codeInvalidParams, "Failed to retrieve task: Task not found")
+		return
+	}
+	timer := time.NewTimer(30 * time.Second)
+	defer timer.Stop()
+	var b []byte
+	select {
+	case b = <-cl.final:
+	case <-timer.C:
+		cl.cancel("no answer within 30s")
+		writeRPCError(w, http.StatusOK, m.e.ID, &rpcError{Code: codeInternalError, Message: "the server did not answer " + m.e.Method + " within 30s"})
+		return
+	case <-r.Context().Done():
+		cl.cancel("the client went away")
+		return
+	}
+	if e := member(b, "error"); e != nil {
+		out, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.e.ID, "error": json.RawMessage(e)})
+		code, _ := strconv.Atoi(string(member(e, "code")))
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(statusFor(code))
+		_, _ = w.Write(out)
+		return
+	}
+	if m.e.Method == "tasks/get" {
+		status, _ := jsonscan.String(member(member(b, "result"), "status"))
+		tk.mu.Lock()
+		if status != "" {
+			tk.status, tk.updated = status, time.Now()
+		}
+		if tk.terminal() && !tk.fetched && tk.expiry != nil {
+			tk.fetched = true
+			if left := time.Until(tk.created.Add(tk.ttl)); left > fetchedGrace {
+				tk.expiry.Reset(fetchedGrace)
+			}
+		}
+		tk.mu.Unlock()
+	}
+	out := rewriteTask(b, m.e.ID, tk.id, 0)
+	if m.e.Method != "tasks/get" {
+		out, _ = json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.e.ID, "result": map[string]any{"resultType": "complete"}})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(out)
 }
 
 func (t *task) terminal() bool {
@@ -329,6 +479,22 @@ func (tk *task) removedNow(why string) {
 		return
 	}
 	tk.removed = true
+	if tk.child != nil {
+		// a task of the server's own: its child is no longer held for it
+		c := tk.child
+		tk.mu.Unlock()
+		c.mu.Lock()
+		c.taskHolds--
+		if len(c.calls) == 0 && c.idleSince.IsZero() {
+			c.idleSince = time.Now()
+		}
+		c.mu.Unlock()
+		if tk.expiry != nil {
+			tk.expiry.Stop()
+		}
+		tk.stopOnce.Do(func() { close(tk.stop) })
+		return
+	}
 	cl, running := tk.cl, !tk.terminal()
 	if tk.expiry != nil {
 		tk.expiry.Stop()
@@ -724,6 +890,10 @@ func (h poolServer) serveTasks(w http.ResponseWriter, r *http.Request, m *modern
 	tk := h.table.lookupTask(id, principalDigest(m.principal))
 	if tk == nil {
 		modernError(w, m.e.ID, codeInvalidParams, "Failed to retrieve task: Task not found")
+		return
+	}
+	if tk.child != nil {
+		h.forwardTask(w, r, m, tk)
 		return
 	}
 	switch m.e.Method {

@@ -377,3 +377,40 @@ func TestTasksOff(t *testing.T) {
 		t.Fatalf("tools/list with task_after off: %s", tools)
 	}
 }
+
+// A 2026 server that offers the extension itself: its tasks pass through
+// under ids of the bridge's (bound to the principal like the bridge's own),
+// tasks/* reach the child that holds the task, and the child is kept past
+// session_idle_timeout while it holds one.
+func TestTaskOfTheServersOwn(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "fake.log")
+	c := caddyrun.StartCaddyfile(t, "", fakeSite(t, "mrtr,modern,exttasks",
+		"\n\t\tchild_era modern\n\t\tenv CADDYMCP_FAKE_LOG "+log+"\n\t\tsession_idle_timeout 200ms"))
+	url := "http://127.0.0.1:" + strconv.Itoa(c.Port) + "/mcp"
+	_, disc := taskPost(t, url, "", 1, "server/discover", `{}`)
+	if !strings.Contains(fmt.Sprint(resultOf(disc)["capabilities"]), "io.modelcontextprotocol/tasks") {
+		t.Fatalf("server/discover: %v", disc)
+	}
+	_, r := taskPost(t, url, "", 2, "tools/call", `{"name":"longjob","arguments":{}}`)
+	id := taskOf(t, r)
+	if id == "" || strings.HasPrefix(id, "child-task-") {
+		t.Fatalf("the server's task handle, not under an id of the bridge's: %v", r)
+	}
+	done := awaitTask(t, url, "", id)
+	got := textOf(map[string]any{"result": done["result"]})
+	if done["status"] != "completed" || done["taskId"] != id || !strings.HasPrefix(got, "longjob done child-task-") {
+		t.Fatalf("the server's task through the bridge: %v", done)
+	}
+	b, _ := os.ReadFile(log)
+	if !strings.Contains(string(b), "tasks/get child-task-") {
+		t.Fatalf("the child was not asked tasks/get with its own id: %s", b)
+	}
+	if _, g := modernPostHeader(t, url, "", 3, "tasks/get", `{"taskId":"child-task-1",`+tasksMeta+`}`, "child-task-1"); errCode(g) != -32602 {
+		t.Fatalf("the server's own id, unwrapped: %v", g)
+	}
+	// without the extension the server makes no task
+	_, r = modernPost(context.Background(), t, url, "", 4, "tools/call", `{"name":"longjob","arguments":{}}`)
+	if !strings.Contains(textOf(r), "at once") {
+		t.Fatalf("without the extension: %v", r)
+	}
+}

@@ -67,6 +67,10 @@ var readFileDescription = "Reads a file."
 //	         ("child-state-<n>"), and its retry with the requestState and
 //	         inputResponses it got (each retry's state is appended to
 //	         $CADDYMCP_FAKE_LOG)
+//	exttasks (with modern) implements the tasks extension itself: server/discover
+//	         lists it; tools/call "longjob" from a declaring client answers a
+//	         task "child-task-<n>" that completes a second later; tasks/get,
+//	         tasks/update, tasks/cancel (each logged to $CADDYMCP_FAKE_LOG)
 //	v32022   answers server/discover with -32022 (a modern server that does
 //	         not speak 2026-07-28), everything else as the plain fake
 //	escape   a server whose tools try to get out of a sandbox (escape.go)
@@ -175,6 +179,11 @@ func RunFakeIfRequested() {
 	subscribed := map[string]bool{} // resources/subscribe'd URIs (mode mrtr: "touch" notifies only these)
 	listens := map[string]bool{}    // ids of open subscriptions/listen requests (mode modern)
 	var initCaps json.RawMessage    // the capabilities initialize declared
+	type ownTask struct {
+		started time.Time
+		status  string
+	}
+	ownTasks := map[string]*ownTask{} // mode exttasks: the tasks of its own
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 1<<20), 64<<20)
 	for in.Scan() {
@@ -277,8 +286,40 @@ func RunFakeIfRequested() {
 				logf("discover unanswered")
 				continue // still fetching its package
 			}
+			caps := map[string]any{"tools": map[string]any{}}
+			if has("exttasks") {
+				caps["extensions"] = map[string]any{"io.modelcontextprotocol/tasks": map[string]any{}}
+			}
 			result(map[string]any{"resultType": "complete", "supportedVersions": []string{"2026-07-28"},
-				"capabilities": map[string]any{"tools": map[string]any{}}, "serverInfo": map[string]any{"name": "fake-modern", "version": "1"}})
+				"capabilities": caps, "serverInfo": map[string]any{"name": "fake-modern", "version": "1"}})
+		case "tasks/get", "tasks/update", "tasks/cancel":
+			var p struct {
+				TaskID string `json:"taskId"`
+			}
+			_ = json.Unmarshal(msg.Params, &p)
+			logf("%s %s", msg.Method, p.TaskID)
+			tk, ok := ownTasks[p.TaskID]
+			if !has("exttasks") || !ok {
+				send(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "error": map[string]any{"code": -32602, "message": "Task not found"}})
+				continue
+			}
+			if msg.Method == "tasks/cancel" && tk.status == "working" {
+				tk.status = "cancelled"
+			}
+			if msg.Method != "tasks/get" {
+				result(map[string]any{"resultType": "complete"})
+				continue
+			}
+			if tk.status == "working" && time.Since(tk.started) >= time.Second {
+				tk.status = "completed"
+			}
+			r := map[string]any{"resultType": "complete", "taskId": p.TaskID, "status": tk.status,
+				"createdAt": tk.started.UTC().Format(time.RFC3339), "lastUpdatedAt": time.Now().UTC().Format(time.RFC3339), "ttlMs": 60000}
+			if tk.status == "completed" {
+				r["result"] = map[string]any{"resultType": "complete", "content": []any{map[string]any{"type": "text",
+					"text": "longjob done " + p.TaskID + " pid=" + strconv.Itoa(os.Getpid())}}}
+			}
+			result(r)
 		case "tools/list":
 			if has("spec") {
 				r := map[string]any{"tools": []any{map[string]any{"name": "t", "inputSchema": map[string]any{"type": "object"}},
@@ -302,6 +343,17 @@ func RunFakeIfRequested() {
 			}
 			_ = json.Unmarshal(msg.Params, &call)
 			switch {
+			case has("exttasks") && call.Name == "longjob":
+				if !strings.Contains(string(msg.Params), `"io.modelcontextprotocol/tasks"`) {
+					text("longjob done at once (no tasks extension declared)")
+					continue
+				}
+				nextState++
+				id := "child-task-" + strconv.Itoa(nextState)
+				ownTasks[id] = &ownTask{started: time.Now(), status: "working"}
+				logf("task %s created", id)
+				result(map[string]any{"resultType": "task", "taskId": id, "status": "working",
+					"createdAt": time.Now().UTC().Format(time.RFC3339), "lastUpdatedAt": time.Now().UTC().Format(time.RFC3339), "ttlMs": 60000})
 			case has("modern") && call.Name == "ask":
 				var p struct {
 					RequestState   *string         `json:"requestState"`
