@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -413,4 +414,62 @@ func TestTaskOfTheServersOwn(t *testing.T) {
 	if !strings.Contains(textOf(r), "at once") {
 		t.Fatalf("without the extension: %v", r)
 	}
+}
+
+// BenchmarkTask is what a task costs a client over a plain call, through a
+// real Caddy and child (the fixture's greet): "plain" is one tools/call
+// without the extension; "task" is the tools/call that makes a task
+// (task_after 0) and the tasks/get that fetches its result (polled until
+// it is there, usually once).
+func BenchmarkTask(b *testing.B) {
+	c := caddyrun.StartCaddyfile(b, "", `
+:{{PORT}} {
+	bind 127.0.0.1
+	mcp_stdio /mcp {
+		command `+mcpserver.Self(b)+`
+		env `+mcpserver.FakeEnv+` tasks
+		child_era legacy
+		task_after 0
+		task_max_per_user 100000
+		task_route_max 100000
+		shutdown_timeout 500ms
+	}
+}
+`)
+	url := c.URL + "/mcp"
+	post := func(method, name, params string) map[string]any {
+		body := `{"jsonrpc":"2.0","id":1,"method":"` + method + `","params":` + params + `}`
+		req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+		req.Header = resp0Header(method, name, "")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+			b.Fatal(err)
+		}
+		return m
+	}
+	plainMeta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}`
+	b.Run("plain", func(b *testing.B) {
+		for b.Loop() {
+			if m := post("tools/call", "greet", `{"name":"greet","arguments":{"name":"b"},`+plainMeta+`}`); textOf(m) != "Hello, b!" {
+				b.Fatalf("%v", m)
+			}
+		}
+	})
+	b.Run("task", func(b *testing.B) {
+		for b.Loop() {
+			m := post("tools/call", "greet", `{"name":"greet","arguments":{"name":"b"},`+tasksMeta+`}`)
+			id, _ := resultOf(m)["taskId"].(string)
+			for {
+				g := post("tasks/get", id, `{"taskId":"`+id+`",`+tasksMeta+`}`)
+				if resultOf(g)["status"] == "completed" {
+					break
+				}
+			}
+		}
+	})
 }
