@@ -37,7 +37,7 @@ func TestSoakScaleOut(t *testing.T) {
 	if err != nil {
 		t.Fatalf("scale demo: %v", err)
 	}
-	for _, want := range []string{"spread of sessions: i1 ", "spread of rounds: i1 ", "processes left behind by i2's", "all checks passed"} {
+	for _, want := range []string{"spread of sessions: i1 ", "spread of rounds: i1 ", "spread of tasks: i1 ", "tasks of the killed instance: 20 of 20 not found (-32602)", "processes left behind by i2's", "all checks passed"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("the report lacks %q", want)
 		}

@@ -2,10 +2,12 @@
 // with mcp_stdio serving go-sdk's everything-server) behind one Caddy
 // balancer (reverse_proxy with lb_policy mcp), all real processes sharing a
 // file-system storage for the key ring. It drives them with 2025-era
-// sessions and 2026-07-28 calls with elicitation rounds and checks that
-// nothing is lost or misrouted and that work is spread over all three;
-// then it kills one instance mid-run and checks that only its sessions and
-// rounds fail, each with the spec's error, that clients who start again
+// sessions, 2026-07-28 calls with elicitation rounds and 2026-07-28 calls
+// made tasks (the tasks extension, io.modelcontextprotocol/tasks: every
+// instance has task_after 0) polled with tasks/get, and checks that nothing
+// is lost or misrouted and that work is spread over all three; then it
+// kills one instance mid-run and checks that only its sessions, rounds and
+// tasks fail, each with the spec's error, that clients who start again
 // succeed on the others, and that none of its children outlive it; last,
 // it compares throughput through the balancer with one instance alone.
 // It prints a report and exits 1 if any check fails.
@@ -39,6 +41,7 @@ var (
 	serverBin = flag.String("server", "bin/everything-server", "stdio MCP server (go-sdk everything-server)")
 	sessions  = flag.Int("sessions", 2000, "2025-era sessions (initialize, tools/call, DELETE)")
 	calls     = flag.Int("calls", 2000, "2026-07-28 tools/call with an elicitation round")
+	tasksN    = flag.Int("tasks", 300, "2026-07-28 tools/call made tasks, polled with tasks/get (0: no tasks, here or in the kill phase)")
 	parallel  = flag.Int("parallel", 16, "clients at once")
 	killRun   = flag.Int("kill-clients", 32, "clients in the kill phase (0: skip it)")
 	compare   = flag.Int("compare-calls", 300, "calls per session in the throughput comparison (0: skip it)")
@@ -91,6 +94,7 @@ func main() {
 		max_sessions_per_user 10000
 		initialize_rate 1000000
 		shutdown_timeout 1s
+		task_after 0
 	}
 }
 `, storage, in.port, server, in.id)
@@ -148,6 +152,11 @@ func hdr2025(sid string) http.Header {
 	}
 	return h
 }
+
+// taskMeta is meta with the tasks extension declared: a tools/call with
+// it becomes a task (task_after 0: at once).
+const taskMeta = `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"extensions":{"io.modelcontextprotocol/tasks":{}}},` +
+	`"io.modelcontextprotocol/clientInfo":{"name":"scaledemo","version":"1"}}`
 
 var hdr2026 = http.Header{"Mcp-Protocol-Version": {"2026-07-28"}, "Mcp-Method": {"tools/call"}, "Mcp-Name": {"test_elicitation"}}
 
@@ -242,6 +251,108 @@ func elicit(ctx context.Context, between func()) outcome {
 	return o
 }
 
+var hdrTaskCall = http.Header{"Mcp-Protocol-Version": {"2026-07-28"}, "Mcp-Method": {"tools/call"}, "Mcp-Name": {"test_simple_text"}}
+
+// newTask makes one 2026-07-28 tools/call of test_simple_text with the
+// tasks extension declared, through the balancer: with task_after 0 the
+// answer must be a task (resultType "task"); o.instance is the instance
+// its id names.
+func newTask(ctx context.Context) (string, outcome) {
+	id := nextID()
+	status, _, ans, err := loadgen.Post(ctx, client, lbURL, hdrTaskCall,
+		`{"jsonrpc":"2.0","id":`+id+`,"method":"tools/call","params":{"name":"test_simple_text","arguments":{},`+taskMeta+`}}`, id)
+	if err != nil || status != 200 {
+		return "", outcome{err: fmt.Sprintf("tools/call: %d %v %.200s", status, err, ans), kind: classify(status, ans, err)}
+	}
+	var r struct {
+		Result struct {
+			ResultType string `json:"resultType"`
+			TaskID     string `json:"taskId"`
+			Status     string `json:"status"`
+		} `json:"result"`
+	}
+	json.Unmarshal(ans, &r)
+	if r.Result.ResultType != "task" || r.Result.TaskID == "" {
+		return "", outcome{err: fmt.Sprintf("tools/call: no task: %.200s", ans), kind: "other"}
+	}
+	inst, _, _ := strings.Cut(r.Result.TaskID, instanceid.Sep)
+	return r.Result.TaskID, outcome{instance: inst}
+}
+
+// getTask is one tasks/get of the task through the balancer (Mcp-Name: the
+// task id, by which the balancer routes it to the instance that made it).
+func getTask(ctx context.Context, taskID string) (int, []byte, error) {
+	id := nextID()
+	tid, _ := json.Marshal(taskID)
+	h := http.Header{"Mcp-Protocol-Version": {"2026-07-28"}, "Mcp-Method": {"tasks/get"}, "Mcp-Name": {taskID}}
+	status, _, ans, err := loadgen.Post(ctx, client, lbURL, h,
+		`{"jsonrpc":"2.0","id":`+id+`,"method":"tasks/get","params":{"taskId":`+string(tid)+`,`+taskMeta+`}}`, id)
+	return status, ans, err
+}
+
+// notFound reports whether an answer is the -32602 of an unknown task.
+func notFound(status int, ans []byte, err error) bool {
+	return err == nil && status == 400 && bytes.Contains(ans, []byte(`-32602`))
+}
+
+// awaitTask polls tasks/get every 20 ms (30 s at most) until the task is
+// completed with its CallToolResult; polls is how many tasks/get it took.
+// A -32602 (the instance asked does not know the task: the poll was
+// misrouted, or the task lost) is a failure of kind task-not-found.
+func awaitTask(ctx context.Context, taskID string, o outcome) (_ outcome, polls int) {
+	deadline := time.Now().Add(30 * time.Second)
+	for polls = 1; ; polls++ {
+		status, ans, err := getTask(ctx, taskID)
+		if err != nil || status != 200 {
+			kind := classify(status, ans, err)
+			if notFound(status, ans, err) {
+				kind = "task-not-found"
+			}
+			o.err, o.kind = fmt.Sprintf("tasks/get %d of %s: %d %v %.200s", polls, taskID, status, err, ans), kind
+			return o, polls
+		}
+		var r struct {
+			Result struct {
+				ResultType string `json:"resultType"`
+				Status     string `json:"status"`
+				Result     *struct {
+					Content []json.RawMessage `json:"content"`
+					IsError bool              `json:"isError"`
+				} `json:"result"`
+			} `json:"result"`
+			Error json.RawMessage `json:"error"`
+		}
+		if json.Unmarshal(ans, &r) != nil || r.Error != nil || r.Result.ResultType != "complete" {
+			o.err, o.kind = fmt.Sprintf("tasks/get %d of %s: %.200s", polls, taskID, ans), "other"
+			return o, polls
+		}
+		switch r.Result.Status {
+		case "completed":
+			if r.Result.Result == nil || len(r.Result.Result.Content) == 0 || r.Result.Result.IsError {
+				o.err, o.kind = fmt.Sprintf("tasks/get %d of %s: completed without its result: %.200s", polls, taskID, ans), "other"
+			}
+			return o, polls
+		case "working":
+		default:
+			o.err, o.kind = fmt.Sprintf("tasks/get %d of %s: %s: %.200s", polls, taskID, r.Result.Status, ans), "other"
+			return o, polls
+		}
+		if time.Now().After(deadline) {
+			o.err, o.kind = fmt.Sprintf("tasks/get of %s: still working after 30 s (%d polls)", taskID, polls), "other"
+			return o, polls
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// examples is " e.g. [...]" for the failures an example of which was kept.
+func examples(ex []string) string {
+	if len(ex) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" e.g. %q", ex)
+}
+
 // classify names a failure the way a client must read it.
 func classify(status int, ans []byte, err error) string {
 	switch {
@@ -313,7 +424,7 @@ func perLine(per map[string]int) string {
 
 func steady() {
 	ctx := context.Background()
-	fmt.Printf("## Steady state: %d sessions (2025-11-25) and %d calls with an elicitation round (2026-07-28), %d clients at once\n\n", *sessions, *calls, *parallel)
+	fmt.Printf("## Steady state: %d sessions (2025-11-25), %d calls with an elicitation round and %d calls made tasks (2026-07-28), %d clients at once\n\n", *sessions, *calls, *tasksN, *parallel)
 	out, d := run(*sessions, *parallel, func(int) outcome { return session(ctx, 1, nil) })
 	per, bad, ex := spread(out)
 	notFound := 0
@@ -328,6 +439,34 @@ func steady() {
 	per, bad, ex = spread(out)
 	check(bad == 0, "2026 calls with a round: %d of %d failed (lost or misrouted retries) in %s (%.0f calls/s) %v", bad, len(out), d.Round(time.Millisecond), float64(len(out))/d.Seconds(), ex)
 	check(len(per) == 3 && per["i1"] > 0 && per["i2"] > 0 && per["i3"] > 0, "spread of rounds: %s", perLine(per))
+	if *tasksN > 0 {
+		// calls made tasks, each polled through the balancer until it is
+		// completed: a poll sent to another instance than the task's would
+		// answer -32602 (not found)
+		var polls, first atomic.Int64
+		out, d = run(*tasksN, *parallel, func(int) outcome {
+			tid, o := newTask(ctx)
+			if o.err != "" {
+				return o
+			}
+			o, n := awaitTask(ctx, tid, o)
+			polls.Add(int64(n))
+			if n == 1 && o.err == "" {
+				first.Add(1)
+			}
+			return o
+		})
+		per, bad, ex = spread(out)
+		lost := 0
+		for _, o := range out {
+			if o.kind == "task-not-found" {
+				lost++
+			}
+		}
+		check(bad == 0, "2026 calls made tasks (task_after 0), polled with tasks/get: %d of %d failed (%d tasks/get \"not found\", -32602) in %s (%.0f tasks/s); %d tasks/get, %d tasks completed at the first%s",
+			bad, len(out), lost, d.Round(time.Millisecond), float64(len(out))/d.Seconds(), polls.Load(), first.Load(), examples(ex))
+		check(len(per) == 3 && per["i1"] > 0 && per["i2"] > 0 && per["i3"] > 0, "spread of tasks: %s", perLine(per))
+	}
 	fmt.Println()
 }
 
@@ -450,6 +589,50 @@ func kill() {
 	ctx := context.Background()
 	victim := instances[1]
 	fmt.Printf("## Killing %s (SIGKILL) mid-run, %d clients: 2025 sessions of 5 calls, 2026 calls with a round\n\n", victim.id, *killRun)
+	// tasks on the victim before the kill (made through the balancer until
+	// killTasks of them name it): they resolve; after the kill, no
+	// instance knows them
+	const killTasks = 20
+	var victimTasks []string
+	if *tasksN > 0 {
+		var others []string
+		made, bad := 0, 0
+		var ex []string
+		for len(victimTasks) < killTasks && made < 50*killTasks {
+			made++
+			tid, o := newTask(ctx)
+			switch {
+			case o.err != "":
+				bad++
+				if len(ex) < 3 {
+					ex = append(ex, o.err)
+				}
+			case o.instance == victim.id:
+				victimTasks = append(victimTasks, tid)
+			default:
+				others = append(others, tid)
+			}
+		}
+		resolved := 0
+		for _, tid := range victimTasks {
+			if o, _ := awaitTask(ctx, tid, outcome{instance: victim.id}); o.err == "" {
+				resolved++
+			} else if len(ex) < 3 {
+				ex = append(ex, o.err)
+			}
+		}
+		for _, tid := range others {
+			if o, _ := awaitTask(ctx, tid, outcome{}); o.err != "" {
+				bad++
+				if len(ex) < 3 {
+					ex = append(ex, o.err)
+				}
+			}
+		}
+		check(len(victimTasks) == killTasks && resolved == killTasks && bad == 0,
+			"tasks of %s before the kill: %d of %d resolved (completed with their result); %d tasks made through the balancer for them, %d failed%s",
+			victim.id, resolved, len(victimTasks), made, bad, examples(ex))
+	}
 	n := 40 * *killRun
 	var done atomic.Int64
 	var once sync.Once
@@ -551,6 +734,32 @@ func kill() {
 		}
 	}
 	check(len(kids) > 0 && len(left) == 0, "processes left behind by %s's %d children: %d", victim.id, len(kids), len(left))
+	if len(victimTasks) > 0 {
+		// the balancer sends a tasks/get of the victim's task to the
+		// fallback's choice, which does not know it: -32602, as for an id
+		// that never was
+		gone := 0
+		var ex []string
+		for _, tid := range victimTasks {
+			status, ans, err := getTask(ctx, tid)
+			if notFound(status, ans, err) {
+				gone++
+			} else if len(ex) < 3 {
+				ex = append(ex, fmt.Sprintf("%d %v %.200s", status, err, ans))
+			}
+		}
+		check(gone == len(victimTasks), "tasks of the killed instance: %d of %d not found (-32602)%s", gone, len(victimTasks), examples(ex))
+		out, _ := run(60, *parallel, func(int) outcome {
+			tid, o := newTask(ctx)
+			if o.err != "" {
+				return o
+			}
+			o, _ = awaitTask(ctx, tid, o)
+			return o
+		})
+		per, bad, ex := spread(out)
+		check(bad == 0 && per[victim.id] == 0, "new tasks after the kill: %s; %d failed%s", perLine(per), bad, examples(ex))
+	}
 	fmt.Println()
 }
 
