@@ -163,25 +163,7 @@ func (h poolServer) proxyTask(b []byte, m *modernReq, cl *call) ([]byte, bool) {
 	tk := &task{id: instanceid.NewTaskID(h.sealer.ring, h.sealer.instance), owner: principalDigest(m.principal),
 		limit: m.limit, tool: m.name, created: now, updated: now, ttl: ttl, status: taskWorking,
 		stop: make(chan struct{}), child: cl.child, inner: inner}
-	var evicted []*task
-	t.tasksMu.Lock()
-	if t.tasks == nil {
-		t.tasks, t.taskCount, t.taskBytes = map[string]*task{}, map[string]int{}, map[string]int64{}
-	}
-	for cfg.taskMaxPerUser > 0 && t.taskCount[m.limit] >= cfg.taskMaxPerUser {
-		old := t.oldestFinishedLocked(m.limit)
-		if old == nil {
-			break
-		}
-		evicted = append(evicted, old)
-		t.dropLocked(old)
-	}
-	t.tasks[tk.id] = tk
-	t.taskCount[m.limit]++
-	t.tasksMu.Unlock()
-	for _, old := range evicted {
-		old.removedNow("evicted")
-	}
+	t.admit(tk, cfg, false)
 	cl.child.mu.Lock()
 	cl.child.taskHolds++
 	cl.child.mu.Unlock()
@@ -383,13 +365,33 @@ func (h poolServer) newTask(m *modernReq, cl *call, rec *auditRecord) *task {
 		a := *rec
 		tk.audit = &a
 	}
+	full := !t.admit(tk, cfg, true)
+	if full {
+		if c := h.logger.Check(zap.DebugLevel, "a call went on without a task: every task slot of its principal or route holds a running task"); c != nil {
+			c.Write(zap.String("user", userForLog(m.principal)), zap.String("tool", m.name))
+		}
+		bridgeMetrics.tasks.WithLabelValues(h.cmdLabel, "refused").Inc()
+		return nil
+	}
+	tk.mu.Lock()
+	tk.expiry = time.AfterFunc(tk.ttl, func() { t.removeTask(tk, "expired") })
+	tk.mu.Unlock()
+	bridgeMetrics.tasks.WithLabelValues(h.cmdLabel, "created").Inc()
+	return tk
+}
+
+// admit records tk within the count limits (task_max_per_user,
+// task_route_max): the principal's and the route's oldest finished tasks
+// make room. strict: refused (false) while running tasks fill the slots;
+// otherwise (a task the server has made already) recorded anyway.
+func (t *taskTable) admit(tk *task, cfg *settings, strict bool) bool {
 	var evicted []*task
 	t.tasksMu.Lock()
 	if t.tasks == nil {
 		t.tasks, t.taskCount, t.taskBytes = map[string]*task{}, map[string]int{}, map[string]int64{}
 	}
-	for cfg.taskMaxPerUser > 0 && t.taskCount[m.limit] >= cfg.taskMaxPerUser {
-		old := t.oldestFinishedLocked(m.limit)
+	for cfg.taskMaxPerUser > 0 && t.taskCount[tk.limit] >= cfg.taskMaxPerUser {
+		old := t.oldestFinishedLocked(tk.limit)
 		if old == nil {
 			break
 		}
@@ -404,28 +406,18 @@ func (h poolServer) newTask(m *modernReq, cl *call, rec *auditRecord) *task {
 		evicted = append(evicted, old)
 		t.dropLocked(old)
 	}
-	full := (cfg.taskMaxPerUser > 0 && t.taskCount[m.limit] >= cfg.taskMaxPerUser) ||
+	full := (cfg.taskMaxPerUser > 0 && t.taskCount[tk.limit] >= cfg.taskMaxPerUser) ||
 		(cfg.taskRouteMax > 0 && len(t.tasks) >= cfg.taskRouteMax)
-	if !full {
+	ok := !full || !strict
+	if ok {
 		t.tasks[tk.id] = tk
-		t.taskCount[m.limit]++
+		t.taskCount[tk.limit]++
 	}
 	t.tasksMu.Unlock()
 	for _, old := range evicted {
 		old.removedNow("evicted")
 	}
-	if full {
-		if c := h.logger.Check(zap.DebugLevel, "a call went on without a task: every task slot of its principal or route holds a running task"); c != nil {
-			c.Write(zap.String("user", userForLog(m.principal)), zap.String("tool", m.name))
-		}
-		bridgeMetrics.tasks.WithLabelValues(h.cmdLabel, "refused").Inc()
-		return nil
-	}
-	tk.mu.Lock()
-	tk.expiry = time.AfterFunc(tk.ttl, func() { t.removeTask(tk, "expired") })
-	tk.mu.Unlock()
-	bridgeMetrics.tasks.WithLabelValues(h.cmdLabel, "created").Inc()
-	return tk
+	return ok
 }
 
 // oldestFinishedLocked is the oldest finished task of limit ("" any).
