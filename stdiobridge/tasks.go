@@ -474,6 +474,9 @@ func (tk *task) removedNow(why string) {
 	if tk.child != nil {
 		// a task of the server's own: its child is no longer held for it
 		c := tk.child
+		if tk.expiry != nil {
+			tk.expiry.Stop()
+		}
 		tk.mu.Unlock()
 		c.mu.Lock()
 		c.taskHolds--
@@ -481,9 +484,6 @@ func (tk *task) removedNow(why string) {
 			c.idleSince = time.Now()
 		}
 		c.mu.Unlock()
-		if tk.expiry != nil {
-			tk.expiry.Stop()
-		}
 		tk.stopOnce.Do(func() { close(tk.stop) })
 		return
 	}
